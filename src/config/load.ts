@@ -1,0 +1,310 @@
+/**
+ * Reads, merges and validates the configuration: defaults < file < environment < flags.
+ *
+ * @module
+ */
+import { isAbsolute, resolve } from "node:path";
+import { LineCounter, parseDocument } from "yaml";
+import type { z } from "zod";
+import type { Flags } from "../cli/flags.ts";
+import { Config, PATH_KEYS } from "./schema.ts";
+
+/** A configuration that cannot be used; `message` holds one line per problem. */
+export class ConfigError extends Error {
+  /** Exit status for this problem (2: bad configuration). */
+  code = 2;
+}
+
+/** The result of {@link loadConfig}. */
+export interface LoadedConfig {
+  config: Config;
+  /** The file read, or undefined when built-in defaults were used. */
+  file?: string;
+  /** Problems that do not stop the server (unknown keys). */
+  warnings: string[];
+}
+
+type Raw = Record<string, unknown>;
+type Path = (string | number)[];
+
+const ENV: Record<string, { path: string[]; kind: "string" | "port" | "bool" | "level" }> = {
+  DENOSERVE_HOST: { path: ["server", "host"], kind: "string" },
+  DENOSERVE_PORT: { path: ["server", "port"], kind: "port" },
+  DENOSERVE_STATIC_DIR: { path: ["http", "static_dir"], kind: "string" },
+  DENOSERVE_TEMPLATES_DIR: { path: ["http", "templates_dir"], kind: "string" },
+  DENOSERVE_LOG_LEVEL: { path: ["logging", "level"], kind: "level" },
+  DENOSERVE_LOG_FILE: { path: ["logging", "log_file"], kind: "string" },
+  DENOSERVE_SSL_ENABLED: { path: ["ssl", "enabled"], kind: "bool" },
+  DENOSERVE_SSL_CERT: { path: ["ssl", "cert_file"], kind: "string" },
+  DENOSERVE_SSL_KEY: { path: ["ssl", "key_file"], kind: "string" },
+};
+
+/** Names of the environment variables read, for permission lists and docs. */
+export const ENV_NAMES = Object.keys(ENV);
+
+const pathString = (path: Path) =>
+  path.map((p, i) => typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`).join("");
+
+function setIn(obj: Raw, path: string[], value: unknown): void {
+  let o = obj;
+  for (const key of path.slice(0, -1)) {
+    if (typeof o[key] !== "object" || o[key] === null || Array.isArray(o[key])) o[key] = {};
+    o = o[key] as Raw;
+  }
+  o[path[path.length - 1]] = value;
+}
+
+/** Applies `fn` to every value at `path` ("*" = each array element) that exists. */
+function eachAt(obj: unknown, path: readonly string[], fn: (parent: Raw, key: string) => void) {
+  if (typeof obj !== "object" || obj === null) return;
+  const [head, ...rest] = path;
+  if (head === "*") {
+    if (Array.isArray(obj)) { for (const item of obj) eachAt(item, rest, fn); }
+    return;
+  }
+  if (!(head in obj)) return;
+  if (rest.length === 0) fn(obj as Raw, head);
+  else eachAt((obj as Raw)[head], rest, fn);
+}
+
+function substituteEnv(value: unknown, path: Path, where: (p: Path) => string): unknown {
+  if (typeof value === "string") {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const v = Deno.env.get(name);
+      if (v === undefined) {
+        throw new ConfigError(
+          `${where(path)}${
+            pathString(path)
+          } uses \${${name}}, but the environment variable ${name} is not set`,
+        );
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, [...path, i], where));
+  if (typeof value === "object" && value !== null) {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, substituteEnv(v, [...path, k], where)]),
+    );
+  }
+  return value;
+}
+
+function envValue(name: string, kind: string, text: string): unknown {
+  switch (kind) {
+    case "port":
+      if (!/^\d{1,5}$/.test(text)) {
+        throw new ConfigError(`${name} must be a port number 0–65535, got "${text}"`);
+      }
+      return Number(text);
+    case "bool":
+      if (/^(1|true|yes|on)$/i.test(text)) return true;
+      if (/^(0|false|no|off)$/i.test(text)) return false;
+      throw new ConfigError(`${name} must be true or false, got "${text}"`);
+    default:
+      return text;
+  }
+}
+
+function levenshtein(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length];
+}
+
+/** The object keys the schema accepts at `path`, for 'did you mean'. */
+function keysAt(schema: z.ZodType, path: Path): string[] {
+  // deno-lint-ignore no-explicit-any
+  let s: any = schema;
+  const unwrap = () => {
+    while (s?._zod?.def) {
+      const d = s._zod.def;
+      if (d.innerType) s = d.innerType;
+      else if (d.type === "pipe") s = d.out;
+      else break;
+    }
+  };
+  unwrap();
+  for (const p of path) {
+    const d = s?._zod?.def;
+    if (!d) return [];
+    if (d.type === "object") s = d.shape[p];
+    else if (d.type === "array") s = d.element;
+    else if (d.type === "record") s = d.valueType;
+    else return [];
+    unwrap();
+  }
+  return s?._zod?.def?.type === "object" ? Object.keys(s._zod.def.shape) : [];
+}
+
+function didYouMean(key: string, known: string[]): string {
+  let best = "";
+  let bestScore = Infinity;
+  for (const k of known) {
+    const d = levenshtein(key.toLowerCase(), k);
+    if (d < bestScore) [best, bestScore] = [k, d];
+  }
+  return bestScore <= Math.max(2, Math.floor(key.length / 3)) ? ` (did you mean "${best}"?)` : "";
+}
+
+function deleteAt(obj: unknown, path: Path, key: string) {
+  let o = obj as Raw;
+  for (const p of path) o = (o as Raw)[p as string] as Raw;
+  delete o[key];
+}
+
+/** Joins a schema message to its key path: "must…" reads on, anything else after a colon. */
+function describe(path: Path, message: string): string {
+  const where = pathString(path) || "configuration";
+  return /^(must|is|needs|uses) /.test(message) ? `${where} ${message}` : `${where}: ${message}`;
+}
+
+/** Validates a merged raw object; unknown keys become warnings, the rest a {@link ConfigError}. */
+export function validate(
+  raw: Raw,
+  where: (path: Path) => string = () => "",
+): { config: Config; warnings: string[] } {
+  const warnings: string[] = [];
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const result = Config.safeParse(raw);
+    if (result.success) return { config: deepFreeze(result.data) as Config, warnings };
+    const unknown = result.error.issues.filter((i) => i.code === "unrecognized_keys");
+    if (unknown.length === 0) {
+      throw new ConfigError(
+        result.error.issues.map((i) =>
+          `${where(i.path as Path)}${describe(i.path as Path, i.message)}`
+        )
+          .join("\n"),
+      );
+    }
+    for (const issue of unknown) {
+      for (const key of (issue as { keys: string[] }).keys) {
+        const path = issue.path as Path;
+        const full = [...path, key];
+        warnings.push(
+          `${where(full)}unknown key ${pathString(full)} is ignored${
+            didYouMean(key, keysAt(Config, path))
+          }`,
+        );
+        deleteAt(raw, path, key);
+      }
+    }
+  }
+  throw new ConfigError("configuration could not be validated");
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === "object" && o !== null && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** Reads a YAML config file into a plain object, with a locator for error messages. */
+export async function readConfigFile(
+  file: string,
+): Promise<{ raw: Raw; where: (path: Path) => string }> {
+  const text = await Deno.readTextFile(file);
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const pos = lineCounter.linePos(e.pos[0]);
+    const reason = e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+    throw new ConfigError(`${file}:${pos.line}:${pos.col}: invalid YAML: ${reason}`);
+  }
+  const raw = doc.toJS() ?? {};
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    throw new ConfigError(`${file}:1:1: the configuration must be a mapping of sections`);
+  }
+  const where = (path: Path) => {
+    for (let n = path.length; n > 0; n--) {
+      const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] };
+      if (node?.range) {
+        const pos = lineCounter.linePos(node.range[0]);
+        return `${file}:${pos.line}:${pos.col}: `;
+      }
+    }
+    return `${file}: `;
+  };
+  return { raw: raw as Raw, where };
+}
+
+/**
+ * Loads the configuration: the file (`flags.config`, or `./config.yaml` when present), then
+ * `DENOSERVE_*` variables, then flags. Relative paths in the file resolve against its folder;
+ * those from the environment and flags against the working directory.
+ */
+export async function loadConfig(
+  flags: Partial<Flags> = {},
+  env: (name: string) => string | undefined = (n) => Deno.env.get(n),
+): Promise<LoadedConfig> {
+  const file = resolve(flags.config ?? "config.yaml");
+  let raw: Raw = {};
+  let where = (_: Path) => "";
+  let used: string | undefined;
+  try {
+    ({ raw, where } = await readConfigFile(file));
+    used = file;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (flags.config !== undefined) {
+      throw new ConfigError(`${flags.config}: configuration file not found`);
+    }
+  }
+  raw = substituteEnv(raw, [], where) as Raw;
+  const base = used ? resolve(file, "..") : Deno.cwd();
+  for (const keyPath of PATH_KEYS) {
+    eachAt(raw, keyPath, (parent, key) => {
+      const v = parent[key];
+      if (typeof v === "string" && !isAbsolute(v)) parent[key] = resolve(base, v);
+    });
+  }
+
+  const origin = new Map<string, string>();
+  const override = (path: string[], value: unknown, source: string) => {
+    setIn(raw, path, value);
+    origin.set(path.join("."), source);
+  };
+  for (const [name, { path, kind }] of Object.entries(ENV)) {
+    const text = env(name);
+    if (text === undefined || text === "") continue;
+    const value = envValue(name, kind, text);
+    const isPath = PATH_KEYS.some((k) => k.join(".") === path.join("."));
+    override(path, isPath ? resolve(value as string) : value, name);
+  }
+  const flagValues: [string[], unknown, string][] = [
+    [["server", "host"], flags.host, "--host"],
+    [["server", "port"], flags.port, "--port"],
+    [["http", "static_dir"], flags.static && resolve(flags.static), "--static"],
+    [["http", "templates_dir"], flags.templates && resolve(flags.templates), "--templates"],
+    [["ssl", "enabled"], flags.ssl || undefined, "--ssl"],
+    [["ssl", "cert_file"], flags.cert && resolve(flags.cert), "--cert"],
+    [["ssl", "key_file"], flags.key && resolve(flags.key), "--key"],
+    [["logging", "level"], flags.debug ? "DEBUG" : undefined, "--debug"],
+  ];
+  for (const [path, value, source] of flagValues) {
+    if (value !== undefined) override(path, value, source);
+  }
+  if (flags.proxy?.length) {
+    const server = (raw.server ??= {}) as Raw;
+    const rules = Array.isArray(server.reverse_proxy) ? server.reverse_proxy : [];
+    server.reverse_proxy = [...rules, ...flags.proxy];
+  }
+
+  const locate = (path: Path) => {
+    const source = origin.get(path.join("."));
+    return source ? `${source}: ` : where(path);
+  };
+  const { config, warnings } = validate(raw, locate);
+  return { config, file: used, warnings };
+}

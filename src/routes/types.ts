@@ -1,0 +1,45 @@
+/**
+ * The shapes every route shares.
+ *
+ * @module
+ */
+
+/** What the server learned about a request before routing it. */
+export interface RequestContext {
+  /** URL path, still percent-encoded. */
+  path: string;
+  /** The query string with its "?", or "". */
+  query: string;
+  /** The client's address. */
+  remote: Deno.NetAddr;
+  /** Whether the client connected over TLS. */
+  secure: boolean;
+}
+
+/** Answers a request. */
+export type Handler = (request: Request, ctx: RequestContext) => Response | Promise<Response>;
+
+/** A precompiled matcher and what to do on a match. */
+export interface Route {
+  /** For debug logs. */
+  name: string;
+  match: (ctx: RequestContext) => boolean;
+  handle: Handler;
+}
+
+/** Splits a request URL into its path and query without building a URL object. */
+export function splitUrl(url: string): { path: string; query: string } {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return { path: "/", query: "" };
+  const q = url.indexOf("?", start);
+  return q < 0
+    ? { path: url.slice(start), query: "" }
+    : { path: url.slice(start, q), query: url.slice(q) };
+}
+
+/** Whether `path` is `prefix` or lies below it on a segment boundary. */
+export function underPrefix(path: string, prefix: string): boolean {
+  if (prefix === "/") return true;
+  return path.startsWith(prefix) &&
+    (path.length === prefix.length || path[prefix.length] === "/" || prefix.endsWith("/"));
+}

@@ -1,0 +1,412 @@
+/**
+ * Static files: path safety, a metadata and small-body cache, conditional requests, ranges.
+ *
+ * The cache keeps what one `stat` + `realPath` (+ read, for small files) learned about a URL
+ * path and trusts it for `ttlMs`; after that one `stat` revalidates it. This is nginx's
+ * `open_file_cache` idea and what makes the common GET cost no file-system call at all.
+ *
+ * @module
+ */
+import mime from "mime";
+import { errorPage, type ListingEntry, listingPage, welcomePage } from "../pages/html.ts";
+import { byteRange, etagMatches, notModifiedSince } from "./conditional.ts";
+
+/** Options of {@link createFileServer}. */
+export interface FileServerOptions {
+  /** Absolute folder to serve. */
+  root: string;
+  /** Answer folders without index.html with a listing. Default false. */
+  listing?: boolean;
+  /** Serve names starting with a dot (`.well-known` always is). Default false. */
+  dotfiles?: boolean;
+  /** How long cached metadata is trusted, in ms; 0 checks on every request. Default 1000. */
+  ttlMs?: number;
+  /** Largest file whose body is kept in memory, in bytes. Default 1 MiB. */
+  maxFileSize?: number;
+  /** Memory for cached bodies in all, in bytes. Default 64 MiB. */
+  maxBytes?: number;
+  /** Also look up `/static/x` as `/x` when `/static/x` itself is missing. Default true. */
+  staticPrefix?: boolean;
+  /** Builds error responses; a plain built-in page when absent. */
+  errorResponse?: (status: number, request: Request, headers?: HeadersInit) => Response;
+}
+
+/** Serves one request whose URL path (still percent-encoded) is `path`. */
+export type FileHandler = (
+  request: Request,
+  path: string,
+  query: string,
+) => Response | Promise<Response>;
+
+interface FileEntry {
+  kind: "file";
+  fsPath: string;
+  size: number;
+  mtimeMs: number;
+  etag: string;
+  lastModified: string;
+  contentType: string;
+  body: Uint8Array<ArrayBuffer> | null;
+  /** Headers of a full 200 answer, built once. */
+  headers: [string, string][];
+  checkedAt: number;
+}
+
+type Entry =
+  | FileEntry
+  | { kind: "missing"; status: 400 | 404; checkedAt: number }
+  | { kind: "slash"; checkedAt: number }
+  | { kind: "listing"; fsPath: string; checkedAt: number }
+  | { kind: "welcome"; checkedAt: number };
+
+const MAX_ENTRIES = 10_000;
+const TEXT_TYPES = /^(text\/|application\/(javascript|json|xml|manifest\+json|.*\+xml)|image\/svg)/;
+
+/** Content-Type for a file name, from the MIME database; UTF-8 on text. */
+export function contentTypeFor(name: string): string {
+  const type = mime.getType(name) ?? "application/octet-stream";
+  return TEXT_TYPES.test(type) ? `${type}; charset=utf-8` : type;
+}
+
+/**
+ * Splits a percent-encoded URL path into safe decoded segments, or gives the status to answer:
+ * 400 for what cannot be decoded or holds NUL, 404 for anything that could leave the root.
+ */
+export function safeSegments(path: string, dotfiles: boolean): string[] | 400 | 404 {
+  const segments: string[] = [];
+  for (const raw of path.split("/")) {
+    if (raw === "") continue;
+    let seg = raw;
+    if (raw.includes("%")) {
+      try {
+        seg = decodeURIComponent(raw);
+      } catch {
+        return 400;
+      }
+    }
+    if (seg.includes("\0")) return 400;
+    if (seg === "." || seg === ".." || seg.includes("/") || seg.includes("\\")) return 404;
+    if (/^[A-Za-z]:/.test(seg)) return 404;
+    if (seg[0] === "." && !dotfiles && seg !== ".well-known") return 404;
+    segments.push(seg);
+  }
+  return segments;
+}
+
+function fileHeaders(e: Omit<FileEntry, "headers">): [string, string][] {
+  return [
+    ["content-type", e.contentType],
+    ["content-length", String(e.size)],
+    ["etag", e.etag],
+    ["last-modified", e.lastModified],
+    ["accept-ranges", "bytes"],
+  ];
+}
+
+/** A stream of `length` bytes of an open file from `start`; closes the file when done. */
+function fileSlice(file: Deno.FsFile, start: number, length: number): ReadableStream<Uint8Array> {
+  let remaining = length;
+  let positioned = false;
+  return new ReadableStream({
+    async pull(ctrl) {
+      try {
+        if (!positioned) {
+          await file.seek(start, Deno.SeekMode.Start);
+          positioned = true;
+        }
+        const buf = new Uint8Array(Math.min(remaining, 64 * 1024));
+        const n = await file.read(buf);
+        if (n === null) throw new Error("file shrank while being sent");
+        remaining -= n;
+        ctrl.enqueue(buf.subarray(0, n));
+        if (remaining <= 0) {
+          file.close();
+          ctrl.close();
+        }
+      } catch (e) {
+        try {
+          file.close();
+        } catch { /* already closed */ }
+        ctrl.error(e);
+      }
+    },
+    cancel() {
+      try {
+        file.close();
+      } catch { /* already closed */ }
+    },
+  });
+}
+
+/**
+ * Creates the static file handler for `options.root`.
+ *
+ * @example
+ * ```ts
+ * const files = createFileServer({ root: "/srv/site" });
+ * Deno.serve((req) => files(req, new URL(req.url).pathname, ""));
+ * ```
+ */
+export function createFileServer(options: FileServerOptions): FileHandler {
+  const root = options.root.replace(/\/+$/, "") || "/";
+  const ttl = options.ttlMs ?? 1000;
+  const maxFileSize = options.maxFileSize ?? 1024 * 1024;
+  const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
+  const dotfiles = options.dotfiles ?? false;
+  const listing = options.listing ?? false;
+  const staticPrefix = options.staticPrefix ?? true;
+  const errorResponse = options.errorResponse ??
+    ((status: number, _req: Request, headers?: HeadersInit) =>
+      new Response(errorPage(status), {
+        status,
+        headers: [["content-type", "text/html; charset=utf-8"], ...toPairs(headers)],
+      }));
+  const cache = new Map<string, Entry>();
+  let cachedBytes = 0;
+  let realRoot: string | null = null;
+
+  const remember = (key: string, entry: Entry) => {
+    if (ttl === 0) return entry;
+    const old = cache.get(key);
+    if (old?.kind === "file" && old.body) cachedBytes -= old.body.byteLength;
+    if (!old && cache.size >= MAX_ENTRIES) {
+      const first = cache.keys().next().value!;
+      const evicted = cache.get(first);
+      if (evicted?.kind === "file" && evicted.body) cachedBytes -= evicted.body.byteLength;
+      cache.delete(first);
+    }
+    if (entry.kind === "file" && entry.body) cachedBytes += entry.body.byteLength;
+    cache.set(key, entry);
+    return entry;
+  };
+
+  async function rootReal(): Promise<string | null> {
+    try {
+      realRoot = await Deno.realPath(root);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return realRoot = null;
+      throw e;
+    }
+    return realRoot;
+  }
+
+  /** Resolves decoded segments to an entry, checking that the real path stays inside. */
+  async function resolveEntry(
+    segments: string[],
+    trailingSlash: boolean,
+    old: Entry | undefined,
+    now: number,
+  ): Promise<Entry> {
+    const base = await rootReal();
+    if (base === null) {
+      return segments.length === 0
+        ? { kind: "welcome", checkedAt: now }
+        : { kind: "missing", status: 404, checkedAt: now };
+    }
+    let fsPath = segments.length ? `${root}/${segments.join("/")}` : root;
+    let info: Deno.FileInfo;
+    let real: string;
+    try {
+      real = await Deno.realPath(fsPath);
+      info = await Deno.stat(real);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
+        return { kind: "missing", status: 404, checkedAt: now };
+      }
+      throw e;
+    }
+    if (real !== base && !real.startsWith(base.endsWith("/") ? base : base + "/")) {
+      return { kind: "missing", status: 404, checkedAt: now };
+    }
+    if (info.isDirectory) {
+      if (!trailingSlash) return { kind: "slash", checkedAt: now };
+      const dir = real;
+      fsPath = `${dir}/index.html`;
+      try {
+        info = await Deno.stat(fsPath);
+        if (!info.isFile) throw new Deno.errors.NotFound();
+        real = await Deno.realPath(fsPath);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        return listing
+          ? { kind: "listing", fsPath: dir, checkedAt: now }
+          : { kind: "missing", status: 404, checkedAt: now };
+      }
+      if (!real.startsWith(base.endsWith("/") ? base : base + "/")) {
+        return { kind: "missing", status: 404, checkedAt: now };
+      }
+    } else if (trailingSlash || !info.isFile) {
+      return { kind: "missing", status: 404, checkedAt: now };
+    }
+    const mtimeMs = info.mtime?.getTime() ?? 0;
+    const size = info.size;
+    if (
+      old?.kind === "file" && old.fsPath === real && old.size === size && old.mtimeMs === mtimeMs
+    ) {
+      old.checkedAt = now;
+      return old;
+    }
+    let body: Uint8Array<ArrayBuffer> | null = null;
+    if (size <= maxFileSize && cachedBytes + size <= maxBytes && ttl > 0) {
+      body = await Deno.readFile(real);
+      if (body.byteLength !== size) body = null;
+    }
+    const partial = {
+      kind: "file" as const,
+      fsPath: real,
+      size,
+      mtimeMs,
+      etag: `"${Math.floor(mtimeMs / 1000).toString(16)}-${size.toString(16)}"`,
+      lastModified: new Date(mtimeMs).toUTCString(),
+      contentType: contentTypeFor(real),
+      body,
+      checkedAt: now,
+    };
+    return { ...partial, headers: fileHeaders(partial) };
+  }
+
+  async function lookup(path: string, old: Entry | undefined, now: number): Promise<Entry> {
+    const segments = safeSegments(path, dotfiles);
+    if (typeof segments === "number") return { kind: "missing", status: segments, checkedAt: now };
+    const slash = path.endsWith("/");
+    let entry = await resolveEntry(segments, slash, old, now);
+    if (
+      entry.kind === "missing" && staticPrefix && segments[0] === "static" &&
+      path.startsWith("/static/")
+    ) {
+      entry = await resolveEntry(segments.slice(1), slash, old, now);
+    }
+    return entry;
+  }
+
+  async function listDirectory(fsPath: string): Promise<ListingEntry[]> {
+    const entries: ListingEntry[] = [];
+    for await (const item of Deno.readDir(fsPath)) {
+      if (item.name[0] === "." && !dotfiles) continue;
+      let size = 0;
+      let mtime: Date | null = null;
+      let isDirectory = item.isDirectory;
+      try {
+        const info = await Deno.stat(`${fsPath}/${item.name}`);
+        [size, mtime, isDirectory] = [info.size, info.mtime, info.isDirectory];
+      } catch { /* broken link: listed without details */ }
+      entries.push({ name: item.name, isDirectory, size, mtime });
+    }
+    return entries;
+  }
+
+  async function respond(request: Request, entry: Entry, path: string, query: string) {
+    switch (entry.kind) {
+      case "file":
+        return await respondFile(request, entry);
+      case "missing":
+        return errorResponse(entry.status, request);
+      case "slash":
+        return new Response(null, {
+          status: 301,
+          headers: { location: `${path}/${query}` },
+        });
+      case "welcome":
+        return html(request, welcomePage(root));
+      case "listing":
+        return html(request, listingPage(decodeURI(path), await listDirectory(entry.fsPath)));
+    }
+  }
+
+  const handler: FileHandler = (request, path, query) => {
+    const method = request.method;
+    if (method !== "GET" && method !== "HEAD") {
+      return errorResponse(405, request, { allow: "GET, HEAD" });
+    }
+    const now = Date.now();
+    const cached = cache.get(path);
+    if (cached !== undefined && now - cached.checkedAt < ttl) {
+      if (cached.kind === "file" && cached.body !== null) return respondFile(request, cached);
+      return respond(request, cached, path, query);
+    }
+    return lookup(path, cached, now).then((entry) => {
+      remember(path, entry);
+      return respond(request, entry, path, query);
+    });
+  };
+  return handler;
+}
+
+function toPairs(headers?: HeadersInit): [string, string][] {
+  return headers ? [...new Headers(headers)] : [];
+}
+
+function html(request: Request, text: string): Response {
+  return new Response(request.method === "HEAD" ? null : text, {
+    headers: { "content-type": "text/html; charset=utf-8" },
+  });
+}
+
+/** The answer for a file entry, honouring conditional and range headers. */
+function respondFile(request: Request, e: FileEntry): Response | Promise<Response> {
+  const h = request.headers;
+  const ifMatch = h.get("if-match");
+  if (ifMatch !== null && !etagMatches(ifMatch, e.etag, true)) return preconditionFailed(e);
+  const ifUnmodified = h.get("if-unmodified-since");
+  if (ifMatch === null && ifUnmodified !== null && !notModifiedSince(ifUnmodified, e.mtimeMs)) {
+    return preconditionFailed(e);
+  }
+  const ifNoneMatch = h.get("if-none-match");
+  if (ifNoneMatch !== null) {
+    if (etagMatches(ifNoneMatch, e.etag, false)) return notModified(e);
+  } else {
+    const ims = h.get("if-modified-since");
+    if (ims !== null && notModifiedSince(ims, e.mtimeMs)) return notModified(e);
+  }
+  const head = request.method === "HEAD";
+  const rangeHeader = h.get("range");
+  if (rangeHeader !== null && ifRangeHolds(h.get("if-range"), e)) {
+    const range = byteRange(rangeHeader, e.size);
+    if (range === "unsatisfiable") {
+      return new Response(null, {
+        status: 416,
+        headers: { "content-range": `bytes */${e.size}`, "accept-ranges": "bytes" },
+      });
+    }
+    if (range !== null) {
+      const [start, end] = range;
+      const headers: [string, string][] = [
+        ["content-type", e.contentType],
+        ["content-length", String(end - start + 1)],
+        ["content-range", `bytes ${start}-${end}/${e.size}`],
+        ["etag", e.etag],
+        ["last-modified", e.lastModified],
+        ["accept-ranges", "bytes"],
+      ];
+      if (head) return new Response(null, { status: 206, headers });
+      if (e.body !== null) {
+        return new Response(e.body.subarray(start, end + 1), { status: 206, headers });
+      }
+      return Deno.open(e.fsPath).then((file) =>
+        new Response(fileSlice(file, start, end - start + 1), { status: 206, headers })
+      );
+    }
+  }
+  if (head) return new Response(null, { headers: e.headers });
+  if (e.body !== null) return new Response(e.body, { headers: e.headers });
+  if (e.size === 0) return new Response(new Uint8Array(0), { headers: e.headers });
+  return Deno.open(e.fsPath).then((file) => new Response(file.readable, { headers: e.headers }));
+}
+
+function ifRangeHolds(ifRange: string | null, e: FileEntry): boolean {
+  if (ifRange === null) return true;
+  if (ifRange.startsWith('"') || ifRange.startsWith("W/")) return ifRange === e.etag;
+  const date = Date.parse(ifRange);
+  return !Number.isNaN(date) && Math.floor(e.mtimeMs / 1000) * 1000 === date;
+}
+
+function notModified(e: FileEntry): Response {
+  return new Response(null, {
+    status: 304,
+    headers: { etag: e.etag, "last-modified": e.lastModified },
+  });
+}
+
+function preconditionFailed(e: FileEntry): Response {
+  return new Response(null, { status: 412, headers: { etag: e.etag } });
+}
