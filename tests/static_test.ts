@@ -1,0 +1,1 @@
+import { assert, assertEquals } from "node:assert/strict";
