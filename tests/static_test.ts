@@ -1,1 +1,0 @@
-import { assert, assertEquals } from "node:assert/strict";
