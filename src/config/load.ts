@@ -4,7 +4,7 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { LineCounter, parseDocument } from "yaml";
+import { isMap, isScalar, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
 import type { Flags } from "../cli/flags.ts";
 import { Config, PATH_KEYS } from "./schema.ts";
@@ -67,10 +67,15 @@ function eachAt(obj: unknown, path: readonly string[], fn: (parent: Raw, key: st
   else eachAt((obj as Raw)[head], rest, fn);
 }
 
-function substituteEnv(value: unknown, path: Path, where: (p: Path) => string): unknown {
+function substituteEnv(
+  value: unknown,
+  path: Path,
+  where: (p: Path) => string,
+  env: (name: string) => string | undefined,
+): unknown {
   if (typeof value === "string") {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
-      const v = Deno.env.get(name);
+      const v = env(name);
       if (v === undefined) {
         throw new ConfigError(
           `${where(path)}${
@@ -81,10 +86,12 @@ function substituteEnv(value: unknown, path: Path, where: (p: Path) => string): 
       return v;
     });
   }
-  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, [...path, i], where));
+  if (Array.isArray(value)) {
+    return value.map((v, i) => substituteEnv(v, [...path, i], where, env));
+  }
   if (typeof value === "object" && value !== null) {
     return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, substituteEnv(v, [...path, k], where)]),
+      Object.entries(value).map(([k, v]) => [k, substituteEnv(v, [...path, k], where, env)]),
     );
   }
   return value;
@@ -170,12 +177,21 @@ function describe(path: Path, message: string): string {
 /** Validates a merged raw object; unknown keys become warnings, the rest a {@link ConfigError}. */
 export function validate(
   raw: Raw,
-  where: (path: Path) => string = () => "",
+  where: (path: Path, atKey?: boolean) => string = () => "",
+  base: string = Deno.cwd(),
 ): { config: Config; warnings: string[] } {
   const warnings: string[] = [];
   for (let attempt = 0; attempt < 50; attempt++) {
     const result = Config.safeParse(raw);
-    if (result.success) return { config: deepFreeze(result.data) as Config, warnings };
+    if (result.success) {
+      for (const keyPath of PATH_KEYS) {
+        eachAt(result.data, keyPath, (parent, key) => {
+          const v = parent[key];
+          if (typeof v === "string" && !isAbsolute(v)) parent[key] = resolve(base, v);
+        });
+      }
+      return { config: deepFreeze(result.data) as Config, warnings };
+    }
     const unknown = result.error.issues.filter((i) => i.code === "unrecognized_keys");
     if (unknown.length === 0) {
       throw new ConfigError(
@@ -190,7 +206,7 @@ export function validate(
         const path = issue.path as Path;
         const full = [...path, key];
         warnings.push(
-          `${where(full)}unknown key ${pathString(full)} is ignored${
+          `${where(full, true)}unknown key ${pathString(full)} is ignored${
             didYouMean(key, keysAt(Config, path))
           }`,
         );
@@ -212,7 +228,7 @@ function deepFreeze<T>(o: T): T {
 /** Reads a YAML config file into a plain object, with a locator for error messages. */
 export async function readConfigFile(
   file: string,
-): Promise<{ raw: Raw; where: (path: Path) => string }> {
+): Promise<{ raw: Raw; where: (path: Path, atKey?: boolean) => string }> {
   const text = await Deno.readTextFile(file);
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
@@ -226,7 +242,19 @@ export async function readConfigFile(
   if (typeof raw !== "object" || Array.isArray(raw)) {
     throw new ConfigError(`${file}:1:1: the configuration must be a mapping of sections`);
   }
-  const where = (path: Path) => {
+  const where = (path: Path, atKey = false) => {
+    if (atKey && path.length > 0) {
+      const parent = doc.getIn(path.slice(0, -1), true);
+      const last = path[path.length - 1];
+      if (isMap(parent)) {
+        const pair = parent.items.find((p) => isScalar(p.key) && p.key.value === last);
+        const range = (pair?.key as { range?: [number, number, number] } | undefined)?.range;
+        if (range) {
+          const pos = lineCounter.linePos(range[0]);
+          return `${file}:${pos.line}:${pos.col}: `;
+        }
+      }
+    }
     for (let n = path.length; n > 0; n--) {
       const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] };
       if (node?.range) {
@@ -250,7 +278,7 @@ export async function loadConfig(
 ): Promise<LoadedConfig> {
   const file = resolve(flags.config ?? "config.yaml");
   let raw: Raw = {};
-  let where = (_: Path) => "";
+  let where = (_: Path, _atKey?: boolean) => "";
   let used: string | undefined;
   try {
     ({ raw, where } = await readConfigFile(file));
@@ -261,14 +289,8 @@ export async function loadConfig(
       throw new ConfigError(`${flags.config}: configuration file not found`);
     }
   }
-  raw = substituteEnv(raw, [], where) as Raw;
+  raw = substituteEnv(raw, [], where, env) as Raw;
   const base = used ? resolve(file, "..") : Deno.cwd();
-  for (const keyPath of PATH_KEYS) {
-    eachAt(raw, keyPath, (parent, key) => {
-      const v = parent[key];
-      if (typeof v === "string" && !isAbsolute(v)) parent[key] = resolve(base, v);
-    });
-  }
 
   const origin = new Map<string, string>();
   const override = (path: string[], value: unknown, source: string) => {
@@ -301,10 +323,10 @@ export async function loadConfig(
     server.reverse_proxy = [...rules, ...flags.proxy];
   }
 
-  const locate = (path: Path) => {
+  const locate = (path: Path, atKey?: boolean) => {
     const source = origin.get(path.join("."));
-    return source ? `${source}: ` : where(path);
+    return source ? `${source}: ` : where(path, atKey);
   };
-  const { config, warnings } = validate(raw, locate);
+  const { config, warnings } = validate(raw, locate, base);
   return { config, file: used, warnings };
 }

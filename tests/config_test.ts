@@ -1,0 +1,157 @@
+import { strict as assert } from "node:assert";
+import { ConfigError, loadConfig } from "../src/config/load.ts";
+import { tempDir } from "./helpers.ts";
+
+async function load(yaml: string | null, flags = {}, env: Record<string, string> = {}) {
+  await using dir = await tempDir();
+  const file = `${dir.path}/config.yaml`;
+  if (yaml !== null) await Deno.writeTextFile(file, yaml);
+  return { ...(await loadConfig({ config: file, ...flags }, (n) => env[n])), dir: dir.path };
+}
+
+async function loadError(yaml: string, flags = {}, env: Record<string, string> = {}) {
+  try {
+    await load(yaml, flags, env);
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, String(e));
+    return e.message;
+  }
+  assert.fail("expected a configuration error");
+}
+
+Deno.test("defaults: a PyServe file with only some keys fills the rest", async () => {
+  const { config, dir } = await load("server:\n  port: 9000\n");
+  assert.equal(config.server.host, "127.0.0.1");
+  assert.equal(config.server.port, 9000);
+  assert.equal(config.http.static_dir, `${dir}/static`, "relative to the file's folder");
+  assert.equal(config.http.templates_dir, `${dir}/templates`);
+  assert.equal(config.ssl.enabled, false);
+  assert.equal(config.logging.level, "INFO");
+  assert.ok(Object.isFrozen(config.server), "the config is immutable");
+});
+
+Deno.test("PyServe's full layout loads", async () => {
+  const { config, warnings } = await load(`
+server:
+  host: 0.0.0.0
+  port: 8080
+  backlog: 10
+  redirect_instructions:
+    - /old: /new
+  reverse_proxy:
+    - path: /api
+      host: localhost
+      port: 3000
+http:
+  static_dir: ./public
+  templates_dir: ./tpl
+ssl:
+  enabled: true
+  cert_file: ./ssl/cert.pem
+  key_file: ./ssl/key.pem
+logging:
+  level: debug
+  log_file: ./logs/server.log
+  console_output: true
+  use_colors: false
+  use_rotation: true
+  max_log_size: 1048576
+  backup_count: 3
+  structured_logs: true
+`);
+  assert.deepEqual(warnings, []);
+  assert.equal(config.server.reverse_proxy[0].port, 3000);
+  assert.equal(config.server.reverse_proxy[0].ssl, false);
+  assert.equal(config.logging.level, "DEBUG");
+  assert.equal(config.ssl.enabled, true);
+});
+
+Deno.test("invalid YAML names file, line and column", async () => {
+  const message = await loadError("server:\n  port: 8000\n   host: x\n");
+  assert.match(message, /config\.yaml:\d+:\d+: invalid YAML: /);
+  const flow = await loadError("server: { port: 1\n");
+  assert.match(flow, /config\.yaml:\d+:\d+: invalid YAML: /);
+});
+
+Deno.test("a wrong value names the key path, the position and what was expected", async () => {
+  let m = await loadError("server:\n  port: 70000\n");
+  assert.match(m, /config\.yaml:2:9: server\.port must be 0–65535, got 70000/);
+  m = await loadError("server:\n  port: eighty\n");
+  assert.match(m, /server\.port must be a whole number 0–65535, got "eighty"/);
+  m = await loadError("http:\n  directory_listing: maybe\n");
+  assert.match(m, /http\.directory_listing must be true or false, got "maybe"/);
+  m = await loadError("logging:\n  level: LOUD\n");
+  assert.match(m, /logging\.level must be DEBUG, INFO, WARNING, ERROR or CRITICAL/);
+  m = await loadError("server:\n  reverse_proxy:\n    - path: api\n");
+  assert.match(m, /server\.reverse_proxy\[0\]\.path must start with "\/"/);
+  m = await loadError("ssl:\n  enabled: true\n");
+  assert.match(m, /ssl\.cert_file is required when ssl\.enabled is true/);
+  m = await loadError("- just\n- a list\n");
+  assert.match(m, /must be a mapping/);
+});
+
+Deno.test("unknown keys are warnings naming them, with a suggestion", async () => {
+  const { config, warnings } = await load("http:\n  static_dri: ./x\nservr:\n  port: 1\n");
+  assert.equal(config.http.static_dir.endsWith("/static"), true);
+  assert.equal(warnings.length, 2);
+  assert.match(
+    warnings.join("\n"),
+    /2:3: unknown key http\.static_dri is ignored \(did you mean "static_dir"\?\)/,
+  );
+  assert.match(warnings.join("\n"), /unknown key servr is ignored \(did you mean "server"\?\)/);
+});
+
+Deno.test("precedence: flags > environment > file > defaults", async () => {
+  const yaml = "server:\n  host: 10.0.0.1\n  port: 7000\nhttp:\n  static_dir: ./fromfile\n";
+  let r = await load(yaml);
+  assert.equal(r.config.server.port, 7000);
+  r = await load(yaml, {}, { DENOSERVE_PORT: "7100", DENOSERVE_STATIC_DIR: "envdir" });
+  assert.equal(r.config.server.port, 7100);
+  assert.equal(r.config.http.static_dir, `${Deno.cwd()}/envdir`, "env paths resolve against cwd");
+  assert.equal(r.config.server.host, "10.0.0.1");
+  r = await load(yaml, { port: 7200, host: "::1" }, { DENOSERVE_PORT: "7100" });
+  assert.equal(r.config.server.port, 7200);
+  assert.equal(r.config.server.host, "::1");
+  r = await load(yaml, { debug: true }, { DENOSERVE_LOG_LEVEL: "ERROR" });
+  assert.equal(r.config.logging.level, "DEBUG");
+  r = await load(null, {}, { DENOSERVE_SSL_ENABLED: "false", DENOSERVE_LOG_LEVEL: "warning" })
+    .catch((e) => e);
+  assert.ok(r instanceof ConfigError, "a missing -c file is an error");
+  const m = await loadError(yaml, {}, { DENOSERVE_PORT: "x80" });
+  assert.match(m, /DENOSERVE_PORT must be a port number/);
+  const m2 = await loadError(yaml, {}, { DENOSERVE_SSL_ENABLED: "true" });
+  assert.match(m2, /ssl\.cert_file is required/);
+});
+
+Deno.test("--proxy flags add rules after the file's", async () => {
+  const { config } = await load("server:\n  reverse_proxy:\n    - path: /a\n      port: 1\n", {
+    proxy: [{ host: "b", port: 2, path: "/b" }],
+  });
+  assert.deepEqual(config.server.reverse_proxy.map((r) => [r.path, r.host, r.port]), [
+    ["/a", "localhost", 1],
+    ["/b", "b", 2],
+  ]);
+});
+
+Deno.test("${VAR} is replaced from the environment; an unset one is an error naming it", async () => {
+  const { config } = await load("server:\n  host: ${DENOSERVE_TEST_HOST}\n", {}, {
+    DENOSERVE_TEST_HOST: "192.0.2.1",
+  });
+  assert.equal(config.server.host, "192.0.2.1");
+  const m = await loadError("server:\n  host: ${DENOSERVE_TEST_UNSET_VAR}\n");
+  assert.match(m, /server\.host uses \$\{DENOSERVE_TEST_UNSET_VAR\}.*not set/);
+});
+
+Deno.test("without a default config.yaml the built-in defaults apply", async () => {
+  await using dir = await tempDir();
+  const cwd = Deno.cwd();
+  Deno.chdir(dir.path);
+  try {
+    const { config, file } = await loadConfig({}, () => undefined);
+    assert.equal(file, undefined);
+    assert.equal(config.server.port, 8000);
+    assert.equal(config.http.static_dir, `${await Deno.realPath(dir.path)}/static`);
+  } finally {
+    Deno.chdir(cwd);
+  }
+});
