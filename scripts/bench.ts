@@ -1,0 +1,569 @@
+/**
+ * Side-by-side benchmark: denoserve, nginx and Caddy (and a bare Deno.serve as the runtime's
+ * ceiling) on loopback, the same files and workloads, several rounds, median ratios.
+ *
+ *   deno task bench            full run, writes bench/results.md
+ *   deno task bench --quick    one short round of each workload, prints only
+ *
+ * Installs wrk, nginx-light, caddy and nghttp2-client (h2load) with apt-get when missing.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+const args = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean", default: false },
+    rounds: { type: "string" },
+    duration: { type: "string" },
+    only: { type: "string" },
+    workers: { type: "string", default: "1" },
+  },
+});
+const QUICK = args.values.quick;
+const ROUNDS = Number(args.values.rounds ?? (QUICK ? 1 : 3));
+const DURATION = Number(args.values.duration ?? (QUICK ? 1 : 4));
+const CONNECTIONS = 50;
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const DENO = Deno.execPath();
+
+// ---------------------------------------------------------------- setup
+
+async function sh(cmd: string[], opts: { cwd?: string; quiet?: boolean } = {}) {
+  const out = await new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    cwd: opts.cwd,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  if (!out.success && !opts.quiet) throw new Error(`${cmd.join(" ")} failed:\n${text}`);
+  return { ok: out.success, text };
+}
+
+async function ensurePackages() {
+  const want: [string, string][] = [
+    ["wrk", "wrk"],
+    ["nginx", "nginx-light"],
+    ["caddy", "caddy"],
+    ["h2load", "nghttp2-client"],
+    ["openssl", "openssl"],
+  ];
+  const missing: string[] = [];
+  for (const [bin, pkg] of want) {
+    const found = await sh(["sh", "-c", `command -v ${bin} || test -x /usr/sbin/${bin}`], {
+      quiet: true,
+    });
+    if (!found.ok) missing.push(pkg);
+  }
+  if (missing.length === 0) return;
+  console.error(`installing ${missing.join(" ")} …`);
+  await sh(["apt-get", "update", "-qq"]);
+  await sh(["apt-get", "install", "-y", "-qq", ...missing]);
+}
+
+async function freePort(): Promise<number> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function makeCerts(dir: string) {
+  const o = (a: string[]) => sh(["openssl", ...a], { cwd: dir });
+  await o(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
+  await o([
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    "ca.key",
+    "-subj",
+    "/CN=bench CA",
+    "-days",
+    "2",
+    "-out",
+    "ca.pem",
+  ]);
+  await o(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "key.pem"]);
+  await o(["req", "-new", "-key", "key.pem", "-subj", "/CN=localhost", "-out", "leaf.csr"]);
+  await Deno.writeTextFile(
+    `${dir}/ext.cnf`,
+    "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+  );
+  await o([
+    "x509",
+    "-req",
+    "-in",
+    "leaf.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    "ext.cnf",
+    "-out",
+    "cert.pem",
+  ]);
+}
+
+// ---------------------------------------------------------------- servers
+
+interface Server {
+  name: string;
+  http: number;
+  https?: number;
+  process: Deno.ChildProcess;
+  /** Access logging on (a second instance), for the logging workload. */
+  logging?: boolean;
+}
+
+async function waitReady(url: string, ms = 10_000): Promise<number> {
+  const start = performance.now();
+  const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(`${WORK}/ca.pem`)] });
+  try {
+    while (performance.now() - start < ms) {
+      try {
+        const r = await fetch(url, { client });
+        await r.body?.cancel();
+        return performance.now() - start;
+      } catch {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+  } finally {
+    client.close();
+  }
+  throw new Error(`${url} did not answer within ${ms} ms`);
+}
+
+function spawn(cmd: string[], env: Record<string, string> = {}, log = "/dev/null") {
+  const file = Deno.openSync(log, { write: true, create: true, truncate: true });
+  const process = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  process.stdout.pipeTo(file.writable, { preventClose: true }).catch(() => {});
+  process.stderr.pipeTo(file.writable).catch(() => {});
+  return process;
+}
+
+let WORK = "";
+let BACKEND = 0;
+
+async function startNginx(name: string, conf: string): Promise<Deno.ChildProcess> {
+  const path = `${WORK}/${name}.conf`;
+  await Deno.writeTextFile(path, conf);
+  return spawn(["nginx", "-p", WORK, "-c", path, "-e", `${WORK}/${name}-error.log`]);
+}
+
+function nginxConf(http: number, https: number, accessLog: boolean, pid: string) {
+  return `worker_processes 1;
+daemon off;
+pid ${WORK}/${pid}.pid;
+events { worker_connections 4096; }
+http {
+  include /etc/nginx/mime.types;
+  access_log ${accessLog ? `${WORK}/nginx-access.log` : "off"};
+  sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  open_file_cache max=1000 inactive=20s; open_file_cache_valid 1s;
+  upstream backend { server 127.0.0.1:${BACKEND}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${http};
+    listen 127.0.0.1:${https} ssl http2;
+    ssl_certificate ${WORK}/cert.pem; ssl_certificate_key ${WORK}/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    root ${WORK}/site;
+    location /proxy/ {
+      proxy_pass http://backend/; proxy_http_version 1.1; proxy_set_header Connection "";
+    }
+  }
+}
+`;
+}
+
+async function startServers(): Promise<{ servers: Server[]; startupMs: number }> {
+  BACKEND = await freePort();
+  await startNginx(
+    "backend",
+    `worker_processes 1;
+daemon off;
+pid ${WORK}/backend.pid;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:${BACKEND}; location / { return 200 "${"x".repeat(1024)}"; } }
+}
+`,
+  );
+  const servers: Server[] = [];
+
+  // denoserve
+  const dsHttp = await freePort();
+  const dsHttps = await freePort();
+  const dsConf = (port: number, https: boolean, access: boolean) => `
+server:
+  host: 127.0.0.1
+  port: ${port}
+  workers: ${args.values.workers}
+  reverse_proxy:
+    - path: /proxy
+      host: 127.0.0.1
+      port: ${BACKEND}
+http:
+  static_dir: ${WORK}/site
+ssl:
+  enabled: ${https}
+  cert_file: ${WORK}/cert.pem
+  key_file: ${WORK}/key.pem
+logging:
+  level: INFO
+  access_log: ${access}
+`;
+  const denoserve = async (name: string, port: number, https: boolean, access: boolean) => {
+    await Deno.writeTextFile(`${WORK}/${name}.yaml`, dsConf(port, https, access));
+    const p = spawn(
+      [DENO, "run", "-A", "--unstable-net", `${ROOT}/main.ts`, "-c", `${WORK}/${name}.yaml`],
+      {},
+      access ? `${WORK}/${name}-access.log` : `${WORK}/${name}.log`,
+    );
+    return p;
+  };
+  const t0 = performance.now();
+  const ds = await denoserve("denoserve", dsHttp, false, false);
+  await waitReady(`http://127.0.0.1:${dsHttp}/1k.html`);
+  const startupMs = performance.now() - t0;
+  servers.push({ name: "denoserve", http: dsHttp, process: ds });
+  const dsTls = await denoserve("denoserve-tls", dsHttps, true, false);
+  servers[0].https = dsHttps;
+  servers.push({ name: "denoserve-tls", http: dsHttps, process: dsTls });
+  const dsLogPort = await freePort();
+  servers.push({
+    name: "denoserve",
+    http: dsLogPort,
+    process: await denoserve("denoserve-log", dsLogPort, false, true),
+    logging: true,
+  });
+
+  // nginx
+  for (const logging of [false, true]) {
+    const [h, s] = [await freePort(), await freePort()];
+    const name = logging ? "nginx-log" : "nginx";
+    const p = await startNginx(name, nginxConf(h, s, logging, name));
+    servers.push({ name: "nginx", http: h, https: s, process: p, logging });
+  }
+
+  // Caddy
+  for (const logging of [false, true]) {
+    const [h, s] = [await freePort(), await freePort()];
+    const name = logging ? "caddy-log" : "caddy";
+    const site = `root * ${WORK}/site
+  handle_path /proxy/* { reverse_proxy 127.0.0.1:${BACKEND} }
+  file_server
+  ${logging ? `log { output file ${WORK}/caddy-access.log }` : ""}`;
+    await Deno.writeTextFile(
+      `${WORK}/${name}.Caddyfile`,
+      `{
+  admin off
+  auto_https off
+  persist_config off
+}
+http://127.0.0.1:${h} {
+  ${site}
+}
+https://127.0.0.1:${s} {
+  tls ${WORK}/cert.pem ${WORK}/key.pem
+  ${site}
+}
+`,
+    );
+    const p = spawn(
+      ["caddy", "run", "--adapter", "caddyfile", "--config", `${WORK}/${name}.Caddyfile`],
+      { GOMAXPROCS: "1", HOME: WORK, XDG_DATA_HOME: WORK, XDG_CONFIG_HOME: WORK },
+      `${WORK}/${name}.log`,
+    );
+    servers.push({ name: "caddy", http: h, https: s, process: p, logging });
+  }
+
+  // the runtime's ceiling: a bare Deno.serve answering a constant body
+  const bare = await freePort();
+  await Deno.writeTextFile(
+    `${WORK}/bare.ts`,
+    `const body = new Uint8Array(1024).fill(120);
+Deno.serve({ hostname: "127.0.0.1", port: ${bare}, onListen() {} }, () =>
+  new Response(body, { headers: { "content-type": "text/html; charset=utf-8" } }));
+`,
+  );
+  servers.push({
+    name: "bare Deno.serve",
+    http: bare,
+    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`]),
+  });
+
+  for (const s of servers) {
+    await waitReady(`http://127.0.0.1:${s.http}/`).catch(() =>
+      waitReady(`https://localhost:${s.http}/1k.html`)
+    ).catch((e) => console.error(`${s.name}: ${e.message}`));
+  }
+  return { servers, startupMs };
+}
+
+// ---------------------------------------------------------------- measuring
+
+/** Process ids of `pid` and its descendants. */
+async function tree(pid: number): Promise<number[]> {
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) {
+    try {
+      const kids = await Deno.readTextFile(`/proc/${all[i]}/task/${all[i]}/children`);
+      all.push(...kids.trim().split(/\s+/).filter(Boolean).map(Number));
+    } catch { /* gone */ }
+  }
+  return all;
+}
+
+async function rssMb(pid: number): Promise<number> {
+  let kb = 0;
+  for (const p of await tree(pid)) {
+    try {
+      const status = await Deno.readTextFile(`/proc/${p}/status`);
+      kb += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    } catch { /* gone */ }
+  }
+  return kb / 1024;
+}
+
+interface Result {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  rss: number;
+}
+
+function ms(text: string): number {
+  const m = /([\d.]+)(us|ms|s)/.exec(text);
+  if (!m) return NaN;
+  const v = Number(m[1]);
+  return m[2] === "us" ? v / 1000 : m[2] === "s" ? v * 1000 : v;
+}
+
+async function measure(pid: number, run: () => Promise<Omit<Result, "rss">>): Promise<Result> {
+  let peak = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      peak = Math.max(peak, await rssMb(pid));
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  try {
+    const r = await run();
+    return { ...r, rss: peak };
+  } finally {
+    sampling = false;
+    await sampler;
+  }
+}
+
+async function wrk(url: string, extra: string[] = []): Promise<Omit<Result, "rss">> {
+  const { text } = await sh([
+    "wrk",
+    "-t1",
+    `-c${CONNECTIONS}`,
+    `-d${DURATION}s`,
+    "--latency",
+    ...extra,
+    url,
+  ], { quiet: true });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN);
+  const p50 = ms(/50%\s+(\S+)/.exec(text)?.[1] ?? "");
+  const p99 = ms(/99%\s+(\S+)/.exec(text)?.[1] ?? "");
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0);
+  const errors = (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0) +
+    (url.includes("missing") ? 0 : non2xx);
+  if (Number.isNaN(rps)) console.error(text);
+  return { rps, p50, p99, errors };
+}
+
+async function h2load(url: string): Promise<Omit<Result, "rss">> {
+  const { text } = await sh([
+    "h2load",
+    "-c",
+    String(CONNECTIONS),
+    "-m",
+    "10",
+    "-D",
+    String(DURATION),
+    "-t",
+    "1",
+    url,
+  ], { quiet: true });
+  const rps = Number(/finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(text)?.[1] ?? NaN);
+  const failed = Number(/(\d+) failed/.exec(text)?.[1] ?? 0) +
+    Number(/(\d+) errored/.exec(text)?.[1] ?? 0);
+  const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(text)?.[1] ?? "";
+  if (Number.isNaN(rps)) console.error(text);
+  return { rps, p50: ms(mean), p99: NaN, errors: failed };
+}
+
+// ---------------------------------------------------------------- workloads
+
+interface Workload {
+  name: string;
+  /** Which servers (by name) and how to hit them; undefined = skip that server. */
+  run: (s: Server) => (() => Promise<Omit<Result, "rss">>) | undefined;
+  logging?: boolean;
+}
+
+const plain = (path: string, extra: string[] = []) => (s: Server) =>
+  s.name === "denoserve-tls" ? undefined : () => wrk(`http://127.0.0.1:${s.http}${path}`, extra);
+const tls = (path: string, extra: string[] = []) => (s: Server) => {
+  if (s.name === "denoserve-tls") return () => wrk(`https://127.0.0.1:${s.http}${path}`, extra);
+  if (s.name === "denoserve" || !s.https) return undefined;
+  return () => wrk(`https://127.0.0.1:${s.https}${path}`, extra);
+};
+
+const WORKLOADS: Workload[] = [
+  { name: "1 KiB file", run: plain("/1k.html") },
+  { name: "100 KiB file", run: plain("/100k.bin") },
+  { name: "10 MiB file", run: plain("/10m.bin") },
+  { name: "404", run: plain("/missing.html") },
+  { name: "HTTPS 1 KiB keep-alive", run: tls("/1k.html") },
+  { name: "TLS handshakes (Connection: close)", run: tls("/1k.html", ["-H", "Connection: close"]) },
+  {
+    name: "HTTP/2 1 KiB (h2load)",
+    run: (s) => {
+      const port = s.name === "denoserve-tls" ? s.http : s.name === "denoserve" ? 0 : s.https;
+      return port ? () => h2load(`https://127.0.0.1:${port}/1k.html`) : undefined;
+    },
+  },
+  { name: "reverse proxy 1 KiB", run: plain("/proxy/x") },
+  { name: "1 KiB file, access log on", run: plain("/1k.html"), logging: true },
+];
+
+function median(xs: number[]): number {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+const fmt = (n: number, digits = 0) => Number.isNaN(n) ? "n/a" : n.toFixed(digits);
+
+async function main() {
+  await ensurePackages();
+  WORK = await Deno.makeTempDir({ prefix: "denoserve-bench-" });
+  await makeCerts(WORK);
+  await Deno.mkdir(`${WORK}/site`);
+  await Deno.writeTextFile(`${WORK}/site/1k.html`, "x".repeat(1024));
+  await Deno.writeFile(`${WORK}/site/100k.bin`, new Uint8Array(100 * 1024).fill(97));
+  await Deno.writeFile(`${WORK}/site/10m.bin`, new Uint8Array(10 * 1024 * 1024).fill(98));
+  await Deno.writeTextFile(`${WORK}/site/index.html`, "index");
+
+  const { servers, startupMs } = await startServers();
+  const idle: Record<string, number> = {};
+  for (const s of servers) if (!s.logging) idle[s.name] = await rssMb(s.process.pid);
+  const started = Date.now();
+  const rows: string[] = [];
+  const ratios: Record<string, { nginx: number; caddy: number; bare?: number }> = {};
+  try {
+    for (const w of WORKLOADS) {
+      if (args.values.only && !w.name.includes(args.values.only)) continue;
+      const targets = servers.filter((s) =>
+        (w.logging ? s.logging : !s.logging) && w.run(s) !== undefined &&
+        (s.name !== "bare Deno.serve" || w.name === "1 KiB file")
+      );
+      const results = new Map<Server, Result[]>(targets.map((s) => [s, []]));
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const s of targets) {
+          results.get(s)!.push(await measure(s.process.pid, w.run(s)!));
+        }
+      }
+      const summary = new Map(
+        targets.map((s) => {
+          const rs = results.get(s)!;
+          return [s.name.replace("-tls", ""), {
+            rps: median(rs.map((r) => r.rps)),
+            p50: median(rs.map((r) => r.p50)),
+            p99: median(rs.map((r) => r.p99)),
+            errors: rs.reduce((a, r) => a + r.errors, 0),
+            rss: Math.max(...rs.map((r) => r.rss)),
+          }];
+        }),
+      );
+      const ds = summary.get("denoserve")?.rps ?? NaN;
+      const ratio = (other: string) => ds / (summary.get(other)?.rps ?? NaN);
+      ratios[w.name] = {
+        nginx: ratio("nginx"),
+        caddy: ratio("caddy"),
+        bare: summary.has("bare Deno.serve") ? ratio("bare Deno.serve") : undefined,
+      };
+      for (const [name, r] of summary) {
+        const row = `| ${w.name} | ${name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${
+          fmt(r.p99, 2)
+        } | ${fmt(r.errors)} | ${fmt(r.rss)} | ${
+          name === "denoserve" ? fmt(ratios[w.name].nginx, 2) : ""
+        } | ${name === "denoserve" ? fmt(ratios[w.name].caddy, 2) : ""} |`;
+        rows.push(row);
+        console.error(row);
+      }
+    }
+  } finally {
+    for (const s of servers) {
+      try {
+        s.process.kill("SIGTERM");
+      } catch { /* gone */ }
+    }
+    await Promise.all(servers.map((s) => s.process.status));
+    for (const pid of ["backend"]) {
+      const text = await Deno.readTextFile(`${WORK}/${pid}.pid`).catch(() => "");
+      if (text) await sh(["kill", text.trim()], { quiet: true });
+    }
+  }
+  const elapsed = (Date.now() - started) / 1000;
+  const versions = [
+    `deno ${Deno.version.deno}`,
+    (await sh(["nginx", "-v"], { quiet: true })).text.trim(),
+    `caddy ${(await sh(["caddy", "version"], { quiet: true })).text.trim().split(" ")[0]}`,
+    (await sh(["wrk", "-v"], { quiet: true })).text.split("\n")[0].trim(),
+  ];
+  const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1];
+  const report = `# Benchmark results
+
+Date: ${new Date().toISOString()}
+Machine: ${Deno.osRelease()} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores (${cpu}),
+${Math.round(Deno.systemMemoryInfo().total / 2 ** 30)} GiB
+Versions: ${versions.join("; ")}
+Command: \`deno task bench${
+    Deno.args.length ? " " + Deno.args.join(" ") : ""
+  }\` (${ROUNDS} rounds of ${DURATION} s per workload and server, took ${fmt(elapsed)} s)
+Load: \`wrk -t1 -c${CONNECTIONS} -d${DURATION}s --latency URL\`; HTTP/2: \`h2load -c ${CONNECTIONS} -m 10 -D ${DURATION} -t 1 URL\`
+Each server runs one worker (nginx \`worker_processes 1\`, Caddy \`GOMAXPROCS=1\`, denoserve \`workers: ${args.values.workers}\`), all on 127.0.0.1; the proxy backend is one nginx worker returning a fixed 1 KiB body.
+
+Start-up of denoserve to its first answered request: ${fmt(startupMs)} ms.
+Idle RSS (MB): ${Object.entries(idle).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")}.
+
+| workload | server | req/s | p50 ms | p99 ms | errors | peak RSS MB | ×nginx | ×Caddy |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${rows.join("\n")}
+
+1 KiB file against the bare \`Deno.serve\` ceiling: ${fmt(ratios["1 KiB file"]?.bare ?? NaN, 2)}×.
+(HTTP/2 rows: the p50 column is h2load's mean time per request.)
+`;
+  console.log(report);
+  if (!QUICK) {
+    await Deno.mkdir(`${ROOT}/bench`, { recursive: true });
+    await Deno.writeTextFile(`${ROOT}/bench/results.md`, report);
+  }
+  await Deno.remove(WORK, { recursive: true }).catch(() => {});
+}
+
+if (import.meta.main) await main();
