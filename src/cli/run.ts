@@ -5,9 +5,10 @@
  */
 import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError, loadConfig, type LoadedConfig } from "../config/load.ts";
-import { createLogger, type Logger } from "../log/logger.ts";
+import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { buildApp, unsupported } from "../routes/build.ts";
 import { type RunningServer, startServer } from "../server/server.ts";
+import { runChecks } from "./check.ts";
 import { explainError } from "./errors.ts";
 import { type Flags, parseFlags, USAGE, UsageError } from "./flags.ts";
 
@@ -35,8 +36,9 @@ export async function run(args: string[]): Promise<number> {
     console.log(`denoserve ${VERSION}`);
     return 0;
   }
-  if (flags.sslConfig || flags.test) {
-    stderr(`${flags.sslConfig ? "--ssl-config" : "--test"} is not supported yet`);
+  if (flags.test) return await runChecks(flags, flags.test);
+  if (flags.sslConfig) {
+    stderr("--ssl-config is not supported yet");
     return 2;
   }
   let loaded: LoadedConfig;
@@ -47,19 +49,26 @@ export async function run(args: string[]): Promise<number> {
     return e instanceof ConfigError ? e.code : 1;
   }
   const { config } = loaded;
-  const log = createLogger({
-    level: config.logging.level,
-    console: config.logging.console_output,
-    colors: config.logging.use_colors,
-    access: config.logging.access_log,
-  });
-  for (const w of loaded.warnings) log.warn(w);
-  const missing = unsupported(config);
-  if (missing.length) {
-    stderr(`not supported yet: ${missing.join(", ")}`);
+  let log: Logger;
+  try {
+    log = createLogger(loggerOptions(config.logging));
+  } catch (e) {
+    stderr(
+      `logging.log_file: cannot open ${config.logging.log_file}: ${explainError(e, flags.debug)}`,
+    );
     return 2;
   }
-  return await serve(loaded, log, flags);
+  try {
+    for (const w of loaded.warnings) log.warn(w);
+    const missing = unsupported(config);
+    if (missing.length) {
+      stderr(`not supported yet: ${missing.join(", ")}`);
+      return 2;
+    }
+    return await serve(loaded, log, flags);
+  } finally {
+    await log.close();
+  }
 }
 
 async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<number> {
@@ -96,6 +105,5 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   await server.finished;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
-  log.flush();
   return 0;
 }

@@ -1,12 +1,24 @@
 /**
- * Logging: levels, a buffered console sink, and one access line per request.
+ * Logging: levels, a buffered console sink, an optional rotating file, and one access line per
+ * request.
  *
  * Lines are collected and written in one go at most every few milliseconds, so that a busy
- * server pays for a string push per request, not a write system call.
+ * server pays for building a string per request, not a write system call. Console lines go to
+ * standard error; file lines are appended by a background writer (see `file_sink.ts`).
  *
  * @module
  */
-import type { LogLevel } from "../config/schema.ts";
+import type { Config, LogLevel } from "../config/schema.ts";
+import {
+  type AccessFormat,
+  type AccessRecord,
+  formatCommon,
+  formatJson,
+  isoTime,
+} from "./access.ts";
+import { type FileSink, openFileSink } from "./file_sink.ts";
+
+export type { AccessFormat, AccessRecord } from "./access.ts";
 
 const RANK: Record<LogLevel, number> = {
   DEBUG: 10,
@@ -23,14 +35,10 @@ const COLOR: Record<LogLevel, string> = {
   CRITICAL: "\x1b[1;31m",
 };
 
-/** One finished request, as the access log sees it. */
-export interface AccessRecord {
-  method: string;
-  path: string;
-  status: number;
-  bytes: number | null;
-  durationMs: number;
-  clientIp: string;
+/** Context a line can carry; a request's {@link RequestContext} fits. */
+export interface LogFields {
+  /** Id of the request the line is about. */
+  requestId?: string;
 }
 
 /** Options of {@link createLogger}. */
@@ -43,35 +51,84 @@ export interface LoggerOptions {
   colors?: boolean;
   /** Write access lines. Default true. */
   access?: boolean;
+  /** Format of access lines. Default "common". */
+  accessFormat?: AccessFormat;
+  /** Also append lines to this file. Default: no file. */
+  file?: string;
+  /** Lines in the file are JSON objects. Default false. */
+  structured?: boolean;
+  /** Rotate the file by size. Default false. */
+  rotate?: boolean;
+  /** Size in bytes past which the file is rotated. Default 10 MiB. */
+  maxFileSize?: number;
+  /** Rotated files kept. Default 5. */
+  backups?: number;
 }
 
 /** The logger every module is handed. */
 export interface Logger {
   readonly level: LogLevel;
   enabled(level: LogLevel): boolean;
-  debug(message: string): void;
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string): void;
+  /** `fields.requestId` (pass the request's context) ties the line to its request. */
+  debug(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
   /** Whether access lines are written at all (lets the server skip measuring). */
   readonly accessEnabled: boolean;
   access(record: AccessRecord): void;
-  /** Writes out everything buffered. */
+  /** Starts writing out everything buffered (the console synchronously). */
   flush(): void;
+  /** Writes out everything buffered and closes the log file; call once at shutdown. */
+  close(): Promise<void>;
 }
 
-/** Creates a logger writing to standard error. */
+/** {@link LoggerOptions} from the `logging:` section. */
+export function loggerOptions(logging: Config["logging"]): LoggerOptions {
+  return {
+    level: logging.level,
+    console: logging.console_output,
+    colors: logging.use_colors,
+    access: logging.access_log,
+    accessFormat: logging.access_format,
+    file: logging.log_file,
+    structured: logging.structured_logs,
+    rotate: logging.use_rotation,
+    maxFileSize: logging.max_log_size,
+    backups: logging.backup_count,
+  };
+}
+
+/** Whether console output should be coloured: wanted, a terminal, and NO_COLOR unset. */
+export function useColors(wanted: boolean, terminal = Deno.stderr.isTerminal()): boolean {
+  return wanted && terminal && !Deno.env.get("NO_COLOR");
+}
+
+/**
+ * Creates a logger writing to standard error and, with `file`, to that file. Throws when the
+ * file cannot be opened.
+ */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? "INFO";
   const min = RANK[level];
   const toConsole = options.console ?? true;
-  const colors = (options.colors ?? true) && Deno.stderr.isTerminal() &&
-    !Deno.env.get("NO_COLOR");
+  const colors = toConsole && useColors(options.colors ?? true);
+  const accessFormat = options.accessFormat ?? "common";
+  const structured = options.structured ?? false;
+  const file: FileSink | undefined = options.file
+    ? openFileSink({
+      path: options.file,
+      rotate: options.rotate,
+      maxBytes: options.maxFileSize,
+      backups: options.backups,
+    })
+    : undefined;
+
   const encoder = new TextEncoder();
   let buffer: string[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
 
-  const flush = () => {
+  const flushConsole = () => {
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
     if (buffer.length === 0) return;
@@ -80,36 +137,62 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     let written = 0;
     while (written < data.length) written += Deno.stderr.writeSync(data.subarray(written));
   };
-  const push = (line: string) => {
-    if (!toConsole) return;
+  const toStderr = (line: string) => {
     buffer.push(line);
-    if (buffer.length >= 512) flush();
-    else if (timer === undefined) timer = setTimeout(flush, 20);
+    if (buffer.length >= 512) flushConsole();
+    else if (timer === undefined) timer = setTimeout(flushConsole, 20);
   };
-  const write = (lvl: LogLevel, message: string) => {
+  const flush = () => {
+    flushConsole();
+    file?.flush();
+  };
+
+  const write = (lvl: LogLevel, message: string, fields?: LogFields) => {
     if (RANK[lvl] < min) return;
-    const name = colors ? `${COLOR[lvl]}${lvl}\x1b[0m` : lvl;
-    push(`${new Date().toISOString()} ${name} ${message}\n`);
+    const now = Date.now();
+    const time = isoTime(now);
+    const id = fields?.requestId;
+    const tail = id ? ` [${id}] ${message}\n` : ` ${message}\n`;
+    const plain = `${time} ${lvl}${tail}`;
+    if (toConsole) toStderr(colors ? `${time} ${COLOR[lvl]}${lvl}\x1b[0m${tail}` : plain);
+    if (file) {
+      file.write(
+        structured
+          ? JSON.stringify(
+            id
+              ? { timestamp: time, level: lvl, message, request_id: id }
+              : { timestamp: time, level: lvl, message },
+          ) + "\n"
+          : plain,
+      );
+    }
     if (RANK[lvl] >= RANK.WARNING) flush();
   };
-  const accessEnabled = (options.access ?? true) && toConsole && min <= RANK.INFO;
+
+  const accessEnabled = (options.access ?? true) && min <= RANK.INFO &&
+    (toConsole || file !== undefined);
+  const access = (r: AccessRecord) => {
+    const now = Date.now();
+    const text = accessFormat === "json"
+      ? formatJson(r, now)
+      : formatCommon(r, accessFormat === "combined", now);
+    if (toConsole) toStderr(text);
+    if (file) file.write(structured && accessFormat !== "json" ? formatJson(r, now) : text);
+  };
+
   return {
     level,
     enabled: (lvl) => RANK[lvl] >= min,
-    debug: (m) => write("DEBUG", m),
-    info: (m) => write("INFO", m),
-    warn: (m) => write("WARNING", m),
-    error: (m) => write("ERROR", m),
+    debug: (m, f) => write("DEBUG", m, f),
+    info: (m, f) => write("INFO", m, f),
+    warn: (m, f) => write("WARNING", m, f),
+    error: (m, f) => write("ERROR", m, f),
     accessEnabled,
-    access(r) {
-      if (!accessEnabled) return;
-      write(
-        "INFO",
-        `${r.clientIp} "${r.method} ${r.path}" ${r.status} ${r.bytes ?? "-"} ${
-          r.durationMs.toFixed(1)
-        }ms`,
-      );
-    },
+    access: accessEnabled ? access : () => {},
     flush,
+    async close() {
+      flushConsole();
+      await file?.close();
+    },
   };
 }

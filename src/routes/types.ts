@@ -14,6 +14,8 @@ export interface RequestContext {
   remote: Deno.NetAddr;
   /** Whether the client connected over TLS. */
   secure: boolean;
+  /** The request's id when access logging is on; pass the context to log calls to tag lines. */
+  requestId?: string;
 }
 
 /** Answers a request. */

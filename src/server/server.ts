@@ -5,6 +5,7 @@
  * @module
  */
 import type { Config } from "../config/schema.ts";
+import { requestIdFor, withRequestId } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
 import { type App, errorResponse } from "../routes/build.ts";
 import { type RequestContext, splitUrl } from "../routes/types.ts";
@@ -34,6 +35,7 @@ export function startServer(config: Config, log: Logger, app: App): Promise<Runn
     const ctx: RequestContext = { path, query, remote: info.remoteAddr, secure };
     if (!log.accessEnabled) return current.handle(request, ctx);
     const started = performance.now();
+    const requestId = ctx.requestId = requestIdFor(request.headers.get("x-request-id"));
     const logged = (response: Response) => {
       const length = response.headers.get("content-length");
       log.access({
@@ -43,8 +45,10 @@ export function startServer(config: Config, log: Logger, app: App): Promise<Runn
         bytes: length === null ? null : Number(length),
         durationMs: performance.now() - started,
         clientIp: info.remoteAddr.hostname,
+        requestId,
+        headers: request.headers,
       });
-      return response;
+      return withRequestId(response, requestId);
     };
     const response = current.handle(request, ctx);
     return response instanceof Promise ? response.then(logged) : logged(response);

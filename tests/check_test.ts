@@ -1,0 +1,330 @@
+import assert from "node:assert/strict";
+import { validate } from "../src/config/load.ts";
+import {
+  badHost,
+  checkProxyTargets,
+  checkRegexes,
+  checkTls,
+  formatResult,
+} from "../src/cli/check.ts";
+import { runCli, tempDir, writeFiles } from "./helpers.ts";
+
+const hasOpenssl = (() => {
+  try {
+    return new Deno.Command("openssl", { args: ["version"] }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+if (!hasOpenssl) console.log("certificate checks skipped: openssl is not installed");
+
+async function openssl(cwd: string, ...args: string[]) {
+  const out = await new Deno.Command("openssl", { args, cwd, stdin: "null" }).output();
+  if (!out.success) throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+/** A key and a certificate for localhost valid from `start` to `end` (YYYYMMDDHHMMSSZ). */
+async function certificate(dir: string, name: string, start: string, end: string) {
+  await openssl(
+    dir,
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "3650",
+    "-subj",
+    "/CN=test ca",
+  );
+  await openssl(
+    dir,
+    "req",
+    "-new",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.csr`,
+    "-subj",
+    "/CN=localhost",
+  );
+  await writeFiles(dir, {
+    "index.txt": "",
+    "serial": "01\n",
+    "ca.cnf": "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\n" +
+      "serial = serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n" +
+      "[p]\ncommonName = supplied\n",
+  });
+  await openssl(
+    dir,
+    "ca",
+    "-batch",
+    "-config",
+    "ca.cnf",
+    "-cert",
+    "ca.pem",
+    "-keyfile",
+    "ca.key",
+    "-in",
+    `${name}.csr`,
+    "-out",
+    `${name}.pem`,
+    "-startdate",
+    start,
+    "-enddate",
+    end,
+    "-notext",
+  );
+  return { cert: `${dir}/${name}.pem`, key: `${dir}/${name}.key` };
+}
+
+const stamp = (d: Date) => d.toISOString().replace(/[-:T]/g, "").slice(0, 14) + "Z";
+const DAY = 86_400_000;
+
+/** Runs `--test` in `dir` and splits stdout into lines. */
+async function test(dir: string, args: string[]) {
+  const out = await runCli(["--test", ...args], { cwd: dir });
+  return { ...out, lines: out.stdout.split("\n").filter((l) => l !== "") };
+}
+
+Deno.test("--test all: 0 when every check passes, one OK line per check", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "config.yaml": "http:\n  static_dir: ./site\n  templates_dir: ./tpl\n",
+    "site/index.html": "hi",
+    "tpl/404.html": "gone",
+  });
+  const out = await test(dir.path, ["all"]);
+  assert.equal(out.code, 0, out.stdout + out.stderr);
+  assert.deepEqual(out.lines.slice(0, -1).map((l) => l.slice(0, 5)), [
+    "OK   ",
+    "OK   ",
+    "OK   ",
+    "OK   ",
+  ]);
+  assert.match(out.stdout, /^OK {3}configuration: .*config\.yaml is valid$/m);
+  assert.match(out.stdout, /^OK {3}http\.static_dir: .*site exists and is readable$/m);
+  assert.match(out.lines[out.lines.length - 1], /^4 ok, 0 warning\(s\), 0 failing: all checks/);
+});
+
+Deno.test("--test directories: 1 for a missing templates folder, 2 for a missing static folder, nothing created", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "hi" });
+  await writeFiles(dir.path, { "config.yaml": "http:\n  static_dir: ./site\n" });
+  let out = await test(dir.path, ["directories"]);
+  assert.equal(out.code, 1, out.stdout);
+  assert.match(out.stdout, /^WARN http\.templates_dir: .*templates does not exist; the built-in/m);
+  assert.doesNotMatch(out.stdout, /configuration:/, "only directories were checked");
+
+  await writeFiles(dir.path, { "config.yaml": "http:\n  static_dir: ./gone\n" });
+  out = await test(dir.path, ["directories"]);
+  assert.equal(out.code, 2, out.stdout);
+  assert.match(out.stdout, /^FAIL http\.static_dir: .*gone does not exist; create it or set/m);
+  const names = [...Deno.readDirSync(dir.path)].map((e) => e.name).sort();
+  assert.deepEqual(names, ["config.yaml", "site"], "missing folders are reported, not created");
+});
+
+Deno.test("--test directories: a static path that is a file fails", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "config.yaml": "http:\n  static_dir: ./f\n", f: "x" });
+  const out = await test(dir.path, ["directories"]);
+  assert.equal(out.code, 2);
+  assert.match(out.stdout, /FAIL http\.static_dir: .*\/f is not a folder/);
+});
+
+Deno.test("--test checks the log file's folder", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "config.yaml": "logging:\n  log_file: ./logs/d.log\n",
+    "static/a": "a",
+    "templates/b": "b",
+  });
+  let out = await test(dir.path, ["directories"]);
+  assert.equal(out.code, 1);
+  assert.match(
+    out.stdout,
+    /^WARN logging\.log_file: .*logs does not exist; it is created at start$/m,
+  );
+  await Deno.mkdir(`${dir.path}/logs`);
+  out = await test(dir.path, ["directories"]);
+  assert.equal(out.code, 0, out.stdout);
+  assert.match(
+    out.stdout,
+    /^OK {3}logging\.log_file: .*logs exists; .*d\.log is created at start$/m,
+  );
+  assert.deepEqual([...Deno.readDirSync(`${dir.path}/logs`)], [], "no log file was created");
+});
+
+Deno.test("--test configuration: schema errors are failed checks naming the key (exit 2)", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "config.yaml": "server:\n  port: 70000\nlogging:\n  level: LOUD\n",
+  });
+  const out = await test(dir.path, ["configuration"]);
+  assert.equal(out.code, 2);
+  assert.match(
+    out.stdout,
+    /^FAIL configuration: .*config\.yaml:2:9: server\.port must be 0–65535/m,
+  );
+  assert.match(out.stdout, /^FAIL configuration: .*logging\.level must be DEBUG/m);
+});
+
+Deno.test("--test configuration: unknown keys warn (exit 1), unsupported features fail (exit 2)", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "config.yaml": "http:\n  static_dri: ./x\n" });
+  let out = await test(dir.path, ["configuration"]);
+  assert.equal(out.code, 1, out.stdout);
+  assert.match(out.stdout, /^WARN configuration: .*unknown key http\.static_dri .*"static_dir"/m);
+
+  await writeFiles(dir.path, { "config.yaml": "server:\n  workers: 2\n" });
+  out = await test(dir.path, ["configuration"]);
+  assert.equal(out.code, 2, out.stdout);
+  assert.match(out.stdout, /^FAIL configuration: not supported by this build: server\.workers$/m);
+});
+
+Deno.test("--test: 3 when the configuration cannot be loaded", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "bad.yaml": "server:\n  port: [1,\n" });
+  let out = await test(dir.path, ["all", "-c", "bad.yaml"]);
+  assert.equal(out.code, 3);
+  assert.match(
+    out.stdout,
+    /^FAIL configuration: cannot be loaded: .*bad\.yaml:\d+:\d+: invalid YAML/m,
+  );
+  out = await test(dir.path, ["directories", "-c", "missing.yaml"]);
+  assert.equal(out.code, 3);
+  assert.match(out.stdout, /cannot be loaded: missing\.yaml: configuration file not found/);
+  out = await test(dir.path, ["bogus"]);
+  assert.equal(out.code, 2, "an unknown scope is a usage error");
+});
+
+Deno.test("--test without a config file checks the built-in defaults", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "static/a": "a", "templates/b": "b" });
+  const out = await test(dir.path, ["all"]);
+  assert.equal(out.code, 0, out.stdout);
+  assert.match(out.stdout, /^OK {3}configuration: built-in defaults \(no config\.yaml\)$/m);
+});
+
+Deno.test("check lines use ✅ ⚠️ ❌ on a terminal", () => {
+  assert.equal(formatResult({ status: "ok", name: "a", message: "b" }, true), "✅ a: b");
+  assert.match(formatResult({ status: "warn", name: "a", message: "b" }, true), /^⚠️ +a: b$/);
+  assert.equal(formatResult({ status: "fail", name: "a", message: "b" }, true), "❌ a: b");
+  assert.equal(formatResult({ status: "fail", name: "a", message: "b" }, false), "FAIL a: b");
+});
+
+Deno.test("proxy targets: host names, addresses and ports a backend can have", async () => {
+  for (const good of ["localhost", "api.example.com", "10.0.0.1", "[::1]", "::1", "svc_1"]) {
+    assert.equal(badHost(good), undefined, good);
+  }
+  for (const bad of ["http://x", "a b", "300.1.1.1", "-x.com", "x..y", "[zz::1]"]) {
+    assert.ok(badHost(bad), bad);
+  }
+  const { config } = validate({
+    server: {
+      reverse_proxy: [
+        { path: "/api", host: "127.0.0.1", port: 3000 },
+        { path: "/bad", host: "https://backend", port: 0 },
+        { path: "/lb", upstreams: ["a.local:8080", "b.local:0"] },
+        { path: "/api", host: "localhost", port: 3001 },
+        { path: "/ca", host: "localhost", port: 443, ssl: true, ca_file: "/nonexistent/ca.pem" },
+      ],
+    },
+  });
+  const results = await checkProxyTargets(config);
+  const by = (name: string) => results.filter((r) => r.name === name);
+  assert.equal(by("server.reverse_proxy[0]")[0].status, "ok");
+  const bad = by("server.reverse_proxy[1]")[0];
+  assert.equal(bad.status, "fail");
+  assert.match(bad.message, /\.host must be a host name without a scheme/);
+  assert.match(bad.message, /\.port must be 1–65535 for a backend, got 0/);
+  assert.match(by("server.reverse_proxy[2]")[0].message, /upstreams\[1\] port must be 1–65535/);
+  assert.equal(by("server.reverse_proxy[3].path")[0].status, "warn");
+  assert.match(by("server.reverse_proxy[4]")[0].message, /ca_file: cannot load \/nonexistent/);
+});
+
+Deno.test("regular expressions in routing locations are compiled", () => {
+  const { config } = validate({
+    extensions: [{
+      type: "routing",
+      config: {
+        regex_locations: {
+          "~^/api/v(?P<version>\\d+)/": {},
+          "~*\\.(js|css)$": {},
+          "~^/broken(": {},
+          "=/exact": {},
+        },
+      },
+    }],
+  });
+  const results = checkRegexes(config);
+  assert.deepEqual(results.map((r) => r.status), ["ok", "ok", "fail"]);
+  assert.match(results[2].message, /is not a valid regular expression/);
+  assert.match(results[2].name, /regex_locations\["~\^\/broken\("\]/);
+});
+
+Deno.test({
+  name: "certificates: loadable, matching key, within their dates",
+  ignore: !hasOpenssl,
+  async fn() {
+    await using dir = await tempDir();
+    const now = Date.now();
+    const good = await certificate(
+      dir.path,
+      "good",
+      stamp(new Date(now - DAY)),
+      stamp(new Date(now + 400 * DAY)),
+    );
+    const expired = await certificate(dir.path, "old", "20200101000000Z", "20200201000000Z");
+    const soon = await certificate(
+      dir.path,
+      "soon",
+      stamp(new Date(now - DAY)),
+      stamp(new Date(now + 5 * DAY)),
+    );
+    const future = await certificate(
+      dir.path,
+      "future",
+      stamp(new Date(now + 10 * DAY)),
+      stamp(new Date(now + 20 * DAY)),
+    );
+    await writeFiles(dir.path, { "junk.pem": "not a certificate" });
+    const tls = (cert: string, key: string) =>
+      checkTls(validate({ ssl: { enabled: true, cert_file: cert, key_file: key } }).config);
+
+    let [r] = await tls(good.cert, good.key);
+    assert.equal(r.status, "ok", r.message);
+    assert.match(r.message, /CN=localhost, key matches, valid until/);
+    [r] = await tls(good.cert, expired.key);
+    assert.equal(r.status, "fail");
+    assert.match(r.message, /old\.key is not the private key of the certificate in .*good\.pem/);
+    [r] = await tls(expired.cert, expired.key);
+    assert.equal(r.status, "fail");
+    assert.match(r.message, /expired on 2020-02-01/);
+    [r] = await tls(soon.cert, soon.key);
+    assert.equal(r.status, "warn");
+    assert.match(r.message, /expires in [45] days/);
+    [r] = await tls(future.cert, future.key);
+    assert.equal(r.status, "fail");
+    assert.match(r.message, /is not valid before/);
+    [r] = await tls(`${dir.path}/junk.pem`, good.key);
+    assert.equal(r.status, "fail");
+    assert.match(r.message, /^cannot load certificate .*junk\.pem/);
+    [r] = await tls(good.cert, `${dir.path}/missing.key`);
+    assert.equal(r.status, "fail");
+    assert.match(r.message, /^cannot load private key .*missing\.key/);
+    [r] = await checkTls(validate({}).config);
+    assert.deepEqual(r, { status: "ok", name: "ssl", message: "HTTPS is off" });
+  },
+});
