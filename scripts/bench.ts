@@ -63,7 +63,7 @@ async function ensurePackages() {
   await sh(["apt-get", "install", "-y", "-qq", ...missing]);
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();

@@ -55,7 +55,7 @@ Deno.test("serves from flags, logs one access line per request, stops on SIGTERM
   assert.match(server.output(), /built-in defaults/);
   const res = await fetch(`${server.url}/hello.txt?x=1`);
   assert.equal(await res.text(), "hi there");
-  await server.waitFor(/"GET \/hello\.txt\?x=1" 200 8 [\d.]+ms/);
+  await server.waitFor(/"GET \/hello\.txt\?x=1" 200 8 id=\S+ ms=[\d.]+/);
   const missing = await fetch(`${server.url}/nope`);
   await missing.body?.cancel();
   await server.waitFor(/"GET \/nope" 404/);
