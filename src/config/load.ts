@@ -4,7 +4,7 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { LineCounter, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
 import type { Flags } from "../cli/flags.ts";
 import { Config, PATH_KEYS } from "./schema.ts";
@@ -48,7 +48,7 @@ const pathString = (path: Path) =>
   path.map((p, i) =>
     typeof p === "number"
       ? `[${p}]`
-      : !/^[\w/.-]+$/.test(p)
+      : !/^([A-Za-z_][\w-]*|\/[\w/.-]*)$/.test(p)
       ? `[${JSON.stringify(p)}]`
       : i === 0
       ? p
@@ -150,7 +150,9 @@ function deleteAt(obj: unknown, path: Path, key: string) {
 /** Joins a schema message to its key path: "must…" reads on, anything else after a colon. */
 function describe(path: Path, message: string): string {
   const where = pathString(path) || "configuration";
-  return /^(must|is|needs|uses) /.test(message) ? `${where} ${message}` : `${where}: ${message}`;
+  return /^(must|is|needs|uses|has|cannot|repeats|redirects|makes) /.test(message)
+    ? `${where} ${message}`
+    : `${where}: ${message}`;
 }
 
 /** Validates a merged raw object; unknown keys become warnings, the rest a {@link ConfigError}. */
@@ -214,7 +216,15 @@ export async function readConfigFile(
   }
   const where = (path: Path) => {
     for (let n = path.length; n > 0; n--) {
-      const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] };
+      let node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] };
+      if (isMap(node) || isSeq(node)) {
+        // A block's own position is that of its first entry; its key reads better.
+        const parent = n > 1 ? doc.getIn(path.slice(0, n - 1), true) : doc.contents;
+        const pair = isMap(parent)
+          ? parent.items.find((p) => isScalar(p.key) && p.key.value === path[n - 1])
+          : undefined;
+        if (pair && isScalar(pair.key) && pair.key.range) node = { range: pair.key.range };
+      }
       if (node?.range) {
         const pos = lineCounter.linePos(node.range[0]);
         return `${file}:${pos.line}:${pos.col}: `;
