@@ -156,7 +156,9 @@ Deno.test("auth: missing, wrong and right credentials; logs never hold the passw
     lines.some((l) => l === 'WARNING auth failed for user "admin" from 127.0.0.1 on /admin'),
     lines.join("\n"),
   );
-  assert.ok(lines.some((l) => l.startsWith('WARNING auth failed for user "mallory" from 127.0.0.1')));
+  assert.ok(
+    lines.some((l) => l.startsWith('WARNING auth failed for user "mallory" from 127.0.0.1')),
+  );
   assert.ok(lines.some((l) => l.startsWith("WARNING auth failed: malformed Authorization")));
   assert.ok(lines.some((l) => l.startsWith('DEBUG auth ok for user "admin" from 127.0.0.1')));
   assert.ok(lines.some((l) => l.startsWith("DEBUG auth: no credentials from 127.0.0.1")));
@@ -189,7 +191,9 @@ Deno.test("auth: encoded, dotted and /static/ spellings of a guarded path are gu
   }
   const r = await get(`${s.url}/static/admin/report.txt`);
   assert.equal(r.status, 401);
-  const ok = await get(`${s.url}/static/admin/report.txt`, { headers: { authorization: basic("u", "p") } });
+  const ok = await get(`${s.url}/static/admin/report.txt`, {
+    headers: { authorization: basic("u", "p") },
+  });
   assert.equal(ok.body, "secret report");
 });
 
@@ -202,14 +206,23 @@ Deno.test("auth: password_hash is checked with bcrypt and no plain-password warn
     realm: 'Staff "only"',
   });
   const { s } = t;
-  let r = await get(`${s.url}/admin/report.txt`, { headers: { authorization: basic("alice", "nope") } });
+  let r = await get(`${s.url}/admin/report.txt`, {
+    headers: { authorization: basic("alice", "nope") },
+  });
   assert.equal(r.status, 401);
-  assert.equal(r.headers.get("www-authenticate"), 'Basic realm="Staff \\"only\\"", charset="UTF-8"');
+  assert.equal(
+    r.headers.get("www-authenticate"),
+    'Basic realm="Staff \\"only\\"", charset="UTF-8"',
+  );
   for (let i = 0; i < 2; i++) {
-    r = await get(`${s.url}/admin/report.txt`, { headers: { authorization: basic("alice", "hunter2") } });
+    r = await get(`${s.url}/admin/report.txt`, {
+      headers: { authorization: basic("alice", "hunter2") },
+    });
     assert.equal(r.status, 200);
   }
-  r = await get(`${s.url}/admin/report.txt`, { headers: { authorization: basic("bob", "hunter2") } });
+  r = await get(`${s.url}/admin/report.txt`, {
+    headers: { authorization: basic("bob", "hunter2") },
+  });
   assert.equal(r.status, 401);
   assert.ok(!s.log.lines.some((l) => l.includes("plain password")));
   assert.ok(!s.log.lines.some((l) => l.includes("hunter2")));
@@ -428,11 +441,17 @@ Deno.test("V2: invalid regex, bad pattern, unknown or conflicting location keys 
     extensions: [{ type: "routing", config: { regex_locations } }],
   });
   let m = configError(routing({ "~^/api/(": { return: "200 x" } }));
-  assert.match(m, /extensions\[0\]\.config\.regex_locations\["~\^\/api\/\("\] is not a valid regular expression/);
+  assert.match(
+    m,
+    /extensions\[0\]\.config\.regex_locations\["~\^\/api\/\("\] is not a valid regular expression/,
+  );
   m = configError(routing({ "api/": { return: "200 x" } }));
   assert.match(m, /regex_locations\["api\/"\] is not a location pattern/);
   m = configError(routing({ "=/health": { retrun: "200 OK" } }));
-  assert.match(m, /regex_locations\["=\/health"\]\.retrun is not a location key \(did you mean "return"\?\)/);
+  assert.match(
+    m,
+    /regex_locations\["=\/health"\]\.retrun is not a location key \(did you mean "return"\?\)/,
+  );
   m = configError(routing({ "=/x": { return: "200 x", root: "/tmp" } }));
   assert.match(m, /regex_locations\["=\/x"\]\.root cannot be used with return/);
   m = configError(routing({ "=/x": { return: "OK" } }));
@@ -511,7 +530,8 @@ Deno.test("V2: `source:` loads an extension from another file, errors point into
   });
   await assert.rejects(
     () => loadConfig({ config: `${dir.path}/config.yaml` }),
-    (e: Error) => e instanceof ConfigError && e.message.includes("ext/routing.yaml:4:5: ") &&
+    (e: Error) =>
+      e instanceof ConfigError && e.message.includes("ext/routing.yaml:4:5: ") &&
       e.message.includes('regex_locations["~("] is not a valid regular expression'),
   );
   await writeFiles(dir.path, {
@@ -519,7 +539,8 @@ Deno.test("V2: `source:` loads an extension from another file, errors point into
   });
   await assert.rejects(
     () => loadConfig({ config: `${dir.path}/config.yaml` }),
-    (e: Error) => e instanceof ConfigError && /config\.yaml:4:13: .*nope\.yaml not found/.test(e.message),
+    (e: Error) =>
+      e instanceof ConfigError && /config\.yaml:4:13: .*nope\.yaml not found/.test(e.message),
   );
 });
 
@@ -642,7 +663,8 @@ Deno.test("error pages: error_<code>.html, then errors.html, then built-in; valu
   await using dir = await tempDir();
   await writeFiles(dir.path, {
     "static/index.html": "home",
-    "templates/error_404.html": "<h1>{{ status_code }} {{status_text}}</h1><p>{{error_details}}</p>",
+    "templates/error_404.html":
+      "<h1>{{ status_code }} {{status_text}}</h1><p>{{error_details}}</p>",
     "templates/errors.html": "generic {{status_code}} {{status_text}}",
   });
   await using s = await startTestServer({

@@ -370,7 +370,11 @@ export const RoutingConfig = z.strictObject({
     try {
       parseLocationPattern(key);
     } catch (e) {
-      ctx.addIssue({ code: "custom", path: ["regex_locations", key], message: (e as Error).message });
+      ctx.addIssue({
+        code: "custom",
+        path: ["regex_locations", key],
+        message: (e as Error).message,
+      });
     }
   }
 });

@@ -103,7 +103,8 @@ export function parseBasic(header: string): { user: string; password: string } |
 }
 
 /** A user name as it may appear in a log line: quoted, control characters escaped, bounded. */
-const shownUser = (user: string) => JSON.stringify(user.length > 64 ? user.slice(0, 64) + "…" : user);
+const shownUser = (user: string) =>
+  JSON.stringify(user.length > 64 ? user.slice(0, 64) + "…" : user);
 
 /**
  * The route guarding `server.locations` prefixes, or undefined when none has `auth`. Requests

@@ -131,7 +131,10 @@ export function createErrorPages(options: ErrorPagesOptions = {}): {
       if (!info.isFile) throw new Error("is not a file");
       if (info.size > MAX_TEMPLATE_BYTES) throw new Error("is larger than 1 MiB");
       const text = decoder.decode(Deno.readFileSync(path));
-      return { template: { parts: compileTemplate(text), size: info.size, mtimeMs }, checkedAt: now };
+      return {
+        template: { parts: compileTemplate(text), size: info.size, mtimeMs },
+        checkedAt: now,
+      };
     } catch (e) {
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
         return { template: null, checkedAt: now };

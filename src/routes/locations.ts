@@ -20,7 +20,7 @@ import type { ErrorResponder } from "./errors.ts";
 import type { ProxyForward } from "./forward.ts";
 import { setHeaders } from "./headers.ts";
 import { normalizePath } from "./normalize.ts";
-import type { Handler, RequestContext, Route } from "./types.ts";
+import type { RequestContext, Route } from "./types.ts";
 
 /** Options of {@link createLocationRoute}. */
 export interface LocationOptions {
