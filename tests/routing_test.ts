@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import bcrypt from "bcryptjs";
 import { ConfigError, loadConfig, validate } from "../src/config/load.ts";
-import { buildApp } from "../src/routes/build.ts";
+import { buildApp, unsupported } from "../src/routes/build.ts";
+import { createErrorPages } from "../src/routes/errors.ts";
+import { createFetchForward } from "../src/routes/forward.ts";
 import { startServer } from "../src/server/server.ts";
 import {
   captureLogger,
@@ -544,6 +546,78 @@ Deno.test("V2: `source:` loads an extension from another file, errors point into
   );
 });
 
+Deno.test("V2: proxied bodies stream whole both ways; a slow backend is 504", async () => {
+  const big = new Uint8Array(3 * 1024 * 1024).map((_, i) => i % 251);
+  await using backend = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (req) => {
+      if (req.url.endsWith("/slow")) {
+        await new Promise((r) => setTimeout(r, 500));
+        return new Response("late");
+      }
+      if (req.method === "POST") {
+        return new Response(String((await req.arrayBuffer()).byteLength));
+      }
+      return new Response(big);
+    },
+  );
+  const origin = `http://127.0.0.1:${backend.addr.port}`;
+  await using dir = await tempDir();
+  await using s = await startTestServer({
+    version: 2,
+    http: { static_dir: dir.path },
+    extensions: [{
+      type: "routing",
+      config: { regex_locations: { "^~/": { proxy_pass: origin } } },
+    }],
+  });
+  const res = await fetch(`${s.url}/big`);
+  const got = new Uint8Array(await res.arrayBuffer());
+  assert.equal(got.byteLength, big.byteLength);
+  assert.ok(got.every((b, i) => b === big[i]));
+  const up = await fetch(`${s.url}/upload`, { method: "POST", body: big });
+  assert.equal(await up.text(), String(big.byteLength));
+
+  const { errorResponse } = createErrorPages();
+  const forward = createFetchForward({ errorResponse, timeoutSeconds: 0.1 });
+  const ctx = {
+    path: "/slow",
+    query: "",
+    remote: { transport: "tcp" as const, hostname: "127.0.0.1", port: 1 },
+    secure: false,
+  };
+  const slow = await forward(new Request("http://x/slow"), ctx, new URL(`${origin}/slow`));
+  assert.equal(slow.status, 504);
+  await slow.body?.cancel();
+});
+
+Deno.test("extensions: unimplemented types and security blocks are reported as unsupported", () => {
+  const { config, warnings } = validate({
+    version: 2,
+    extensions: [
+      { type: "routing", config: {} },
+      {
+        type: "security",
+        config: {
+          cors: { origins: ["*"], orgins: ["x"] },
+          rate_limiting: { enabled: true, requests_per_minute: 60 },
+          ip_filtering: { enabled: false },
+        },
+      },
+      { type: "monitoring", config: { metrics: { enabled: true } } },
+    ],
+  });
+  assert.deepEqual(unsupported(config), [
+    "extensions[1].config.rate_limiting (security)",
+    "extensions[2] (type monitoring)",
+  ]);
+  assert.equal(warnings.length, 1);
+  assert.match(
+    warnings[0],
+    /unknown key extensions\[1\]\.config\.cors\.orgins is ignored/,
+  );
+});
+
 // ---------------------------------------------------------------- CORS
 
 function corsServer(cors: Record<string, unknown>, extra: Record<string, unknown> = {}) {
@@ -649,7 +723,7 @@ Deno.test("CORS: any origin without credentials is a constant *; proxied answers
   assert.equal(r.headers.get("x-backend"), null, "the preflight does not reach the backend");
 });
 
-Deno.test("CORS and security: bad origins are errors, unimplemented blocks are reported", () => {
+Deno.test("CORS: an origin that is not an origin is a configuration error", () => {
   const m = configError({
     version: 2,
     extensions: [{ type: "security", config: { cors: { origins: ["app.example"] } } }],

@@ -55,7 +55,13 @@ export function createFetchForward(options: FetchForwardOptions): ProxyForward {
     const host = request.headers.get("host");
     if (host) headers.set("x-forwarded-host", host);
     headers.set("x-forwarded-proto", ctx.secure ? "https" : "http");
-    const timeout = AbortSignal.timeout(timeoutMs);
+    // The timeout covers the wait for the answer's headers only; a long download may go on.
+    const abort = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      abort.abort();
+    }, timeoutMs);
     const hasBody = request.body !== null && request.method !== "GET" && request.method !== "HEAD";
     let answer: Response;
     try {
@@ -64,10 +70,12 @@ export function createFetchForward(options: FetchForwardOptions): ProxyForward {
         headers,
         body: hasBody ? request.body : undefined,
         redirect: "manual",
-        signal: AbortSignal.any([request.signal, timeout]),
+        signal: abort.signal,
       });
     } catch {
-      return options.errorResponse(timeout.aborted ? 504 : 502, request);
+      return options.errorResponse(timedOut ? 504 : 502, request);
+    } finally {
+      clearTimeout(timer);
     }
     const out = new Headers(answer.headers);
     for (const name of HOP_BY_HOP) out.delete(name);
