@@ -76,11 +76,18 @@ export function buildApp(config: Config, log: Logger, options: BuildOptions = {}
     errorResponse,
   });
   const fallback: Handler = (request, ctx) => files(request, ctx.path, ctx.query);
+  // The forwarder behind `proxy_pass`: the reverse proxy when given, else plain fetch.
   const forward = options.forward?.(errorResponse) ?? createFetchForward({ errorResponse });
 
-  // Behind authentication: proxying and V2 locations, then static files.
+  // Behind authentication: `server.reverse_proxy` rules (their place is at the head of this
+  // list), then V2 locations, then static files.
   const guarded: Route[] = [];
-  const locations = createLocationRoute(routingConfig(config), { config, errorResponse, forward });
+  const locations = createLocationRoute(routingConfig(config), {
+    config,
+    errorResponse,
+    forward,
+    staticFiles: files,
+  });
   if (locations) guarded.push(locations);
   const inner = dispatch(guarded, fallback);
 

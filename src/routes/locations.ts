@@ -29,6 +29,8 @@ export interface LocationOptions {
   errorResponse: ErrorResponder;
   /** Carries `proxy_pass` requests to their backend. */
   forward: ProxyForward;
+  /** The file server of `http.static_dir`, shared with locations without their own root. */
+  staticFiles?: FileHandler;
 }
 
 type Groups = Record<string, string | undefined>;
@@ -101,6 +103,7 @@ export function createLocationRoute(
   if (entries.length === 0) return undefined;
   const fileServers = new Map<string, FileHandler>();
   const http = options.config.http;
+  if (options.staticFiles) fileServers.set(http.static_dir, options.staticFiles);
   const filesFor = (root: string) => {
     let files = fileServers.get(root);
     if (!files) {
