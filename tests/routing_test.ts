@@ -364,6 +364,35 @@ Deno.test("V2: named groups fill headers, return and proxy_pass; return with con
   assert.equal(r.body, "");
 });
 
+Deno.test("V2: authentication runs before proxy_pass; the backend sees only allowed requests", async () => {
+  let hits = 0;
+  await using backend = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    hits++;
+    return new Response("from backend");
+  });
+  await using dir = await tempDir();
+  await using s = await startTestServer({
+    version: 2,
+    http: { static_dir: dir.path },
+    server: { locations: { "/api": { auth: { type: "basic", username: "u", password: "p" } } } },
+    extensions: [{
+      type: "routing",
+      config: {
+        regex_locations: {
+          "^~/api/": { proxy_pass: `http://127.0.0.1:${backend.addr.port}` },
+        },
+      },
+    }],
+  });
+  let r = await get(`${s.url}/api/x`);
+  assert.equal(r.status, 401);
+  r = await get(`${s.url}/%61pi/x`);
+  assert.equal(r.status, 401);
+  assert.equal(hits, 0);
+  r = await get(`${s.url}/api/x`, { headers: { authorization: basic("u", "p") } });
+  assert.deepEqual([r.status, r.body, hits], [200, "from backend", 1]);
+});
+
 Deno.test("V2: proxy_pass to a dead backend is 502 from the error templates", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, { "t/error_502.html": "bad gateway: {{status_code}}" });
