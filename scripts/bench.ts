@@ -265,9 +265,11 @@ logging:
     const [h, s] = [await freePort(), await freePort()];
     const name = logging ? "caddy-log" : "caddy";
     const site = `root * ${WORK}/site
-  handle_path /proxy/* { reverse_proxy 127.0.0.1:${BACKEND} }
+  handle_path /proxy/* {
+    reverse_proxy 127.0.0.1:${BACKEND}
+  }
   file_server
-  ${logging ? `log { output file ${WORK}/caddy-access.log }` : ""}`;
+  ${logging ? `log {\n    output file ${WORK}/caddy-access.log\n  }` : ""}`;
     await Deno.writeTextFile(
       `${WORK}/${name}.Caddyfile`,
       `{
@@ -461,6 +463,7 @@ const fmt = (n: number, digits = 0) => Number.isNaN(n) ? "n/a" : n.toFixed(digit
 async function main() {
   await ensurePackages();
   WORK = await Deno.makeTempDir({ prefix: "denoserve-bench-" });
+  await Deno.chmod(WORK, 0o755); // nginx workers read the site as an unprivileged user
   await makeCerts(WORK);
   await Deno.mkdir(`${WORK}/site`);
   await Deno.writeTextFile(`${WORK}/site/1k.html`, "x".repeat(1024));

@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
-import {
-  badHost,
-  checkProxyTargets,
-  checkRegexes,
-  checkTls,
-  formatResult,
-} from "../src/cli/check.ts";
+import { badHost, checkProxyTargets, checkTls, formatResult } from "../src/cli/check.ts";
 import { runCli, tempDir, writeFiles } from "./helpers.ts";
 
 const hasOpenssl = (() => {
@@ -254,24 +248,17 @@ Deno.test("proxy targets: host names, addresses and ports a backend can have", a
   assert.match(by("server.reverse_proxy[4]")[0].message, /ca_file: cannot load \/nonexistent/);
 });
 
-Deno.test("regular expressions in routing locations are compiled", () => {
-  const { config } = validate({
-    extensions: [{
-      type: "routing",
-      config: {
-        regex_locations: {
-          "~^/api/v(?P<version>\\d+)/": {},
-          "~*\\.(js|css)$": {},
-          "~^/broken(": {},
-          "=/exact": {},
-        },
-      },
-    }],
+Deno.test("an invalid regular expression in routing locations fails the check", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "config.yaml": "version: 2\nextensions:\n  - type: routing\n    config:\n" +
+      '      regex_locations:\n        "~^/ok/(?P<v>\\\\d+)": { return: "200 OK" }\n' +
+      '        "~^/broken(": { return: "200 OK" }\n',
   });
-  const results = checkRegexes(config);
-  assert.deepEqual(results.map((r) => r.status), ["ok", "ok", "fail"]);
-  assert.match(results[2].message, /is not a valid regular expression/);
-  assert.match(results[2].name, /regex_locations\["~\^\/broken\("\]/);
+  const r = await runCli(["-c", `${dir.path}/config.yaml`, "--test", "configuration"]);
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stdout + r.stderr, /\^\/broken\(/);
+  assert.doesNotMatch(r.stdout + r.stderr, /ok\/\(\?P/);
 });
 
 Deno.test({

@@ -110,30 +110,6 @@ export async function checkProxyTargets(config: Config): Promise<CheckResult[]> 
   return results;
 }
 
-/**
- * Regular expressions in the configuration: the `regex_locations` patterns of a PyServe
- * `routing` extension (`~` case-sensitive, `~*` case-insensitive; `(?P<name>…)` is accepted).
- */
-export function checkRegexes(config: Config): CheckResult[] {
-  const results: CheckResult[] = [];
-  for (const [i, ext] of config.extensions.entries()) {
-    const locations = ext.config.regex_locations;
-    if (typeof locations !== "object" || locations === null) continue;
-    for (const pattern of Object.keys(locations)) {
-      const m = /^(~\*?)\s*(.*)$/.exec(pattern);
-      if (!m) continue;
-      const key = `extensions[${i}].config.regex_locations["${pattern}"]`;
-      try {
-        new RegExp(m[2].replaceAll("(?P<", "(?<"), m[1] === "~*" ? "i" : "");
-        results.push(ok(key, "compiles"));
-      } catch (e) {
-        results.push(fail(key, `is not a valid regular expression: ${(e as Error).message}`));
-      }
-    }
-  }
-  return results;
-}
-
 /** TLS material when HTTPS is on: both files load, the key matches, the dates are current. */
 export async function checkTls(config: Config, now = new Date()): Promise<CheckResult[]> {
   const { ssl } = config;
@@ -197,7 +173,6 @@ export async function checkConfiguration(loaded: LoadedConfig): Promise<CheckRes
   if (missing.length) {
     results.push(fail("configuration", `not supported by this build: ${missing.join(", ")}`));
   }
-  results.push(...checkRegexes(config));
   results.push(...await checkProxyTargets(config));
   results.push(...await checkTls(config));
   return results;

@@ -4,10 +4,11 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { isMap, isScalar, LineCounter, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
 import type { Flags } from "../cli/flags.ts";
 import { Config, PATH_KEYS } from "./schema.ts";
+import { didYouMean } from "./suggest.ts";
 
 /** A configuration that cannot be used; `message` holds one line per problem. */
 export class ConfigError extends Error {
@@ -42,8 +43,17 @@ const ENV: Record<string, { path: string[]; kind: "string" | "port" | "bool" | "
 /** Names of the environment variables read, for permission lists and docs. */
 export const ENV_NAMES = Object.keys(ENV);
 
+/** `server.locations./admin`, `extensions[0].config.regex_locations["~^/api/"]`. */
 const pathString = (path: Path) =>
-  path.map((p, i) => typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`).join("");
+  path.map((p, i) =>
+    typeof p === "number"
+      ? `[${p}]`
+      : !/^([A-Za-z_][\w-]*|\/[\w/.-]*)$/.test(p)
+      ? `[${JSON.stringify(p)}]`
+      : i === 0
+      ? p
+      : `.${p}`
+  ).join("");
 
 function setIn(obj: Raw, path: string[], value: unknown): void {
   let o = obj;
@@ -59,7 +69,7 @@ function eachAt(obj: unknown, path: readonly string[], fn: (parent: Raw, key: st
   if (typeof obj !== "object" || obj === null) return;
   const [head, ...rest] = path;
   if (head === "*") {
-    if (Array.isArray(obj)) { for (const item of obj) eachAt(item, rest, fn); }
+    for (const item of Array.isArray(obj) ? obj : Object.values(obj)) eachAt(item, rest, fn);
     return;
   }
   if (!(head in obj)) return;
@@ -113,20 +123,6 @@ function envValue(name: string, kind: string, text: string): unknown {
   }
 }
 
-function levenshtein(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const cur = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = cur;
-    }
-  }
-  return row[b.length];
-}
-
 /** The object keys the schema accepts at `path`, for 'did you mean'. */
 function keysAt(schema: z.ZodType, path: Path): string[] {
   // deno-lint-ignore no-explicit-any
@@ -152,16 +148,6 @@ function keysAt(schema: z.ZodType, path: Path): string[] {
   return s?._zod?.def?.type === "object" ? Object.keys(s._zod.def.shape) : [];
 }
 
-function didYouMean(key: string, known: string[]): string {
-  let best = "";
-  let bestScore = Infinity;
-  for (const k of known) {
-    const d = levenshtein(key.toLowerCase(), k);
-    if (d < bestScore) [best, bestScore] = [k, d];
-  }
-  return bestScore <= Math.max(2, Math.floor(key.length / 3)) ? ` (did you mean "${best}"?)` : "";
-}
-
 function deleteAt(obj: unknown, path: Path, key: string) {
   let o = obj as Raw;
   for (const p of path) o = (o as Raw)[p as string] as Raw;
@@ -171,7 +157,9 @@ function deleteAt(obj: unknown, path: Path, key: string) {
 /** Joins a schema message to its key path: "must…" reads on, anything else after a colon. */
 function describe(path: Path, message: string): string {
   const where = pathString(path) || "configuration";
-  return /^(must|is|needs|uses) /.test(message) ? `${where} ${message}` : `${where}: ${message}`;
+  return /^(must|is|needs|uses|has|cannot|repeats|redirects|makes) /.test(message)
+    ? `${where} ${message}`
+    : `${where}: ${message}`;
 }
 
 /** Validates a merged raw object; unknown keys become warnings, the rest a {@link ConfigError}. */
@@ -256,7 +244,15 @@ export async function readConfigFile(
       }
     }
     for (let n = path.length; n > 0; n--) {
-      const node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] };
+      let node = doc.getIn(path.slice(0, n), true) as { range?: [number, number, number] };
+      if (isMap(node) || isSeq(node)) {
+        // A block's own position is that of its first entry; its key reads better.
+        const parent = n > 1 ? doc.getIn(path.slice(0, n - 1), true) : doc.contents;
+        const pair = isMap(parent)
+          ? parent.items.find((p) => isScalar(p.key) && p.key.value === path[n - 1])
+          : undefined;
+        if (pair && isScalar(pair.key) && pair.key.range) node = { range: pair.key.range };
+      }
       if (node?.range) {
         const pos = lineCounter.linePos(node.range[0]);
         return `${file}:${pos.line}:${pos.col}: `;
@@ -265,6 +261,57 @@ export async function readConfigFile(
     return `${file}: `;
   };
   return { raw: raw as Raw, where };
+}
+
+/**
+ * Replaces the `config` of each `extensions` entry that names a `source` file with that file's
+ * `config` (inline keys win). Returns a locator that points into the source file for its keys.
+ */
+async function loadExtensionSources(
+  raw: Raw,
+  base: string,
+  where: (path: Path, atKey?: boolean) => string,
+  env: (name: string) => string | undefined,
+): Promise<(path: Path, atKey?: boolean) => string> {
+  const extensions = raw.extensions;
+  if (!Array.isArray(extensions)) return where;
+  const sources = new Map<number, (path: Path, atKey?: boolean) => string>();
+  for (const [i, ext] of extensions.entries()) {
+    if (typeof ext !== "object" || ext === null || typeof ext.source !== "string") continue;
+    const file = resolve(base, ext.source);
+    let loaded: Awaited<ReturnType<typeof readConfigFile>>;
+    try {
+      loaded = await readConfigFile(file);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      throw new ConfigError(
+        `${where(["extensions", i, "source"])}extensions[${i}].source: ${file} not found`,
+      );
+    }
+    const body = substituteEnv(loaded.raw, [], loaded.where, env) as Raw;
+    const wrapped = "config" in body;
+    if (wrapped && body.type !== undefined && body.type !== ext.type) {
+      throw new ConfigError(
+        `${loaded.where(["type"])}type is ${JSON.stringify(body.type)}, but extensions[${i}] ` +
+          `that loads this file says ${JSON.stringify(ext.type)}`,
+      );
+    }
+    const config = wrapped ? body.config : body;
+    if (typeof config !== "object" || config === null || Array.isArray(config)) {
+      throw new ConfigError(`${loaded.where(["config"])}config must be a mapping`);
+    }
+    const inline = typeof ext.config === "object" && ext.config !== null ? ext.config : {};
+    ext.config = { ...config, ...inline };
+    ext.type ??= body.type;
+    const inner = loaded.where;
+    sources.set(i, wrapped ? (p, atKey) => inner(["config", ...p], atKey) : inner);
+  }
+  if (sources.size === 0) return where;
+  return (path, atKey) => {
+    const source = path[0] === "extensions" && path[2] === "config" &&
+      sources.get(path[1] as number);
+    return source ? source(path.slice(3), atKey) : where(path, atKey);
+  };
 }
 
 /**
@@ -291,6 +338,7 @@ export async function loadConfig(
   }
   raw = substituteEnv(raw, [], where, env) as Raw;
   const base = used ? resolve(file, "..") : Deno.cwd();
+  where = await loadExtensionSources(raw, base, where, env);
 
   const origin = new Map<string, string>();
   const override = (path: string[], value: unknown, source: string) => {

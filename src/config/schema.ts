@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import { didYouMean } from "./suggest.ts";
 
 const shown = (v: unknown) => JSON.stringify(v) ?? String(v);
 
@@ -66,31 +67,106 @@ export const ProxyRule = z.strictObject({
 });
 export type ProxyRule = z.infer<typeof ProxyRule>;
 
+/** A bcrypt hash as written by htpasswd -B, bcryptjs or Python's bcrypt. */
+const BCRYPT = /^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$/;
+
 const Auth = z.strictObject({
   type: z.literal("basic", { error: (i) => `must be "basic", got ${shown(i.input)}` }),
   username: nonEmpty,
+  /** Plain password (PyServe's form); compared in constant time. */
   password: nonEmpty.optional(),
-  password_hash: nonEmpty.optional(),
-  realm: nonEmpty.default("Restricted"),
+  /** bcrypt hash of the password. */
+  password_hash: nonEmpty.regex(BCRYPT, {
+    error: "must be a bcrypt hash ($2b$10$… as made by htpasswd -B or bcryptjs)",
+  }).optional(),
+  /** Realm shown by the browser's login dialog. */
+  realm: nonEmpty.default("Restricted Area"),
 }).refine((a) => (a.password === undefined) !== (a.password_hash === undefined), {
   error: "needs exactly one of password or password_hash",
 });
 
 const Location = z.strictObject({ auth: Auth.optional() });
 
+const redirectStatus = z.union(
+  [z.literal(301), z.literal(302), z.literal(307), z.literal(308)],
+  { error: (i) => `must be 301, 302, 307 or 308, got ${shown(i.input)}` },
+);
+
+/** Where a redirect may point: a path on this server or an absolute http(s) URL. */
+const redirectTarget = nonEmpty.refine((t) => t.startsWith("/") || /^https?:\/\/[^/]/i.test(t), {
+  error: (i) => `must be a path starting with "/" or an http(s):// URL, got ${shown(i.input)}`,
+});
+
 /** `- /from: /to` (PyServe) or `{ from, to, status }`. */
 const Redirect = z.union([
-  z.record(urlPath, nonEmpty).refine((r) => Object.keys(r).length === 1, {
+  z.record(urlPath, redirectTarget).refine((r) => Object.keys(r).length === 1, {
     error: "must be a single `/from: /to` pair",
   }),
   z.strictObject({
     from: urlPath,
-    to: nonEmpty,
-    status: z.union([z.literal(301), z.literal(302), z.literal(307), z.literal(308)], {
-      error: (i) => `must be 301, 302, 307 or 308, got ${shown(i.input)}`,
-    }).default(302),
+    to: redirectTarget,
+    status: redirectStatus.default(302),
   }),
 ], { error: "must be `/from: /to` or { from, to, status }" });
+type Redirect = z.infer<typeof Redirect>;
+
+/** A redirect rule in one shape. */
+export interface RedirectRule {
+  from: string;
+  to: string;
+  status: 301 | 302 | 307 | 308;
+}
+
+/** The rule of a `redirect_instructions` entry, whichever way it was written. */
+export function redirectRule(r: Redirect): RedirectRule {
+  if ("from" in r && "to" in r && typeof r.status === "number") {
+    return { from: r.from as string, to: r.to as string, status: r.status };
+  }
+  const [from, to] = Object.entries(r)[0] as [string, string];
+  return { from, to, status: 302 };
+}
+
+/** The local path a redirect target points to, or null for an external URL. */
+const localTarget = (to: string) => to.startsWith("/") ? to.replace(/[?#].*$/, "") : null;
+
+/** Rejects repeated sources, rules that point at themselves and chains that loop. */
+function checkRedirects(rules: Redirect[], ctx: z.RefinementCtx) {
+  const byFrom = new Map<string, number>();
+  const list = rules.map(redirectRule);
+  list.forEach((r, i) => {
+    const first = byFrom.get(r.from);
+    if (first !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: [i],
+        message: `repeats ${r.from}, already redirected by redirect_instructions[${first}]`,
+      });
+    } else byFrom.set(r.from, i);
+  });
+  const reported = new Set<number>();
+  list.forEach((r, i) => {
+    if (reported.has(i)) return;
+    const seen = [r.from];
+    let next = localTarget(r.to);
+    while (next !== null) {
+      if (next === r.from) {
+        ctx.addIssue({
+          code: "custom",
+          path: [i],
+          message: seen.length === 1
+            ? `redirects ${r.from} to itself; remove the rule or point it elsewhere`
+            : `makes a redirect loop: ${[...seen, r.from].join(" → ")}; break the chain`,
+        });
+        for (const p of seen) reported.add(byFrom.get(p)!);
+        return;
+      }
+      const j = byFrom.get(next);
+      if (j === undefined || seen.includes(next)) return;
+      seen.push(next);
+      next = localTarget(list[j].to);
+    }
+  });
+}
 
 const Server = z.strictObject({
   /** Address to listen on. */
@@ -106,7 +182,7 @@ const Server = z.strictObject({
   /** Seconds in-flight requests get to finish on SIGINT/SIGTERM. */
   shutdown_timeout: positive("a positive number of seconds").default(10),
   reverse_proxy: z.array(ProxyRule).default([]),
-  redirect_instructions: z.array(Redirect).default([]),
+  redirect_instructions: z.array(Redirect).default([]).superRefine(checkRedirects),
   locations: z.record(urlPath, Location).default({}),
 });
 
@@ -169,11 +245,225 @@ const Logging = z.strictObject({
   access_format: z.enum(["common", "combined", "json"]).default("common"),
 });
 
+/** Python's regex dialect, as PyServe files write it, turned into JavaScript's. */
+export function pythonRegex(source: string): { source: string; flags: string } {
+  let flags = "";
+  const inline = /^\(\?([aiLmsux]+)\)/.exec(source);
+  if (inline) {
+    source = source.slice(inline[0].length);
+    if (inline[1].includes("i")) flags += "i";
+    if (inline[1].includes("m")) flags += "m";
+    if (inline[1].includes("s")) flags += "s";
+  }
+  source = source.replace(/\(\?P<([A-Za-z_]\w*)>/g, "(?<$1>")
+    .replace(/\(\?P=([A-Za-z_]\w*)\)/g, "\\k<$1>")
+    .replace(/\\A/g, "^").replace(/\\Z/g, "$");
+  return { source, flags };
+}
+
+/** What a `regex_locations` key says, parsed. */
+export type LocationPattern =
+  | { kind: "exact"; path: string }
+  | { kind: "regex"; source: string; flags: string; groups: string[] }
+  | { kind: "prefix"; path: string }
+  | { kind: "default" };
+
+/** Parses a `regex_locations` key; throws an Error whose message says what is wrong. */
+export function parseLocationPattern(key: string): LocationPattern {
+  if (key === "__default__") return { kind: "default" };
+  if (key.startsWith("=")) {
+    const path = key.slice(1).trimStart();
+    if (!path.startsWith("/")) throw new Error(`must be "=/path", got ${shown(key)}`);
+    return { kind: "exact", path };
+  }
+  if (key.startsWith("^~")) {
+    const path = key.slice(2).trimStart();
+    if (!path.startsWith("/")) throw new Error(`must be "^~/prefix", got ${shown(key)}`);
+    return { kind: "prefix", path };
+  }
+  if (key.startsWith("~")) {
+    const insensitive = key.startsWith("~*");
+    const raw = key.slice(insensitive ? 2 : 1).trimStart();
+    if (raw === "") throw new Error("has an empty regular expression");
+    const { source, flags } = pythonRegex(raw);
+    const all = insensitive && !flags.includes("i") ? flags + "i" : flags;
+    try {
+      new RegExp(source, all);
+    } catch (e) {
+      const reason = (e as Error).message.replace(/^Invalid regular expression: \/.*\/\w*: /, "");
+      throw new Error(`is not a valid regular expression: ${reason}`);
+    }
+    const groups = [...source.matchAll(/\(\?<([A-Za-z_]\w*)>/g)].map((m) => m[1]);
+    return { kind: "regex", source, flags: all, groups };
+  }
+  if (key.startsWith("/")) return { kind: "prefix", path: key };
+  throw new Error(
+    `is not a location pattern; use "=/exact", "^~/prefix", "/prefix", "~regex", "~*regex" ` +
+      `or "__default__"`,
+  );
+}
+
+/** `Name: value` as written in a location's `headers`. */
+const headerLine = nonEmpty.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:\s*\S/, {
+  error: (i) => `must be "Name: value", got ${shown(i.input)}`,
+});
+
+/** `return: "200 OK"`: a status and an optional body (or Location, for 3xx). */
+const returnSpec = nonEmpty.regex(/^[1-5]\d\d(\s|$)/, {
+  error: (i) => `must be "STATUS [text]" such as "200 OK", got ${shown(i.input)}`,
+});
+
+/** The keys a V2 location understands; anything else is an error naming it. */
+export const RoutingLocation = z.strictObject({
+  /** Forward to this backend (`{group}` allowed); a path in it replaces the request's. */
+  proxy_pass: nonEmpty.regex(/^https?:\/\/[^/\s]+/i, {
+    error: (i) => `must be an http:// or https:// URL, got ${shown(i.input)}`,
+  }).optional(),
+  /** Serve files from this folder instead of http.static_dir. */
+  root: nonEmpty.optional(),
+  /** File that answers a folder (and the SPA page). Default index.html. */
+  index_file: nonEmpty.regex(/^[^/\\]+$/, { error: "must be a file name without slashes" })
+    .optional(),
+  /** Cache-Control on successful answers. */
+  cache_control: nonEmpty.optional(),
+  /** Extra response headers, `Name: value` with `{group}` and `$remote_addr`-style variables. */
+  headers: z.array(headerLine).default([]),
+  /** Answer directly with `STATUS [text]`. */
+  return: returnSpec.optional(),
+  /** Content-Type of a `return` answer. Default text/plain. */
+  content_type: nonEmpty.optional(),
+  /** Missing paths that do not look like files get the index_file (single-page apps). */
+  spa_fallback: bool.default(false),
+  /** Path prefixes that never get the SPA page. */
+  exclude_patterns: z.array(urlPath).default([]),
+}).superRefine((l, ctx) => {
+  const what = l.return !== undefined ? "return" : l.proxy_pass !== undefined ? "proxy_pass" : "";
+  if (l.return !== undefined && l.proxy_pass !== undefined) {
+    ctx.addIssue({ code: "custom", path: ["proxy_pass"], message: "cannot be used with return" });
+  }
+  if (what) {
+    for (const key of ["root", "index_file", "exclude_patterns"] as const) {
+      const v = l[key];
+      if (v !== undefined && !(Array.isArray(v) && v.length === 0)) {
+        ctx.addIssue({ code: "custom", path: [key], message: `cannot be used with ${what}` });
+      }
+    }
+    if (l.spa_fallback) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["spa_fallback"],
+        message: `cannot be used with ${what}`,
+      });
+    }
+  }
+  if (l.content_type !== undefined && l.return === undefined) {
+    ctx.addIssue({ code: "custom", path: ["content_type"], message: "needs return" });
+  }
+});
+export type RoutingLocation = z.infer<typeof RoutingLocation>;
+
+/** `extensions: [{ type: routing, config: … }]`. */
+export const RoutingConfig = z.strictObject({
+  regex_locations: z.record(z.string(), RoutingLocation).default({}),
+}).superRefine((c, ctx) => {
+  for (const key of Object.keys(c.regex_locations)) {
+    try {
+      parseLocationPattern(key);
+    } catch (e) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["regex_locations", key],
+        message: (e as Error).message,
+      });
+    }
+  }
+});
+export type RoutingConfig = z.infer<typeof RoutingConfig>;
+
+const word = nonEmpty.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, {
+  error: (i) => `must be a header or method name, got ${shown(i.input)}`,
+});
+
+export const Cors = z.strictObject({
+  /** Whether CORS headers are sent at all. */
+  enabled: bool.default(true),
+  /** Allowed origins, exact (`https://app.example`) or `*`. */
+  origins: z.array(
+    nonEmpty.refine((o) => o === "*" || /^[a-z][a-z0-9+.-]*:\/\/[^/\s]+$/i.test(o), {
+      error: (i) => `must be "*" or an origin like https://app.example, got ${shown(i.input)}`,
+    }),
+  ).default(["*"]),
+  /** Methods a preflight allows. */
+  methods: z.array(word).default(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+  /** Request headers a preflight allows (`*` = any). */
+  headers: z.array(word.or(z.literal("*"))).default(["Content-Type", "Authorization"]),
+  /** Response headers scripts may read. */
+  expose_headers: z.array(word).default([]),
+  /** Allow cookies and HTTP authentication. */
+  credentials: bool.default(false),
+  /** Seconds a browser may cache a preflight answer. */
+  max_age: z.int().min(0).optional(),
+});
+export type Cors = z.infer<typeof Cors>;
+
+/** `extensions: [{ type: security, config: … }]`; only `cors` is served, the rest is reported. */
+export const SecurityConfig = z.strictObject({
+  cors: Cors.optional(),
+  rate_limiting: z.unknown().optional(),
+  csrf_protection: z.unknown().optional(),
+  security_headers: z.unknown().optional(),
+  ip_filtering: z.unknown().optional(),
+});
+export type SecurityConfig = z.infer<typeof SecurityConfig>;
+
+const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
+  routing: RoutingConfig,
+  security: SecurityConfig,
+};
+
+/** An `extensions` entry; `config` of known types is validated (unknown location keys fail). */
 const Extension = z.strictObject({
   type: nonEmpty,
   config: z.record(z.string(), z.unknown()).default({}),
   source: nonEmpty.optional(),
+}).transform((ext, ctx) => {
+  const schema = EXTENSION_SCHEMAS[ext.type];
+  if (!schema) return ext as { type: string; config: Record<string, unknown>; source?: string };
+  const result = schema.safeParse(ext.config);
+  if (result.success) return { ...ext, config: result.data as Record<string, unknown> };
+  for (const issue of result.error.issues) {
+    const path = ["config", ...issue.path];
+    const inLocation = ext.type === "routing" && issue.path[0] === "regex_locations" &&
+      issue.path.length === 2;
+    if (issue.code === "unrecognized_keys" && inLocation) {
+      for (const key of issue.keys) {
+        ctx.addIssue({
+          code: "custom",
+          path: [...path, key],
+          message: `is not a location key${
+            didYouMean(key, Object.keys(RoutingLocation.shape))
+          }; known keys: ${Object.keys(RoutingLocation.shape).join(", ")}`,
+        });
+      }
+    } else {
+      // deno-lint-ignore no-explicit-any
+      ctx.addIssue({ ...issue, path } as any);
+    }
+  }
+  return z.NEVER;
 });
+
+/** The routing extension's validated config, when there is one. */
+export function routingConfig(config: Config): RoutingConfig | undefined {
+  return config.extensions.find((e) => e.type === "routing")?.config as RoutingConfig | undefined;
+}
+
+/** The security extension's validated config, when there is one. */
+export function securityConfig(config: Config): SecurityConfig | undefined {
+  return config.extensions.find((e) => e.type === "security")?.config as
+    | SecurityConfig
+    | undefined;
+}
 
 export const Config = z.strictObject({
   version: z.union([z.literal(1), z.literal(2)], {
@@ -185,6 +475,25 @@ export const Config = z.strictObject({
   logging: Logging.prefault({}),
   extensions: z.array(Extension).default([]),
 }).superRefine((c, ctx) => {
+  if (c.extensions.length && c.version !== 2) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["extensions"],
+      message: 'needs "version: 2" at the top of the file (PyServe V2 configuration)',
+    });
+  }
+  const firstOfType = new Map<string, number>();
+  c.extensions.forEach((e, i) => {
+    const first = firstOfType.get(e.type);
+    if (first === undefined) firstOfType.set(e.type, i);
+    else if (e.type in EXTENSION_SCHEMAS) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["extensions", i],
+        message: `repeats type ${e.type} of extensions[${first}]; merge the two into one`,
+      });
+    }
+  });
   if (c.ssl.enabled && !c.ssl.acme) {
     for (const key of ["cert_file", "key_file"] as const) {
       if (!c.ssl[key]) {
@@ -212,4 +521,5 @@ export const PATH_KEYS: readonly (readonly string[])[] = [
   ["logging", "log_file"],
   ["server", "reverse_proxy", "*", "ca_file"],
   ["extensions", "*", "source"],
+  ["extensions", "*", "config", "regex_locations", "*", "root"],
 ];

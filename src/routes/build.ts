@@ -1,30 +1,71 @@
 /**
  * Turns a validated {@link Config} into the ordered route table, once per (re)load.
  *
+ * The pipeline, outermost first:
+ *
+ * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
+ * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
+ * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–5.
+ * 4. V2 locations (`routing` extension): exact, regex, prefix, `__default__`.
+ * 5. Static files from `http.static_dir` for everything else.
+ *
+ * Every error answer comes from {@link App.errorResponse}, which uses the templates folder.
+ *
  * @module
  */
-import type { Config } from "../config/schema.ts";
+import { type Config, routingConfig, securityConfig } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { errorPage } from "../pages/html.ts";
 import { createFileServer } from "../static/file_server.ts";
+import { authWarnings, createAuthRoute } from "./auth.ts";
+import { withCors } from "./cors.ts";
+import { createErrorPages, type ErrorResponder } from "./errors.ts";
+import { createFetchForward, type ProxyForward } from "./forward.ts";
+import { createLocationRoute } from "./locations.ts";
+import { createRedirectRoute } from "./redirects.ts";
 import type { Handler, Route } from "./types.ts";
 
 /** Everything the server needs to answer requests under one configuration. */
 export interface App {
   handle: Handler;
+  /** Error answers of this configuration (templates folder, then built-in pages). */
+  errorResponse: ErrorResponder;
   /** Stops timers and watchers this configuration started. */
   close(): void;
 }
 
-/** The built-in error answer. */
+/** Options of {@link buildApp}. */
+export interface BuildOptions {
+  /**
+   * Carries `proxy_pass` requests of V2 locations to their backend; a plain `fetch` forwarder
+   * when absent.
+   */
+  forward?: (errorResponse: ErrorResponder) => ProxyForward;
+}
+
+/** The built-in error answer, for when no configuration is at hand. */
 export function errorResponse(status: number, request: Request, headers?: HeadersInit): Response {
   const h = new Headers(headers);
   h.set("content-type", "text/html; charset=utf-8");
   return new Response(request.method === "HEAD" ? null : errorPage(status), { status, headers: h });
 }
 
+/** Tries `routes` in order; the first whose matcher accepts answers, else `fallback`. */
+export function dispatch(routes: Route[], fallback: Handler): Handler {
+  if (routes.length === 0) return fallback;
+  return (request, ctx) => {
+    for (const route of routes) if (route.match(ctx)) return route.handle(request, ctx);
+    return fallback(request, ctx);
+  };
+}
+
 /** Builds the route table for `config`. */
-export function buildApp(config: Config, _log: Logger): App {
+export function buildApp(config: Config, log: Logger, options: BuildOptions = {}): App {
+  const { errorResponse } = createErrorPages({
+    templatesDir: config.http.templates_dir,
+    ttlMs: config.http.file_cache_ttl_ms,
+    log,
+  });
   const files = createFileServer({
     root: config.http.static_dir,
     listing: config.http.directory_listing,
@@ -34,22 +75,51 @@ export function buildApp(config: Config, _log: Logger): App {
     maxBytes: config.http.file_cache_max_bytes,
     errorResponse,
   });
-  const routes: Route[] = [];
   const fallback: Handler = (request, ctx) => files(request, ctx.path, ctx.query);
-  const handle: Handler = routes.length === 0 ? fallback : (request, ctx) => {
-    for (const route of routes) if (route.match(ctx)) return route.handle(request, ctx);
-    return fallback(request, ctx);
-  };
-  return { handle, close() {} };
+  // The forwarder behind `proxy_pass`: the reverse proxy when given, else plain fetch.
+  const forward = options.forward?.(errorResponse) ?? createFetchForward({ errorResponse });
+
+  // Behind authentication: `server.reverse_proxy` rules (their place is at the head of this
+  // list), then V2 locations, then static files.
+  const guarded: Route[] = [];
+  const locations = createLocationRoute(routingConfig(config), {
+    config,
+    errorResponse,
+    forward,
+    staticFiles: files,
+  });
+  if (locations) guarded.push(locations);
+  const inner = dispatch(guarded, fallback);
+
+  const routes: Route[] = [];
+  const redirects = createRedirectRoute(config.server.redirect_instructions);
+  if (redirects) routes.push(redirects);
+  const auth = createAuthRoute(config.server.locations, { log, errorResponse, next: inner });
+  if (auth) routes.push(auth);
+  for (const w of authWarnings(config)) log.warn(w);
+
+  let handle = dispatch(routes, inner);
+  const cors = securityConfig(config)?.cors;
+  if (cors) handle = withCors(cors, handle);
+  return { handle, errorResponse, close() {} };
 }
 
 /** Configuration this build cannot serve yet, named so that it is never silently ignored. */
 export function unsupported(config: Config): string[] {
   const found: string[] = [];
   if (config.server.reverse_proxy.length) found.push("server.reverse_proxy");
-  if (config.server.redirect_instructions.length) found.push("server.redirect_instructions");
-  if (Object.keys(config.server.locations).length) found.push("server.locations");
-  if (config.extensions.length) found.push("extensions");
+  config.extensions.forEach((e, i) => {
+    if (e.type === "security") {
+      for (const [key, value] of Object.entries(e.config)) {
+        if (key === "cors" || value === undefined) continue;
+        const off = typeof value === "object" && value !== null &&
+          (value as { enabled?: unknown }).enabled === false;
+        if (!off) found.push(`extensions[${i}].config.${key} (security)`);
+      }
+    } else if (e.type !== "routing") {
+      found.push(`extensions[${i}] (type ${e.type})`);
+    }
+  });
   if (config.ssl.enabled) found.push("ssl.enabled");
   if (config.server.workers !== 1) found.push("server.workers");
   return found;

@@ -7,7 +7,7 @@
 import type { Config } from "../config/schema.ts";
 import { requestIdFor, withRequestId } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
-import { type App, errorResponse } from "../routes/build.ts";
+import type { App } from "../routes/build.ts";
 import { type RequestContext, splitUrl } from "../routes/types.ts";
 
 /** A running server. */
@@ -64,7 +64,7 @@ export function startServer(config: Config, log: Logger, app: App): Promise<Runn
         log.error(
           `request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`,
         );
-        return errorResponse(500, new Request("http://x/"));
+        return current.errorResponse(500, new Request("http://x/"));
       },
     }, handler);
     const addr = server.addr;

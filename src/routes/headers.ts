@@ -1,0 +1,37 @@
+/**
+ * Adding headers to answers that may have come from `fetch` (whose headers are immutable).
+ *
+ * @module
+ */
+
+function apply(headers: Headers, pairs: readonly (readonly [string, string])[]) {
+  for (const [name, value] of pairs) {
+    if (name === "vary") {
+      const old = headers.get("vary");
+      if (old === null) headers.set("vary", value);
+      else if (old !== "*" && !old.toLowerCase().includes(value.toLowerCase())) {
+        headers.set("vary", `${old}, ${value}`);
+      }
+    } else headers.set(name, value);
+  }
+}
+
+/**
+ * Sets `pairs` on `response` (`vary` is merged with what is there) and returns it, or a copy
+ * when its headers cannot be changed.
+ */
+export function setHeaders(
+  response: Response,
+  pairs: readonly (readonly [string, string])[],
+): Response {
+  if (pairs.length === 0) return response;
+  try {
+    apply(response.headers, pairs);
+    return response;
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    const copy = new Response(response.body, response);
+    apply(copy.headers, pairs);
+    return copy;
+  }
+}
