@@ -275,7 +275,6 @@ logging:
       `{
   admin off
   auto_https off
-  persist_config off
 }
 http://127.0.0.1:${h} {
   ${site}

@@ -286,3 +286,59 @@ Deno.test("without a static folder, / shows the welcome page and other paths 404
   await other.body?.cancel();
   assert.deepEqual([...Deno.readDirSync(dir.path)], [], "the server wrote nothing");
 });
+
+Deno.test("compressed forms: precompressed siblings and cached text, by Accept-Encoding", async () => {
+  await using dir = await tempDir();
+  const text = "denoserve compresses text once and serves it many times. ".repeat(200);
+  const { gzipSync, brotliDecompressSync, gunzipSync } = await import("node:zlib");
+  await writeFiles(dir.path, {
+    "app.js": text,
+    "app.js.gz": gzipSync(new TextEncoder().encode("/* the precompressed sibling */")),
+    "page.html": text,
+    "tiny.txt": "short",
+    "photo.jpg": new Uint8Array(4096),
+  });
+  await using s = await startTestServer({ http: { static_dir: dir.path } });
+  const raw = async (path: string, headers: Record<string, string>) => {
+    const out = await new Deno.Command("curl", {
+      args: [
+        "-s",
+        "-D",
+        "-",
+        "-o",
+        `${dir.path}/out.bin`,
+        ...Object.entries(headers).flatMap((
+          [k, v],
+        ) => ["-H", `${k}: ${v}`]),
+        `${s.url}${path}`,
+      ],
+    }).output();
+    return {
+      headers: new TextDecoder().decode(out.stdout).toLowerCase(),
+      body: await Deno.readFile(`${dir.path}/out.bin`),
+    };
+  };
+  let r = await raw("/app.js", { "accept-encoding": "gzip, br" });
+  assert.match(r.headers, /content-encoding: gzip/, "the .gz sibling wins over compressing");
+  assert.match(r.headers, /vary: accept-encoding/);
+  assert.match(r.headers, /content-type: text\/javascript; charset=utf-8/);
+  assert.equal(new TextDecoder().decode(gunzipSync(r.body)), "/* the precompressed sibling */");
+  r = await raw("/page.html", { "accept-encoding": "gzip, br" });
+  assert.match(r.headers, /content-encoding: br/);
+  assert.ok(r.body.byteLength < text.length / 5, `compressed to ${r.body.byteLength} bytes`);
+  assert.equal(new TextDecoder().decode(brotliDecompressSync(r.body)), text);
+  r = await raw("/page.html", { "accept-encoding": "gzip" });
+  assert.match(r.headers, /content-encoding: gzip/);
+  assert.equal(new TextDecoder().decode(gunzipSync(r.body)), text);
+  r = await raw("/page.html", { "accept-encoding": "br;q=0, gzip;q=0" });
+  assert.doesNotMatch(r.headers, /content-encoding/);
+  assert.match(r.headers, /vary: accept-encoding/);
+  assert.equal(new TextDecoder().decode(r.body), text);
+  r = await raw("/page.html", { "accept-encoding": "br", range: "bytes=0-9" });
+  assert.doesNotMatch(r.headers, /content-encoding/, "ranges are of the identity form");
+  assert.equal(new TextDecoder().decode(r.body), text.slice(0, 10));
+  for (const path of ["/tiny.txt", "/photo.jpg"]) {
+    r = await raw(path, { "accept-encoding": "gzip, br" });
+    assert.doesNotMatch(r.headers, /content-encoding/, `${path} is not worth compressing`);
+  }
+});

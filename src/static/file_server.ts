@@ -8,6 +8,7 @@
  * @module
  */
 import mime from "mime";
+import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 import { errorPage, type ListingEntry, listingPage, welcomePage } from "../pages/html.ts";
 import { byteRange, etagMatches, notModifiedSince } from "./conditional.ts";
 
@@ -47,8 +48,17 @@ interface FileEntry {
   lastModified: string;
   contentType: string;
   body: Uint8Array<ArrayBuffer> | null;
+  /** Set on a compressed form of a file. */
+  encoding?: "br" | "gzip";
+  /** Compressed forms of this file, best first, chosen by Accept-Encoding. */
+  encoded: FileEntry[];
   /** Headers of a full 200 answer, built once. */
   headers: [string, string][];
+  /**
+   * Answers built once and cloned per request: cloning copies the header list without
+   * validating every header again, which is most of what building a small answer costs.
+   */
+  responses: { get: Response | null; head: Response; notModified: Response };
   checkedAt: number;
 }
 
@@ -93,14 +103,84 @@ export function safeSegments(path: string, dotfiles: boolean): string[] | 400 | 
   return segments;
 }
 
-function fileHeaders(e: Omit<FileEntry, "headers">): [string, string][] {
-  return [
-    ["content-type", e.contentType],
-    ["content-length", String(e.size)],
-    ["etag", e.etag],
-    ["last-modified", e.lastModified],
+const COMPRESSIBLE =
+  /^(text\/|application\/(javascript|json|xml|wasm|manifest\+json|.*\+xml)|image\/svg)/;
+
+/** Compresses a cached body once, so that each request after it costs nothing. */
+function compress(body: Uint8Array, encoding: "br" | "gzip"): Uint8Array<ArrayBuffer> {
+  const out = encoding === "br"
+    ? brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: 5 } })
+    : gzipSync(body, { level: 6 });
+  return new Uint8Array(out.buffer as ArrayBuffer, out.byteOffset, out.byteLength);
+}
+
+/**
+ * A file's cache entry with its answers built once. `encoding` marks a compressed form of the
+ * file; `encoded` lists the compressed forms of an identity entry (best first).
+ */
+function fileEntry(
+  fsPath: string,
+  info: Deno.FileInfo,
+  contentType: string,
+  body: Uint8Array<ArrayBuffer> | null,
+  now: number,
+  encoding?: "br" | "gzip",
+  encoded: FileEntry[] = [],
+): FileEntry {
+  const mtimeMs = info.mtime?.getTime() ?? 0;
+  const size = body?.byteLength ?? info.size;
+  const tag = `${Math.floor(mtimeMs / 1000).toString(16)}-${size.toString(16)}`;
+  const etag = `"${tag}${encoding ? `-${encoding}` : ""}"`;
+  const lastModified = new Date(mtimeMs).toUTCString();
+  const headers: [string, string][] = [
+    ["content-type", contentType],
+    ["content-length", String(size)],
+    ["etag", etag],
+    ["last-modified", lastModified],
     ["accept-ranges", "bytes"],
   ];
+  if (encoding) headers.push(["content-encoding", encoding]);
+  if (encoding || encoded.length) headers.push(["vary", "Accept-Encoding"]);
+  return {
+    kind: "file",
+    fsPath,
+    size,
+    mtimeMs,
+    etag,
+    lastModified,
+    contentType,
+    body,
+    encoding,
+    encoded,
+    headers,
+    responses: {
+      get: body === null ? null : new Response(body, { headers }),
+      head: new Response(null, { headers }),
+      notModified: new Response(null, {
+        status: 304,
+        headers: { etag, "last-modified": lastModified },
+      }),
+    },
+    checkedAt: now,
+  };
+}
+
+/** Memory an entry holds in file bodies, its compressed forms included. */
+function heldBytes(entry: Entry | undefined): number {
+  if (entry?.kind !== "file") return 0;
+  return entry.encoded.reduce((n, e) => n + heldBytes(e), entry.body?.byteLength ?? 0);
+}
+
+/** Whether an Accept-Encoding value accepts `coding` (a q of 0 refuses it). */
+export function acceptsEncoding(header: string, coding: string): boolean {
+  for (const part of header.split(",")) {
+    const [name, ...params] = part.split(";");
+    const token = name.trim().toLowerCase();
+    if (token !== coding && token !== "*") continue;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
+    return q === undefined || Number(q.slice(2)) > 0;
+  }
+  return false;
 }
 
 /** A stream of `length` bytes of an open file from `start`; closes the file when done. */
@@ -168,14 +248,13 @@ export function createFileServer(options: FileServerOptions): FileHandler {
   const remember = (key: string, entry: Entry) => {
     if (ttl === 0) return entry;
     const old = cache.get(key);
-    if (old?.kind === "file" && old.body) cachedBytes -= old.body.byteLength;
+    cachedBytes -= heldBytes(old);
     if (!old && cache.size >= MAX_ENTRIES) {
       const first = cache.keys().next().value!;
-      const evicted = cache.get(first);
-      if (evicted?.kind === "file" && evicted.body) cachedBytes -= evicted.body.byteLength;
+      cachedBytes -= heldBytes(cache.get(first));
       cache.delete(first);
     }
-    if (entry.kind === "file" && entry.body) cachedBytes += entry.body.byteLength;
+    cachedBytes += heldBytes(entry);
     cache.set(key, entry);
     return entry;
   };
@@ -246,23 +325,43 @@ export function createFileServer(options: FileServerOptions): FileHandler {
       old.checkedAt = now;
       return old;
     }
-    let body: Uint8Array<ArrayBuffer> | null = null;
-    if (size <= maxFileSize && cachedBytes + size <= maxBytes && ttl > 0) {
-      body = await Deno.readFile(real);
-      if (body.byteLength !== size) body = null;
+    const contentType = contentTypeFor(real);
+    const body = await readSmall(real, size);
+    // Precompressed siblings are the author's choice; without any, cached text is compressed once.
+    const encoded: FileEntry[] = [];
+    for (const [encoding, ext] of [["br", ".br"], ["gzip", ".gz"]] as const) {
+      const sibling = await siblingInfo(real + ext, base);
+      if (!sibling) continue;
+      const siblingBody = await readSmall(sibling.path, sibling.info.size);
+      encoded.push(fileEntry(sibling.path, sibling.info, contentType, siblingBody, now, encoding));
     }
-    const partial = {
-      kind: "file" as const,
-      fsPath: real,
-      size,
-      mtimeMs,
-      etag: `"${Math.floor(mtimeMs / 1000).toString(16)}-${size.toString(16)}"`,
-      lastModified: new Date(mtimeMs).toUTCString(),
-      contentType: contentTypeFor(real),
-      body,
-      checkedAt: now,
-    };
-    return { ...partial, headers: fileHeaders(partial) };
+    if (encoded.length === 0 && body !== null && COMPRESSIBLE.test(contentType) && size >= 256) {
+      for (const encoding of ["br", "gzip"] as const) {
+        const packed = compress(body, encoding);
+        if (packed.byteLength < size * 0.9 && cachedBytes + packed.byteLength <= maxBytes) {
+          encoded.push(fileEntry(real, info, contentType, packed, now, encoding));
+        }
+      }
+    }
+    return fileEntry(real, info, contentType, body, now, undefined, encoded);
+  }
+
+  /** The body of a file small enough to keep in memory, else null. */
+  async function readSmall(path: string, size: number) {
+    if (size > maxFileSize || cachedBytes + size > maxBytes || ttl === 0) return null;
+    const body = await Deno.readFile(path);
+    return body.byteLength === size ? body : null;
+  }
+
+  /** A precompressed sibling (`x.br`, `x.gz`) that is a file inside the root. */
+  async function siblingInfo(path: string, base: string) {
+    try {
+      const real = await Deno.realPath(path);
+      const info = await Deno.stat(real);
+      return info.isFile && real.startsWith(base + "/") ? { path: real, info } : null;
+    } catch {
+      return null;
+    }
   }
 
   async function lookup(path: string, old: Entry | undefined, now: number): Promise<Entry> {
@@ -343,8 +442,15 @@ function html(request: Request, text: string): Response {
 }
 
 /** The answer for a file entry, honouring conditional and range headers. */
-function respondFile(request: Request, e: FileEntry): Response | Promise<Response> {
+function respondFile(request: Request, file: FileEntry): Response | Promise<Response> {
   const h = request.headers;
+  let e = file;
+  if (file.encoded.length) {
+    const accept = h.get("accept-encoding");
+    if (accept !== null && h.get("range") === null) {
+      e = file.encoded.find((v) => acceptsEncoding(accept, v.encoding!)) ?? file;
+    }
+  }
   const ifMatch = h.get("if-match");
   if (ifMatch !== null && !etagMatches(ifMatch, e.etag, true)) return preconditionFailed(e);
   const ifUnmodified = h.get("if-unmodified-since");
@@ -387,8 +493,8 @@ function respondFile(request: Request, e: FileEntry): Response | Promise<Respons
       );
     }
   }
-  if (head) return new Response(null, { headers: e.headers });
-  if (e.body !== null) return new Response(e.body, { headers: e.headers });
+  if (head) return e.responses.head.clone();
+  if (e.responses.get !== null) return e.responses.get.clone();
   if (e.size === 0) return new Response(new Uint8Array(0), { headers: e.headers });
   return Deno.open(e.fsPath).then((file) => new Response(file.readable, { headers: e.headers }));
 }
@@ -401,10 +507,7 @@ function ifRangeHolds(ifRange: string | null, e: FileEntry): boolean {
 }
 
 function notModified(e: FileEntry): Response {
-  return new Response(null, {
-    status: 304,
-    headers: { etag: e.etag, "last-modified": e.lastModified },
-  });
+  return e.responses.notModified.clone();
 }
 
 function preconditionFailed(e: FileEntry): Response {
