@@ -141,18 +141,15 @@ async function waitReady(url: string, ms = 10_000): Promise<number> {
   throw new Error(`${url} did not answer within ${ms} ms`);
 }
 
+/** Starts a server with its output going straight to a file (never through a pipe we read). */
 function spawn(cmd: string[], env: Record<string, string> = {}, log = "/dev/null") {
-  const file = Deno.openSync(log, { write: true, create: true, truncate: true });
-  const process = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    env,
+  return new Deno.Command("sh", {
+    args: ["-c", 'exec "$@" >"$BENCH_LOG" 2>&1', "sh", ...cmd],
+    env: { ...env, BENCH_LOG: log },
     stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
+    stdout: "null",
+    stderr: "null",
   }).spawn();
-  process.stdout.pipeTo(file.writable, { preventClose: true }).catch(() => {});
-  process.stderr.pipeTo(file.writable).catch(() => {});
-  return process;
 }
 
 let WORK = "";
