@@ -7,7 +7,10 @@ import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { createLogger, type Logger } from "../log/logger.ts";
 import { buildApp, unsupported } from "../routes/build.ts";
+import { watchReload } from "../server/reload.ts";
 import { type RunningServer, startServer } from "../server/server.ts";
+import { TlsError } from "../tls/certs.ts";
+import { runSslConfig } from "../tls/ssl_config.ts";
 import { explainError } from "./errors.ts";
 import { type Flags, parseFlags, USAGE, UsageError } from "./flags.ts";
 
@@ -35,8 +38,9 @@ export async function run(args: string[]): Promise<number> {
     console.log(`denoserve ${VERSION}`);
     return 0;
   }
-  if (flags.sslConfig || flags.test) {
-    stderr(`${flags.sslConfig ? "--ssl-config" : "--test"} is not supported yet`);
+  if (flags.sslConfig) return await runSslConfig(flags);
+  if (flags.test) {
+    stderr("--test is not supported yet");
     return 2;
   }
   let loaded: LoadedConfig;
@@ -76,6 +80,10 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   try {
     server = await startServer(config, log, buildApp(config, log));
   } catch (e) {
+    if (e instanceof TlsError) {
+      stderr(e.message);
+      return e.code;
+    }
     const reason = e instanceof Deno.errors.AddrInUse
       ? `${config.server.host}:${config.server.port} is already in use`
       : explainError(e, flags.debug);
@@ -87,6 +95,17 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
       (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)"),
   );
   log.flush();
+  using _reloader = watchReload({
+    server,
+    log,
+    debug: flags.debug,
+    async prepare() {
+      const next = await loadConfig(flags);
+      const missing = unsupported(next.config);
+      if (missing.length) throw new Error(`not supported yet: ${missing.join(", ")}`);
+      return { ...next, app: buildApp(next.config, log) };
+    },
+  });
   const stop = () => {
     log.info("shutting down");
     server.shutdown();

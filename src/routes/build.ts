@@ -50,7 +50,7 @@ export function unsupported(config: Config): string[] {
   if (config.server.redirect_instructions.length) found.push("server.redirect_instructions");
   if (Object.keys(config.server.locations).length) found.push("server.locations");
   if (config.extensions.length) found.push("extensions");
-  if (config.ssl.enabled) found.push("ssl.enabled");
+  if (config.ssl.acme) found.push("ssl.acme");
   if (config.logging.log_file) found.push("logging.log_file");
   if (config.server.workers !== 1) found.push("server.workers");
   return found;
