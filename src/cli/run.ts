@@ -90,11 +90,8 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
     stderr(`cannot listen: ${reason}`);
     return 1;
   }
-  log.info(
-    `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +
-      (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)"),
-  );
-  log.flush();
+  // Listening for SIGHUP before saying where we serve: a reload asked for right after that
+  // line must not meet the signal's default action (exit).
   using _reloader = watchReload({
     server,
     log,
@@ -106,6 +103,11 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
       return { ...next, app: buildApp(next.config, log) };
     },
   });
+  log.info(
+    `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +
+      (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)"),
+  );
+  log.flush();
   const stop = () => {
     log.info("shutting down");
     server.shutdown();

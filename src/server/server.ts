@@ -90,10 +90,13 @@ export async function startServer(config: Config, log: Logger, app: App): Promis
   let current = app;
   let active = config;
   let hsts = config.ssl.enabled ? config.ssl.hsts : undefined;
-  // SO_REUSEPORT lets a new listener bind the port before the old one closes. On a TLS listener
-  // Deno gates it behind --unstable-net; without the flag the server still runs, but a new
-  // certificate on the same port cannot be taken without a restart.
-  let reusePort = true;
+  // SO_REUSEPORT lets a new listener bind the port before the old one closes. Deno gates it
+  // behind --unstable-net; without the flag the server still runs, but a new certificate (or a
+  // switch between HTTP and HTTPS) on the same port cannot be taken without a restart.
+  // Asking for it without the flag ends the process, so look first: Deno.listenDatagram exists
+  // only under --unstable-net.
+  const reusePort = typeof (Deno as unknown as Record<string, unknown>).listenDatagram ===
+    "function";
   const debugConnections = log.enabled("DEBUG");
   const seen = new Set<string>();
 
@@ -168,13 +171,6 @@ export async function startServer(config: Config, log: Logger, app: App): Promis
     try {
       return Deno.serve(tls ? { ...options, cert: tls.cert, key: tls.key } : options, handler);
     } catch (e) {
-      if (reusePort && tls && /--unstable-net/.test(String(e))) {
-        reusePort = false;
-        log.debug(
-          "SO_REUSEPORT on TLS needs --unstable-net; certificate reload will need a restart",
-        );
-        return listen(hostname, port, tls, handler);
-      }
       if (
         tls && !(e instanceof Deno.errors.AddrInUse) && !(e instanceof Deno.errors.NotCapable) &&
         !(e instanceof Deno.errors.AddrNotAvailable) && !(e instanceof Deno.errors.PermissionDenied)
@@ -269,8 +265,8 @@ export async function startServer(config: Config, log: Logger, app: App): Promis
         } catch (e) {
           if (sameAddr && e instanceof Deno.errors.AddrInUse && !reusePort) {
             throw new Error(
-              "a new certificate on the same port needs SO_REUSEPORT, which Deno allows on TLS " +
-                "listeners only with --unstable-net; run with it (deno task start does) or restart",
+              "replacing the listener on the same port needs SO_REUSEPORT, which Deno allows " +
+                "only with --unstable-net; run with it (deno task start does) or restart",
             );
           }
           throw e;
