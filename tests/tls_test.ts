@@ -588,3 +588,62 @@ Deno.test("https: a certificate changed on disk is taken without a signal", asyn
   assert.deepEqual(loop.failures, []);
   assert.notEqual(await servedFingerprint(srv.server.addr.port), before);
 });
+
+Deno.test("https: a port in use is reported, not shared through SO_REUSEPORT", async () => {
+  await using tmp = await tempDir();
+  const certs = await makeCerts(tmp.path);
+  await using first = await spawnCli(
+    ["-p", "0", "--ssl", "--cert", certs.cert, "--key", certs.key],
+    {
+      cwd: tmp.path,
+    },
+  );
+  const port = new URL(first.url).port;
+  const second = await runCli(["-p", port, "--ssl", "--cert", certs.cert, "--key", certs.key], {
+    cwd: tmp.path,
+  });
+  assert.equal(second.code, 1);
+  assert.match(
+    second.stderr,
+    new RegExp(`cannot listen: 127\\.0\\.0\\.1:${port} is already in use`),
+  );
+});
+
+Deno.test("https: a renewal that repoints Let's Encrypt symlinks is picked up", async () => {
+  await using tmp = await tempDir();
+  const d = tmp.path;
+  await writeFiles(d, { "site/a.txt": "A" });
+  const first = await makeCerts(d, { name: "cert1" });
+  const second = await makeCerts(d, { name: "cert2" });
+  await Deno.mkdir(`${d}/live`);
+  await Deno.symlink("../cert1.pem", `${d}/live/fullchain.pem`);
+  await Deno.symlink("../cert1-key.pem", `${d}/live/privkey.pem`);
+  await using srv = await startTestServer(
+    tlsConfig(d, { cert: `${d}/live/fullchain.pem`, key: `${d}/live/privkey.pem` }),
+  );
+  using _reloader = watchReload({
+    server: srv.server,
+    log: srv.log,
+    certCheckMs: 50,
+    signal: null,
+    prepare: () => Promise.reject(new Error("not used")),
+  });
+  const before = srv.server.tls!.info.fingerprint256;
+  await new Promise((r) => setTimeout(r, 120));
+  // certbot renew: new archive files, then the live symlinks are replaced by rename.
+  for (
+    const [name, target] of [["fullchain.pem", "../cert2.pem"], ["privkey.pem", "../cert2-key.pem"]]
+  ) {
+    await Deno.symlink(target, `${d}/live/.${name}.new`);
+    await Deno.rename(`${d}/live/.${name}.new`, `${d}/live/${name}`);
+  }
+  const deadline = Date.now() + 5000;
+  while (srv.server.tls!.info.fingerprint256 === before) {
+    assert.ok(Date.now() < deadline, srv.log.lines.join("\n"));
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(await servedFingerprint(srv.server.addr.port), srv.server.tls!.info.fingerprint256);
+  using client = Deno.createHttpClient({ caCerts: [first.caPem] });
+  assert.equal(await (await fetch(`${srv.url}/a.txt`, { client })).text(), "A");
+  assert.ok(second.cert);
+});

@@ -73,10 +73,14 @@ let migrateChecked = false;
 function checkMigrate(log: Logger) {
   if (migrateChecked || Deno.build.os !== "linux") return;
   migrateChecked = true;
+  const path = "/proc/sys/net/ipv4/tcp_migrate_req";
   let value = "";
   try {
-    value = Deno.readTextFileSync("/proc/sys/net/ipv4/tcp_migrate_req").trim();
-  } catch { /* not readable (permissions, no /proc): say nothing */ }
+    // Only when already allowed: a permission prompt in the middle of a reload helps nobody.
+    if (Deno.permissions.querySync({ name: "read", path }).state === "granted") {
+      value = Deno.readTextFileSync(path).trim();
+    }
+  } catch { /* no /proc: say nothing */ }
   if (value === "0") {
     log.warn(
       "a connection the kernel queued on the old listener in the instant it closed may be " +
@@ -184,7 +188,22 @@ export async function startServer(config: Config, log: Logger, app: App): Promis
     }
   };
 
-  const open = (cfg: Config, tls: TlsMaterial | undefined, port: number): Generation => {
+  // With SO_REUSEPORT a second server on a taken port would share it silently; a plain bind
+  // first keeps "already in use" for ports this server does not hold yet.
+  const probe = (hostname: string, port: number, held: number[]) => {
+    if (reusePort && port !== 0 && !held.includes(port)) Deno.listen({ hostname, port }).close();
+  };
+
+  const open = (
+    cfg: Config,
+    tls: TlsMaterial | undefined,
+    port: number,
+    held: number[] = [],
+  ): Generation => {
+    probe(cfg.server.host, port, held);
+    if (tls && cfg.ssl.redirect_http !== undefined) {
+      probe(cfg.server.host, cfg.ssl.redirect_http, held);
+    }
     const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined));
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Deno.HttpServer<Deno.NetAddr> | undefined;
@@ -216,7 +235,7 @@ export async function startServer(config: Config, log: Logger, app: App): Promis
     const finished = await Promise.race([done, timeout]);
     clearTimeout(timer);
     if (!finished) {
-      log.warn(`requests still running after ${timeoutMs} ms on ${g.url} were cut off`);
+      log.warn(`requests still running on ${g.url} after ${timeoutMs} ms are no longer waited for`);
     }
   };
 
@@ -261,6 +280,7 @@ export async function startServer(config: Config, log: Logger, app: App): Promis
             next,
             tls,
             sameAddr && next.server.port === 0 ? gen.main.addr.port : next.server.port,
+            [gen.main.addr.port, ...(gen.redirect ? [gen.redirect.addr.port] : [])],
           );
         } catch (e) {
           if (sameAddr && e instanceof Deno.errors.AddrInUse && !reusePort) {
