@@ -427,9 +427,9 @@ export const migrates = (() => {
 })();
 
 /**
- * Fetches `url` in a loop until stopped. With `fresh`, every request opens a new connection;
- * connections reset while still in the kernel's accept queue (only possible without
- * tcp_migrate_req) are counted apart from failures.
+ * Fetches `url` in a loop until stopped. With `fresh`, every request opens a new connection.
+ * New connections reset while still in a closing listener's accept queue (possible only when
+ * net.ipv4.tcp_migrate_req is 0, see README) are counted in `resets`, apart from `failures`.
  */
 export function clientLoop(url: string, caPem: string | undefined, fresh: boolean) {
   let stop = false;
@@ -447,8 +447,9 @@ export function clientLoop(url: string, caPem: string | undefined, fresh: boolea
         else failures.push(`${res.status} ${text.slice(0, 80)}`);
       } catch (e) {
         const why = `${e} ${(e as Error).cause ?? ""}`.split("\n")[0];
-        if (fresh && !migrates && /tcp connect error: Connection reset/.test(why)) resets.push(why);
-        else failures.push(why);
+        if (!migrates && /\(Connect\): (tcp connect error: )?Connection reset by peer/.test(why)) {
+          resets.push(why);
+        } else failures.push(why);
       } finally {
         if (fresh) client.close();
       }
