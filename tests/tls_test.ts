@@ -11,6 +11,7 @@ import {
   curl,
   makeCerts,
   makeSpecCert,
+  ROOT,
   runCli,
   servedFingerprint,
   spawnCli,
@@ -646,4 +647,33 @@ Deno.test("https: a renewal that repoints Let's Encrypt symlinks is picked up", 
   using client = Deno.createHttpClient({ caCerts: [first.caPem] });
   assert.equal(await (await fetch(`${srv.url}/a.txt`, { client })).text(), "A");
   assert.ok(second.cert);
+});
+
+const canUnshare = Deno.build.os === "linux" && Deno.uid() === 0 &&
+  await new Deno.Command("unshare", { args: ["-n", "ip", "link", "set", "lo", "up"] }).output()
+    .then((o) => o.success, () => false);
+if (!canUnshare) {
+  console.log("needs root, unshare and ip: the tcp_migrate_req certificate swap test is ignored");
+}
+
+Deno.test({
+  name: "https: with tcp_migrate_req=1 no new connection fails across certificate swaps",
+  ignore: !canUnshare,
+  async fn() {
+    await using tmp = await tempDir();
+    await makeCerts(tmp.path, { name: "a" });
+    await makeCerts(tmp.path, { name: "b" });
+    // A private network namespace: its sysctl and loopback belong to this test alone.
+    const script = [
+      "ip link set lo up",
+      "echo 1 > /proc/sys/net/ipv4/tcp_migrate_req",
+      `exec "${Deno.execPath()}" run --unstable-net -A "${ROOT}/tests/fixtures/swap_probe.ts" "${tmp.path}" 15`,
+    ].join(" && ");
+    const out = await new Deno.Command("unshare", { args: ["-n", "sh", "-c", script] }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const { ok, failures } = JSON.parse(text.trim().split("\n").pop()!);
+    assert.deepEqual(failures, []);
+    assert.ok(ok > 50, `${ok} requests`);
+  },
 });
