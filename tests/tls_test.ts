@@ -677,3 +677,42 @@ Deno.test({
     assert.ok(ok > 50, `${ok} requests`);
   },
 });
+
+Deno.test("https: scripts/make_certs.sh makes a CA and a localhost certificate every client trusts", async () => {
+  await using tmp = await tempDir();
+  const out = await new Deno.Command("bash", {
+    args: [`${ROOT}/scripts/make_certs.sh`, `${tmp.path}/ssl`, "extra.test"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const ssl = `${tmp.path}/ssl`;
+  for (const key of ["key.pem", "ca-key.pem"]) {
+    assert.equal((await Deno.stat(`${ssl}/${key}`)).mode! & 0o777, 0o600, key);
+  }
+  const tls = await loadTlsMaterial(`${ssl}/cert.pem`, `${ssl}/key.pem`);
+  assert.deepEqual(tls.warnings, []);
+  assert.deepEqual(tls.info.sans, [
+    "DNS:localhost",
+    "IP Address:127.0.0.1",
+    "IP Address:::1",
+    "DNS:extra.test",
+  ]);
+  await writeFiles(tmp.path, { "site/a.txt": "A" });
+  await using srv = await startTestServer(
+    tlsConfig(tmp.path, { cert: `${ssl}/cert.pem`, key: `${ssl}/key.pem` }),
+  );
+  using client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(`${ssl}/ca.pem`)] });
+  for (const host of ["localhost", "127.0.0.1"]) {
+    const res = await fetch(`${srv.url.replace("127.0.0.1", host)}/a.txt`, { client });
+    assert.equal(await res.text(), "A", host);
+  }
+  if (hasCurl) {
+    const r = await curl([
+      "--cacert",
+      `${ssl}/ca.pem`,
+      `${srv.url.replace("127.0.0.1", "localhost")}/a.txt`,
+    ]);
+    assert.equal(r.stdout, "A", r.stderr);
+  }
+});
