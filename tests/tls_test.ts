@@ -716,3 +716,18 @@ Deno.test("https: scripts/make_certs.sh makes a CA and a localhost certificate e
     assert.equal(r.stdout, "A", r.stderr);
   }
 });
+
+Deno.test("https: ssl.redirect_http on the HTTPS port is a config error naming the key", async () => {
+  await using tmp = await tempDir();
+  const certs = await makeCerts(tmp.path);
+  await writeFiles(tmp.path, {
+    "config.yaml":
+      `server:\n  port: 8443\nssl:\n  enabled: true\n  cert_file: ${certs.cert}\n  key_file: ${certs.key}\n  redirect_http: 8443\n`,
+  });
+  const r = await runCli([], { cwd: tmp.path });
+  assert.equal(r.code, 2);
+  assert.match(
+    r.stderr,
+    /config\.yaml:7:18: ssl\.redirect_http must differ from server\.port \(8443\), which serves HTTPS/,
+  );
+});
