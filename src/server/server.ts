@@ -54,6 +54,13 @@ export async function loadConfiguredTls(
   log: Logger,
 ): Promise<TlsMaterial | undefined> {
   const { enabled, cert_file, key_file } = config.ssl;
+  if (!enabled) {
+    for (const key of ["hsts", "redirect_http"] as const) {
+      if (config.ssl[key] !== undefined) {
+        log.warn(`ssl.${key} is ignored while ssl.enabled is false`);
+      }
+    }
+  }
   if (!enabled || !cert_file || !key_file) return undefined;
   const tls = await loadTlsMaterial(cert_file, key_file);
   for (const w of tls.warnings) log.warn(w);
