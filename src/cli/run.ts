@@ -7,7 +7,10 @@ import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { buildApp, unsupported } from "../routes/build.ts";
+import { watchReload } from "../server/reload.ts";
 import { type RunningServer, startServer } from "../server/server.ts";
+import { TlsError } from "../tls/certs.ts";
+import { runSslConfig } from "../tls/ssl_config.ts";
 import { runChecks } from "./check.ts";
 import { explainError } from "./errors.ts";
 import { type Flags, parseFlags, USAGE, UsageError } from "./flags.ts";
@@ -36,11 +39,8 @@ export async function run(args: string[]): Promise<number> {
     console.log(`denoserve ${VERSION}`);
     return 0;
   }
+  if (flags.sslConfig) return await runSslConfig(flags);
   if (flags.test) return await runChecks(flags, flags.test);
-  if (flags.sslConfig) {
-    stderr("--ssl-config is not supported yet");
-    return 2;
-  }
   let loaded: LoadedConfig;
   try {
     loaded = await loadConfig(flags);
@@ -85,12 +85,29 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   try {
     server = await startServer(config, log, buildApp(config, log));
   } catch (e) {
+    if (e instanceof TlsError) {
+      stderr(e.message);
+      return e.code;
+    }
     const reason = e instanceof Deno.errors.AddrInUse
       ? `${config.server.host}:${config.server.port} is already in use`
       : explainError(e, flags.debug);
     stderr(`cannot listen: ${reason}`);
     return 1;
   }
+  // Listening for SIGHUP before saying where we serve: a reload asked for right after that
+  // line must not meet the signal's default action (exit).
+  using _reloader = watchReload({
+    server,
+    log,
+    debug: flags.debug,
+    async prepare() {
+      const next = await loadConfig(flags);
+      const missing = unsupported(next.config);
+      if (missing.length) throw new Error(`not supported yet: ${missing.join(", ")}`);
+      return { ...next, app: buildApp(next.config, log) };
+    },
+  });
   log.info(
     `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +
       (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)"),

@@ -494,6 +494,14 @@ export const Config = z.strictObject({
       });
     }
   });
+  const redirect = c.ssl.redirect_http;
+  if (c.ssl.enabled && redirect !== undefined && redirect !== 0 && redirect === c.server.port) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["ssl", "redirect_http"],
+      message: `must differ from server.port (${redirect}), which serves HTTPS`,
+    });
+  }
   if (c.ssl.enabled && !c.ssl.acme) {
     for (const key of ["cert_file", "key_file"] as const) {
       if (!c.ssl[key]) {

@@ -120,7 +120,7 @@ export function unsupported(config: Config): string[] {
       found.push(`extensions[${i}] (type ${e.type})`);
     }
   });
-  if (config.ssl.enabled) found.push("ssl.enabled");
+  if (config.ssl.acme) found.push("ssl.acme");
   if (config.server.workers !== 1) found.push("server.workers");
   return found;
 }

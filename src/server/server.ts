@@ -1,94 +1,331 @@
 /**
- * The listening side: Deno.serve, access logging around the route table, swapping the table on
- * reload, and a bounded graceful stop.
+ * The listening side: Deno.serve over HTTP or TLS, access logging around the route table,
+ * swapping the table and the listeners on reload, and a bounded graceful stop.
  *
  * @module
  */
 import type { Config } from "../config/schema.ts";
-import { requestIdFor, withRequestId } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
+import { requestIdFor, withRequestId } from "../log/access.ts";
 import type { App } from "../routes/build.ts";
 import { type RequestContext, splitUrl } from "../routes/types.ts";
+import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
+import { redirectToHttps } from "./redirect_http.ts";
 
 /** A running server. */
 export interface RunningServer {
-  /** Where it listens (the real port when 0 was asked for). */
-  addr: Deno.NetAddr;
-  /** The base URL clients use. */
-  url: string;
+  /** Where it listens (the real port when 0 was asked for); changes when a reload moves it. */
+  readonly addr: Deno.NetAddr;
+  /** The base URL clients use (`https://` when TLS is on). */
+  readonly url: string;
+  /** The configuration in service. */
+  readonly config: Config;
+  /** The certificate and key in service, when TLS is on. */
+  readonly tls: TlsMaterial | undefined;
+  /** The plain-HTTP listener that redirects to HTTPS (`ssl.redirect_http`), when on. */
+  readonly redirectAddr: Deno.NetAddr | undefined;
   /** Serves new requests with `app` from now on; in-flight ones finish with the old one. */
   swap(app: App): void;
+  /**
+   * Takes `config` (and `app`, when given) into service. Certificates are read again; when they,
+   * the address or the TLS settings changed, new listeners open before the old ones stop
+   * accepting and finish their in-flight requests. Throws (and changes nothing) when the new
+   * certificates or listeners cannot be used.
+   */
+  reload(config: Config, app?: App): Promise<{ listenersReplaced: boolean }>;
   /** Stops accepting, lets in-flight requests finish for up to `timeoutMs`, then closes. */
   shutdown(timeoutMs?: number): Promise<void>;
-  /** Settles when the listener has closed. */
+  /** Settles when the server has shut down. */
   finished: Promise<void>;
 }
 
 const displayHost = (host: string) => host.includes(":") ? `[${host}]` : host;
 
-/** Starts listening with `app` answering requests. */
-export function startServer(config: Config, log: Logger, app: App): Promise<RunningServer> {
+/** A set of listeners opened together for one configuration. */
+interface Generation {
+  main: Deno.HttpServer<Deno.NetAddr>;
+  redirect?: Deno.HttpServer<Deno.NetAddr>;
+  tls?: TlsMaterial;
+  url: string;
+}
+
+/** Loads the certificates `config` names, logging warnings and (at debug) what they hold. */
+export async function loadConfiguredTls(
+  config: Config,
+  log: Logger,
+): Promise<TlsMaterial | undefined> {
+  const { enabled, cert_file, key_file } = config.ssl;
+  if (!enabled) {
+    for (const key of ["hsts", "redirect_http"] as const) {
+      if (config.ssl[key] !== undefined) {
+        log.warn(`ssl.${key} is ignored while ssl.enabled is false`);
+      }
+    }
+  }
+  if (!enabled || !cert_file || !key_file) return undefined;
+  const tls = await loadTlsMaterial(cert_file, key_file);
+  for (const w of tls.warnings) log.warn(w);
+  if (log.enabled("DEBUG")) { for (const line of describeMaterial(tls)) log.debug(line); }
+  return tls;
+}
+
+const sameTls = (a?: TlsMaterial, b?: TlsMaterial) =>
+  a === b || (a !== undefined && b !== undefined && a.cert === b.cert && a.key === b.key);
+
+let migrateChecked = false;
+/**
+ * When a listener sharing its port through SO_REUSEPORT closes, Linux resets the connections
+ * still waiting in its accept queue unless net.ipv4.tcp_migrate_req hands them to the listener
+ * that stays. Said once, when the first same-port swap happens.
+ */
+function checkMigrate(log: Logger) {
+  if (migrateChecked || Deno.build.os !== "linux") return;
+  migrateChecked = true;
+  const path = "/proc/sys/net/ipv4/tcp_migrate_req";
+  let value = "";
+  try {
+    // Only when already allowed: a permission prompt in the middle of a reload helps nobody.
+    if (Deno.permissions.querySync({ name: "read", path }).state === "granted") {
+      value = Deno.readTextFileSync(path).trim();
+    }
+  } catch { /* no /proc: say nothing */ }
+  if (value === "0") {
+    log.warn(
+      "a connection the kernel queued on the old listener in the instant it closed may be " +
+        "reset; set sysctl net.ipv4.tcp_migrate_req=1 to hand such connections to the new one",
+    );
+  }
+}
+
+/** Starts listening with `app` answering requests (over TLS when `config.ssl.enabled`). */
+export async function startServer(config: Config, log: Logger, app: App): Promise<RunningServer> {
   let current = app;
-  const secure = false;
-  const handler = (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
-    const { path, query } = splitUrl(request.url);
-    const ctx: RequestContext = { path, query, remote: info.remoteAddr, secure };
-    if (!log.accessEnabled) return current.handle(request, ctx);
-    const started = performance.now();
-    const requestId = ctx.requestId = requestIdFor(request.headers.get("x-request-id"));
-    const logged = (response: Response) => {
-      const length = response.headers.get("content-length");
-      log.access({
-        method: request.method,
-        path: path + query,
-        status: response.status,
-        bytes: length === null ? null : Number(length),
-        durationMs: performance.now() - started,
-        clientIp: info.remoteAddr.hostname,
-        requestId,
-        headers: request.headers,
-      });
-      return withRequestId(response, requestId);
-    };
-    const response = current.handle(request, ctx);
-    return response instanceof Promise ? response.then(logged) : logged(response);
+  let active = config;
+  let hsts = config.ssl.enabled ? config.ssl.hsts : undefined;
+  // SO_REUSEPORT lets a new listener bind the port before the old one closes. Deno gates it
+  // behind --unstable-net; without the flag the server still runs, but a new certificate (or a
+  // switch between HTTP and HTTPS) on the same port cannot be taken without a restart.
+  // Asking for it without the flag ends the process, so look first: Deno.listenDatagram exists
+  // only under --unstable-net.
+  const reusePort = typeof (Deno as unknown as Record<string, unknown>).listenDatagram ===
+    "function";
+  const debugConnections = log.enabled("DEBUG");
+  const seen = new Set<string>();
+
+  const noteConnection = (remote: Deno.NetAddr, secure: boolean, request: Request) => {
+    const id = `${displayHost(remote.hostname)}:${remote.port}`;
+    if (seen.has(id)) return;
+    if (seen.size >= 4096) seen.clear();
+    seen.add(id);
+    // Deno.serve exposes neither the HTTP version nor the ALPN result; an HTTP/2 request carries
+    // its authority in the URL and arrives without a Host header, which HTTP/1.1 requires.
+    const protocol = request.headers.has("host")
+      ? "HTTP/1.1"
+      : secure
+      ? "HTTP/2 (ALPN h2)"
+      : "HTTP/2 or HTTP/1.0";
+    log.debug(
+      `connection from ${id} over ${secure ? "TLS" : "plain TCP"}: ${protocol} (inferred), ` +
+        `first request ${request.method} ${splitUrl(request.url).path}`,
+    );
   };
 
-  const { promise, resolve, reject } = Promise.withResolvers<RunningServer>();
-  try {
-    const server = Deno.serve({
-      hostname: config.server.host,
-      port: config.server.port,
-      onListen() {},
-      onError(error) {
-        log.error(
-          `request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`,
+  const handlerFor = (secure: boolean): Deno.ServeHandler<Deno.NetAddr> => {
+    const withHsts = (response: Response) => {
+      if (hsts === undefined) return response;
+      try {
+        response.headers.set("strict-transport-security", hsts);
+        return response;
+      } catch { // immutable headers (a fetched response): copy them
+        const copy = new Response(response.body, response);
+        copy.headers.set("strict-transport-security", hsts);
+        return copy;
+      }
+    };
+    return (request, info) => {
+      if (debugConnections) noteConnection(info.remoteAddr, secure, request);
+      const { path, query } = splitUrl(request.url);
+      const ctx: RequestContext = { path, query, remote: info.remoteAddr, secure };
+      const started = log.accessEnabled ? performance.now() : 0;
+      const requestId = log.accessEnabled
+        ? ctx.requestId = requestIdFor(request.headers.get("x-request-id"))
+        : "";
+      let response = current.handle(request, ctx);
+      if (secure && hsts !== undefined) {
+        response = response instanceof Promise ? response.then(withHsts) : withHsts(response);
+      }
+      if (!log.accessEnabled) return response;
+      const logged = (response: Response) => {
+        const length = response.headers.get("content-length");
+        log.access({
+          method: request.method,
+          path: path + query,
+          status: response.status,
+          bytes: length === null ? null : Number(length),
+          durationMs: performance.now() - started,
+          clientIp: info.remoteAddr.hostname,
+          requestId,
+          headers: request.headers,
+        });
+        return withRequestId(response, requestId);
+      };
+      return response instanceof Promise ? response.then(logged) : logged(response);
+    };
+  };
+
+  const onError = (error: unknown) => {
+    log.error(`request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`);
+    return current.errorResponse(500, new Request("http://x/"));
+  };
+
+  const listen = (
+    hostname: string,
+    port: number,
+    tls: TlsMaterial | undefined,
+    handler: Deno.ServeHandler<Deno.NetAddr>,
+  ): Deno.HttpServer<Deno.NetAddr> => {
+    const options = { hostname, port, reusePort, onListen() {}, onError };
+    try {
+      return Deno.serve(tls ? { ...options, cert: tls.cert, key: tls.key } : options, handler);
+    } catch (e) {
+      if (
+        tls && !(e instanceof Deno.errors.AddrInUse) && !(e instanceof Deno.errors.NotCapable) &&
+        !(e instanceof Deno.errors.AddrNotAvailable) && !(e instanceof Deno.errors.PermissionDenied)
+      ) {
+        throw new TlsError(
+          tls.certFile,
+          `rejected by the TLS library: ${String(e).split("\n")[0]}`,
         );
-        return current.errorResponse(500, new Request("http://x/"));
-      },
-    }, handler);
-    const addr = server.addr;
-    const url = `http://${displayHost(addr.hostname)}:${addr.port}/`;
-    resolve({
-      addr,
-      url,
-      swap(next) {
-        const old = current;
-        current = next;
-        old.close();
-      },
-      async shutdown(timeoutMs = config.server.shutdown_timeout * 1000) {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const timeout = new Promise<void>((r) => timer = setTimeout(r, timeoutMs));
-        await Promise.race([server.shutdown(), timeout]);
-        clearTimeout(timer);
-        current.close();
-        log.flush();
-      },
-      finished: server.finished,
-    });
-  } catch (e) {
-    reject(e);
-  }
-  return promise;
+      }
+      throw e;
+    }
+  };
+
+  // With SO_REUSEPORT a second server on a taken port would share it silently; a plain bind
+  // first keeps "already in use" for ports this server does not hold yet.
+  const probe = (hostname: string, port: number, held: number[]) => {
+    if (reusePort && port !== 0 && !held.includes(port)) Deno.listen({ hostname, port }).close();
+  };
+
+  const open = (
+    cfg: Config,
+    tls: TlsMaterial | undefined,
+    port: number,
+    held: number[] = [],
+  ): Generation => {
+    probe(cfg.server.host, port, held);
+    if (tls && cfg.ssl.redirect_http !== undefined) {
+      probe(cfg.server.host, cfg.ssl.redirect_http, held);
+    }
+    const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined));
+    const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
+    let redirect: Deno.HttpServer<Deno.NetAddr> | undefined;
+    if (tls && cfg.ssl.redirect_http !== undefined) {
+      try {
+        redirect = listen(
+          cfg.server.host,
+          cfg.ssl.redirect_http,
+          undefined,
+          redirectToHttps(main.addr.port, displayHost(cfg.server.host)),
+        );
+      } catch (e) {
+        main.shutdown();
+        throw e;
+      }
+      log.info(
+        `redirecting http://${
+          displayHost(redirect.addr.hostname)
+        }:${redirect.addr.port}/ to ${url}`,
+      );
+    }
+    return { main, redirect, tls, url };
+  };
+
+  const stopGeneration = async (g: Generation, timeoutMs: number) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<boolean>((r) => timer = setTimeout(() => r(false), timeoutMs));
+    const done = Promise.all([g.main.shutdown(), g.redirect?.shutdown()]).then(() => true);
+    const finished = await Promise.race([done, timeout]);
+    clearTimeout(timer);
+    if (!finished) {
+      log.warn(`requests still running on ${g.url} after ${timeoutMs} ms are no longer waited for`);
+    }
+  };
+
+  let gen = open(config, await loadConfiguredTls(config, log), config.server.port);
+  const retiring = new Set<Promise<void>>();
+  const stopped = Promise.withResolvers<void>();
+  let closing = false;
+
+  const server: RunningServer = {
+    get addr() {
+      return gen.main.addr;
+    },
+    get url() {
+      return gen.url;
+    },
+    get config() {
+      return active;
+    },
+    get tls() {
+      return gen.tls;
+    },
+    get redirectAddr() {
+      return gen.redirect?.addr;
+    },
+    swap(next) {
+      const old = current;
+      current = next;
+      old.close();
+    },
+    async reload(next, nextApp) {
+      if (closing) throw new Error("the server is shutting down");
+      const tls = await loadConfiguredTls(next, log);
+      const sameAddr = next.server.host === active.server.host &&
+        next.server.port === active.server.port;
+      const redirectPort = (c: Config) => c.ssl.enabled ? c.ssl.redirect_http : undefined;
+      const replace = !sameAddr || !sameTls(tls, gen.tls) ||
+        redirectPort(next) !== redirectPort(active);
+      if (replace) {
+        let fresh: Generation;
+        try {
+          fresh = open(
+            next,
+            tls,
+            sameAddr && next.server.port === 0 ? gen.main.addr.port : next.server.port,
+            [gen.main.addr.port, ...(gen.redirect ? [gen.redirect.addr.port] : [])],
+          );
+        } catch (e) {
+          if (sameAddr && e instanceof Deno.errors.AddrInUse && !reusePort) {
+            throw new Error(
+              "replacing the listener on the same port needs SO_REUSEPORT, which Deno allows " +
+                "only with --unstable-net; run with it (deno task start does) or restart",
+            );
+          }
+          throw e;
+        }
+        const old = gen;
+        gen = fresh;
+        if (sameAddr) checkMigrate(log);
+        const retired = stopGeneration(old, active.server.shutdown_timeout * 1000).finally(() =>
+          retiring.delete(retired)
+        );
+        retiring.add(retired);
+      }
+      active = next;
+      hsts = next.ssl.enabled ? next.ssl.hsts : undefined;
+      if (nextApp) server.swap(nextApp);
+      return { listenersReplaced: replace };
+    },
+    async shutdown(timeoutMs = active.server.shutdown_timeout * 1000) {
+      if (closing) return await stopped.promise;
+      closing = true;
+      await Promise.all([stopGeneration(gen, timeoutMs), ...retiring]);
+      current.close();
+      log.flush();
+      stopped.resolve();
+    },
+    finished: stopped.promise,
+  };
+  return server;
 }

@@ -1,0 +1,163 @@
+/**
+ * Reload without downtime: on SIGHUP the configuration and certificates are read again and
+ * swapped in whole when valid; when the certificate or key file changes on disk, the new pair is
+ * taken. Anything that cannot be used is reported in one line and the running setup stays.
+ *
+ * @module
+ */
+import { explainError } from "../cli/errors.ts";
+import type { Config } from "../config/schema.ts";
+import type { Logger } from "../log/logger.ts";
+import type { App } from "../routes/build.ts";
+import { TlsError } from "../tls/certs.ts";
+import type { RunningServer } from "./server.ts";
+
+/** A configuration read again and its route table, ready to take over. */
+export interface Prepared {
+  config: Config;
+  app: App;
+  /** Problems that do not stop the reload (unknown keys). */
+  warnings: string[];
+}
+
+/** Options of {@link watchReload}. */
+export interface ReloadOptions {
+  server: RunningServer;
+  log: Logger;
+  /** Reads, validates and builds the next configuration; throws when it cannot be served. */
+  prepare(): Promise<Prepared>;
+  /** How often the certificate and key files are checked for changes, in ms; 0 = never. Default 1000. */
+  certCheckMs?: number;
+  /** The signal that asks for a reload; null for none. Default SIGHUP (none on Windows). */
+  signal?: Deno.Signal | null;
+  /** Stack traces in failure lines. Default false. */
+  debug?: boolean;
+}
+
+/** A reload watcher; dispose it to stop listening for signals and file changes. */
+export interface Reloader extends Disposable {
+  /** Reads the configuration and certificates again; resolves to whether it took over. */
+  reload(): Promise<boolean>;
+  /** Reads the certificate and key again under the running configuration. */
+  reloadCertificates(): Promise<boolean>;
+}
+
+const oneLine = (e: unknown, debug: boolean) =>
+  e instanceof TlsError ? e.message : explainError(e, debug).split("\n").join("; ");
+
+/** Watches for SIGHUP and certificate changes and reloads `server` accordingly. */
+export function watchReload(options: ReloadOptions): Reloader {
+  const { server, log, debug = false } = options;
+  const certCheckMs = options.certCheckMs ?? 1000;
+  const signal = options.signal === undefined
+    ? (Deno.build.os === "windows" ? null : "SIGHUP")
+    : options.signal;
+  // Reloads run one after another, never interleaved.
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = <T>(job: () => Promise<T>): Promise<T> => {
+    const run = queue.then(job);
+    queue = run.catch(() => {});
+    return run;
+  };
+
+  const reload = () =>
+    serial(async () => {
+      log.info("reloading configuration");
+      let prepared: Prepared;
+      try {
+        prepared = await options.prepare();
+      } catch (e) {
+        log.error(`reload failed, still serving the previous configuration: ${oneLine(e, debug)}`);
+        return false;
+      }
+      for (const w of prepared.warnings) log.warn(w);
+      const before = server.url;
+      try {
+        const { listenersReplaced } = await server.reload(prepared.config, prepared.app);
+        log.info(
+          `reloaded configuration; serving on ${server.url}` +
+            (listenersReplaced
+              ? ` (new listeners${before !== server.url ? `, was ${before}` : ""})`
+              : ""),
+        );
+        return true;
+      } catch (e) {
+        prepared.app.close();
+        log.error(`reload failed, still serving the previous configuration: ${oneLine(e, debug)}`);
+        return false;
+      }
+    });
+
+  const reloadCertificates = () =>
+    serial(async () => {
+      try {
+        const { listenersReplaced } = await server.reload(server.config);
+        if (listenersReplaced) {
+          log.info(`certificate reloaded: SHA-256 ${server.tls?.info.fingerprint256}`);
+        }
+        return true;
+      } catch (e) {
+        log.error(`${oneLine(e, debug)}; still serving the previous certificate`);
+        return false;
+      }
+    });
+
+  const onSignal = () => void reload();
+  if (signal) Deno.addSignalListener(signal, onSignal);
+
+  // Certificate files are polled with stat: it follows symlinks (Let's Encrypt's live/ layout),
+  // survives files replaced by rename, and needs no read permission beyond the files themselves.
+  // A change is taken once it has stayed the same for one interval, so a renewal that writes the
+  // certificate and the key one after the other is read once, complete.
+  let seen = "";
+  let pending = "";
+  const signature = async (): Promise<string> => {
+    const { ssl } = server.config;
+    if (!ssl.enabled || !ssl.cert_file || !ssl.key_file) return "";
+    const parts = await Promise.all([ssl.cert_file, ssl.key_file].map(async (f) => {
+      try {
+        const s = await Deno.stat(f);
+        return `${f}:${s.mtime?.getTime()}:${s.size}:${s.ino}`;
+      } catch {
+        return `${f}:missing`;
+      }
+    }));
+    return parts.join("|");
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let closed = false;
+  const poll = async () => {
+    const now = await signature();
+    if (seen === "" || now === "") {
+      seen = now;
+    } else if (now !== seen) {
+      if (now === pending) {
+        seen = now;
+        pending = "";
+        log.info("certificate or key file changed on disk; loading it");
+        await reloadCertificates();
+      } else {
+        pending = now;
+      }
+    } else {
+      pending = "";
+    }
+    if (!closed) timer = setTimeout(poll, certCheckMs);
+  };
+  if (certCheckMs > 0) {
+    void signature().then((s) => {
+      seen = s;
+      if (!closed) timer = setTimeout(poll, certCheckMs);
+    });
+  }
+
+  return {
+    reload,
+    reloadCertificates,
+    [Symbol.dispose]() {
+      closed = true;
+      clearTimeout(timer);
+      if (signal) Deno.removeSignalListener(signal, onSignal);
+    },
+  };
+}
