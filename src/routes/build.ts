@@ -121,6 +121,5 @@ export function unsupported(config: Config): string[] {
     }
   });
   if (config.ssl.acme) found.push("ssl.acme");
-  if (config.server.workers !== 1) found.push("server.workers");
   return found;
 }
