@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { explainError } from "../cli/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { errorPage, escapeHtml, statusText } from "../pages/html.ts";
 
@@ -139,7 +140,7 @@ export function createErrorPages(options: ErrorPagesOptions = {}): {
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
         return { template: null, checkedAt: now };
       }
-      const problem = e instanceof Error ? e.message : String(e);
+      const problem = explainError(e);
       if (slot?.problem !== problem) {
         options.log?.warn(`error template ${path} is not used: ${problem}`);
       }

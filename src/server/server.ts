@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { explainError, permissionProblem } from "../cli/errors.ts";
 import type { Config } from "../config/schema.ts";
 import { requestIdFor, withRequestId } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
@@ -62,7 +63,9 @@ export function startServer(config: Config, log: Logger, app: App): Promise<Runn
       onListen() {},
       onError(error) {
         log.error(
-          `request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`,
+          permissionProblem(error)
+            ? `request failed: ${explainError(error)}`
+            : `request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`,
         );
         return current.errorResponse(500, new Request("http://x/"));
       },
