@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { explainError } from "../cli/errors.ts";
+import { explainError, permissionHint, permissionProblem } from "../cli/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { errorPage, escapeHtml, statusText } from "../pages/html.ts";
 
@@ -119,6 +119,7 @@ export function createErrorPages(options: ErrorPagesOptions = {}): {
   const ttl = options.ttlMs ?? 1000;
   const slots = new Map<string, Slot>();
   const decoder = new TextDecoder("utf-8", { fatal: true });
+  let deniedReported = false;
 
   const load = (name: string, old: Template | null, slot: Slot | undefined): Slot => {
     const path = `${dir}/${name}`;
@@ -139,6 +140,18 @@ export function createErrorPages(options: ErrorPagesOptions = {}): {
     } catch (e) {
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
         return { template: null, checkedAt: now };
+      }
+      if (permissionProblem(e)) {
+        // Said once for the folder, with the flag that covers every template in it.
+        if (!deniedReported) {
+          deniedReported = true;
+          options.log?.warn(
+            `error templates in ${dir} are not used: permission denied: read access to ${dir}; ${
+              permissionHint("read", dir!)
+            }`,
+          );
+        }
+        return { template: null, checkedAt: now, problem: "permission denied" };
       }
       const problem = explainError(e);
       if (slot?.problem !== problem) {
