@@ -1,0 +1,285 @@
+/**
+ * The single executable: the exact compile command and permissions, the built-in assets reached
+ * through module imports (so they are inside the binary) from any working directory, the systemd
+ * unit, and, where a `denort` base is available, a real build that is run.
+ */
+import assert from "node:assert/strict";
+import denoJson from "../deno.json" with { type: "json" };
+import {
+  compileArgs,
+  ENV_ALLOWED,
+  outputFor,
+  PERMISSIONS,
+  TARGETS,
+  UNSTABLE,
+} from "../scripts/compile.ts";
+import { ENV_NAMES } from "../src/config/load.ts";
+import { page, welcomePage } from "../src/pages/html.ts";
+import { ROOT, runCli, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+
+const ENV_FLAG = "--allow-env=DENOSERVE_*,NO_COLOR,LOG_TOKENS,LOG_STREAM";
+const dec = new TextDecoder();
+
+Deno.test("the compile command is exactly this", () => {
+  assert.deepEqual(compileArgs(), [
+    "compile",
+    "--unstable-net",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    ENV_FLAG,
+    "--no-prompt",
+    "--output",
+    "dist/denoserve",
+    "main.ts",
+  ]);
+  assert.deepEqual(compileArgs({ target: "aarch64-apple-darwin", output: "/x/y" }), [
+    "compile",
+    ...UNSTABLE,
+    ...PERMISSIONS,
+    "--target",
+    "aarch64-apple-darwin",
+    "--output",
+    "/x/y",
+    "main.ts",
+  ]);
+  assert.equal(
+    denoJson.tasks.compile,
+    "deno run --allow-run --allow-read --allow-write=dist scripts/compile.ts",
+  );
+  assert.equal(denoJson.tasks["compile:all"], `${denoJson.tasks.compile} --all`);
+});
+
+Deno.test("compile:all builds Linux x86_64/aarch64, macOS and Windows", () => {
+  assert.deepEqual(TARGETS, [
+    "x86_64-unknown-linux-gnu",
+    "aarch64-unknown-linux-gnu",
+    "x86_64-apple-darwin",
+    "aarch64-apple-darwin",
+    "x86_64-pc-windows-msvc",
+  ]);
+  assert.equal(outputFor("x86_64-pc-windows-msvc"), "dist/denoserve-x86_64-pc-windows-msvc.exe");
+  assert.equal(outputFor("aarch64-unknown-linux-gnu"), "dist/denoserve-aarch64-unknown-linux-gnu");
+});
+
+Deno.test("scripts/compile.ts --print shows the commands it would run", async () => {
+  const print = async (...args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "scripts/compile.ts", "--print", ...args],
+      cwd: ROOT,
+    }).output();
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    return dec.decode(out.stdout).trim().split("\n");
+  };
+  assert.deepEqual(await print(), [`deno ${compileArgs().join(" ")}`]);
+  const all = await print("--all");
+  assert.equal(all.length, TARGETS.length);
+  for (const [i, target] of TARGETS.entries()) {
+    assert.equal(all[i], `deno ${compileArgs({ target, output: outputFor(target) }).join(" ")}`);
+  }
+});
+
+Deno.test("the baked-in permissions are no wider than the server needs", () => {
+  assert.deepEqual(PERMISSIONS, [
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    ENV_FLAG,
+    "--no-prompt",
+  ]);
+  for (const p of PERMISSIONS) {
+    assert.doesNotMatch(p, /^(-A|--allow-all|--allow-(run|ffi|sys|import|hrtime))/);
+  }
+  assert.deepEqual(ENV_ALLOWED, ["DENOSERVE_*", "NO_COLOR", "LOG_TOKENS", "LOG_STREAM"]);
+  // Every variable the configuration reads falls under DENOSERVE_*.
+  for (const name of ENV_NAMES) assert.ok(name.startsWith("DENOSERVE_"), name);
+});
+
+Deno.test("no source file reads files next to itself (they would be missing in the binary)", async () => {
+  const offenders: string[] = [];
+  const walk = async (dir: string) => {
+    for await (const e of Deno.readDir(dir)) {
+      const path = `${dir}/${e.name}`;
+      if (e.isDirectory) await walk(path);
+      else if (e.name.endsWith(".ts")) {
+        const text = await Deno.readTextFile(path);
+        if (/import\.meta\.(url|dirname|filename)|fileURLToPath|fromFileUrl/.test(text)) {
+          offenders.push(path.slice(ROOT.length + 1));
+        }
+      }
+    }
+  };
+  await walk(`${ROOT}/src`);
+  assert.deepEqual(offenders, []);
+});
+
+Deno.test("--version prints deno.json's version from any working directory", async () => {
+  await using cwd = await tempDir();
+  const r = await runCli(["--version"], { cwd: cwd.path, permissions: ["--no-prompt"] });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), `denoserve ${denoJson.version}`);
+});
+
+Deno.test("built-in pages come from imports, not files: served with read access to the site only", async () => {
+  await using site = await tempDir();
+  await writeFiles(site.path, { "files/sub/a.txt": "a" });
+  const permissions = [
+    "--no-prompt",
+    "--allow-net=127.0.0.1",
+    ENV_FLAG,
+    `--allow-read=${site.path}`,
+  ];
+  {
+    // No static folder: the welcome page, exactly as the module the test imports renders it.
+    await using server = await spawnCli(["-p", "0", "-s", "./nothing"], {
+      cwd: site.path,
+      permissions,
+    });
+    const home = await fetch(`${server.url}/`);
+    assert.equal(await home.text(), welcomePage(`${site.path}/nothing`));
+    const missing = await fetch(`${server.url}/x`);
+    assert.equal(missing.status, 404);
+    assert.match(await missing.text(), /<h1>404 Not Found<\/h1>/);
+  }
+  await writeFiles(site.path, { "config.yaml": "http:\n  directory_listing: true\n" });
+  await using server = await spawnCli(["-p", "0", "-s", "./files"], {
+    cwd: site.path,
+    permissions,
+  });
+  const listing = await (await fetch(`${server.url}/sub/`)).text();
+  const style = /<style>.*<\/style>/.exec(page("", ""))![0];
+  assert.ok(listing.includes(style), "listing without the built-in styles");
+  assert.match(listing, /a\.txt/);
+  assert.doesNotMatch(server.output(), /permission denied/);
+});
+
+// --- the real build -------------------------------------------------------------------------
+
+/** Why the real build cannot run here, or undefined when a denort base is available. */
+async function noBase(): Promise<string | undefined> {
+  if (Deno.env.get("DENORT_BIN")) return undefined;
+  const info = await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).output();
+  const denoDir = JSON.parse(dec.decode(info.stdout)).denoDir as string;
+  const cached = `${denoDir}/dl/release/v${Deno.version.deno}/denort-${Deno.build.target}.zip`;
+  try {
+    await Deno.stat(cached);
+    return undefined;
+  } catch {
+    return `no denort base: DENORT_BIN is unset and ${cached} was never downloaded (Deno's ` +
+      `download host is not reachable from here). Set DENORT_BIN=/path/to/denort ` +
+      `(Deno ${Deno.version.deno}, ${Deno.build.target}) to build and run the binary.`;
+  }
+}
+
+const skipBuild = await noBase();
+if (skipBuild) console.log(`binary_test: the compile test is ignored: ${skipBuild}`);
+
+Deno.test({
+  name: "deno compile builds a binary that runs from anywhere with its own assets",
+  ignore: skipBuild !== undefined,
+  async fn() {
+    await using out = await tempDir();
+    const bin = `${out.path}/denoserve`;
+    const build = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "scripts/compile.ts", "--output", bin],
+      cwd: ROOT,
+    }).output();
+    assert.equal(build.code, 0, dec.decode(build.stderr));
+    assert.ok((await Deno.stat(bin)).isFile);
+
+    await using cwd = await tempDir();
+    const version = await new Deno.Command(bin, { args: ["--version"], cwd: cwd.path }).output();
+    assert.equal(
+      dec.decode(version.stdout).trim(),
+      `denoserve ${denoJson.version}`,
+      "the binary does not behave as denoserve: is DENORT_BIN the denort runtime (not deno)?",
+    );
+
+    const server = new Deno.Command(bin, {
+      args: ["-p", "0", "-s", "./nothing"],
+      cwd: cwd.path,
+      env: { NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      let text = "";
+      const reader = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      while (!/ on (http:\/\/\S+?)\/? /.test(text)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`binary exited before serving:\n${text}`);
+        text += value;
+      }
+      const url = / on (http:\/\/\S+?)\/? /.exec(text)![1];
+      assert.equal(await (await fetch(`${url}/`)).text(), welcomePage(`${cwd.path}/nothing`));
+      const missing = await fetch(`${url}/x`);
+      assert.equal(missing.status, 404);
+      assert.match(await missing.text(), /<h1>404 Not Found<\/h1>/);
+      reader.releaseLock();
+    } finally {
+      server.kill("SIGTERM");
+      await server.status;
+      await server.stderr.cancel().catch(() => {});
+    }
+
+    // Only DENOSERVE_* variables are readable inside the binary.
+    await writeFiles(cwd.path, { "config.yaml": "server:\n  host: ${BIND_ADDRESS}\n" });
+    const denied = await new Deno.Command(bin, {
+      args: ["--test", "configuration"],
+      cwd: cwd.path,
+      env: { NO_COLOR: "1", BIND_ADDRESS: "127.0.0.1" },
+    }).output();
+    const said = dec.decode(denied.stdout) + dec.decode(denied.stderr);
+    assert.notEqual(denied.code, 0);
+    assert.match(said, /\$\{BIND_ADDRESS\}.*DENOSERVE_/);
+  },
+});
+
+// --- the systemd unit -----------------------------------------------------------------------
+
+const UNIT = `${ROOT}/scripts/denoserve.service`;
+
+Deno.test("the systemd unit is hardened and reloads with SIGHUP", async () => {
+  const unit = await Deno.readTextFile(UNIT);
+  const has = (line: string) => assert.ok(unit.split("\n").includes(line), `missing: ${line}`);
+  has("User=denoserve");
+  has("ProtectSystem=strict");
+  has("ReadOnlyPaths=/etc/denoserve /srv/denoserve");
+  has("ExecReload=/bin/kill -HUP $MAINPID");
+  has("NoNewPrivileges=true");
+  has("AmbientCapabilities=CAP_NET_BIND_SERVICE");
+  has("CapabilityBoundingSet=CAP_NET_BIND_SERVICE");
+  has("ExecStart=/usr/local/bin/denoserve -c /etc/denoserve/config.yaml");
+});
+
+const analyze = await (async () => {
+  try {
+    const out = await new Deno.Command("systemd-analyze", { args: ["--version"] }).output();
+    return out.success ? undefined : "systemd-analyze --version failed";
+  } catch {
+    return "systemd-analyze is not installed (Debian package systemd)";
+  }
+})();
+if (analyze) console.log(`binary_test: the systemd-analyze test is ignored: ${analyze}`);
+
+Deno.test({
+  name: "the systemd unit passes systemd-analyze verify",
+  ignore: analyze !== undefined,
+  async fn() {
+    await using dir = await tempDir();
+    // verify insists that ExecStart exists: point it at a stand-in executable.
+    const stand = `${dir.path}/denoserve`;
+    await Deno.writeTextFile(stand, "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+    const unit = (await Deno.readTextFile(UNIT))
+      .replace("ExecStart=/usr/local/bin/denoserve", `ExecStart=${stand}`);
+    await Deno.writeTextFile(`${dir.path}/denoserve.service`, unit);
+    const out = await new Deno.Command("systemd-analyze", {
+      args: ["verify", `${dir.path}/denoserve.service`],
+      env: { SYSTEMD_LOG_COLOR: "0" },
+    }).output();
+    const said = (dec.decode(out.stdout) + dec.decode(out.stderr)).trim();
+    // Unknown or malformed settings are only warnings to verify: none may be printed.
+    assert.equal(said, "");
+    assert.equal(out.code, 0);
+  },
+});
