@@ -45,7 +45,7 @@ Deno.test("the compile command is exactly this", () => {
   ]);
   assert.equal(
     denoJson.tasks.compile,
-    "deno run --allow-run --allow-read --allow-write=dist scripts/compile.ts",
+    "deno run --allow-run scripts/compile.ts",
   );
   assert.equal(denoJson.tasks["compile:all"], `${denoJson.tasks.compile} --all`);
 });
