@@ -95,6 +95,30 @@ Deno.test("the baked-in permissions are no wider than the server needs", () => {
   for (const name of ENV_NAMES) assert.ok(name.startsWith("DENOSERVE_"), name);
 });
 
+Deno.test("every environment variable named in src/ is inside the granted list", async () => {
+  const granted = (name: string) =>
+    ENV_ALLOWED.some((n) => n.endsWith("*") ? name.startsWith(n.slice(0, -1)) : n === name);
+  const named = new Set<string>();
+  const walk = async (dir: string) => {
+    for await (const e of Deno.readDir(dir)) {
+      const path = `${dir}/${e.name}`;
+      if (e.isDirectory) await walk(path);
+      else if (e.name.endsWith(".ts")) {
+        const text = await Deno.readTextFile(path);
+        for (
+          const m of text.matchAll(/(?:Deno\.env\.get|process\.env\.?\[?)\(?"?([A-Z_][A-Z0-9_]*)/g)
+        ) {
+          named.add(m[1]);
+        }
+      }
+    }
+  };
+  await walk(`${ROOT}/src`);
+  for (const name of ENV_NAMES) named.add(name);
+  assert.ok(named.has("NO_COLOR"));
+  assert.deepEqual([...named].filter((n) => !granted(n)), []);
+});
+
 Deno.test("no source file reads files next to itself (they would be missing in the binary)", async () => {
   const offenders: string[] = [];
   const walk = async (dir: string) => {
