@@ -307,3 +307,79 @@ Deno.test({
     assert.equal(out.code, 0);
   },
 });
+
+const strace = await (async () => {
+  if (analyze) return analyze;
+  try {
+    const out = await new Deno.Command("strace", { args: ["-V"] }).output();
+    return out.success ? undefined : "strace -V failed";
+  } catch {
+    return "strace is not installed (Debian package strace)";
+  }
+})();
+if (strace) console.log(`binary_test: the system call test is ignored: ${strace}`);
+
+/** Every system call in a systemd filter set, groups expanded. */
+async function filterSet(names: string[]): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const name of names) {
+    if (!name.startsWith("@")) {
+      out.add(name);
+      continue;
+    }
+    const r = await new Deno.Command("systemd-analyze", { args: ["syscall-filter", name] })
+      .output();
+    const members = dec.decode(r.stdout).split("\n").slice(1).map((l) => l.trim())
+      .filter((l) => l && !l.startsWith("#"));
+    for (const s of await filterSet(members)) out.add(s);
+  }
+  return out;
+}
+
+Deno.test({
+  name: "the server's system calls are all allowed by the unit's SystemCallFilter",
+  ignore: strace !== undefined,
+  async fn() {
+    const unit = await Deno.readTextFile(UNIT);
+    const filter = /^SystemCallFilter=(.*)$/m.exec(unit)![1].split(/\s+/);
+    const allowed = await filterSet(filter);
+    await using dir = await tempDir();
+    await writeFiles(dir.path, { "static/a.txt": "a" });
+    const trace = `${dir.path}/trace`;
+    const child = new Deno.Command("strace", {
+      args: ["-f", "-qq", "-o", trace, Deno.execPath(), "run", "-A", `${ROOT}/main.ts`, "-p", "0"],
+      cwd: dir.path,
+      env: { NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let pid = 0;
+    try {
+      let text = "";
+      const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+      while (!/ on (http:\/\/\S+?)\/? /.test(text)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`server exited before serving:\n${text}`);
+        text += value;
+      }
+      reader.releaseLock();
+      const url = / on (http:\/\/\S+?)\/? /.exec(text)![1];
+      for (const path of ["/a.txt", "/missing", "/"]) {
+        await (await fetch(url + path)).body?.cancel();
+      }
+      pid = Number(/^(\d+)/.exec(await Deno.readTextFile(trace))![1]);
+      Deno.kill(pid, "SIGTERM");
+    } finally {
+      if (!pid) child.kill("SIGKILL");
+      await child.status;
+      await child.stderr.cancel().catch(() => {});
+    }
+    const used = new Set<string>();
+    for (const line of (await Deno.readTextFile(trace)).split("\n")) {
+      const m = /^\d+\s+(?:<\.\.\. )?([a-z_0-9]+)[( ]/.exec(line);
+      if (m) used.add(m[1]);
+    }
+    assert.ok(used.has("accept4") || used.has("accept"), "the trace saw no connection");
+    assert.deepEqual([...used].filter((s) => !allowed.has(s)).sort(), []);
+  },
+});
