@@ -9,7 +9,8 @@
  * deno run -A scripts/compile.ts --output /tmp/denoserve
  * ```
  *
- * `deno compile` downloads its runtime base (`denort`) unless `DENORT_BIN=/path/to/denort` is set.
+ * `deno compile` downloads its runtime base (`denort`) unless `DENORT_BIN=/path/to/denort` is set
+ * (for other targets: `DENORT_BIN_AARCH64_APPLE_DARWIN=…`, see {@link baseFor}).
  *
  * @module
  */
@@ -66,6 +67,28 @@ export function compileArgs(
   ];
 }
 
+/**
+ * The `denort` base for `target`: `DENORT_BIN_<TARGET>` (upper case, dashes as underscores), else
+ * `DENORT_BIN` when `target` is this machine's; undefined lets `deno compile` download it. A
+ * `DENORT_BIN` that would be used for another target is refused: it would build a binary for the
+ * wrong system.
+ */
+export function baseFor(
+  target: string,
+  env: (name: string) => string | undefined,
+): string | undefined {
+  const own = env(`DENORT_BIN_${target.replaceAll("-", "_").toUpperCase()}`);
+  if (own) return own;
+  const base = env("DENORT_BIN");
+  if (base && target !== Deno.build.target) {
+    throw new Error(
+      `DENORT_BIN is a base for ${Deno.build.target}, not ${target}; set ` +
+        `DENORT_BIN_${target.replaceAll("-", "_").toUpperCase()}=/path/to/denort for it`,
+    );
+  }
+  return base || undefined;
+}
+
 /** `deno task start`: what the bundled config.yaml needs and no more. */
 export const START_PERMISSIONS: readonly string[] = [
   "--allow-net=127.0.0.1:8000",
@@ -85,21 +108,38 @@ async function main(args: string[]): Promise<number> {
     },
   });
   const builds = values.all
-    ? TARGETS.map((target) => compileArgs({ target, output: outputFor(target) }))
-    : [compileArgs({
-      output: values.output === undefined ? undefined : resolve(values.output),
-      target: values.target,
-    })];
+    ? TARGETS.map((target) => ({
+      target,
+      deno: compileArgs({ target, output: outputFor(target) }),
+    }))
+    : [{
+      target: values.target ?? Deno.build.target,
+      deno: compileArgs({
+        output: values.output === undefined ? undefined : resolve(values.output),
+        target: values.target,
+      }),
+    }];
   const root = new URL("..", import.meta.url);
-  for (const deno of builds) {
+  for (const { target, deno } of builds) {
     console.log(`deno ${deno.join(" ")}`);
     if (values.print) continue;
-    const { code } = await new Deno.Command(Deno.execPath(), { args: deno, cwd: root })
-      .spawn().status;
+    let base;
+    try {
+      base = baseFor(target, (name) => Deno.env.get(name));
+    } catch (e) {
+      console.error(`compile: ${(e as Error).message}`);
+      return 2;
+    }
+    const { code } = await new Deno.Command(Deno.execPath(), {
+      args: deno,
+      cwd: root,
+      env: base ? { DENORT_BIN: base } : {},
+    }).spawn().status;
     if (code !== 0) {
       console.error(
-        "compile: deno compile failed; if it could not download its runtime base, set " +
-          "DENORT_BIN=/path/to/denort (the denort of the same Deno version and target)",
+        `compile: deno compile failed for ${target}; if it could not download its runtime base, ` +
+          `set DENORT_BIN=/path/to/denort (DENORT_BIN_<TARGET> for another target) to a denort ` +
+          `of Deno ${Deno.version.deno} for that target`,
       );
       return code;
     }

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import denoJson from "../deno.json" with { type: "json" };
 import {
+  baseFor,
   compileArgs,
   ENV_ALLOWED,
   outputFor,
@@ -45,7 +46,7 @@ Deno.test("the compile command is exactly this", () => {
   ]);
   assert.equal(
     denoJson.tasks.compile,
-    "deno run --allow-run scripts/compile.ts",
+    "deno run --allow-run '--allow-env=DENORT_BIN*' scripts/compile.ts",
   );
   assert.equal(denoJson.tasks["compile:all"], `${denoJson.tasks.compile} --all`);
 });
@@ -60,6 +61,21 @@ Deno.test("compile:all builds Linux x86_64/aarch64, macOS and Windows", () => {
   ]);
   assert.equal(outputFor("x86_64-pc-windows-msvc"), "dist/denoserve-x86_64-pc-windows-msvc.exe");
   assert.equal(outputFor("aarch64-unknown-linux-gnu"), "dist/denoserve-aarch64-unknown-linux-gnu");
+});
+
+Deno.test("DENORT_BIN is used for this machine's target only; others name their own", () => {
+  const host = Deno.build.target;
+  const other = host === "aarch64-apple-darwin" ? "x86_64-apple-darwin" : "aarch64-apple-darwin";
+  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+  assert.equal(baseFor(host, env({})), undefined);
+  assert.equal(baseFor(host, env({ DENORT_BIN: "/b/denort" })), "/b/denort");
+  assert.equal(baseFor(other, env({})), undefined);
+  assert.throws(
+    () => baseFor(other, env({ DENORT_BIN: "/b/denort" })),
+    /DENORT_BIN is a base for .*; set DENORT_BIN_[A-Z0-9_]+=/,
+  );
+  const own = `DENORT_BIN_${other.replaceAll("-", "_").toUpperCase()}`;
+  assert.equal(baseFor(other, env({ DENORT_BIN: "/b/denort", [own]: "/o/denort" })), "/o/denort");
 });
 
 Deno.test("scripts/compile.ts --print shows the commands it would run", async () => {
@@ -181,7 +197,7 @@ Deno.test("built-in pages come from imports, not files: served with read access 
 
 /** Why the real build cannot run here, or undefined when a denort base is available. */
 async function noBase(): Promise<string | undefined> {
-  if (Deno.env.get("DENORT_BIN")) return undefined;
+  if (baseFor(Deno.build.target, (name) => Deno.env.get(name))) return undefined;
   const info = await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).output();
   const denoDir = JSON.parse(dec.decode(info.stdout)).denoDir as string;
   const cached = `${denoDir}/dl/release/v${Deno.version.deno}/denort-${Deno.build.target}.zip`;
