@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { explainError, permissionProblem } from "../cli/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { requestIdFor, withRequestId } from "../log/access.ts";
@@ -188,7 +189,11 @@ export async function startServer(
   };
 
   const onError = (error: unknown) => {
-    log.error(`request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`);
+    log.error(
+      permissionProblem(error)
+        ? `request failed: ${explainError(error)}`
+        : `request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`,
+    );
     return current.errorResponse(500, new Request("http://x/"));
   };
 
