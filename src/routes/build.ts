@@ -6,6 +6,7 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { errorPage } from "../pages/html.ts";
+import { createProxy } from "../proxy/proxy.ts";
 import { createFileServer } from "../static/file_server.ts";
 import type { Handler, Route } from "./types.ts";
 
@@ -24,7 +25,7 @@ export function errorResponse(status: number, request: Request, headers?: Header
 }
 
 /** Builds the route table for `config`. */
-export function buildApp(config: Config, _log: Logger): App {
+export function buildApp(config: Config, log: Logger): App {
   const files = createFileServer({
     root: config.http.static_dir,
     listing: config.http.directory_listing,
@@ -35,18 +36,25 @@ export function buildApp(config: Config, _log: Logger): App {
     errorResponse,
   });
   const routes: Route[] = [];
+  // Proxy rules are checked before static files.
+  const proxy = createProxy(config.server.reverse_proxy, log, errorResponse);
+  if (proxy.route) routes.push(proxy.route);
   const fallback: Handler = (request, ctx) => files(request, ctx.path, ctx.query);
   const handle: Handler = routes.length === 0 ? fallback : (request, ctx) => {
     for (const route of routes) if (route.match(ctx)) return route.handle(request, ctx);
     return fallback(request, ctx);
   };
-  return { handle, close() {} };
+  return {
+    handle,
+    close() {
+      proxy.close();
+    },
+  };
 }
 
 /** Configuration this build cannot serve yet, named so that it is never silently ignored. */
 export function unsupported(config: Config): string[] {
   const found: string[] = [];
-  if (config.server.reverse_proxy.length) found.push("server.reverse_proxy");
   if (config.server.redirect_instructions.length) found.push("server.redirect_instructions");
   if (Object.keys(config.server.locations).length) found.push("server.locations");
   if (config.extensions.length) found.push("extensions");
