@@ -1,11 +1,13 @@
 /**
  * Forwarding one HTTP request to a backend with fetch and streaming the answer back.
  *
- * Timeouts cover only the wait for response headers, so an idle streaming body is never cut:
- * when no headers have come after `connect_timeout`, a TCP probe asks whether the backend accepts
- * connections at all (fetch has no separate connect timeout); if it does not, the request ends
- * with 504 and the backend is marked down, otherwise headers are awaited until
- * `response_timeout`. A client that goes away aborts the backend request.
+ * Timeouts cover only the time before response headers, so an idle streaming response body is
+ * never cut. fetch has no separate connect timeout: when no headers have come after half of
+ * `connect_timeout`, a TCP probe (given the other half) asks whether the backend accepts
+ * connections at all; if it does not, the request ends with 504 and the backend is marked down. `response_timeout` bounds the
+ * wait for headers of requests without a body or with a small one (read first, up to 64 KiB);
+ * a streamed upload is not timed, since it may rightly take longer and its end cannot be seen
+ * without copying it through JavaScript. A client that goes away aborts the backend request.
  *
  * @module
  */
@@ -20,6 +22,8 @@ import { upstreamPath } from "./rules.ts";
 /** Answers built by the proxy itself (502, 504). */
 export type ErrorResponse = (status: number, request: Request) => Response;
 
+/** Request bodies up to this size (with a Content-Length) are read before forwarding. */
+const BUFFERED_BODY = 64 * 1024;
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
@@ -27,12 +31,17 @@ const CLIENT_GONE = "client went away";
 const TIMED_OUT = "timed out";
 const CONNECT_TIMED_OUT = "connect timed out";
 
+/** One line for a fetch failure, with its cause (where the useful part is). */
+export function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
+  return (error.message + cause).split("\n")[0];
+}
+
 /** Whether a fetch failure happened while connecting (nothing reached the backend). */
 export function isConnectError(error: unknown): boolean {
-  const m = error instanceof Error ? error.message : String(error);
-  return /\(Connect\)|tcp connect error|Connection refused|dns error|unreachable|No route/i.test(
-    m,
-  );
+  return /\(Connect\)|tcp connect error|Connection refused|dns error|unreachable|No route/i
+    .test(describeError(error));
 }
 
 /** Whether the backend at `hostname:port` accepts a TCP connection within `ms`. */
@@ -119,6 +128,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
     ctx: RequestContext,
     target: string,
     headers: Headers,
+    payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null,
   ): Promise<Response> => {
     const link = links[member.index];
     const controller = new AbortController();
@@ -126,19 +136,22 @@ export function createForwarder(options: ForwarderOptions): Handler {
     const onClientGone = () => controller.abort(CLIENT_GONE);
     if (clientSignal.aborted) throw CLIENT_GONE;
     clientSignal.addEventListener("abort", onClientGone, { once: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let probeTimer: ReturnType<typeof setTimeout> | undefined;
     let headersIn = false;
-    let timer: ReturnType<typeof setTimeout>;
-    const giveUp = () => controller.abort(TIMED_OUT);
     if (probeFirst) {
-      timer = setTimeout(async () => {
+      // Half the budget waits, half probes: a busy event loop must not pass for a dead backend.
+      probeTimer = setTimeout(async () => {
         const { host, port } = member.backend;
-        const up = await tcpReachable(host, port, Math.min(connectMs, 1000));
+        const up = await tcpReachable(host, port, connectMs / 2);
         if (headersIn || controller.signal.aborted) return;
         if (!up) controller.abort(CONNECT_TIMED_OUT);
-        else timer = setTimeout(giveUp, responseMs - connectMs);
-      }, connectMs);
-    } else {
-      timer = setTimeout(giveUp, responseMs);
+      }, connectMs / 2);
+    }
+    // A streamed upload may rightly take longer than response_timeout, and its end cannot be
+    // seen without copying it through JavaScript, so only the connect check covers it.
+    if (!(payload instanceof ReadableStream)) {
+      timer = setTimeout(() => controller.abort(TIMED_OUT), responseMs);
     }
     member.active++;
     let response: Response;
@@ -146,7 +159,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
       response = await fetch(link.base + target, {
         method: request.method,
         headers,
-        body: request.body,
+        body: payload,
         client: link.client,
         redirect: "manual",
         signal: controller.signal,
@@ -157,16 +170,17 @@ export function createForwarder(options: ForwarderOptions): Handler {
       throw controller.signal.aborted ? controller.signal.reason : e;
     } finally {
       headersIn = true;
-      clearTimeout(timer!);
+      clearTimeout(timer);
+      clearTimeout(probeTimer);
     }
 
-    let body: ReadableStream<Uint8Array> | null = NULL_BODY.has(response.status)
+    let out: ReadableStream<Uint8Array> | null = NULL_BODY.has(response.status)
       ? null
       : response.body;
-    if (body === null || !watchBodies) {
+    if (out === null || !watchBodies) {
       member.active--;
     } else {
-      body = watchBody(body, (error) => {
+      out = watchBody(out, (error) => {
         member.active--;
         clientSignal.removeEventListener("abort", onClientGone);
         if (error !== undefined && !clientSignal.aborted) {
@@ -177,14 +191,14 @@ export function createForwarder(options: ForwarderOptions): Handler {
         }
       });
     }
-    if (!needsRewrite(response.headers) && body === response.body) return response;
+    if (!needsRewrite(response.headers) && out === response.body) return response;
     const headersOut = responseHeaders(
       response.headers,
       member.backend.locationOrigins,
       () => `${ctx.secure ? "https" : "http"}://${clientHost(request)}`,
       strippedPrefix,
     );
-    return new Response(body, {
+    return new Response(out, {
       status: response.status,
       statusText: response.statusText,
       headers: headersOut,
@@ -194,11 +208,25 @@ export function createForwarder(options: ForwarderOptions): Handler {
   return async (request, ctx) => {
     const target = upstreamPath(rule, ctx.path) + ctx.query;
     const headers = forwardHeaders(request, ctx);
+    let payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null = request.body;
+    if (payload !== null) {
+      // Small bodies are read first (as nginx does): one write to the backend, and a retry
+      // stays possible. Others stream.
+      const length = request.headers.get("content-length");
+      if (length !== null && Number(length) <= BUFFERED_BODY) {
+        try {
+          payload = await request.bytes();
+        } catch {
+          log.debug(`${where}: client went away while sending ${request.method} ${ctx.path}`);
+          return errorResponse(400, request);
+        }
+      }
+    }
     let member = pool.pick();
-    const retryable = request.body === null && IDEMPOTENT.has(request.method);
+    const retryable = !(payload instanceof ReadableStream) && IDEMPOTENT.has(request.method);
     for (let tries = 0; member !== undefined; tries++) {
       try {
-        return await attempt(member, request, ctx, target, headers);
+        return await attempt(member, request, ctx, target, headers, payload);
       } catch (e) {
         if (e === CLIENT_GONE) {
           log.debug(`${where}: client went away during ${request.method} ${ctx.path}`);
@@ -207,7 +235,8 @@ export function createForwarder(options: ForwarderOptions): Handler {
         if (e === TIMED_OUT) {
           log.warn(
             `${where}: ${member.backend.origin} sent no response headers within ` +
-              `${rule.rule.response_timeout}s for ${request.method} ${ctx.path}`,
+              `${rule.rule.response_timeout}s (or stalled the upload) for ` +
+              `${request.method} ${ctx.path}`,
           );
           return errorResponse(504, request);
         }
@@ -215,7 +244,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
           pool.fail(member, `no connection within ${rule.rule.connect_timeout}s`);
           return errorResponse(504, request);
         }
-        const reason = (e as Error).message?.split("\n")[0] ?? String(e);
+        const reason = describeError(e);
         if (!isConnectError(e)) {
           log.warn(
             `${where}: ${request.method} ${ctx.path} to ${member.backend.origin}: ${reason}`,

@@ -7,7 +7,7 @@ import type { ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Handler, RequestContext, Route } from "../routes/types.ts";
 import { type Links, openLinks } from "./client.ts";
-import { createForwarder, type ErrorResponse, isConnectError } from "./forward.ts";
+import { createForwarder, describeError, type ErrorResponse, isConnectError } from "./forward.ts";
 import { createPool, type Pool } from "./pool.ts";
 import { compileMatcher, compileRule, upstreamPath } from "./rules.ts";
 import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./websocket.ts";
@@ -79,7 +79,7 @@ export function createProxy(
             where,
           });
         } catch (e) {
-          const reason = (e as Error).message;
+          const reason = describeError(e);
           if (e instanceof BackendUnavailable && e.timedOut) {
             log.warn(`${where}: WebSocket ${ctx.path} to ${member.backend.origin}: ${reason}`);
             return errorResponse(504, request);
