@@ -707,6 +707,36 @@ Deno.test("WebSocket: wss backend with ca_file; unreachable backend gets 502", a
   await res.body?.cancel();
 });
 
+Deno.test("WebSocket: a client that stops reading is disconnected, not buffered without end", async () => {
+  const backendClosed = Promise.withResolvers<number>();
+  await using b = serveBackend((request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.onopen = () => {
+      const mib = new Uint8Array(1024 * 1024);
+      for (let i = 0; i < 64 && socket.readyState === WebSocket.OPEN; i++) socket.send(mib);
+    };
+    socket.onclose = (e) => backendClosed.resolve(e.code);
+    return response;
+  });
+  await using srv = await proxyServer([at(b, "/flood")]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(srv.url).port) });
+  try {
+    await conn.write(enc.encode(
+      "GET /flood/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    assert.match(new TextDecoder().decode(buf.subarray(0, n!)), /^HTTP\/1\.1 101/);
+    // From here on the client reads nothing.
+    const code = await Promise.race([backendClosed.promise, sleep(10_000).then(() => -1)]);
+    assert.equal(code, 4013);
+    assert.ok(srv.log.lines.some((l) => /closed: the client reads too slowly/.test(l)));
+  } finally {
+    conn.close();
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // Big bodies through the real CLI, with its memory watched
 

@@ -136,22 +136,25 @@ export function createForwarder(options: ForwarderOptions): Handler {
     const onClientGone = () => controller.abort(CLIENT_GONE);
     if (clientSignal.aborted) throw CLIENT_GONE;
     clientSignal.addEventListener("abort", onClientGone, { once: true });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let probeTimer: ReturnType<typeof setTimeout> | undefined;
+    // One timer per request: the connect probe first (when it comes before the header deadline),
+    // then the rest of response_timeout. A streamed upload may rightly take longer than
+    // response_timeout and its end cannot be seen without copying it through JavaScript, so only
+    // the connect check covers it.
+    const timed = !(payload instanceof ReadableStream);
+    const started = Date.now();
     let headersIn = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = () => controller.abort(TIMED_OUT);
     if (probeFirst) {
       // Half the budget waits, half probes: a busy event loop must not pass for a dead backend.
-      probeTimer = setTimeout(async () => {
-        const { host, port } = member.backend;
-        const up = await tcpReachable(host, port, connectMs / 2);
+      timer = setTimeout(async () => {
+        const up = await tcpReachable(member.backend.host, member.backend.port, connectMs / 2);
         if (headersIn || controller.signal.aborted) return;
         if (!up) controller.abort(CONNECT_TIMED_OUT);
+        else if (timed) timer = setTimeout(deadline, responseMs - (Date.now() - started));
       }, connectMs / 2);
-    }
-    // A streamed upload may rightly take longer than response_timeout, and its end cannot be
-    // seen without copying it through JavaScript, so only the connect check covers it.
-    if (!(payload instanceof ReadableStream)) {
-      timer = setTimeout(() => controller.abort(TIMED_OUT), responseMs);
+    } else if (timed) {
+      timer = setTimeout(deadline, responseMs);
     }
     member.active++;
     let response: Response;
@@ -171,7 +174,6 @@ export function createForwarder(options: ForwarderOptions): Handler {
     } finally {
       headersIn = true;
       clearTimeout(timer);
-      clearTimeout(probeTimer);
     }
 
     let out: ReadableStream<Uint8Array> | null = NULL_BODY.has(response.status)
@@ -191,7 +193,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
         }
       });
     }
-    if (!needsRewrite(response.headers) && out === response.body) return response;
+    if (out === response.body && !needsRewrite(response.headers)) return response;
     const headersOut = responseHeaders(
       response.headers,
       member.backend.locationOrigins,
