@@ -69,8 +69,15 @@ export function createProxy(
       const websocket = async (request: Request, ctx: RequestContext) => {
         const member = pool.pick();
         if (member === undefined) return errorResponse(502, request);
+        member.active++;
+        let open = true;
+        const release = () => {
+          if (open) member.active--;
+          open = false;
+        };
         try {
           return await bridgeWebSocket(request, ctx, {
+            onClose: release,
             link: links.links[member.index],
             target: upstreamPath(rule, ctx.path) + ctx.query,
             preserveHost: rule.rule.preserve_host,
@@ -79,6 +86,7 @@ export function createProxy(
             where,
           });
         } catch (e) {
+          release();
           const reason = describeError(e);
           if (e instanceof BackendUnavailable && e.timedOut) {
             log.warn(`${where}: WebSocket ${ctx.path} to ${member.backend.origin}: ${reason}`);

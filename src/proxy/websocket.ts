@@ -34,6 +34,17 @@ const clientSendable = (code: number) => code === 1000 || (code >= 3000 && code 
 /** Codes that never travel in a close frame. */
 const reserved = (code: number) => code === 1005 || code === 1006 || code === 1015;
 
+/** Closes `ws` with `code` when the API allows it, plainly otherwise; never throws. */
+function closeQuietly(ws: WebSocket, code?: number, reason?: string): void {
+  try {
+    ws.close(code, reason);
+  } catch {
+    try {
+      ws.close();
+    } catch { /* already closed or not open yet */ }
+  }
+}
+
 /** What the bridge needs to know about where it connects. */
 export interface BridgeOptions {
   link: Link;
@@ -43,6 +54,8 @@ export interface BridgeOptions {
   timeoutMs: number;
   log: Logger;
   where: string;
+  /** Called once when the bridge has closed (both sides). */
+  onClose?: () => void;
 }
 
 /** Why a backend WebSocket could not be opened. */
@@ -125,7 +138,7 @@ export async function bridgeWebSocket(
   try {
     upgrade = Deno.upgradeWebSocket(request, { protocol: backend.protocol || undefined });
   } catch (e) {
-    backend.close();
+    closeQuietly(backend);
     throw e;
   }
   const client = upgrade.socket;
@@ -135,17 +148,19 @@ export async function bridgeWebSocket(
   let early: (string | ArrayBuffer)[] | null = [];
   let earlyBytes = 0;
   let closed = false;
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    options.onClose?.();
+  };
 
   const overflow = (slow: string) => {
     if (closed) return;
     closed = true;
     log.warn(`${where}: WebSocket ${ctx.path} closed: the ${slow} reads too slowly`);
-    try {
-      client.close(1013, "peer too slow");
-    } catch { /* closed */ }
-    try {
-      backend.close(4013, "peer too slow");
-    } catch { /* closed */ }
+    closeQuietly(client, 1013, "peer too slow");
+    closeQuietly(backend, 4013, "peer too slow");
   };
   const size = (d: string | ArrayBuffer) => typeof d === "string" ? d.length : d.byteLength;
 
@@ -172,26 +187,20 @@ export async function bridgeWebSocket(
   };
   backend.onclose = (e) => {
     closed = true;
+    if (client.readyState === WebSocket.CLOSED) end();
     if (client.readyState === WebSocket.CLOSED || client.readyState === WebSocket.CLOSING) return;
-    try {
-      if (reserved(e.code)) client.close(e.code === 1006 ? 1011 : 1000, e.reason);
-      else client.close(e.code, e.reason);
-    } catch {
-      client.close();
-    }
+    if (reserved(e.code)) closeQuietly(client, e.code === 1006 ? 1011 : 1000, e.reason);
+    else closeQuietly(client, e.code, e.reason);
   };
   client.onclose = (e) => {
     closed = true;
+    if (backend.readyState === WebSocket.CLOSED) end();
     if (backend.readyState === WebSocket.CLOSED || backend.readyState === WebSocket.CLOSING) {
       return;
     }
-    try {
-      if (clientSendable(e.code)) backend.close(e.code, e.reason);
-      else if (reserved(e.code)) backend.close();
-      else backend.close(1000, e.reason || `client closed with ${e.code}`);
-    } catch {
-      backend.close();
-    }
+    if (clientSendable(e.code)) closeQuietly(backend, e.code, e.reason);
+    else if (reserved(e.code)) closeQuietly(backend);
+    else closeQuietly(backend, 1000, e.reason || `client closed with ${e.code}`);
   };
   backend.onerror = () => {};
   client.onerror = () => {};
