@@ -383,6 +383,72 @@ Deno.test("502 when the backend refuses, 504 when headers take too long", async 
   await sleep(1200); // let the slow backend's handlers finish before it is shut down
 });
 
+/** A listener that never accepts and whose queue is full: connecting to it hangs. */
+async function blackhole(): Promise<{ port: number } & AsyncDisposable> {
+  const child = new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\n" +
+      "print(s.getsockname()[1],flush=True)\nsys.stdin.read()",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const port = Number((await reader.read()).value!.trim());
+  reader.releaseLock();
+  // Fill the accept queue (room for one with backlog 0); later SYNs are dropped.
+  const fillers: Deno.Conn[] = [];
+  for (let i = 0; i < 2; i++) {
+    const attempt = Deno.connect({ hostname: "127.0.0.1", port });
+    const c = await Promise.race([attempt, sleep(300).then(() => null)]);
+    if (c === null) {
+      attempt.then((late) => late.close(), () => {});
+      break;
+    }
+    fillers.push(c);
+  }
+  return {
+    port,
+    async [Symbol.asyncDispose]() {
+      for (const c of fillers) c.close();
+      await child.stdin.close();
+      await child.stdout.cancel().catch(() => {});
+      await child.status;
+    },
+  };
+}
+
+const hasPython = new Deno.Command("python3", { args: ["-V"], stdout: "null", stderr: "null" })
+  .outputSync().success;
+
+Deno.test({
+  name: "504 when the backend cannot be connected within connect_timeout",
+  ignore: !hasPython,
+  async fn() {
+    await using hole = await blackhole();
+    await using srv = await proxyServer([{
+      path: "/",
+      host: "127.0.0.1",
+      port: hole.port,
+      connect_timeout: 0.4,
+      response_timeout: 10,
+    }]);
+    const t0 = performance.now();
+    const res = await fetch(srv.url + "/x");
+    const ms = performance.now() - t0;
+    assert.equal(res.status, 504);
+    await res.body?.cancel();
+    assert.ok(ms < 3000, `504 after ${ms.toFixed(0)} ms`);
+    assert.ok(srv.log.lines.some((l) => /is down for 10s: no connection within 0.4s/.test(l)));
+  },
+});
+if (!hasPython) {
+  console.log(
+    "connect timeout test skipped: python3 (for a listener that never accepts) is missing",
+  );
+}
+
 Deno.test("a client that goes away aborts the backend request", async () => {
   const waiting = Promise.withResolvers<void>();
   const headersAborted = Promise.withResolvers<void>();
