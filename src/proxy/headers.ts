@@ -66,8 +66,14 @@ export function forwardHeaders(request: Request, ctx: RequestContext): Headers {
   headers.set("x-forwarded-for", prior === null ? ip : `${prior}, ${ip}`);
   headers.set("x-real-ip", ip);
   headers.set("x-forwarded-proto", ctx.secure ? "https" : "http");
-  headers.set("x-forwarded-host", clientHost(request));
-  if (!headers.has("host")) headers.set("host", clientHost(request));
+  const host = request.headers.get("host");
+  if (host !== null) headers.set("x-forwarded-host", host);
+  else {
+    // HTTP/2 carries the host only in the URL; preserve_host needs it as a header.
+    const authority = clientHost(request);
+    headers.set("x-forwarded-host", authority);
+    headers.set("host", authority);
+  }
   // Without this the HTTP client asks for gzip and br on the client's behalf and decodes them.
   if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
   return headers;
