@@ -237,8 +237,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
         if (e === TIMED_OUT) {
           log.warn(
             `${where}: ${member.backend.origin} sent no response headers within ` +
-              `${rule.rule.response_timeout}s (or stalled the upload) for ` +
-              `${request.method} ${ctx.path}`,
+              `${rule.rule.response_timeout}s for ${request.method} ${ctx.path}`,
           );
           return errorResponse(504, request);
         }
