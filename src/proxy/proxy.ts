@@ -45,6 +45,10 @@ export function createProxy(
             `path can read and change this traffic. Use ca_file instead.`,
         );
       }
+      log.info(
+        `proxy ${rule.rule.path} → ${rule.backends.map((b) => b.origin).join(", ")}` +
+          (rule.rule.strip_prefix && rule.prefix ? " (prefix stripped)" : ""),
+      );
       const links = openLinks(rule);
       opened.push(links);
       const pool = createPool(
