@@ -36,7 +36,7 @@ export const PERMISSIONS: readonly string[] = [
 ];
 
 /** Unstable APIs used: `reusePort` on TLS listeners. */
-export const UNSTABLE: readonly string[] = ["--unstable-net"];
+export const UNSTABLE: readonly string[] = ["--unstable-net", "--unstable-no-legacy-abort"];
 
 /** The targets `compile:all` builds. */
 export const TARGETS: readonly string[] = [

@@ -26,6 +26,7 @@ Deno.test("the compile command is exactly this", () => {
   assert.deepEqual(compileArgs(), [
     "compile",
     "--unstable-net",
+    "--unstable-no-legacy-abort",
     "--allow-net",
     "--allow-read",
     "--allow-write",

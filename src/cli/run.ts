@@ -6,7 +6,8 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
-import { buildApp, unsupported } from "../routes/build.ts";
+import { checkBackends } from "../proxy/check.ts";
+import { type App, buildApp, unsupported } from "../routes/build.ts";
 import { watchReload } from "../server/reload.ts";
 import { type RunningServer, startServer } from "../server/server.ts";
 import { startWorkers, workerCount, type WorkerPool } from "../server/workers.ts";
@@ -82,9 +83,19 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
       `static folder ${config.http.static_dir} does not exist; serving a welcome page at /`,
     );
   }
+  let app: App;
+  try {
+    app = buildApp(config, log);
+  } catch (e) {
+    stderr(explainError(e, flags.debug));
+    return e instanceof ConfigError ? e.code : 1;
+  }
+  if (!flags.skipProxyCheck && config.server.reverse_proxy.length) {
+    await checkBackends(config.server.reverse_proxy, log);
+  }
   let server: RunningServer;
   try {
-    server = await startServer(config, log, buildApp(config, log));
+    server = await startServer(config, log, app);
   } catch (e) {
     if (e instanceof TlsError) {
       stderr(e.message);
