@@ -23,6 +23,34 @@ export interface AccountOptions {
   requestTimeoutMs?: number;
 }
 
+type Rejected = (error: { response?: unknown }) => Promise<unknown>;
+let patched = false;
+
+/**
+ * acme-client's response interceptor reads `response.config` even when there is no response
+ * (refused connection, untrusted certificate), which replaces the real cause with a TypeError.
+ * Wrapping it keeps the network error so the message can say what went wrong.
+ */
+function keepNetworkErrors() {
+  if (patched) return;
+  patched = true;
+  const chain = acme.axios.interceptors.response as unknown as {
+    handlers: ({ rejected?: Rejected } | null)[];
+  };
+  for (const handler of chain.handlers) {
+    const original = handler?.rejected;
+    if (!handler || !original) continue;
+    handler.rejected = async (error) => {
+      try {
+        return await original(error);
+      } catch (e) {
+        if (!error?.response && e instanceof TypeError) throw error;
+        throw e;
+      }
+    };
+  }
+}
+
 /** The client type of `acme-client`. */
 export type AcmeClient = InstanceType<typeof acme.Client>;
 
@@ -32,7 +60,12 @@ export type AcmeClient = InstanceType<typeof acme.Client>;
  */
 export async function openAccount(options: AccountOptions): Promise<AcmeClient> {
   // acme-client sends every request through its one axios instance, so trust is set there.
+  keepNetworkErrors();
   acme.axios.defaults.timeout = options.requestTimeoutMs ?? 30_000;
+  // One quick retry for a network blip or a 5xx/429 (honouring Retry-After); longer outages are
+  // the renewal scheduler's job, which logs each failure instead of waiting silently for minutes.
+  const settings = (acme.axios.defaults as { acmeSettings?: Record<string, number> }).acmeSettings;
+  if (settings) Object.assign(settings, { retryMaxAttempts: 1, retryDefaultDelay: 1 });
   acme.axios.defaults.httpsAgent = options.caPem
     ? new https.Agent({ ca: [...tls.rootCertificates, options.caPem] })
     : undefined;

@@ -61,6 +61,13 @@ export function explainAcmeError(e: unknown, directoryUrl: string): AcmeError {
     response?: { status?: number; headers?: Record<string, string> };
   };
   const text = causeText(e);
+  if (/rate ?limit|too many/i.test(err?.message ?? "")) {
+    return new AcmeError(
+      "rate-limit",
+      `ACME CA ${directoryUrl} rate limit: ${err.message}; denoserve retries in an hour at the earliest`,
+      3600,
+    );
+  }
   if (
     (err?.code && CONNECT_CODES.has(err.code)) || (err?.isAxiosError && !err.response) ||
     /certificate|connection refused|dns error|timeout|network|tcp connect/i.test(err?.message ?? "")
@@ -69,12 +76,6 @@ export function explainAcmeError(e: unknown, directoryUrl: string): AcmeError {
       "directory",
       `ACME directory ${directoryUrl} unreachable: ${text}; check ssl.acme.directory_url` +
         " (and ssl.acme.ca_file for a private CA)",
-    );
-  }
-  if (/rate ?limit|too many/i.test(err?.message ?? "")) {
-    return new AcmeError(
-      "rate-limit",
-      `ACME CA ${directoryUrl} rate limit: ${err.message}; denoserve retries later`,
     );
   }
   return new AcmeError("rejected", `ACME CA ${directoryUrl} refused the request: ${text}`);
