@@ -368,6 +368,46 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "acme: a stored certificate past two thirds is served at once and renewed; an expired one is not served",
+  ignore: !HAVE_PEBBLE,
+  async fn() {
+    await using storage = await tempDir();
+    await using pebble = await startPebble({ validity: 3 });
+    const acme = acmeConfig(pebble, storage.path);
+    let stored: X509Certificate;
+    {
+      await using m = manage(acme);
+      await m.manager.start();
+      await m.waitCerts(1);
+      stored = new X509Certificate(m.certs[0].certPem);
+    }
+    const from = Date.parse(stored.validFrom), to = Date.parse(stored.validTo);
+    // Past the renewal time, still valid: restart serves it, then replaces it.
+    await new Promise((r) =>
+      setTimeout(r, Math.max(0, from + (to - from) * 2 / 3 - Date.now() + 50))
+    );
+    assert.ok(Date.now() < to);
+    {
+      await using m = manage(acme);
+      await m.manager.start();
+      assert.equal(new X509Certificate(m.certs[0].certPem).serialNumber, stored.serialNumber);
+      await m.waitCerts(2);
+      stored = new X509Certificate(m.certs[1].certPem);
+    }
+    // Expired: restart hands nothing over until a new one is issued.
+    await new Promise((r) =>
+      setTimeout(r, Math.max(0, Date.parse(stored.validTo) - Date.now() + 50))
+    );
+    await using m = manage(acme);
+    await m.manager.start();
+    assert.equal(m.certs.length, 0);
+    await m.waitCerts(1);
+    assert.notEqual(new X509Certificate(m.certs[0].certPem).serialNumber, stored.serialNumber);
+  },
+});
+
+Deno.test({
   name: "acme: PEBBLE_VA_ALWAYS_VALID issues without a reachable responder",
   ignore: !HAVE_PEBBLE,
   async fn() {
