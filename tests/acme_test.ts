@@ -5,7 +5,12 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { validate } from "../src/config/load.ts";
-import { type AcmeConfig, type AcmeManager, createAcmeManager } from "../src/tls/acme/mod.ts";
+import {
+  type AcmeConfig,
+  type AcmeManager,
+  acmeManagerFor,
+  createAcmeManager,
+} from "../src/tls/acme/mod.ts";
 import { AcmeError, explainAcmeError } from "../src/tls/acme/errors.ts";
 import { createRenewalScheduler } from "../src/tls/acme/renewal.ts";
 import { type CapturedLog, captureLogger, startTestServer, tempDir } from "./helpers.ts";
@@ -309,6 +314,10 @@ Deno.test({
         assert.equal(await mode(`${acme.storage}/${f}`), 0o600, f);
       }
       assert.equal(await Deno.readTextFile(m.manager.certFile), first);
+      // Everything else on the challenge port is sent to HTTPS.
+      const other = await fetch(`http://127.0.0.1:${pebble.httpPort}/a?b`, { redirect: "manual" });
+      assert.equal(other.status, 308);
+      assert.equal(other.headers.get("location"), "https://127.0.0.1/a?b");
       assert.ok(m.manager.nextAttempt! > Date.now() + 1000 * 86400, "renewal planned far ahead");
     }
     // pebble is gone: the restart must not need the CA at all.
@@ -565,6 +574,15 @@ Deno.test("acme: the challenge handler answers only its own path", () => {
   assert.equal(m.handleChallenge(new Request("http://example.test/index.html")), null);
   const r = m.handleChallenge(new Request("http://example.test/.well-known/acme-challenge/abc"));
   assert.equal(r?.status, 404);
+});
+
+Deno.test("acme: acmeManagerFor only with ssl.enabled and ssl.acme", () => {
+  const log = captureLogger();
+  const acme = { email: "a@example.com", domains: ["example.test"], storage: "/nonexistent" };
+  const off = validate({ ssl: { acme } }).config;
+  assert.equal(acmeManagerFor(off, log, () => {}), undefined);
+  const on = validate({ ssl: { enabled: true, acme } }).config;
+  assert.ok(acmeManagerFor(on, log, () => {}));
 });
 
 function acmeConfigFor(storage: string): AcmeConfig {

@@ -48,23 +48,21 @@ export interface ChallengeListenerOptions {
   /** Port to bind (`ssl.acme.http_port`). */
   port: number;
   responder: ChallengeResponder;
-  /**
-   * Answers requests that are not challenges. Default: 308 redirect to the same URL over https,
-   * as port 80 has no other job once the site is served over HTTPS.
-   */
-  fallback?: (request: Request) => Response | Promise<Response>;
+  /** Port of the HTTPS listener that other requests are redirected to (308). Default 443. */
+  httpsPort?: number;
 }
 
-const redirectToHttps = (request: Request) => {
+/** A 308 to the same URL over https on `httpsPort`: port 80 has no other job. */
+const redirectToHttps = (httpsPort: number) => (request: Request) => {
   const url = new URL(request.url);
   url.protocol = "https:";
-  url.port = "";
+  url.port = httpsPort === 443 ? "" : String(httpsPort);
   return new Response(null, { status: 308, headers: { location: url.href } });
 };
 
 /** A small plain-HTTP listener that answers http-01 challenges on `port`. */
 export function serveChallenges(options: ChallengeListenerOptions): Deno.HttpServer<Deno.NetAddr> {
-  const fallback = options.fallback ?? redirectToHttps;
+  const fallback = redirectToHttps(options.httpsPort ?? 443);
   return Deno.serve(
     { hostname: options.hostname ?? "0.0.0.0", port: options.port, onListen() {} },
     (request) => options.responder.handle(request) ?? fallback(request),

@@ -59,6 +59,8 @@ export interface AcmeManagerOptions {
   listen?: boolean;
   /** Address the http-01 listener binds. Default "0.0.0.0". */
   hostname?: string;
+  /** Port of the HTTPS listener, for the redirect of non-challenge requests. Default 443. */
+  httpsPort?: number;
   /** First retry delay after a failed issuance, in ms. Default 60 000. */
   retryMinMs?: number;
   /** Longest retry delay, in ms. Default 3 600 000. */
@@ -196,7 +198,12 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
       if (options.listen ?? true) {
         const hostname = options.hostname ?? "0.0.0.0";
         try {
-          listener = serveChallenges({ hostname, port: acme.http_port, responder });
+          listener = serveChallenges({
+            hostname,
+            port: acme.http_port,
+            responder,
+            httpsPort: options.httpsPort,
+          });
         } catch (e) {
           const why = e instanceof Deno.errors.AddrInUse
             ? "already in use"

@@ -39,6 +39,7 @@ export function acmeManagerFor(
     log,
     onCertificate,
     hostname: config.server.host,
+    httpsPort: config.server.port,
     listen: config.ssl.redirect_http !== acme.http_port,
   });
 }
