@@ -25,7 +25,7 @@ import type { Config } from "../../config/schema.ts";
 import type { Logger } from "../../log/logger.ts";
 import { type AcmeClient, openAccount } from "./account.ts";
 import { createChallengeResponder, serveChallenges } from "./challenge.ts";
-import { AcmeError, explainAcmeError } from "./errors.ts";
+import { type AcmeError, explainAcmeError } from "./errors.ts";
 import { orderCertificate } from "./order.ts";
 import { createRenewalScheduler } from "./renewal.ts";
 import {
