@@ -519,8 +519,54 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "acme: a rate limit from the CA is one line and waits the CA's Retry-After",
+  ignore: !HAVE_PEBBLE,
+  async fn() {
+    await using storage = await tempDir();
+    await using pebble = await startPebble();
+    // pebble 2.4 has no rate limits: a front server passes the directory through with newOrder
+    // pointing to itself, and answers that with Let's Encrypt's problem document and a 429.
+    const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(pebble.caFile)] });
+    const front = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+      if (new URL(req.url).pathname === "/dir") {
+        const dir = await (await fetch(pebble.directoryUrl, { client })).json();
+        dir.newOrder = `http://127.0.0.1:${front.addr.port}/new-order`;
+        return Response.json(dir);
+      }
+      await req.body?.cancel();
+      return Response.json({
+        type: "urn:ietf:params:acme:error:rateLimited",
+        detail: "too many certificates (5) already issued for this exact set of domains",
+        status: 429,
+      }, {
+        status: 429,
+        headers: { "content-type": "application/problem+json", "retry-after": "7200" },
+      });
+    });
+    try {
+      const acme = {
+        ...acmeConfig(pebble, storage.path),
+        directory_url: `http://127.0.0.1:${front.addr.port}/dir`,
+      };
+      await using m = manage(acme);
+      await m.manager.start();
+      const e = await m.waitError();
+      console.log(`  ${e.kind}: ${e.message}`);
+      assert.equal(e.kind, "rate-limit");
+      assert.equal(e.retryAfter, 7200);
+      assert.match(e.message, /too many certificates \(5\) already issued/);
+      assert.ok(m.log.lines.some((l) => /next try in 7200 s/.test(l)), m.log.lines.join("\n"));
+      assert.ok(m.manager.nextAttempt! >= Date.now() + 7_100_000);
+    } finally {
+      await front.shutdown();
+      client.close();
+    }
+  },
+});
+
 Deno.test("acme: rate-limit answers are classified and Retry-After stretches the back-off", async () => {
-  // pebble 2.4 has no rate limits to trigger, so the classification is checked directly.
+  // A message without a problem type, as acme-client reports some errors.
   const e = explainAcmeError(
     new Error("Error creating new order :: too many certificates already issued"),
     "https://ca.example/dir",

@@ -9,6 +9,7 @@ import acme from "acme-client";
 import https from "node:https";
 import tls from "node:tls";
 import type { Logger } from "../../log/logger.ts";
+import { AcmeError } from "./errors.ts";
 import { readAccountKey, type StoragePaths, writePrivate } from "./storage.ts";
 
 /** What {@link openAccount} needs. */
@@ -23,15 +24,35 @@ export interface AccountOptions {
   requestTimeoutMs?: number;
 }
 
-type Rejected = (error: { response?: unknown }) => Promise<unknown>;
+interface HttpError {
+  config?: { url?: string };
+  response?: {
+    status?: number;
+    headers?: Record<string, string | undefined>;
+    data?: { type?: string; detail?: string };
+  };
+}
+type Rejected = (error: HttpError) => Promise<unknown>;
 let patched = false;
 
+/** Seconds in a Retry-After header (delta or HTTP date), or undefined. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (!value) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, (date - now) / 1000);
+}
+
 /**
- * acme-client's response interceptor reads `response.config` even when there is no response
- * (refused connection, untrusted certificate), which replaces the real cause with a TypeError.
- * Wrapping it keeps the network error so the message can say what went wrong.
+ * Two fixes to acme-client's response interceptor (every response passes through it):
+ * - it reads `response.config` even when there is no response (refused connection, untrusted
+ *   certificate), which replaces the real cause with a TypeError; the network error is kept;
+ * - a rate limit (HTTP 429 or `rateLimited`) would be retried after its Retry-After, which can be
+ *   hours of silence; it becomes an {@link AcmeError} at once, carrying the wait, so the renewal
+ *   scheduler logs it and waits that long.
  */
-function keepNetworkErrors() {
+function patchInterceptor() {
   if (patched) return;
   patched = true;
   const chain = acme.axios.interceptors.response as unknown as {
@@ -41,6 +62,18 @@ function keepNetworkErrors() {
     const original = handler?.rejected;
     if (!handler || !original) continue;
     handler.rejected = async (error) => {
+      const response = error?.response;
+      if (
+        response?.status === 429 ||
+        response?.data?.type === "urn:ietf:params:acme:error:rateLimited"
+      ) {
+        const origin = error.config?.url ? new URL(error.config.url).origin : "the ACME CA";
+        throw new AcmeError(
+          "rate-limit",
+          `ACME CA ${origin} rate limit: ${response.data?.detail ?? `HTTP ${response.status}`}`,
+          parseRetryAfter(response.headers?.["retry-after"]),
+        );
+      }
       try {
         return await original(error);
       } catch (e) {
@@ -60,7 +93,7 @@ export type AcmeClient = InstanceType<typeof acme.Client>;
  */
 export async function openAccount(options: AccountOptions): Promise<AcmeClient> {
   // acme-client sends every request through its one axios instance, so trust is set there.
-  keepNetworkErrors();
+  patchInterceptor();
   acme.axios.defaults.timeout = options.requestTimeoutMs ?? 30_000;
   // One quick retry for a network blip or a 5xx/429 (honouring Retry-After); longer outages are
   // the renewal scheduler's job, which logs each failure instead of waiting silently for minutes.

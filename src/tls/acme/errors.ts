@@ -13,6 +13,9 @@ export type AcmeFailure =
   | "rejected" // the CA refused the request (unknown domain, bad contact, policy…)
   | "storage"; // the storage folder could not be written
 
+/** Seconds to wait after a rate limit that names no wait (Let's Encrypt's windows are hours). */
+export const RATE_LIMIT_WAIT = 3600;
+
 /** An issuance failure with a message naming what, where, and how to fix it. */
 export class AcmeError extends Error {
   constructor(
@@ -53,7 +56,10 @@ function causeText(e: unknown): string {
  * keep the CA's own words.
  */
 export function explainAcmeError(e: unknown, directoryUrl: string): AcmeError {
-  if (e instanceof AcmeError) return e;
+  if (e instanceof AcmeError) {
+    if (e.kind !== "rate-limit" || e.retryAfter !== undefined) return e;
+    return new AcmeError(e.kind, e.message, RATE_LIMIT_WAIT);
+  }
   const err = e as {
     code?: string;
     message?: string;
@@ -64,8 +70,8 @@ export function explainAcmeError(e: unknown, directoryUrl: string): AcmeError {
   if (/rate ?limit|too many/i.test(err?.message ?? "")) {
     return new AcmeError(
       "rate-limit",
-      `ACME CA ${directoryUrl} rate limit: ${err.message}; denoserve retries in an hour at the earliest`,
-      3600,
+      `ACME CA ${directoryUrl} rate limit: ${err.message}`,
+      RATE_LIMIT_WAIT,
     );
   }
   if (
