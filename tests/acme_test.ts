@@ -49,6 +49,8 @@ interface Pebble extends AsyncDisposable {
   caFile: string;
   /** Port pebble's VA connects to for http-01. */
   httpPort: number;
+  /** pebble's management interface (issuing roots at /roots/0). */
+  managementUrl: string;
   dir: string;
   /** Pebble's output so far. */
   output(): string;
@@ -208,6 +210,7 @@ async function startPebble(options: PebbleOptions = {}): Promise<Pebble> {
     directoryUrl,
     caFile: `${dir}/ca.pem`,
     httpPort,
+    managementUrl: `https://127.0.0.1:${mgmtPort}`,
     dir,
     output,
     [Symbol.asyncDispose]: stop,
@@ -278,6 +281,41 @@ function manage(
   };
 }
 
+/** Serves `cert` over TLS and checks it with openssl against pebble's root for example.test. */
+async function verifyChain(pebble: Pebble, cert: { certPem: string; keyPem: string }, dir: string) {
+  const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(pebble.caFile)] });
+  const root = await (await fetch(`${pebble.managementUrl}/roots/0`, { client })).text();
+  client.close();
+  await Deno.writeTextFile(`${dir}/root.pem`, root);
+  const tls = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, cert: cert.certPem, key: cert.keyPem, onListen() {} },
+    () => new Response("ok"),
+  );
+  try {
+    const out = await new Deno.Command("openssl", {
+      args: [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${tls.addr.port}`,
+        "-servername",
+        "www.example.test",
+        "-CAfile",
+        `${dir}/root.pem`,
+        "-verify_return_error",
+        "-verify_hostname",
+        "www.example.test",
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.match(text, /Verify return code: 0 \(ok\)/, new TextDecoder().decode(out.stderr));
+  } finally {
+    await tls.shutdown();
+  }
+}
+
 const names = (pem: string) =>
   (new X509Certificate(pem).subjectAltName ?? "").split(", ").map((s) => s.replace("DNS:", ""));
 const mode = async (path: string) => (await Deno.stat(path)).mode! & 0o777;
@@ -314,6 +352,8 @@ Deno.test({
         assert.equal(await mode(`${acme.storage}/${f}`), 0o600, f);
       }
       assert.equal(await Deno.readTextFile(m.manager.certFile), first);
+      // The chain is complete: a TLS server with it verifies against pebble's root.
+      await verifyChain(pebble, m.certs[0], storage.path);
       // Everything else on the challenge port is sent to HTTPS.
       const other = await fetch(`http://127.0.0.1:${pebble.httpPort}/a?b`, { redirect: "manual" });
       assert.equal(other.status, 308);
@@ -620,6 +660,8 @@ Deno.test("acme: the challenge handler answers only its own path", () => {
   assert.equal(m.handleChallenge(new Request("http://example.test/index.html")), null);
   const r = m.handleChallenge(new Request("http://example.test/.well-known/acme-challenge/abc"));
   assert.equal(r?.status, 404);
+  const deeper = new Request("http://example.test/x/.well-known/acme-challenge/abc");
+  assert.equal(m.handleChallenge(deeper), null);
 });
 
 Deno.test("acme: acmeManagerFor only with ssl.enabled and ssl.acme", () => {

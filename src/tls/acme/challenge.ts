@@ -30,9 +30,11 @@ export function createChallengeResponder(log?: Logger): ChallengeResponder {
     remove: (token) => void tokens.delete(token),
     handle(request) {
       const url = request.url;
-      const start = url.indexOf(CHALLENGE_PREFIX, url.indexOf("//") + 2);
-      if (start < 0 || (request.method !== "GET" && request.method !== "HEAD")) return null;
-      const token = url.slice(start + CHALLENGE_PREFIX.length).split(/[?#]/, 1)[0];
+      const path = url.indexOf("/", url.indexOf("//") + 2);
+      if (path < 0 || !url.startsWith(CHALLENGE_PREFIX, path)) return null;
+      if (request.method !== "GET" && request.method !== "HEAD") return null;
+      const query = url.indexOf("?", path);
+      const token = url.slice(path + CHALLENGE_PREFIX.length, query < 0 ? undefined : query);
       const answer = tokens.get(token);
       log?.debug(`acme: http-01 request for token ${token} (${answer ? "known" : "unknown"})`);
       if (answer === undefined) return new Response("unknown challenge token\n", { status: 404 });

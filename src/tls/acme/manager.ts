@@ -107,6 +107,7 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
   let lastError: AcmeError | undefined;
   let client: AcmeClient | undefined;
   let caPem: string | undefined;
+  let stopped = false;
 
   const use = async (cert: StoredCertificate) => {
     certificate = cert;
@@ -142,6 +143,7 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
       );
     }
     lastError = undefined;
+    if (stopped) return; // stored for the next start, not handed to a listener that is gone
     await use({ ...issued, ...info, directoryUrl: acme.directory_url });
     const renewAt = renewalTime(info);
     log.info(
@@ -235,6 +237,7 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
       }
     },
     async stop() {
+      stopped = true;
       scheduler.stop();
       if (listener) await listener.shutdown();
       listener = undefined;
