@@ -7,7 +7,6 @@
  */
 import acme from "acme-client";
 import https from "node:https";
-import tls from "node:tls";
 import type { Logger } from "../../log/logger.ts";
 import { AcmeError } from "./errors.ts";
 import { readAccountKey, type StoragePaths, writePrivate } from "./storage.ts";
@@ -100,7 +99,9 @@ export async function openAccount(options: AccountOptions): Promise<AcmeClient> 
   const settings = (acme.axios.defaults as { acmeSettings?: Record<string, number> }).acmeSettings;
   if (settings) Object.assign(settings, { retryMaxAttempts: 1, retryDefaultDelay: 1 });
   acme.axios.defaults.httpsAgent = options.caPem
-    ? new https.Agent({ ca: [...tls.rootCertificates, options.caPem] })
+    // Only the CA's own server is contacted, so ca_file alone is the trust (as in Node, `ca`
+    // replaces the default roots; adding tls.rootCertificates would need --allow-sys).
+    ? new https.Agent({ ca: options.caPem })
     : undefined;
   let accountKey = await readAccountKey(options.paths);
   if (!accountKey) {

@@ -190,6 +190,14 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
           );
         }
       }
+      for (const name of ["read", "write"] as const) {
+        if (Deno.permissions.querySync({ name, path: acme.storage }).state !== "granted") {
+          throw new ConfigError(
+            `ssl.acme.storage: no ${name} permission for ${acme.storage}; run with ` +
+              `--allow-${name}=${acme.storage}`,
+          );
+        }
+      }
       try {
         await ensureStorage(acme.storage);
       } catch (e) {
