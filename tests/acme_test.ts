@@ -13,7 +13,16 @@ import {
 } from "../src/tls/acme/mod.ts";
 import { AcmeError, explainAcmeError } from "../src/tls/acme/errors.ts";
 import { createRenewalScheduler } from "../src/tls/acme/renewal.ts";
-import { type CapturedLog, captureLogger, spawnCli, startTestServer, tempDir } from "./helpers.ts";
+import {
+  type CapturedLog,
+  captureLogger,
+  curl,
+  migrates,
+  servedFingerprint,
+  spawnCli,
+  startTestServer,
+  tempDir,
+} from "./helpers.ts";
 
 const have = (tool: string) => {
   try {
@@ -718,5 +727,53 @@ Deno.test({
       assert.equal(await server.stop(), 0);
     }
     assert.equal((await Deno.stat(`${dir.path}/acme/key.pem`)).mode! & 0o777, 0o600);
+  },
+});
+
+Deno.test({
+  name: "acme: the CLI renews a short-lived certificate and serves the new one, no failed request",
+  ignore: !HAVE_PEBBLE,
+  async fn() {
+    await using pebble = await startPebble({ validity: 6 });
+    await using dir = await tempDir();
+    await Deno.writeTextFile(`${dir.path}/index.html`, "renewed");
+    await Deno.writeTextFile(
+      `${dir.path}/config.yaml`,
+      `server:\n  port: 0\nhttp:\n  static_dir: .\nssl:\n  enabled: true\n  acme:\n` +
+        `    email: admin@example.com\n    domains: [example.test]\n` +
+        `    directory_url: ${pebble.directoryUrl}\n    ca_file: ${pebble.caFile}\n` +
+        `    storage: ./acme\n    http_port: ${pebble.httpPort}\n`,
+    );
+    await using server = await spawnCli(["-c", `${dir.path}/config.yaml`]);
+    const port = Number(new URL(server.url).port);
+    const first = await servedFingerprint(port);
+    let served = 0;
+    // A new connection in the closing listener's queue is reset unless tcp_migrate_req is 1.
+    let resets = 0;
+    const failures: string[] = [];
+    let fingerprint = first;
+    const deadline = Date.now() + 20_000;
+    while (fingerprint === first && Date.now() < deadline) {
+      const r = await curl([
+        "-k",
+        "--resolve",
+        `example.test:${port}:127.0.0.1`,
+        `https://example.test:${port}/index.html`,
+      ]);
+      if (r.stdout === "renewed") served++;
+      else if (!migrates && /reset by peer/.test(r.stderr)) resets++;
+      else failures.push(r.stderr);
+      try {
+        fingerprint = await servedFingerprint(port);
+      } catch (e) {
+        if (migrates) throw e;
+        resets++;
+      }
+    }
+    assert.notEqual(fingerprint, first, `no renewal within 20 s:\n${server.output()}`);
+    assert.deepEqual(failures, []);
+    assert.ok(served > 0);
+    assert.ok(resets <= 2, `${resets} connections reset`);
+    await server.waitFor(/certificate reloaded/);
   },
 });
