@@ -121,3 +121,14 @@ Deno.test("a missing read permission names the flag to add", async () => {
   assert.match(r.stderr, /permission denied: read access to .*c\.yaml; run with --allow-read=/);
   assert.doesNotMatch(r.stderr, /\n\s+at /);
 });
+
+Deno.test("server.backlog sets the listen queue length", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "c.yaml": "server:\n  backlog: 37\n" });
+  await using server = await spawnCli(["-p", "0", "-c", `${dir.path}/c.yaml`]);
+  const port = new URL(server.url).port;
+  const out = await new Deno.Command("ss", { args: ["-ltnH", `sport = :${port}`] }).output();
+  // For a listening socket, ss shows the backlog in the Send-Q column.
+  const [, , sendQ] = new TextDecoder().decode(out.stdout).trim().split(/\s+/);
+  assert.equal(sendQ, "37");
+});

@@ -173,8 +173,8 @@ const Server = z.strictObject({
   host: nonEmpty.default("127.0.0.1"),
   /** Port to listen on. */
   port: port().default(8000),
-  /** Accepted for PyServe files; the runtime sizes the listen queue itself. */
-  backlog: z.int().positive().default(5),
+  /** Length of the listen queue (PyServe's key; the operating system may round it). */
+  backlog: z.int().positive().default(511),
   /** Worker processes sharing the port; "auto" = one per core. */
   workers: z.union([z.int().min(1).max(256), z.literal("auto")], {
     error: (i) => `must be a whole number ≥ 1 or "auto", got ${shown(i.input)}`,

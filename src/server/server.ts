@@ -203,8 +203,9 @@ export async function startServer(
     port: number,
     tls: TlsMaterial | undefined,
     handler: Deno.ServeHandler<Deno.NetAddr>,
+    tcpBacklog: number,
   ): Listening => {
-    const options = { hostname, port, reusePort, onListen() {}, onError };
+    const options = { hostname, port, reusePort, tcpBacklog, onListen() {}, onError };
     try {
       return tls
         ? serveTls({ ...options, cert: tls.cert, key: tls.key }, handler)
@@ -240,7 +241,8 @@ export async function startServer(
     if (tls && cfg.ssl.redirect_http !== undefined) {
       probe(cfg.server.host, cfg.ssl.redirect_http, held);
     }
-    const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined));
+    const backlog = cfg.server.backlog;
+    const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined), backlog);
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
     if (tls && cfg.ssl.redirect_http !== undefined) {
@@ -250,6 +252,7 @@ export async function startServer(
           cfg.ssl.redirect_http,
           undefined,
           redirectToHttps(main.addr.port, displayHost(cfg.server.host)),
+          backlog,
         );
       } catch (e) {
         main.shutdown();

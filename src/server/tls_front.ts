@@ -30,6 +30,8 @@ export interface TlsFrontOptions {
   hostname: string;
   port: number;
   reusePort: boolean;
+  /** Listen queue length. */
+  tcpBacklog: number;
   cert: string;
   key: string;
   onError: (error: unknown) => Response | Promise<Response>;
