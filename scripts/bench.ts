@@ -225,7 +225,7 @@ ssl:
 logging:
   level: INFO
   access_log: ${access}
-`;
+${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n` : ""}`;
   const denoserve = async (
     name: string,
     port: number,
