@@ -689,20 +689,25 @@ function acmeConfigFor(storage: string): AcmeConfig {
   return config.ssl.acme as AcmeConfig;
 }
 
+/** A site whose index.html says `text`, and a config.yaml that gets its certificate from `pebble`. */
+async function writeAcmeSite(dir: string, pebble: Pebble, text: string) {
+  await Deno.writeTextFile(`${dir}/index.html`, text);
+  await Deno.writeTextFile(
+    `${dir}/config.yaml`,
+    `server:\n  port: 0\nhttp:\n  static_dir: .\nssl:\n  enabled: true\n  acme:\n` +
+      `    email: admin@example.com\n    domains: [example.test]\n` +
+      `    directory_url: ${pebble.directoryUrl}\n    ca_file: ${pebble.caFile}\n` +
+      `    storage: ./acme\n    http_port: ${pebble.httpPort}\n`,
+  );
+}
+
 Deno.test({
   name: "acme: the CLI gets its first certificate, then serves HTTPS with it and keeps it",
   ignore: !HAVE_PEBBLE,
   async fn() {
     await using pebble = await startPebble();
     await using dir = await tempDir();
-    await Deno.writeTextFile(`${dir.path}/index.html`, "automatic");
-    await Deno.writeTextFile(
-      `${dir.path}/config.yaml`,
-      `server:\n  port: 0\nhttp:\n  static_dir: .\nssl:\n  enabled: true\n  acme:\n` +
-        `    email: admin@example.com\n    domains: [example.test]\n` +
-        `    directory_url: ${pebble.directoryUrl}\n    ca_file: ${pebble.caFile}\n` +
-        `    storage: ./acme\n    http_port: ${pebble.httpPort}\n`,
-    );
+    await writeAcmeSite(dir.path, pebble, "automatic");
     const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(pebble.caFile)] });
     const root = await (await fetch(`${pebble.managementUrl}/roots/0`, { client })).text();
     client.close();
@@ -736,14 +741,7 @@ Deno.test({
   async fn() {
     await using pebble = await startPebble({ validity: 6 });
     await using dir = await tempDir();
-    await Deno.writeTextFile(`${dir.path}/index.html`, "renewed");
-    await Deno.writeTextFile(
-      `${dir.path}/config.yaml`,
-      `server:\n  port: 0\nhttp:\n  static_dir: .\nssl:\n  enabled: true\n  acme:\n` +
-        `    email: admin@example.com\n    domains: [example.test]\n` +
-        `    directory_url: ${pebble.directoryUrl}\n    ca_file: ${pebble.caFile}\n` +
-        `    storage: ./acme\n    http_port: ${pebble.httpPort}\n`,
-    );
+    await writeAcmeSite(dir.path, pebble, "renewed");
     await using server = await spawnCli(["-c", `${dir.path}/config.yaml`]);
     const port = Number(new URL(server.url).port);
     const first = await servedFingerprint(port);
