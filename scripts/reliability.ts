@@ -82,21 +82,21 @@ async function writeConfig(dir: string, config: Record<string, unknown>) {
 // ---------------------------------------------------------------- load
 
 const WRK_LUA = `
+-- Alternates the two paths; tells answers apart by the ETag only the static file carries.
 local paths = { "/file.txt", "/api/x" }
 local n = 0
-local counts = { 0, 0 }
-local bad = { 0, 0 }
+counts = { 0, 0 }
+bad = { 0, 0 }
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function request()
   n = n + 1
-  local i = (n % 2) + 1
-  last = i
-  return wrk.format("GET", paths[i])
+  return wrk.format("GET", paths[(n % 2) + 1])
 end
 function response(status, headers, body)
-  counts[last] = counts[last] + 1
-  if status < 200 or status > 299 then bad[last] = bad[last] + 1 end
+  local i = headers["etag"] and 1 or 2
+  counts[i] = counts[i] + 1
+  if status < 200 or status > 299 then bad[i] = bad[i] + 1 end
 end
 function done(summary, latency, requests)
   local c1, c2, b1, b2 = 0, 0, 0, 0
@@ -156,7 +156,9 @@ async function loadPhase() {
   const fdAfterLoad = fdCount(pid);
   await sleep(2000);
   const fdIdle = fdCount(pid);
-  back.close();
+  await back.close();
+  await sleep(1000);
+  const fdNoBackend = fdCount(pid);
 
   const num = (re: RegExp) => Number(re.exec(text)?.[1] ?? 0);
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(
@@ -195,7 +197,7 @@ backend in the script's process. Two shared cores run wrk, the server and the ba
 | server RSS after 10 s → end (peak) | ${(at10 / MiB).toFixed(1)} → ${
     (end / MiB).toFixed(1)
   } MiB (${(peak / MiB).toFixed(1)}), ${growth >= 0 ? "+" : ""}${(growth * 100).toFixed(1)}% |
-| server file descriptors before / right after / 2 s later | ${fdBefore} / ${fdAfterLoad} / ${fdIdle} |
+| server file descriptors before / right after / 2 s later / backend stopped | ${fdBefore} / ${fdAfterLoad} / ${fdIdle} / ${fdNoBackend} |
 `);
   say(text);
   say(`load: RSS ${(at10 / MiB).toFixed(1)} → ${(end / MiB).toFixed(1)} MiB`);
