@@ -191,7 +191,7 @@ async function hostileServer(root: string, backendPort: number): Promise<TestSer
       type: "routing",
       config: {
         regex_locations: {
-          "~^/go/(?P<rest>.*)$": { return: "302 https://example.com/{rest}" },
+          "~^/go/(?P<rest>[\\s\\S]*)$": { return: "302 https://example.com/{rest}" },
           "~^/tag/(?P<name>[^/]*)$": {
             return: "200 tagged",
             headers: ["X-Tag: {name}", "X-Uri: $uri"],
@@ -261,6 +261,17 @@ Deno.test("malformed requests over raw TCP get 400 and leave the server serving"
     [
       "oversized header (1 MB)",
       `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${"a".repeat(1_000_000)}\r\n\r\n`,
+      [400, 431],
+    ],
+    [
+      "a 64 KiB header",
+      `GET / HTTP/1.1\r\nHost: a\r\nX-Big: ${"a".repeat(64 * 1024)}\r\n\r\n`,
+      [400, 431],
+    ],
+    [
+      "129 header fields",
+      "GET / HTTP/1.1\r\nHost: a\r\n" +
+      Array.from({ length: 128 }, (_, i) => `X-${i}: v\r\n`).join("") + "\r\n",
       [400, 431],
     ],
     [
@@ -391,6 +402,16 @@ Deno.test("CR/LF never reaches a response header: redirects, locations, proxied 
       assert.doesNotMatch(value, /[\r\n\0]/, `${target}: control character in ${name}`);
     }
   }
+  // A group filled into a redirect target keeps its control characters percent-encoded.
+  const go = await rawRequest(
+    port,
+    "GET /go/a%0d%0aSet-Cookie:x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(go.status, 302);
+  assert.deepEqual(go.headers.find(([k]) => k === "location"), [
+    "location",
+    "https://example.com/a%0D%0ASet-Cookie:x",
+  ]);
   // Headers sent to the backend cannot carry CR/LF either: Deno rejects them on the way in, and
   // what the proxy adds comes from parsed values.
   const sneaky = await rawRequest(
