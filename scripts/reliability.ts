@@ -194,6 +194,7 @@ backend in the script's process. Two shared cores run wrk, the server and the ba
 | latency | ${latency.join(", ")} |
 | socket errors (connect/read/write/timeout) | ${errors.join(" / ")} |
 | non-2xx answers | ${non2xx} (static ${perPath[1]}, proxied ${perPath[3]}) |
+| server RSS before load | ${((samples[0]?.[1] ?? 0) / MiB).toFixed(1)} MiB |
 | server RSS after 10 s → end (peak) | ${(at10 / MiB).toFixed(1)} → ${
     (end / MiB).toFixed(1)
   } MiB (${(peak / MiB).toFixed(1)}), ${growth >= 0 ? "+" : ""}${(growth * 100).toFixed(1)}% |
@@ -520,7 +521,7 @@ async function testsPhase() {
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   const figures = text.split("\n").filter((l) =>
     /^(traversal|fuzz|auth timing|smuggling|header injection|slowloris|slow readers|broken backends|after |chromium|.*: (400|closed))/
-      .test(l)
+      .test(l) && !/ \.\.\. (ok|$)/.test(l)
   );
   const summary = /^(ok|FAILED) \|.*$/m.exec(text)?.[0] ?? "no summary";
   if (!out.success) problems.push(`tests: ${summary}`);
