@@ -113,13 +113,15 @@ async function makeCerts(dir: string) {
 
 // ---------------------------------------------------------------- servers
 
+type Variant = "log" | "2 workers";
+
 interface Server {
   name: string;
   http: number;
   https?: number;
   process: Deno.ChildProcess;
-  /** Access logging on (a second instance), for the logging workload. */
-  logging?: boolean;
+  /** A second instance with access logging on, or with two workers, for those workloads. */
+  variant?: Variant;
 }
 
 async function waitReady(url: string, ms = 10_000): Promise<number> {
@@ -205,11 +207,11 @@ http {
   // denoserve
   const dsHttp = await freePort();
   const dsHttps = await freePort();
-  const dsConf = (port: number, https: boolean, access: boolean) => `
+  const dsConf = (port: number, https: boolean, access: boolean, workers: string) => `
 server:
   host: 127.0.0.1
   port: ${port}
-  workers: ${args.values.workers}
+  workers: ${workers}
   reverse_proxy:
     - path: /proxy
       host: 127.0.0.1
@@ -224,8 +226,14 @@ logging:
   level: INFO
   access_log: ${access}
 `;
-  const denoserve = async (name: string, port: number, https: boolean, access: boolean) => {
-    await Deno.writeTextFile(`${WORK}/${name}.yaml`, dsConf(port, https, access));
+  const denoserve = async (
+    name: string,
+    port: number,
+    https: boolean,
+    access: boolean,
+    workers = args.values.workers,
+  ) => {
+    await Deno.writeTextFile(`${WORK}/${name}.yaml`, dsConf(port, https, access, workers));
     const p = spawn(
       [DENO, "run", "-A", "--unstable-net", `${ROOT}/main.ts`, "-c", `${WORK}/${name}.yaml`],
       {},
@@ -246,21 +254,32 @@ logging:
     name: "denoserve",
     http: dsLogPort,
     process: await denoserve("denoserve-log", dsLogPort, false, true),
-    logging: true,
+    variant: "log",
+  });
+  const ds2Port = await freePort();
+  servers.push({
+    name: "denoserve",
+    http: ds2Port,
+    process: await denoserve("denoserve-2w", ds2Port, false, false, "2"),
+    variant: "2 workers",
   });
 
+  const VARIANTS: (Variant | undefined)[] = [undefined, "log", "2 workers"];
   // nginx
-  for (const logging of [false, true]) {
+  for (const variant of VARIANTS) {
     const [h, s] = [await freePort(), await freePort()];
-    const name = logging ? "nginx-log" : "nginx";
-    const p = await startNginx(name, nginxConf(h, s, logging, name));
-    servers.push({ name: "nginx", http: h, https: s, process: p, logging });
+    const name = `nginx${variant ? "-" + variant.replace(" ", "") : ""}`;
+    const conf = nginxConf(h, s, variant === "log", name)
+      .replace("worker_processes 1;", `worker_processes ${variant === "2 workers" ? 2 : 1};`);
+    const p = await startNginx(name, conf);
+    servers.push({ name: "nginx", http: h, https: s, process: p, variant });
   }
 
   // Caddy
-  for (const logging of [false, true]) {
+  for (const variant of VARIANTS) {
+    const logging = variant === "log";
     const [h, s] = [await freePort(), await freePort()];
-    const name = logging ? "caddy-log" : "caddy";
+    const name = `caddy${variant ? "-" + variant.replace(" ", "") : ""}`;
     const site = `root * ${WORK}/site
   handle_path /proxy/* {
     reverse_proxy 127.0.0.1:${BACKEND}
@@ -284,10 +303,15 @@ https://127.0.0.1:${s} {
     );
     const p = spawn(
       ["caddy", "run", "--adapter", "caddyfile", "--config", `${WORK}/${name}.Caddyfile`],
-      { GOMAXPROCS: "1", HOME: WORK, XDG_DATA_HOME: WORK, XDG_CONFIG_HOME: WORK },
+      {
+        GOMAXPROCS: variant === "2 workers" ? "2" : "1",
+        HOME: WORK,
+        XDG_DATA_HOME: WORK,
+        XDG_CONFIG_HOME: WORK,
+      },
       `${WORK}/${name}.log`,
     );
-    servers.push({ name: "caddy", http: h, https: s, process: p, logging });
+    servers.push({ name: "caddy", http: h, https: s, process: p, variant });
   }
 
   // the runtime's ceiling: a bare Deno.serve answering a constant body
@@ -419,7 +443,7 @@ interface Workload {
   name: string;
   /** Which servers (by name) and how to hit them; undefined = skip that server. */
   run: (s: Server) => (() => Promise<Omit<Result, "rss">>) | undefined;
-  logging?: boolean;
+  variant?: Variant;
 }
 
 const plain = (path: string, extra: string[] = []) => (s: Server) =>
@@ -445,7 +469,8 @@ const WORKLOADS: Workload[] = [
     },
   },
   { name: "reverse proxy 1 KiB", run: plain("/proxy/x") },
-  { name: "1 KiB file, access log on", run: plain("/1k.html"), logging: true },
+  { name: "1 KiB file, access log on", run: plain("/1k.html"), variant: "log" },
+  { name: "1 KiB file, 2 workers", run: plain("/1k.html", ["-t2"]), variant: "2 workers" },
 ];
 
 function median(xs: number[]): number {
@@ -469,7 +494,7 @@ async function main() {
 
   const { servers, startupMs } = await startServers();
   const idle: Record<string, number> = {};
-  for (const s of servers) if (!s.logging) idle[s.name] = await rssMb(s.process.pid);
+  for (const s of servers) if (!s.variant) idle[s.name] = await rssMb(s.process.pid);
   const started = Date.now();
   const rows: string[] = [];
   const ratios: Record<string, { nginx: number; caddy: number; bare?: number }> = {};
@@ -477,7 +502,7 @@ async function main() {
     for (const w of WORKLOADS) {
       if (args.values.only && !w.name.includes(args.values.only)) continue;
       const targets = servers.filter((s) =>
-        (w.logging ? s.logging : !s.logging) && w.run(s) !== undefined &&
+        s.variant === w.variant && w.run(s) !== undefined &&
         (s.name !== "bare Deno.serve" || w.name === "1 KiB file")
       );
       const results = new Map<Server, Result[]>(targets.map((s) => [s, []]));

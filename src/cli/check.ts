@@ -7,11 +7,11 @@
  *
  * @module
  */
-import { createPrivateKey, X509Certificate } from "node:crypto";
 import { dirname, resolve } from "node:path";
 import { ConfigError, loadConfig, type LoadedConfig, readConfigFile } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { unsupported } from "../routes/build.ts";
+import { loadTlsMaterial, parseChain, TlsError } from "../tls/certs.ts";
 import { explainError } from "./errors.ts";
 import type { Flags } from "./flags.ts";
 
@@ -28,9 +28,6 @@ export interface CheckResult {
 
 /** What `--test` checks. */
 export type CheckScope = "all" | "configuration" | "directories";
-
-/** A certificate expiring within this many days is a warning. */
-export const EXPIRY_WARNING_DAYS = 30;
 
 const ok = (name: string, message: string): CheckResult => ({ status: "ok", name, message });
 const warn = (name: string, message: string): CheckResult => ({ status: "warn", name, message });
@@ -87,7 +84,7 @@ export async function checkProxyTargets(config: Config): Promise<CheckResult[]> 
     }
     if (rule.ca_file) {
       try {
-        new X509Certificate(await Deno.readTextFile(rule.ca_file));
+        parseChain(rule.ca_file, await Deno.readTextFile(rule.ca_file));
       } catch (e) {
         problems.push(`${key}.ca_file: cannot load ${rule.ca_file}: ${reason(e)}`);
       }
@@ -118,45 +115,19 @@ export async function checkTls(config: Config, now = new Date()): Promise<CheckR
     return [ok("ssl.acme", `certificates for ${ssl.acme.domains.join(", ")} come from ACME`)];
   }
   const certFile = ssl.cert_file!;
-  const keyFile = ssl.key_file!;
-  let cert: X509Certificate;
+  let tls;
   try {
-    cert = new X509Certificate(await Deno.readTextFile(certFile));
+    tls = await loadTlsMaterial(certFile, ssl.key_file!, now);
   } catch (e) {
-    return [fail("ssl.cert_file", `cannot load certificate ${certFile}: ${reason(e)}`)];
+    if (!(e instanceof TlsError)) throw e;
+    const key = e.path === certFile ? "ssl.cert_file" : "ssl.key_file";
+    return [fail(key, `${e.path}: ${e.reason}`)];
   }
-  let key;
-  try {
-    key = createPrivateKey(await Deno.readTextFile(keyFile));
-  } catch (e) {
-    return [fail("ssl.key_file", `cannot load private key ${keyFile}: ${reason(e)}`)];
-  }
-  if (!cert.checkPrivateKey(key)) {
-    return [
-      fail("ssl.key_file", `${keyFile} is not the private key of the certificate in ${certFile}`),
-    ];
-  }
-  const from = new Date(cert.validFrom);
-  const to = new Date(cert.validTo);
-  const subject = cert.subject.replace(/\n/g, ", ");
-  if (now < from) {
-    return [
-      fail("ssl.cert_file", `${certFile} (${subject}) is not valid before ${from.toISOString()}`),
-    ];
-  }
-  if (now > to) {
-    return [fail("ssl.cert_file", `${certFile} (${subject}) expired on ${to.toISOString()}`)];
-  }
-  const days = Math.floor((to.getTime() - now.getTime()) / 86_400_000);
-  if (days < EXPIRY_WARNING_DAYS) {
-    return [
-      warn(
-        "ssl.cert_file",
-        `${certFile} (${subject}) expires in ${days} days, on ${to.toISOString()}`,
-      ),
-    ];
-  }
-  return [ok("ssl.cert_file", `${subject}, key matches, valid until ${to.toISOString()}`)];
+  const { subject, notAfter } = tls.info;
+  const results = tls.warnings.map((w) => warn("ssl", w));
+  return results.length ? results : [
+    ok("ssl.cert_file", `${subject}, key matches, valid until ${notAfter.toISOString()}`),
+  ];
 }
 
 /** Everything the server validates at start, for a configuration that loaded. */

@@ -5,17 +5,71 @@
  */
 
 /**
+ * Environment variables denoserve reads: its own `DENOSERVE_*` settings, `NO_COLOR`, and the two
+ * debug switches the `yaml` package looks up each time it parses (`LOG_TOKENS`, `LOG_STREAM`).
+ * The compiled binary and `deno task start` grant exactly these.
+ */
+export const ENV_ALLOWED: readonly string[] = [
+  "DENOSERVE_*",
+  "NO_COLOR",
+  "LOG_TOKENS",
+  "LOG_STREAM",
+];
+
+const knownEnv = (name: string) =>
+  ENV_ALLOWED.some((n) => n.endsWith("*") ? name.startsWith(n.slice(0, -1)) : n === name);
+
+/** A missing Deno permission: the kind (`read`, `net`, …) and what was asked for. */
+export interface PermissionProblem {
+  kind: string;
+  target: string;
+}
+
+/** The permission `error` reports as missing, or undefined when it is no permission error. */
+export function permissionProblem(error: unknown): PermissionProblem | undefined {
+  if (!(error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied)) {
+    return undefined;
+  }
+  const m = /Requires (\w+) access to "?([^",]*)"?/.exec(error.message);
+  return m ? { kind: m[1], target: m[2] } : undefined;
+}
+
+/**
+ * How to grant `kind` access to `target`: the flag to add to `deno run`, or, in the compiled
+ * binary (whose permissions are fixed when it is built), what to do instead.
+ */
+export function permissionHint(kind: string, target: string): string {
+  if (kind === "env") {
+    // One flag for everything denoserve reads, so that a person adds it once, not name by name.
+    const flag = knownEnv(target) ? ENV_ALLOWED.join(",") : target;
+    if (Deno.build.standalone) {
+      return knownEnv(target)
+        ? "the binary was built without it; rebuild it with scripts/compile.ts"
+        : `the binary reads only ${ENV_ALLOWED.join(", ")}; ` +
+          `use a name starting with DENOSERVE_ instead of ${target}`;
+    }
+    return `run with --allow-env=${flag}`;
+  }
+  const flag = target ? `--allow-${kind}=${target}` : `--allow-${kind}`;
+  if (Deno.build.standalone) {
+    return `the binary was built without ${flag}; rebuild it with scripts/compile.ts`;
+  }
+  return `run with ${flag}`;
+}
+
+/**
  * One line for an error: a missing Deno permission names the flag to add; other errors give
  * their message (the stack only when `debug`).
  */
 export function explainError(error: unknown, debug = false): string {
+  const problem = permissionProblem(error);
+  if (problem) {
+    const { kind, target } = problem;
+    return `permission denied: ${kind} access to ${target || "this resource"}; ${
+      permissionHint(kind, target)
+    }`;
+  }
   if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-    const m = /Requires (\w+) access to "?([^",]*)"?/.exec(error.message);
-    if (m) {
-      const [, kind, target] = m;
-      const flag = target ? `--allow-${kind}=${target}` : `--allow-${kind}`;
-      return `permission denied: ${kind} access to ${target || "this resource"}; run with ${flag}`;
-    }
     return `permission denied: ${error.message.split("\n")[0]}`;
   }
   if (error instanceof Error) {

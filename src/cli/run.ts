@@ -6,9 +6,11 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
-import { buildApp, unsupported } from "../routes/build.ts";
+import { checkBackends } from "../proxy/check.ts";
+import { type App, buildApp, unsupported } from "../routes/build.ts";
 import { watchReload } from "../server/reload.ts";
 import { type RunningServer, startServer } from "../server/server.ts";
+import { startWorkers, workerCount, type WorkerPool } from "../server/workers.ts";
 import { TlsError } from "../tls/certs.ts";
 import { runSslConfig } from "../tls/ssl_config.ts";
 import { runChecks } from "./check.ts";
@@ -81,9 +83,19 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
       `static folder ${config.http.static_dir} does not exist; serving a welcome page at /`,
     );
   }
+  let app: App;
+  try {
+    app = buildApp(config, log);
+  } catch (e) {
+    stderr(explainError(e, flags.debug));
+    return e instanceof ConfigError ? e.code : 1;
+  }
+  if (!flags.skipProxyCheck && config.server.reverse_proxy.length) {
+    await checkBackends(config.server.reverse_proxy, log);
+  }
   let server: RunningServer;
   try {
-    server = await startServer(config, log, buildApp(config, log));
+    server = await startServer(config, log, app);
   } catch (e) {
     if (e instanceof TlsError) {
       stderr(e.message);
@@ -108,18 +120,36 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
       return { ...next, app: buildApp(next.config, log) };
     },
   });
+  const extra = workerCount(config.server.workers) - 1;
+  let pool: WorkerPool | undefined;
+  if (extra > 0) {
+    try {
+      pool = await startWorkers(extra, flags, server.addr.port, log);
+    } catch (e) {
+      stderr(`cannot start workers: ${explainError(e, flags.debug)}`);
+      await server.shutdown(0);
+      return 1;
+    }
+  }
+  const reloadWorkers = () => pool?.reload();
+  if (pool && Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", reloadWorkers);
   log.info(
     `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +
-      (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)"),
+      (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)") +
+      (pool ? ` with ${pool.size + 1} workers` : ""),
   );
   log.flush();
   const stop = () => {
     log.info("shutting down");
-    server.shutdown();
+    const timeoutMs = server.config.server.shutdown_timeout * 1000;
+    pool?.stop(timeoutMs);
+    server.shutdown(timeoutMs);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   await server.finished;
+  await pool?.stop(0);
+  if (pool && Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", reloadWorkers);
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   return 0;

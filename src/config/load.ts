@@ -6,6 +6,7 @@
 import { isAbsolute, resolve } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
+import { permissionHint, permissionProblem } from "../cli/errors.ts";
 import type { Flags } from "../cli/flags.ts";
 import { Config, PATH_KEYS } from "./schema.ts";
 import { didYouMean } from "./suggest.ts";
@@ -85,7 +86,17 @@ function substituteEnv(
 ): unknown {
   if (typeof value === "string") {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
-      const v = env(name);
+      let v: string | undefined;
+      try {
+        v = env(name);
+      } catch (e) {
+        const denied = permissionProblem(e);
+        if (!denied) throw e;
+        throw new ConfigError(
+          `${where(path)}${pathString(path)} uses \${${name}}, but reading the environment ` +
+            `variable ${name} is not permitted; ${permissionHint("env", name)}`,
+        );
+      }
       if (v === undefined) {
         throw new ConfigError(
           `${where(path)}${

@@ -9,6 +9,7 @@
  * @module
  */
 import { dirname } from "node:path";
+import { explainError } from "../cli/errors.ts";
 
 /** Options of {@link openFileSink}. */
 export interface FileSinkOptions {
@@ -120,7 +121,7 @@ export function openFileSink(options: FileSinkOptions): FileSink {
       } catch (e) {
         // Reported once per failing stretch; the lines of a failed write are dropped so that a
         // broken disk cannot make memory grow without bound.
-        if (!failing) report(`cannot write log file ${path}: ${(e as Error).message}`);
+        if (!failing) report(`cannot write log file ${path}: ${explainError(e)}`);
         failing = true;
         try {
           file.close();

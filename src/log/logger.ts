@@ -63,6 +63,11 @@ export interface LoggerOptions {
   maxFileSize?: number;
   /** Rotated files kept. Default 5. */
   backups?: number;
+  /**
+   * Hand finished console and file text to this function (a worker passing its lines to the
+   * thread that owns the console and the file) instead of writing them.
+   */
+  forward?: (consoleText: string, fileText: string) => void;
 }
 
 /** The logger every module is handed. */
@@ -81,6 +86,8 @@ export interface Logger {
   flush(): void;
   /** Writes out everything buffered and closes the log file; call once at shutdown. */
   close(): Promise<void>;
+  /** Writes text another logger formatted (see {@link LoggerOptions.forward}). */
+  forward(consoleText: string, fileText: string): void;
 }
 
 /** {@link LoggerOptions} from the `logging:` section. */
@@ -115,14 +122,23 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const colors = toConsole && useColors(options.colors ?? true);
   const accessFormat = options.accessFormat ?? "common";
   const structured = options.structured ?? false;
-  const file: FileSink | undefined = options.file
-    ? openFileSink({
+  const forward = options.forward;
+  let forwardFile: string[] = [];
+  const file: FileSink | undefined = !options.file ? undefined : forward
+    ? {
+      write: (line) => {
+        forwardFile.push(line);
+        if (timer === undefined) timer = setTimeout(flushConsole, 20);
+      },
+      flush: () => flushConsole(),
+      close: () => Promise.resolve(flushConsole()),
+    }
+    : openFileSink({
       path: options.file,
       rotate: options.rotate,
       maxBytes: options.maxFileSize,
       backups: options.backups,
-    })
-    : undefined;
+    });
 
   const encoder = new TextEncoder();
   let buffer: string[] = [];
@@ -131,6 +147,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const flushConsole = () => {
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
+    if (forward) {
+      if (buffer.length || forwardFile.length) forward(buffer.join(""), forwardFile.join(""));
+      [buffer, forwardFile] = [[], []];
+      return;
+    }
     if (buffer.length === 0) return;
     const data = encoder.encode(buffer.join(""));
     buffer = [];
@@ -193,6 +214,10 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     async close() {
       flushConsole();
       await file?.close();
+    },
+    forward(consoleText, fileText) {
+      if (consoleText && toConsole) toStderr(consoleText);
+      if (fileText && file) file.write(fileText);
     },
   };
 }

@@ -5,9 +5,10 @@
  *
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
  * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
- * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–5.
- * 4. V2 locations (`routing` extension): exact, regex, prefix, `__default__`.
- * 5. Static files from `http.static_dir` for everything else.
+ * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
+ * 4. Reverse proxy rules (`server.reverse_proxy`), longest prefix first.
+ * 5. V2 locations (`routing` extension): exact, regex, prefix, `__default__`.
+ * 6. Static files from `http.static_dir` for everything else.
  *
  * Every error answer comes from {@link App.errorResponse}, which uses the templates folder.
  *
@@ -16,6 +17,7 @@
 import { type Config, routingConfig, securityConfig } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { errorPage } from "../pages/html.ts";
+import { createProxy } from "../proxy/proxy.ts";
 import { createFileServer } from "../static/file_server.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
 import { withCors } from "./cors.ts";
@@ -79,9 +81,10 @@ export function buildApp(config: Config, log: Logger, options: BuildOptions = {}
   // The forwarder behind `proxy_pass`: the reverse proxy when given, else plain fetch.
   const forward = options.forward?.(errorResponse) ?? createFetchForward({ errorResponse });
 
-  // Behind authentication: `server.reverse_proxy` rules (their place is at the head of this
-  // list), then V2 locations, then static files.
+  // Behind authentication: `server.reverse_proxy` rules, then V2 locations, then static files.
   const guarded: Route[] = [];
+  const proxy = createProxy(config.server.reverse_proxy, log, errorResponse);
+  if (proxy.route) guarded.push(proxy.route);
   const locations = createLocationRoute(routingConfig(config), {
     config,
     errorResponse,
@@ -101,13 +104,12 @@ export function buildApp(config: Config, log: Logger, options: BuildOptions = {}
   let handle = dispatch(routes, inner);
   const cors = securityConfig(config)?.cors;
   if (cors) handle = withCors(cors, handle);
-  return { handle, errorResponse, close() {} };
+  return { handle, errorResponse, close: () => proxy.close() };
 }
 
 /** Configuration this build cannot serve yet, named so that it is never silently ignored. */
 export function unsupported(config: Config): string[] {
   const found: string[] = [];
-  if (config.server.reverse_proxy.length) found.push("server.reverse_proxy");
   config.extensions.forEach((e, i) => {
     if (e.type === "security") {
       for (const [key, value] of Object.entries(e.config)) {
@@ -121,6 +123,5 @@ export function unsupported(config: Config): string[] {
     }
   });
   if (config.ssl.acme) found.push("ssl.acme");
-  if (config.server.workers !== 1) found.push("server.workers");
   return found;
 }

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { explainError, permissionHint, permissionProblem } from "../cli/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { errorPage, escapeHtml, statusText } from "../pages/html.ts";
 
@@ -118,6 +119,7 @@ export function createErrorPages(options: ErrorPagesOptions = {}): {
   const ttl = options.ttlMs ?? 1000;
   const slots = new Map<string, Slot>();
   const decoder = new TextDecoder("utf-8", { fatal: true });
+  let deniedReported = false;
 
   const load = (name: string, old: Template | null, slot: Slot | undefined): Slot => {
     const path = `${dir}/${name}`;
@@ -139,7 +141,19 @@ export function createErrorPages(options: ErrorPagesOptions = {}): {
       if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
         return { template: null, checkedAt: now };
       }
-      const problem = e instanceof Error ? e.message : String(e);
+      if (permissionProblem(e)) {
+        // Said once for the folder, with the flag that covers every template in it.
+        if (!deniedReported) {
+          deniedReported = true;
+          options.log?.warn(
+            `error templates in ${dir} are not used: permission denied: read access to ${dir}; ${
+              permissionHint("read", dir!)
+            }`,
+          );
+        }
+        return { template: null, checkedAt: now, problem: "permission denied" };
+      }
+      const problem = explainError(e);
       if (slot?.problem !== problem) {
         options.log?.warn(`error template ${path} is not used: ${problem}`);
       }

@@ -1,9 +1,11 @@
 /**
- * The contract between locations that say `proxy_pass` and the reverse proxy, and a plain
- * `fetch` forwarder that fulfils it until the full proxy (src/proxy/) is plugged in.
+ * The forwarder behind `proxy_pass` in V2 locations, whose backend URL can change per request
+ * (named groups): `fetch` with the reverse proxy's header rules from src/proxy/headers.ts.
+ * Pools, health checks and WebSocket bridging are for `server.reverse_proxy` rules.
  *
  * @module
  */
+import { forwardHeaders, responseHeaders } from "../proxy/headers.ts";
 import type { ErrorResponder } from "./errors.ts";
 import type { RequestContext } from "./types.ts";
 
@@ -17,18 +19,6 @@ export type ProxyForward = (
   target: URL,
 ) => Promise<Response>;
 
-const HOP_BY_HOP = [
-  "connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-];
-
 /** Options of {@link createFetchForward}. */
 export interface FetchForwardOptions {
   errorResponse: ErrorResponder;
@@ -37,24 +27,16 @@ export interface FetchForwardOptions {
 }
 
 /**
- * A minimal forwarder over `fetch`: drops hop-by-hop headers, adds `X-Forwarded-For`,
- * `X-Forwarded-Host` and `X-Forwarded-Proto`, streams both bodies, does not follow redirects,
+ * A forwarder over `fetch` with the reverse proxy's header rules (hop-by-hop headers dropped both
+ * ways, `X-Forwarded-*` and `X-Real-IP` set, a `Location` naming the backend made relative to
+ * this server), streaming both bodies; it does not follow redirects,
  * answers 502 when the backend cannot be reached and 504 when it does not answer in time.
  */
 export function createFetchForward(options: FetchForwardOptions): ProxyForward {
   const timeoutMs = (options.timeoutSeconds ?? 30) * 1000;
   return async (request, ctx, target) => {
-    const headers = new Headers(request.headers);
-    for (const name of HOP_BY_HOP) headers.delete(name);
+    const headers = forwardHeaders(request, ctx);
     headers.delete("host");
-    // fetch would otherwise decompress the answer and leave a wrong Content-Encoding behind.
-    headers.set("accept-encoding", "identity");
-    const forwarded = headers.get("x-forwarded-for");
-    const client = ctx.remote.hostname;
-    headers.set("x-forwarded-for", forwarded ? `${forwarded}, ${client}` : client);
-    const host = request.headers.get("host");
-    if (host) headers.set("x-forwarded-host", host);
-    headers.set("x-forwarded-proto", ctx.secure ? "https" : "http");
     // The timeout covers the wait for the answer's headers only; a long download may go on.
     const abort = new AbortController();
     let timedOut = false;
@@ -77,8 +59,7 @@ export function createFetchForward(options: FetchForwardOptions): ProxyForward {
     } finally {
       clearTimeout(timer);
     }
-    const out = new Headers(answer.headers);
-    for (const name of HOP_BY_HOP) out.delete(name);
+    const out = responseHeaders(answer.headers, [target.origin.toLowerCase()], () => "", "");
     return new Response(answer.body, {
       status: answer.status,
       statusText: answer.statusText,

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { explainError, permissionProblem } from "../cli/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { requestIdFor, withRequestId } from "../log/access.ts";
@@ -40,6 +41,15 @@ export interface RunningServer {
 }
 
 const displayHost = (host: string) => host.includes(":") ? `[${host}]` : host;
+
+/** Options of {@link startServer}. */
+export interface StartOptions {
+  /**
+   * Join listeners that another worker of this process already holds on the same port
+   * (SO_REUSEPORT) instead of reporting the port as in use. Default false.
+   */
+  sharePort?: boolean;
+}
 
 /** A set of listeners opened together for one configuration. */
 interface Generation {
@@ -98,7 +108,12 @@ function checkMigrate(log: Logger) {
 }
 
 /** Starts listening with `app` answering requests (over TLS when `config.ssl.enabled`). */
-export async function startServer(config: Config, log: Logger, app: App): Promise<RunningServer> {
+export async function startServer(
+  config: Config,
+  log: Logger,
+  app: App,
+  options: StartOptions = {},
+): Promise<RunningServer> {
   let current = app;
   let active = config;
   let hsts = config.ssl.enabled ? config.ssl.hsts : undefined;
@@ -174,7 +189,11 @@ export async function startServer(config: Config, log: Logger, app: App): Promis
   };
 
   const onError = (error: unknown) => {
-    log.error(`request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`);
+    log.error(
+      permissionProblem(error)
+        ? `request failed: ${explainError(error)}`
+        : `request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`,
+    );
     return current.errorResponse(500, new Request("http://x/"));
   };
 
@@ -204,6 +223,7 @@ export async function startServer(config: Config, log: Logger, app: App): Promis
   // With SO_REUSEPORT a second server on a taken port would share it silently; a plain bind
   // first keeps "already in use" for ports this server does not hold yet.
   const probe = (hostname: string, port: number, held: number[]) => {
+    if (options.sharePort) return;
     if (reusePort && port !== 0 && !held.includes(port)) Deno.listen({ hostname, port }).close();
   };
 

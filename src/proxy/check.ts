@@ -1,0 +1,36 @@
+/**
+ * The start-up check: each backend gets one TCP connection attempt; one that cannot be reached
+ * is a warning (it may come up later), never a reason not to start.
+ *
+ * @module
+ */
+import type { ProxyRule } from "../config/schema.ts";
+import type { Logger } from "../log/logger.ts";
+import { tcpReachable } from "./forward.ts";
+import { compileRule } from "./rules.ts";
+
+/** Probes every backend of `rules` at once; resolves to the unreachable ones ("host:port"). */
+export async function checkBackends(
+  rules: readonly ProxyRule[],
+  log: Logger,
+  timeoutMs = 3000,
+): Promise<string[]> {
+  const seen = new Map<string, { host: string; port: number; rule: number; path: string }>();
+  rules.forEach((r, i) => {
+    for (const b of compileRule(r, i).backends) {
+      const key = `${b.host}:${b.port}`;
+      if (!seen.has(key)) seen.set(key, { host: b.host, port: b.port, rule: i, path: r.path });
+    }
+  });
+  const down: string[] = [];
+  await Promise.all([...seen].map(async ([key, b]) => {
+    const limit = Math.min(timeoutMs, rules[b.rule].connect_timeout * 1000);
+    if (await tcpReachable(b.host, b.port, limit)) return;
+    down.push(key);
+    log.warn(
+      `server.reverse_proxy[${b.rule}]: backend ${key} for ${b.path} is not reachable now; ` +
+        `requests get 502 until it is (--skip-proxy-check skips this check)`,
+    );
+  }));
+  return down;
+}

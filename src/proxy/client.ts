@@ -1,0 +1,125 @@
+/**
+ * HTTP clients for backends: one keep-alive `Deno.HttpClient` per rule, trusting `ca_file` in
+ * addition to the system roots. `insecure_skip_verify` has no switch in Deno's HTTP client, so
+ * such a backend is reached through a loopback bridge that speaks TLS to it without verifying
+ * (node:tls with `rejectUnauthorized: false`) while the client speaks plain HTTP to the bridge.
+ *
+ * @module
+ */
+import { isIP } from "node:net";
+import { Duplex } from "node:stream";
+import tls from "node:tls";
+import { ConfigError } from "../config/load.ts";
+import type { Backend, CompiledRule } from "./rules.ts";
+
+/** How requests reach one backend. */
+export interface Link {
+  client: Deno.HttpClient;
+  /** Base URL for fetch, without a trailing slash. */
+  base: string;
+  /** Base URL for WebSocket, without a trailing slash. */
+  wsBase: string;
+}
+
+/** The links of one rule, in backend order. */
+export interface Links extends Disposable {
+  links: Link[];
+}
+
+function readCa(rule: CompiledRule): string[] {
+  const file = rule.rule.ca_file;
+  if (file === undefined) return [];
+  const key = `server.reverse_proxy[${rule.index}].ca_file`;
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "does not exist" : (e as Error).message;
+    throw new ConfigError(`${key}: ${file} ${why}; point it at a PEM file with the backend's CA`);
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new ConfigError(`${key}: ${file} holds no PEM certificate`);
+  }
+  return [text];
+}
+
+function bridge(backend: Backend, caCerts: string[]): { port: number; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  const serve = async () => {
+    for await (const conn of listener) {
+      open.add(conn);
+      const socket = tls.connect({
+        host: backend.host,
+        port: backend.port,
+        rejectUnauthorized: false,
+        servername: isIP(backend.host) ? undefined : backend.host,
+        ca: caCerts.length ? caCerts : undefined,
+        ALPNProtocols: ["http/1.1"],
+      });
+      const peer = Duplex.toWeb(socket);
+      const done = () => {
+        open.delete(conn);
+        socket.destroy();
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      };
+      socket.on("error", done);
+      Promise.allSettled([
+        conn.readable.pipeTo(peer.writable as WritableStream<Uint8Array>),
+        (peer.readable as ReadableStream<Uint8Array>).pipeTo(conn.writable),
+      ]).then(done);
+    }
+  };
+  serve().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close() {
+      listener.close();
+      for (const c of open) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
+/** Opens the clients for `rule`; dispose them when the configuration is replaced. */
+export function openLinks(rule: CompiledRule): Links {
+  const caCerts = readCa(rule);
+  const allowHost = rule.rule.preserve_host;
+  const closers: (() => void)[] = [];
+  let links: Link[];
+  if (rule.rule.ssl && rule.rule.insecure_skip_verify) {
+    links = rule.backends.map((backend) => {
+      const b = bridge(backend, caCerts);
+      const client = Deno.createHttpClient({
+        allowHost,
+        proxy: { transport: "tcp", hostname: "127.0.0.1", port: b.port },
+      });
+      closers.push(() => client.close(), b.close);
+      const plain = backend.origin.replace(/^https:/, "http:");
+      return { client, base: plain, wsBase: plain.replace(/^http:/, "ws:") };
+    });
+  } else {
+    const client = Deno.createHttpClient({ allowHost, caCerts });
+    closers.push(() => client.close());
+    links = rule.backends.map((backend) => ({
+      client,
+      base: backend.origin,
+      wsBase: backend.wsOrigin,
+    }));
+  }
+  return {
+    links,
+    [Symbol.dispose]() {
+      for (const close of closers) {
+        try {
+          close();
+        } catch { /* already closed */ }
+      }
+    },
+  };
+}

@@ -1,0 +1,123 @@
+/**
+ * The proxy route: compiles `server.reverse_proxy` into one matcher and a forwarder per rule.
+ *
+ * @module
+ */
+import type { ProxyRule } from "../config/schema.ts";
+import type { Logger } from "../log/logger.ts";
+import type { Handler, RequestContext, Route } from "../routes/types.ts";
+import { type Links, openLinks } from "./client.ts";
+import { createForwarder, describeError, type ErrorResponse, isConnectError } from "./forward.ts";
+import { createPool, type Pool } from "./pool.ts";
+import { compileMatcher, compileRule, upstreamPath } from "./rules.ts";
+import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./websocket.ts";
+
+/** The proxy part of an app. */
+export interface Proxy {
+  /** Undefined when no rule is configured. */
+  route?: Route;
+  /** Stops health checks and closes backend connections. */
+  close(): void;
+}
+
+/** Builds the proxy route for `rules`; throws ConfigError for a rule that cannot be used. */
+export function createProxy(
+  rules: readonly ProxyRule[],
+  log: Logger,
+  errorResponse: ErrorResponse,
+): Proxy {
+  if (rules.length === 0) return { close() {} };
+  const compiled = rules.map(compileRule);
+  const opened: Links[] = [];
+  const pools: Pool[] = [];
+  const close = () => {
+    for (const p of pools) p.close();
+    for (const l of opened) l[Symbol.dispose]();
+  };
+  const handlers: Handler[] = [];
+  try {
+    for (const rule of compiled) {
+      const where = `server.reverse_proxy[${rule.index}]`;
+      if (rule.rule.insecure_skip_verify && rule.rule.ssl) {
+        log.warn(
+          `${where}: insecure_skip_verify is on: the certificate of ` +
+            `${rule.backends.map((b) => b.origin).join(", ")} is NOT verified; anyone on the ` +
+            `path can read and change this traffic. Use ca_file instead.`,
+        );
+      }
+      log.info(
+        `proxy ${rule.rule.path} → ${rule.backends.map((b) => b.origin).join(", ")}` +
+          (rule.rule.strip_prefix && rule.prefix ? " (prefix stripped)" : ""),
+      );
+      const links = openLinks(rule);
+      opened.push(links);
+      const pool = createPool(
+        rule,
+        log,
+        (backend, signal) =>
+          fetch(links.links[rule.backends.indexOf(backend)].base + rule.rule.health_path, {
+            client: links.links[rule.backends.indexOf(backend)].client,
+            redirect: "manual",
+            signal,
+          }),
+      );
+      pools.push(pool);
+      const forward = createForwarder({
+        rule,
+        pool,
+        links: links.links,
+        log,
+        errorResponse,
+        watchBodies: true,
+      });
+      const websocket = async (request: Request, ctx: RequestContext) => {
+        const member = pool.pick();
+        if (member === undefined) return errorResponse(502, request);
+        member.active++;
+        let open = true;
+        const release = () => {
+          if (open) member.active--;
+          open = false;
+        };
+        try {
+          return await bridgeWebSocket(request, ctx, {
+            onClose: release,
+            link: links.links[member.index],
+            target: upstreamPath(rule, ctx.path) + ctx.query,
+            preserveHost: rule.rule.preserve_host,
+            timeoutMs: rule.responseTimeoutMs,
+            log,
+            where,
+          });
+        } catch (e) {
+          release();
+          const reason = describeError(e);
+          if (e instanceof BackendUnavailable && e.timedOut) {
+            log.warn(`${where}: WebSocket ${ctx.path} to ${member.backend.origin}: ${reason}`);
+            return errorResponse(504, request);
+          }
+          if (isConnectError(e)) pool.fail(member, reason);
+          log.warn(`${where}: WebSocket ${ctx.path} to ${member.backend.origin}: ${reason}`);
+          return errorResponse(502, request);
+        }
+      };
+      handlers.push((request, ctx) =>
+        isWebSocketUpgrade(request) ? websocket(request, ctx) : forward(request, ctx)
+      );
+    }
+  } catch (e) {
+    close();
+    throw e;
+  }
+  const match = compileMatcher(compiled.map((r) => r.prefix));
+  // match() and handle() run back to back in the same tick, so the index can wait here.
+  let matched = -1;
+  return {
+    route: {
+      name: "proxy",
+      match: (ctx) => (matched = match(ctx.path)) >= 0,
+      handle: (request, ctx) => handlers[matched](request, ctx),
+    },
+    close,
+  };
+}
