@@ -156,6 +156,7 @@ function brokenBackend(mode: "reset" | "close" | "garbage" | "mid-body" | "hang"
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const open = new Set<Deno.Conn>();
   let accepted = 0;
+  let closed = false;
   const loop = (async () => {
     for await (const conn of listener) {
       accepted++;
@@ -195,6 +196,8 @@ function brokenBackend(mode: "reset" | "close" | "garbage" | "mid-body" | "hang"
       return accepted;
     },
     async [Symbol.asyncDispose]() {
+      if (closed) return;
+      closed = true;
       listener.close();
       for (const c of open) {
         try {
@@ -274,5 +277,158 @@ Deno.test("broken backends: reset, early close, garbage give 502, a cut body abo
     await backToBaseline(pid, baseline, "after broken backends");
   } finally {
     await good.shutdown();
+  }
+});
+
+Deno.test("broken backends behind server.reverse_proxy: 502, 504 on a hang, a cut body aborts; descriptors return", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  await using reset = brokenBackend("reset");
+  await using close = brokenBackend("close");
+  await using garbage = brokenBackend("garbage");
+  await using midBody = brokenBackend("mid-body");
+  await using hang = brokenBackend("hang");
+  const good = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("good"),
+  );
+  try {
+    // fail_timeout is short so that a backend marked down is tried again by the next round.
+    const rule = (path: string, port: number) => ({
+      path,
+      host: "127.0.0.1",
+      port,
+      response_timeout: 1,
+      connect_timeout: 2,
+      fail_timeout: 0.1,
+    });
+    await using srv = await serve(dir.path, {
+      http: { static_dir: `${dir.path}/site` },
+      logging: { access_log: false },
+      server: {
+        reverse_proxy: [
+          rule("/reset", reset.port),
+          rule("/close", close.port),
+          rule("/garbage", garbage.port),
+          rule("/midbody", midBody.port),
+          rule("/hang", hang.port),
+          rule("/good", good.addr.port),
+        ],
+      },
+    });
+    const pid = srv.process.pid;
+    const port = portOf(srv.url);
+    assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
+    assert.equal(await (await fetch(srv.url)).text(), "home");
+    const baseline = fdCount(pid);
+    const report: string[] = [];
+    for (let round = 0; round < 2; round++) {
+      // A hanging backend: 504 after response_timeout, while other routes answer at once.
+      const t = performance.now();
+      const hanging = fetch(`${srv.url}/hang/x`);
+      for (let i = 0; i < 5; i++) {
+        const s = performance.now();
+        assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
+        assert.ok(performance.now() - s < 500, "other routes wait for the hanging one");
+      }
+      const hung = await hanging;
+      await hung.body?.cancel();
+      if (round === 0) {
+        report.push(`hang: ${hung.status} after ${(performance.now() - t).toFixed(0)} ms`);
+      }
+      assert.equal(hung.status, 504);
+      // A client that gives up on a hanging backend: the backend request is dropped with it.
+      await fetch(`${srv.url}/hang/y`, { signal: AbortSignal.timeout(200) }).catch(() => {});
+      for (const name of ["reset", "close", "garbage"]) {
+        const res = await fetch(`${srv.url}/${name}/x`);
+        await res.body?.cancel();
+        if (round === 0) report.push(`${name}: ${res.status}`);
+        assert.equal(res.status, 502, name);
+        assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
+      }
+      const cut = await rawRequest(port, "GET /midbody/x HTTP/1.1\r\nHost: a\r\n\r\n", 3000);
+      const body = cut.text.slice(cut.text.indexOf("\r\n\r\n") + 4);
+      if (round === 0) {
+        report.push(
+          `mid-body: ${cut.status}, ${body.length} body bytes, then closed: ${cut.closed}`,
+        );
+      }
+      assert.ok(cut.closed, "a cut body ends the client's connection");
+      const length = cut.headers.find(([k]) => k === "content-length")?.[1];
+      const chunked = cut.headers.some(([k, v]) => k === "transfer-encoding" && v === "chunked");
+      assert.ok(
+        (length !== undefined && body.length < Number(length)) ||
+          (chunked && !body.endsWith("0\r\n\r\n")),
+        `mid-body answer looked complete: ${cut.text.slice(0, 200)}`,
+      );
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    console.log(`reverse_proxy broken backends: ${report.join("; ")}`);
+    // The hanging backend still holds its side of the connections; the server must not.
+    await hang[Symbol.asyncDispose]();
+    await backToBaseline(pid, baseline, "after broken backends (reverse_proxy)");
+  } finally {
+    await good.shutdown();
+  }
+});
+
+Deno.test("a slow reader of a large proxied download does not grow the server's memory", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  const chunk = new Uint8Array(64 * 1024);
+  // A backend that streams 256 MiB as fast as it is asked for.
+  const big = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    let left = 256 * MiB;
+    return new Response(
+      new ReadableStream({
+        pull(ctrl) {
+          if (left <= 0) return ctrl.close();
+          ctrl.enqueue(chunk.slice());
+          left -= chunk.length;
+        },
+      }, { highWaterMark: 0 }),
+      { headers: { "content-length": String(256 * MiB) } },
+    );
+  });
+  try {
+    await using srv = await serve(dir.path, {
+      http: { static_dir: `${dir.path}/site` },
+      logging: { access_log: false },
+      server: { reverse_proxy: [{ path: "/big", host: "127.0.0.1", port: big.addr.port }] },
+    });
+    const pid = srv.process.pid;
+    const port = portOf(srv.url);
+    const warm = await fetch(`${srv.url}/big/`);
+    await warm.body?.cancel();
+    await new Promise((r) => setTimeout(r, 300));
+    const before = rssBytes(pid);
+    const readers = await Promise.all(Array.from({ length: 4 }, async () => {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      await c.write(enc.encode("GET /big/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+      return c;
+    }));
+    let received = 0;
+    const buf = new Uint8Array(64 * 1024);
+    let peak = before;
+    const until = Date.now() + 3000;
+    while (Date.now() < until) {
+      for (const c of readers) {
+        const n = await c.read(buf);
+        if (n) received += n;
+      }
+      peak = Math.max(peak, rssBytes(pid));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const growth = peak - before;
+    console.log(
+      `slow readers through the proxy: 4 × 256 MiB, ${
+        (received / MiB).toFixed(1)
+      } MiB read in 3 s; ` +
+        `server RSS peak growth ${(growth / MiB).toFixed(1)} MiB`,
+    );
+    assert.ok(growth < 64 * MiB, `server RSS grew by ${growth / MiB} MiB`);
+    for (const c of readers) c.close();
+  } finally {
+    await big.shutdown();
   }
 });
