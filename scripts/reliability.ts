@@ -267,6 +267,8 @@ async function shutdownPhase() {
   const after = results.filter((r) => r.start >= signalAt);
   const refused = after.filter((r) => !r.ok).length;
   const lostBefore = results.filter((r) => r.start < signalAt - 50 && !r.ok);
+  // Sent in the last 50 ms before the signal: on the wire, or not yet read, when it came.
+  const racing = results.filter((r) => r.start >= signalAt - 50 && r.start < signalAt);
   if (inFlightOk !== inFlight.length || lostBefore.length) {
     problems.push(
       `shutdown: ${
@@ -286,6 +288,9 @@ SIGTERM to the CLI server (\`shutdown_timeout: 10\`).
   }, failed ${lostBefore.length} |
 | in flight at the signal (proxied, 300 ms) | ${inFlight.length}, completed with 200: ${inFlightOk} |
 | process exit after the signal | ${(exitedAt - signalAt).toFixed(0)} ms, status ${code} |
+| requests sent in the 50 ms before the signal | ${racing.length}, failed ${
+    racing.filter((r) => !r.ok).length
+  } |
 | requests started after the signal | ${after.length}, refused ${refused} (listener closed, as expected) |
 ${
     lostBefore.length
@@ -301,7 +306,9 @@ async function reloadPhase() {
   await using dir = await tempDir();
   const root = await site(dir.path);
   const certs = await makeCerts(dir.path);
+  const back = backend();
   const base = {
+    ...proxyConfig("/api", back.port),
     http: { static_dir: root },
     ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
     logging: { access_log: false, level: "INFO" },
@@ -310,14 +317,19 @@ async function reloadPhase() {
   await using srv = await spawnCli(["-c", configPath, "-p", "0"], { cwd: dir.path });
   const pid = srv.process.pid;
   const url = `https://localhost:${new URL(srv.url).port}/file.txt`;
+  const proxied = url.replace("/file.txt", "/api/x");
   const loops = [
-    ...Array.from({ length: 4 }, () => clientLoop(url, certs.caPem, false)),
+    ...Array.from({ length: 3 }, () => clientLoop(url, certs.caPem, false)),
+    ...Array.from({ length: 2 }, () => clientLoop(proxied, certs.caPem, false)),
     ...Array.from({ length: 2 }, () => clientLoop(url, certs.caPem, true)),
   ];
   const steps: string[] = [];
   await sleep(1500);
   // 1. a configuration change (a redirect added), by SIGHUP
-  await writeConfig(dir.path, { ...base, server: { redirect_instructions: [{ "/old": "/new" }] } });
+  await writeConfig(dir.path, {
+    ...base,
+    server: { ...base.server, redirect_instructions: [{ "/old": "/new" }] },
+  });
   Deno.kill(pid, "SIGHUP");
   await srv.waitFor("reloaded configuration", 10_000);
   steps.push("SIGHUP with a changed configuration");
@@ -337,6 +349,7 @@ async function reloadPhase() {
     await l.stop();
     return { ok: l.ok, failures: l.failures, resets: l.resets };
   }));
+  await back.close();
   const ok = counts.reduce((n, c) => n + c.ok, 0);
   const failures = counts.flatMap((c) => c.failures);
   const resets = counts.flatMap((c) => c.resets);
@@ -350,8 +363,8 @@ async function reloadPhase() {
   if (failures.length) problems.push(`reload: ${failures.length} failed requests`);
   sections.push(`## Certificate and configuration reload under load
 
-HTTPS CLI server; 4 clients on kept-alive connections and 2 opening a new connection per request,
-for about 6 s, while: ${steps.join("; ")}.
+HTTPS CLI server; 3 clients on kept-alive connections to a static file, 2 to a proxied route, and 2
+opening a new connection per request, for about 6 s, while: ${steps.join("; ")}.
 
 | figure | value |
 | --- | --- |
