@@ -435,9 +435,6 @@ async function tlsPhase() {
     );
     return;
   }
-  if (Deno.env.get("TESTSSL_DUMP")) {
-    await Deno.copyFile(`${dir.path}/testssl.json`, Deno.env.get("TESTSSL_DUMP")!);
-  }
   // testssl 3.0 (Debian 12) says PFS where later versions say FS.
   const get = (id: string) =>
     findings.find((f) => f.id === id) ?? findings.find((f) => f.id === id.replace(/^FS/, "PFS"));
