@@ -515,6 +515,17 @@ Deno.test("a backend dying mid-body aborts the client's connection and is logged
   assert.ok(srv.log.lines.filter((l) => /broke off the response/.test(l)).length >= 2);
 });
 
+Deno.test("a small answer the backend breaks off becomes a logged 502, never a short 200", async () => {
+  await using short = rawBackend(async (conn) => {
+    await conn.write(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this"));
+  });
+  await using srv = await proxyServer([at(short, "/short")]);
+  const res = await fetch(srv.url + "/short/x");
+  assert.equal(res.status, 502);
+  await res.body?.cancel();
+  assert.ok(srv.log.lines.some((l) => /broke off the response to GET \/short\/x/.test(l)));
+});
+
 // ---------------------------------------------------------------------------------------------
 // Several backends
 

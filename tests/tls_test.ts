@@ -70,6 +70,42 @@ Deno.test({
   },
 });
 
+Deno.test("https: requests see the client's own address, over HTTP/1.1 and HTTP/2", async () => {
+  await using tmp = await tempDir();
+  const certs = await site(tmp.path);
+  await using srv = await startTestServer(tlsConfig(tmp.path, certs));
+  srv.server.swap({
+    handle: (_request, ctx) =>
+      new Response(`${ctx.remote.hostname} ${ctx.remote.port} ${ctx.secure}`),
+    errorResponse: (status) => new Response(null, { status }),
+    close() {},
+  });
+  const port = srv.server.addr.port;
+  for (const alpn of ["http/1.1", "h2"]) {
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port,
+      caCerts: [certs.caPem],
+      alpnProtocols: [alpn],
+    });
+    const { alpnProtocol } = await conn.handshake();
+    assert.equal(alpnProtocol, alpn);
+    conn.close();
+  }
+  // A raw HTTP/1.1 request on a connection whose local port we know.
+  const conn = await Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.caPem] });
+  await conn.write(
+    new TextEncoder().encode("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+  );
+  let text = "";
+  for await (const chunk of conn.readable.pipeThrough(new TextDecoderStream())) text += chunk;
+  assert.match(text, /^HTTP\/1\.1 200/);
+  assert.ok(
+    text.endsWith(`127.0.0.1 ${conn.localAddr.port} true`),
+    `the app saw ${text.split("\r\n\r\n")[1]}, the client is port ${conn.localAddr.port}`,
+  );
+});
+
 Deno.test("https: a full chain with an intermediate is sent whole", async () => {
   await using tmp = await tempDir();
   await writeFiles(tmp.path, { "site/a.txt": "A" });

@@ -14,7 +14,7 @@
 import type { Logger } from "../log/logger.ts";
 import type { Handler, RequestContext } from "../routes/types.ts";
 import type { Link } from "./client.ts";
-import { clientHost, forwardHeaders, needsRewrite, responseHeaders } from "./headers.ts";
+import { clientHost, forwardHeaders, responseHeaders } from "./headers.ts";
 import type { Member, Pool } from "./pool.ts";
 import type { CompiledRule } from "./rules.ts";
 import { upstreamPath } from "./rules.ts";
@@ -26,6 +26,8 @@ export type ErrorResponse = (status: number, request: Request) => Response;
 const BUFFERED_BODY = 64 * 1024;
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+/** A small answer whose body the backend broke off (already logged). */
+const BROKEN_BODY = new Error("the backend broke off the response body");
 
 const CLIENT_GONE = "client went away";
 const TIMED_OUT = "timed out";
@@ -127,7 +129,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
     request: Request,
     ctx: RequestContext,
     target: string,
-    headers: Headers,
+    headers: [string, string][],
     payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null,
   ): Promise<Response> => {
     const link = links[member.index];
@@ -176,10 +178,26 @@ export function createForwarder(options: ForwarderOptions): Handler {
       clearTimeout(timer);
     }
 
-    let out: ReadableStream<Uint8Array> | null = NULL_BODY.has(response.status)
-      ? null
-      : response.body;
-    if (out === null || !watchBodies) {
+    let out: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null =
+      NULL_BODY.has(response.status) ? null : response.body;
+    const length = out === null ? null : response.headers.get("content-length");
+    if (length !== null && Number(length) <= BUFFERED_BODY) {
+      // A small answer is read whole first, as nginx buffers: it costs less than relaying a
+      // stream, frees the backend connection at once, and a backend that breaks off mid-body
+      // gets the client a 502 instead of a cut connection.
+      try {
+        out = await response.bytes();
+      } catch (e) {
+        log.error(
+          `${where}: ${member.backend.origin} broke off the response to ${request.method} ` +
+            `${ctx.path}: ${(e as Error).message ?? e}`,
+        );
+        throw BROKEN_BODY;
+      } finally {
+        member.active--;
+        clientSignal.removeEventListener("abort", onClientGone);
+      }
+    } else if (out === null || !watchBodies) {
       member.active--;
     } else {
       out = watchBody(out, (error) => {
@@ -193,17 +211,17 @@ export function createForwarder(options: ForwarderOptions): Handler {
         }
       });
     }
-    if (out === response.body && !needsRewrite(response.headers)) return response;
     const headersOut = responseHeaders(
       response.headers,
       member.backend.locationOrigins,
       () => `${ctx.secure ? "https" : "http"}://${clientHost(request)}`,
       strippedPrefix,
     );
+    if (out === response.body && headersOut === null) return response;
     return new Response(out, {
       status: response.status,
       statusText: response.statusText,
-      headers: headersOut,
+      headers: headersOut ?? response.headers,
     });
   };
 
@@ -230,6 +248,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
       try {
         return await attempt(member, request, ctx, target, headers, payload);
       } catch (e) {
+        if (e === BROKEN_BODY) return errorResponse(502, request);
         if (e === CLIENT_GONE) {
           log.debug(`${where}: client went away during ${request.method} ${ctx.path}`);
           return errorResponse(502, request);

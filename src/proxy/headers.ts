@@ -19,30 +19,6 @@ export const HOP_BY_HOP: readonly string[] = [
   "proxy-authorization",
 ];
 
-/** Removes hop-by-hop headers, including those the Connection header names. */
-export function dropHopByHop(headers: Headers): void {
-  const connection = headers.get("connection");
-  if (connection !== null) {
-    for (const token of connection.split(",")) {
-      const name = token.trim();
-      if (name.length > 0) {
-        try {
-          headers.delete(name);
-        } catch { /* not a header name */ }
-      }
-    }
-  }
-  for (const name of HOP_BY_HOP) headers.delete(name);
-}
-
-/** Whether a backend's response carries anything that must not reach the client as is. */
-export function needsRewrite(headers: Headers): boolean {
-  return headers.has("connection") || headers.has("transfer-encoding") ||
-    headers.has("keep-alive") || headers.has("location") || headers.has("content-encoding") ||
-    headers.has("trailer") || headers.has("upgrade") || headers.has("proxy-authenticate") ||
-    headers.has("proxy-connection") || headers.has("te");
-}
-
 /** The Host the client asked for (HTTP/2 requests carry it only in the URL). */
 export function clientHost(request: Request): string {
   const host = request.headers.get("host");
@@ -53,30 +29,58 @@ export function clientHost(request: Request): string {
   return end < 0 ? url.slice(start) : url.slice(start, end);
 }
 
+const HOP = new Set(HOP_BY_HOP);
+/** Set by the proxy itself: what the client sent under these names is replaced. */
+const OWN = new Set(["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"]);
+
+/** Drops the headers that a `Connection` value names. */
+function withoutNamed(list: [string, string][], connection: string): [string, string][] {
+  const named = new Set(connection.toLowerCase().split(",").map((t) => t.trim()));
+  return list.filter(([name]) => !named.has(name));
+}
+
 /**
  * The headers sent to the backend: the client's, without hop-by-hop ones, with
  * `X-Forwarded-For` (client address appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and
  * `X-Real-IP`. The Host header is left in; the HTTP client drops it unless `preserve_host`.
+ * Built in one pass over the request's headers, as a list that fetch validates once: this runs
+ * for every proxied request.
  */
-export function forwardHeaders(request: Request, ctx: RequestContext): Headers {
-  const headers = new Headers(request.headers);
-  dropHopByHop(headers);
-  const ip = ctx.remote.hostname;
-  const prior = headers.get("x-forwarded-for");
-  headers.set("x-forwarded-for", prior === null ? ip : `${prior}, ${ip}`);
-  headers.set("x-real-ip", ip);
-  headers.set("x-forwarded-proto", ctx.secure ? "https" : "http");
-  const host = request.headers.get("host");
-  if (host !== null) headers.set("x-forwarded-host", host);
-  else {
-    // HTTP/2 carries the host only in the URL; preserve_host needs it as a header.
-    const authority = clientHost(request);
-    headers.set("x-forwarded-host", authority);
-    headers.set("host", authority);
+export function forwardHeaders(request: Request, ctx: RequestContext): [string, string][] {
+  let list: [string, string][] = [];
+  let connection: string | null = null;
+  let prior: string | null = null;
+  let host: string | null = null;
+  let acceptEncoding = false;
+  for (const pair of request.headers) {
+    const name = pair[0];
+    if (HOP.has(name)) {
+      if (name === "connection") connection = pair[1];
+      continue;
+    }
+    if (OWN.has(name)) {
+      if (name === "x-forwarded-for") prior = pair[1];
+      continue;
+    }
+    if (name === "host") host = pair[1];
+    else if (name === "accept-encoding") acceptEncoding = true;
+    list.push(pair);
   }
-  // Without this the HTTP client asks for gzip and br on the client's behalf and decodes them.
-  if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
-  return headers;
+  if (connection !== null) list = withoutNamed(list, connection);
+  const ip = ctx.remote.hostname;
+  list.push(
+    ["x-forwarded-for", prior === null ? ip : `${prior}, ${ip}`],
+    ["x-real-ip", ip],
+    ["x-forwarded-proto", ctx.secure ? "https" : "http"],
+  );
+  if (host !== null) list.push(["x-forwarded-host", host]);
+  else {
+    const authority = clientHost(request);
+    list.push(["x-forwarded-host", authority], ["host", authority]);
+  }
+  // fetch would decode a compressed answer the client never asked to be compressed.
+  if (!acceptEncoding) list.push(["accept-encoding", "identity"]);
+  return list;
 }
 
 /**
@@ -105,23 +109,40 @@ const DECODED = new Set(["gzip", "x-gzip", "br"]);
 /**
  * The response headers for the client: hop-by-hop headers dropped, `Location` rewritten, and
  * `Content-Encoding`/`Content-Length` removed when the HTTP client has already decoded the body.
+ * `null` when nothing needs to change (the backend's answer can be passed on as it is).
  */
 export function responseHeaders(
   from: Headers,
   origins: readonly string[],
   publicOrigin: () => string,
   prefix: string,
-): Headers {
-  const headers = new Headers(from);
-  dropHopByHop(headers);
-  const location = headers.get("location");
-  if (location !== null) {
-    headers.set("location", rewriteLocation(location, origins, publicOrigin(), prefix));
+): [string, string][] | null {
+  let list: [string, string][] = [];
+  let changed = false;
+  let connection: string | null = null;
+  let decoded = false;
+  for (const pair of from) {
+    const name = pair[0];
+    if (HOP.has(name)) {
+      if (name === "connection") connection = pair[1];
+      changed = true;
+      continue;
+    }
+    if (name === "location") {
+      const location = rewriteLocation(pair[1], origins, publicOrigin(), prefix);
+      if (location !== pair[1]) {
+        changed = true;
+        list.push([name, location]);
+        continue;
+      }
+    } else if (name === "content-encoding" && DECODED.has(pair[1].trim().toLowerCase())) {
+      changed = decoded = true;
+      continue;
+    }
+    list.push(pair);
   }
-  const coding = headers.get("content-encoding");
-  if (coding !== null && DECODED.has(coding.trim().toLowerCase())) {
-    headers.delete("content-encoding");
-    headers.delete("content-length");
-  }
-  return headers;
+  if (!changed) return null;
+  if (connection !== null) list = withoutNamed(list, connection);
+  if (decoded) list = list.filter(([name]) => name !== "content-length");
+  return list;
 }

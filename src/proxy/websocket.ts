@@ -118,7 +118,7 @@ export async function bridgeWebSocket(
   options: BridgeOptions,
 ): Promise<Response> {
   const { link, target, log, where } = options;
-  const headers = forwardHeaders(request, ctx);
+  const headers = new Headers(forwardHeaders(request, ctx));
   for (const name of HANDSHAKE_HEADERS) headers.delete(name);
   if (!options.preserveHost) headers.delete("host");
   const offered = request.headers.get("sec-websocket-protocol");

@@ -35,8 +35,7 @@ export interface FetchForwardOptions {
 export function createFetchForward(options: FetchForwardOptions): ProxyForward {
   const timeoutMs = (options.timeoutSeconds ?? 30) * 1000;
   return async (request, ctx, target) => {
-    const headers = forwardHeaders(request, ctx);
-    headers.delete("host");
+    const headers = forwardHeaders(request, ctx).filter(([name]) => name !== "host");
     // The timeout covers the wait for the answer's headers only; a long download may go on.
     const abort = new AbortController();
     let timedOut = false;
@@ -59,7 +58,8 @@ export function createFetchForward(options: FetchForwardOptions): ProxyForward {
     } finally {
       clearTimeout(timer);
     }
-    const out = responseHeaders(answer.headers, [target.origin.toLowerCase()], () => "", "");
+    const out = responseHeaders(answer.headers, [target.origin.toLowerCase()], () => "", "") ??
+      answer.headers;
     return new Response(answer.body, {
       status: answer.status,
       statusText: answer.statusText,

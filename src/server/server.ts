@@ -12,6 +12,7 @@ import type { App } from "../routes/build.ts";
 import { type RequestContext, splitUrl } from "../routes/types.ts";
 import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
 import { redirectToHttps } from "./redirect_http.ts";
+import { type Listening, serveTls } from "./tls_front.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -53,8 +54,8 @@ export interface StartOptions {
 
 /** A set of listeners opened together for one configuration. */
 interface Generation {
-  main: Deno.HttpServer<Deno.NetAddr>;
-  redirect?: Deno.HttpServer<Deno.NetAddr>;
+  main: Listening;
+  redirect?: Listening;
   tls?: TlsMaterial;
   url: string;
 }
@@ -202,10 +203,12 @@ export async function startServer(
     port: number,
     tls: TlsMaterial | undefined,
     handler: Deno.ServeHandler<Deno.NetAddr>,
-  ): Deno.HttpServer<Deno.NetAddr> => {
+  ): Listening => {
     const options = { hostname, port, reusePort, onListen() {}, onError };
     try {
-      return Deno.serve(tls ? { ...options, cert: tls.cert, key: tls.key } : options, handler);
+      return tls
+        ? serveTls({ ...options, cert: tls.cert, key: tls.key }, handler)
+        : Deno.serve(options, handler);
     } catch (e) {
       if (
         tls && !(e instanceof Deno.errors.AddrInUse) && !(e instanceof Deno.errors.NotCapable) &&
@@ -239,7 +242,7 @@ export async function startServer(
     }
     const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined));
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
-    let redirect: Deno.HttpServer<Deno.NetAddr> | undefined;
+    let redirect: Listening | undefined;
     if (tls && cfg.ssl.redirect_http !== undefined) {
       try {
         redirect = listen(
@@ -302,11 +305,27 @@ export async function startServer(
       if (closing) throw new Error("the server is shutting down");
       const tls = await loadConfiguredTls(next, log);
       const sameAddr = next.server.host === active.server.host &&
-        next.server.port === active.server.port;
+        (next.server.port === active.server.port || next.server.port === gen.main.addr.port);
       const redirectPort = (c: Config) => c.ssl.enabled ? c.ssl.redirect_http : undefined;
       const replace = !sameAddr || !sameTls(tls, gen.tls) ||
         redirectPort(next) !== redirectPort(active);
-      if (replace) {
+      const certificateOnly = replace && sameAddr && tls !== undefined && gen.tls !== undefined &&
+        redirectPort(next) === redirectPort(active) && gen.main.replaceCertificate !== undefined;
+      if (certificateOnly) {
+        try {
+          gen.main.replaceCertificate!(tls.cert, tls.key);
+        } catch (e) {
+          if (!reusePort) {
+            throw new Error(
+              "taking a new certificate on the same port needs SO_REUSEPORT, which Deno allows " +
+                "only with --unstable-net; run with it (deno task start does) or restart",
+            );
+          }
+          throw e;
+        }
+        gen = { ...gen, tls };
+        checkMigrate(log);
+      } else if (replace) {
         let fresh: Generation;
         try {
           fresh = open(

@@ -1,0 +1,143 @@
+/**
+ * HTTPS in front of a plain `Deno.serve` on loopback.
+ *
+ * `Deno.serve({ cert, key })` leaves Nagle's algorithm on and writes a response in more than one
+ * TLS record, so on a kept-alive connection every small answer waits for the client's delayed
+ * ACK: about 40 ms each (measured with Deno 2.9.6: 1,100 requests/s against 35,000 this way).
+ * Here TLS is terminated by `Deno.listenTls` and the bytes are relayed to an inner `Deno.serve`
+ * on 127.0.0.1 with TCP_NODELAY set. ALPN still offers h2 and http/1.1; the inner server tells
+ * the two apart by the HTTP/2 preface. The client's real address is found again by the local
+ * port of the relay's inner connection; a connection to the inner port that does not come from
+ * the relay is refused.
+ *
+ * @module
+ */
+
+/** What the server needs of a listener: where it listens, and a graceful stop. */
+export interface Listening {
+  readonly addr: Deno.NetAddr;
+  /** Stops accepting, lets in-flight requests finish, then closes every connection. */
+  shutdown(): Promise<void>;
+  /**
+   * TLS only: new connections get this certificate from now on. A new TLS listener takes the
+   * port (SO_REUSEPORT) before the old one closes; open connections keep theirs and go on.
+   */
+  replaceCertificate?(cert: string, key: string): void;
+}
+
+/** Options of {@link serveTls}. */
+export interface TlsFrontOptions {
+  hostname: string;
+  port: number;
+  reusePort: boolean;
+  cert: string;
+  key: string;
+  onError: (error: unknown) => Response | Promise<Response>;
+}
+
+/** Bytes relayed per read: one TLS record holds at most 16 KiB. */
+const CHUNK = 16 * 1024;
+
+async function relay(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(CHUNK);
+  try {
+    for (;;) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      let off = 0;
+      while (off < n) off += await to.write(buf.subarray(off, n));
+    }
+  } catch { /* reset or closed: the other direction ends too */ }
+  try {
+    await to.closeWrite();
+  } catch { /* already closed */ }
+}
+
+const close = (conn: Deno.Conn) => {
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+};
+
+/** Serves `handler` over TLS on `hostname:port` (HTTP/2 and HTTP/1.1 by ALPN). */
+export function serveTls(
+  options: TlsFrontOptions,
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+): Listening {
+  const clients = new Map<number, Deno.NetAddr>();
+  const inner = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen() {},
+    onError: options.onError,
+  }, (request, info) => {
+    const remoteAddr = clients.get(info.remoteAddr.port);
+    if (remoteAddr === undefined) return new Response(null, { status: 421 });
+    return handler(request, { ...info, remoteAddr } as Deno.ServeHandlerInfo<Deno.NetAddr>);
+  });
+  const listen = (cert: string, key: string, port: number) =>
+    Deno.listenTls(
+      {
+        hostname: options.hostname,
+        port,
+        cert,
+        key,
+        alpnProtocols: ["h2", "http/1.1"],
+        ...(options.reusePort ? { reusePort: true } : {}),
+      } as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
+    );
+  let listener = listen(options.cert, options.key, options.port);
+  const open = new Set<Promise<void>>();
+
+  const serveConnection = async (conn: Deno.TlsConn) => {
+    let up: Deno.TcpConn | undefined;
+    try {
+      await conn.handshake();
+      up = await Deno.connect({ hostname: "127.0.0.1", port: inner.addr.port });
+      up.setNoDelay(true);
+      const port = up.localAddr.port;
+      clients.set(port, conn.remoteAddr);
+      try {
+        await Promise.all([relay(conn, up), relay(up, conn)]);
+      } finally {
+        clients.delete(port);
+      }
+    } catch { /* a failed handshake (TLS 1.1, plain HTTP) or a reset: drop the connection */ }
+    if (up) close(up);
+    close(conn);
+  };
+
+  const accept = async (from: Deno.TlsListener) => {
+    try {
+      for await (const conn of from) {
+        const done = serveConnection(conn).finally(() => open.delete(done));
+        open.add(done);
+      }
+    } catch { /* listener closed */ }
+  };
+  const accepting = new Set([accept(listener)]);
+  const addr = listener.addr as Deno.NetAddr;
+
+  return {
+    addr,
+    replaceCertificate(cert, key) {
+      const next = listen(cert, key, addr.port);
+      const old = listener;
+      listener = next;
+      accepting.add(accept(next));
+      try {
+        old.close();
+      } catch { /* already closed */ }
+    },
+    async shutdown() {
+      try {
+        listener.close();
+      } catch { /* already closed */ }
+      await Promise.all(accepting);
+      // The inner server finishes in-flight requests and closes idle connections; each relay
+      // then sees its inner side end and closes the client's connection.
+      await inner.shutdown();
+      await Promise.all(open);
+    },
+  };
+}
