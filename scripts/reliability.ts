@@ -5,7 +5,8 @@
  *
  *   deno task reliability                 everything (about 2½ minutes)
  *   deno task reliability --quick         10 s of load instead of 60, prints only
- *   deno task reliability --only load,tls pick phases: load, shutdown, reload, tls, tests
+ *   deno task reliability --only tls,reload  run some phases (load, shutdown, reload, tls, tests)
+ *                                            and replace only their sections in the file
  *
  * Needs wrk and testssl.sh (Debian packages; .ci/run installs them).
  *
@@ -557,8 +558,13 @@ const phases: [string, () => Promise<void>][] = [
 ];
 for (const [name, run] of phases) {
   if (!PHASES.has(name)) continue;
+  const first = sections.length;
   try {
     await run();
+    const stamp = `_Measured ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC._`;
+    for (let i = first; i < sections.length; i++) {
+      sections[i] = sections[i].replace("\n\n", `\n\n${stamp}\n\n`);
+    }
   } catch (e) {
     problems.push(`${name}: ${String(e).split("\n")[0]}`);
     say(`${name} failed: ${e instanceof Error ? e.stack : e}`);
@@ -584,10 +590,24 @@ ${
 }
 
 ${sections.join("\n")}`;
-if (QUICK || args.values.only) console.log(report);
-else {
+const target = `${ROOT}/bench/reliability.md`;
+if (QUICK) console.log(report);
+else if (args.values.only) {
+  // Some phases only: their sections replace the same ones in the file, the others stay.
+  const old = await Deno.readTextFile(target).catch(() => "");
+  const fresh = new Map(sections.map((s) => [s.slice(0, s.indexOf("\n")), s]));
+  const kept = old.split(/\n(?=## )/).slice(1).map((s) => s.trimEnd() + "\n");
+  const merged = kept.map((s) => fresh.get(s.slice(0, s.indexOf("\n"))) ?? s);
+  for (const [title, s] of fresh) if (!kept.some((k) => k.startsWith(title + "\n"))) merged.push(s);
+  const head = report.slice(0, report.indexOf("\n## ")).replace(
+    "Written by",
+    `Sections ${[...PHASES].join(", ")} written by`,
+  );
+  await Deno.writeTextFile(target, `${head.trimEnd()}\n\n${merged.join("\n")}`);
+  say("updated bench/reliability.md");
+} else {
   await Deno.mkdir(`${ROOT}/bench`, { recursive: true });
-  await Deno.writeTextFile(`${ROOT}/bench/reliability.md`, report);
+  await Deno.writeTextFile(target, report);
   say("wrote bench/reliability.md");
 }
 Deno.exit(problems.length ? 1 : 0);
