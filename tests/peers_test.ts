@@ -4,7 +4,7 @@
  * reset, send garbage or close in the middle of a body.
  */
 import assert from "node:assert/strict";
-import { type CliServer, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { type CliServer, makeCerts, spawnCli, tempDir, writeFiles } from "./helpers.ts";
 import { eventually, fdCount, rawRequest, rssBytes } from "./raw.ts";
 
 const enc = new TextEncoder();
@@ -431,4 +431,68 @@ Deno.test("a slow reader of a large proxied download does not grow the server's 
   } finally {
     await big.shutdown();
   }
+});
+
+Deno.test("slowloris over HTTPS: trickling TLS connections do not stop a normal client", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  const certs = await makeCerts(dir.path);
+  await using srv = await serve(dir.path, {
+    http: { static_dir: `${dir.path}/site` },
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+    logging: { access_log: false },
+  });
+  const pid = srv.process.pid;
+  const port = portOf(srv.url);
+  const client = Deno.createHttpClient({ caCerts: [certs.caPem] });
+  const url = `https://localhost:${port}/`;
+  assert.equal(await (await fetch(url, { client })).text(), "home");
+  const baseline = fdCount(pid);
+  const head = enc.encode("GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: slow\r\nX-A: ");
+  const conns: Deno.TlsConn[] = [];
+  for (let i = 0; i < 100; i++) {
+    const c = await Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.caPem] });
+    await c.handshake();
+    conns.push(c);
+  }
+  let stop = false;
+  const trickle = Promise.all(conns.map(async (c, i) => {
+    let at = 0;
+    await new Promise((r) => setTimeout(r, i % 100));
+    while (!stop) {
+      try {
+        await c.write(head.subarray(at % head.length, (at % head.length) + 1));
+      } catch {
+        return;
+      }
+      at++;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }));
+  await new Promise((r) => setTimeout(r, 300));
+  const held = fdCount(pid) - baseline;
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 30; i++) {
+      const t = performance.now();
+      const res = await fetch(url, { client, signal: AbortSignal.timeout(5000) });
+      assert.equal(await res.text(), "home");
+      times.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  } finally {
+    stop = true;
+    await trickle;
+    client.close();
+  }
+  times.sort((a, b) => a - b);
+  console.log(
+    `slowloris over HTTPS: server held ${held} extra descriptors for 100 trickling TLS ` +
+      `connections; 30 normal requests meanwhile, median ${times[15].toFixed(1)} ms, max ${
+        times[29].toFixed(1)
+      } ms`,
+  );
+  assert.ok(times[29] < 2000, `a normal request took ${times[29]} ms`);
+  for (const c of conns) c.close();
+  await backToBaseline(pid, baseline, "after slowloris over HTTPS");
 });
