@@ -398,6 +398,8 @@ Deno.test("a slow reader of a large proxied download does not grow the server's 
     });
     const pid = srv.process.pid;
     const port = portOf(srv.url);
+    assert.equal(await (await fetch(srv.url)).text(), "home");
+    const baselineFds = fdCount(pid);
     const warm = await fetch(`${srv.url}/big/`);
     await warm.body?.cancel();
     await new Promise((r) => setTimeout(r, 300));
@@ -428,6 +430,9 @@ Deno.test("a slow reader of a large proxied download does not grow the server's 
     );
     assert.ok(growth < 64 * MiB, `server RSS grew by ${growth / MiB} MiB`);
     for (const c of readers) c.close();
+    // Kept-alive connections to the backend close with it.
+    await big.shutdown();
+    await backToBaseline(pid, baselineFds, "after slow readers through the proxy");
   } finally {
     await big.shutdown();
   }
