@@ -24,14 +24,15 @@ export { ENV_ALLOWED };
  * Permissions baked into the binary. Network, reading and writing are not narrowed to paths or
  * hosts: the address, the folders, the certificates, the log file and the config file that
  * `--ssl-config` rewrites are all chosen at run time, after the binary is built. Confine them
- * with the operating system instead (see scripts/denoserve.service). No `--allow-run`,
- * `--allow-ffi`, `--allow-sys` or `--allow-import`: the server needs none of them.
+ * with the operating system instead (see scripts/denoserve.service). The environment is not
+ * narrowed either: the ACME client library (`ssl.acme`) lists every variable when it loads.
+ * No `--allow-run`, `--allow-ffi`, `--allow-sys` or `--allow-import`: the server needs none.
  */
 export const PERMISSIONS: readonly string[] = [
   "--allow-net",
   "--allow-read",
   "--allow-write",
-  `--allow-env=${ENV_ALLOWED.join(",")}`,
+  "--allow-env",
   "--no-prompt",
 ];
 

@@ -30,7 +30,7 @@ Deno.test("the compile command is exactly this", () => {
     "--allow-net",
     "--allow-read",
     "--allow-write",
-    ENV_FLAG,
+    "--allow-env",
     "--no-prompt",
     "--include",
     "src/server/worker_main.ts",
@@ -106,7 +106,7 @@ Deno.test("the baked-in permissions are no wider than the server needs", () => {
     "--allow-net",
     "--allow-read",
     "--allow-write",
-    ENV_FLAG,
+    "--allow-env",
     "--no-prompt",
   ]);
   for (const p of PERMISSIONS) {

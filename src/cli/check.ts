@@ -111,8 +111,13 @@ export async function checkProxyTargets(config: Config): Promise<CheckResult[]> 
 export async function checkTls(config: Config, now = new Date()): Promise<CheckResult[]> {
   const { ssl } = config;
   if (!ssl.enabled) return [ok("ssl", "HTTPS is off")];
-  if (ssl.acme && !(ssl.cert_file && ssl.key_file)) {
-    return [ok("ssl.acme", `certificates for ${ssl.acme.domains.join(", ")} come from ACME`)];
+  if (ssl.acme) {
+    const stored = await Deno.stat(ssl.cert_file!).then(() => true, () => false);
+    if (!stored) {
+      return [
+        ok("ssl.acme", `a certificate for ${ssl.acme.domains.join(", ")} is ordered at start`),
+      ];
+    }
   }
   const certFile = ssl.cert_file!;
   let tls;

@@ -11,6 +11,7 @@ import { type App, buildApp, unsupported } from "../routes/build.ts";
 import { watchReload } from "../server/reload.ts";
 import { type RunningServer, startServer } from "../server/server.ts";
 import { startWorkers, workerCount, type WorkerPool } from "../server/workers.ts";
+import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
 import { runSslConfig } from "../tls/ssl_config.ts";
 import { runChecks } from "./check.ts";
@@ -93,6 +94,26 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   if (!flags.skipProxyCheck && config.server.reverse_proxy.length) {
     await checkBackends(config.server.reverse_proxy, log);
   }
+  // With ACME, the first certificate must be there before the HTTPS listener opens; renewals
+  // land in the same files, which the reloader below watches.
+  const firstCertificate = Promise.withResolvers<void>();
+  let acme: AcmeManager | undefined;
+  if (config.ssl.enabled && config.ssl.acme) {
+    try {
+      // Loaded only when used: the ACME client library reads the whole environment at import.
+      const { acmeManagerFor } = await import("../tls/acme/mod.ts");
+      acme = acmeManagerFor(config, log, () => firstCertificate.resolve())!;
+      await acme.start();
+    } catch (e) {
+      stderr(explainError(e, flags.debug));
+      return e instanceof ConfigError ? e.code : 1;
+    }
+    if (!acme!.certificate) {
+      log.info(`waiting for the first certificate for ${config.ssl.acme!.domains.join(", ")}`);
+      log.flush();
+      await firstCertificate.promise;
+    }
+  }
   let server: RunningServer;
   try {
     server = await startServer(config, log, app);
@@ -148,6 +169,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   await server.finished;
+  await acme?.stop();
   await pool?.stop(0);
   if (pool && Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", reloadWorkers);
   Deno.removeSignalListener("SIGINT", stop);

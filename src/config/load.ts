@@ -189,6 +189,13 @@ export function validate(
           if (typeof v === "string" && !isAbsolute(v)) parent[key] = resolve(base, v);
         });
       }
+      // With ACME the certificate in service is the one kept in its storage folder, so that
+      // loading, checking and reloading certificates work on files alike.
+      const { ssl } = result.data;
+      if (ssl.acme && !ssl.cert_file && !ssl.key_file) {
+        ssl.cert_file = `${ssl.acme.storage}/cert.pem`;
+        ssl.key_file = `${ssl.acme.storage}/key.pem`;
+      }
       return { config: deepFreeze(result.data) as Config, warnings };
     }
     const unknown = result.error.issues.filter((i) => i.code === "unrecognized_keys");

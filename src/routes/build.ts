@@ -122,6 +122,5 @@ export function unsupported(config: Config): string[] {
       found.push(`extensions[${i}] (type ${e.type})`);
     }
   });
-  if (config.ssl.acme) found.push("ssl.acme");
   return found;
 }

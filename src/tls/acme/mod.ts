@@ -1,0 +1,45 @@
+/**
+ * Automatic HTTPS through ACME (RFC 8555): see {@link createAcmeManager}.
+ *
+ * @module
+ */
+import type { Config } from "../../config/schema.ts";
+import type { Logger } from "../../log/logger.ts";
+import { type AcmeManager, createAcmeManager } from "./manager.ts";
+
+export {
+  type AcmeConfig,
+  type AcmeManager,
+  type AcmeManagerOptions,
+  createAcmeManager,
+} from "./manager.ts";
+export { AcmeError, type AcmeFailure } from "./errors.ts";
+export { CHALLENGE_PREFIX, type ChallengeResponder } from "./challenge.ts";
+
+/**
+ * The manager for `config`, or undefined when `ssl.acme` is not in use. When
+ * `ssl.redirect_http` is the same port as `ssl.acme.http_port` the manager opens no listener of
+ * its own: the redirect listener must then answer `manager.handleChallenge(request)` first.
+ *
+ * @example
+ * ```ts
+ * const acme = acmeManagerFor(config, log, (cert, key) => https.reload({ cert, key }));
+ * await acme?.start();
+ * ```
+ */
+export function acmeManagerFor(
+  config: Config,
+  log: Logger,
+  onCertificate: (certPem: string, keyPem: string) => void | Promise<void>,
+): AcmeManager | undefined {
+  const acme = config.ssl.acme;
+  if (!config.ssl.enabled || !acme) return undefined;
+  return createAcmeManager({
+    acme,
+    log,
+    onCertificate,
+    hostname: config.server.host,
+    httpsPort: config.server.port,
+    listen: config.ssl.redirect_http !== acme.http_port,
+  });
+}
