@@ -82,6 +82,21 @@ export function compileValue(text: string, groups: readonly string[]): Template 
   };
 }
 
+const UNSAFE_IN_HEADER = /[^\x20-\x7e]/u;
+const UNSAFE_IN_HEADER_ALL = /[^\x20-\x7e]/gu;
+
+/**
+ * A header value filled in from the request: the groups come from the percent-decoded path, so
+ * control characters (`/go/%0d%0aSet-Cookie:…`) and characters a header cannot carry are written
+ * percent-encoded again instead of breaking the header or the answer.
+ */
+const headerValue = (t: Template, g: Groups, request: Request, ctx: RequestContext) => {
+  const value = evaluate(t, g, request, ctx);
+  return typeof t === "string" || !UNSAFE_IN_HEADER.test(value)
+    ? value
+    : value.replace(UNSAFE_IN_HEADER_ALL, encodeURIComponent);
+};
+
 const evaluate = (t: Template, g: Groups, request: Request, ctx: RequestContext) =>
   typeof t === "string" ? t : t(g, request, ctx);
 
@@ -212,7 +227,7 @@ function compileLocation(
   const cacheControl = location.cache_control;
   const decorate = (response: Response, g: Groups, request: Request, ctx: RequestContext) => {
     const pairs = dynamic
-      ? extra.map(([k, v]) => [k, evaluate(v, g, request, ctx)] as const)
+      ? extra.map(([k, v]) => [k, headerValue(v, g, request, ctx)] as const)
       : fixed;
     let out = setHeaders(response, pairs);
     if (cacheControl !== undefined && out.status < 400) {
@@ -241,7 +256,7 @@ function compileAnswer(
     const value = compileValue(text, groups);
     if (status >= 300 && status < 400 && text) {
       return (request, ctx, g) =>
-        new Response(null, { status, headers: { location: evaluate(value, g, request, ctx) } });
+        new Response(null, { status, headers: { location: headerValue(value, g, request, ctx) } });
     }
     const contentType = location.content_type ?? "text/plain; charset=utf-8";
     return (request, ctx, g) =>

@@ -1,0 +1,180 @@
+/**
+ * A real browser: headless Chromium loads a page from denoserve over HTTPS (HTTP/2 by ALPN), and
+ * the page opens a WebSocket through the reverse proxy to an echo backend. The page reports what
+ * it saw with a POST that `proxy_pass` carries to the test's backend.
+ */
+import assert from "node:assert/strict";
+import { unsupported } from "../src/routes/build.ts";
+import { makeCerts, startTestServer, tempDir, writeFiles } from "./helpers.ts";
+import { hasCommand } from "./raw.ts";
+
+const chromium = hasCommand("chromium") ?? hasCommand("chromium-browser");
+if (!chromium) {
+  console.log(
+    "browser tests ignored: no chromium on PATH (apt-get install chromium; .ci/run does)",
+  );
+}
+
+const PAGE = `<!doctype html>
+<meta charset="utf-8"><title>denoserve browser check</title>
+<script>
+(async () => {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const result = { protocol: nav ? nav.nextHopProtocol : null, scheme: location.protocol };
+  if (new URLSearchParams(location.search).has("ws")) {
+    try {
+      result.echo = await new Promise((resolve, reject) => {
+        const ws = new WebSocket("wss://" + location.host + "/ws/echo");
+        ws.onopen = () => ws.send("hello through the proxy");
+        ws.onmessage = (e) => { resolve(e.data); ws.close(); };
+        ws.onerror = () => reject(new Error("websocket error"));
+        setTimeout(() => reject(new Error("websocket timeout")), 8000);
+      });
+    } catch (e) {
+      result.error = String(e);
+    }
+  }
+  await fetch("/report/", { method: "POST", body: JSON.stringify(result) });
+})();
+</script>`;
+
+/** The test's backend: a WebSocket echo at /echo and the page's report at /report/. */
+function backend() {
+  const reports: Record<string, unknown>[] = [];
+  const waiting: (() => void)[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path.endsWith("/echo") && req.headers.get("upgrade") === "websocket") {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onmessage = (e) => socket.send(`echo: ${e.data}`);
+      return response;
+    }
+    if (path.startsWith("/report")) {
+      reports.push(JSON.parse(await req.text()));
+      for (const w of waiting.splice(0)) w();
+      return new Response("thanks");
+    }
+    return new Response("not here", { status: 404 });
+  });
+  return {
+    port: server.addr.port,
+    async report(ms: number) {
+      if (!reports.length) {
+        await new Promise<void>((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error(`no report from the page in ${ms} ms`)), ms);
+          waiting.push(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+      }
+      return reports[0];
+    },
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
+
+/** Runs headless Chromium on `url` until `done` settles; returns its stderr when it fails. */
+async function withChromium<T>(url: string, done: () => Promise<T>): Promise<T> {
+  await using profile = await tempDir();
+  const child = new Deno.Command(chromium!, {
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-dev-shm-usage",
+      // The test CA is not in the browser's store; the certificate is still a valid localhost one.
+      "--ignore-certificate-errors",
+      `--user-data-dir=${profile.path}`,
+      url,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  try {
+    return await done();
+  } catch (e) {
+    child.kill("SIGKILL");
+    throw new Error(`${(e as Error).message}\nchromium said:\n${(await stderr).slice(-2000)}`);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+    await stderr.catch(() => "");
+  }
+}
+
+async function browserSite(dir: string, backendPort: number) {
+  await writeFiles(dir, { "site/index.html": PAGE });
+  const certs = await makeCerts(dir);
+  return await startTestServer({
+    version: 2,
+    http: { static_dir: `${dir}/site` },
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+    server: {
+      reverse_proxy: [{ path: "/ws", host: "127.0.0.1", port: backendPort }],
+    },
+    extensions: [{
+      type: "routing",
+      config: {
+        regex_locations: { "^~/report/": { proxy_pass: `http://127.0.0.1:${backendPort}` } },
+      },
+    }],
+  });
+}
+
+Deno.test({
+  name: "chromium loads a page over HTTPS with HTTP/2",
+  ignore: !chromium,
+  async fn() {
+    await using dir = await tempDir();
+    await using echo = backend();
+    await using srv = await browserSite(dir.path, echo.port);
+    const url = `https://localhost:${srv.server.addr.port}/`;
+    const report = await withChromium(url, () => echo.report(30_000));
+    console.log(`chromium: ${JSON.stringify(report)}`);
+    assert.equal(report.scheme, "https:");
+    assert.equal(report.protocol, "h2");
+  },
+});
+
+const proxyMissing = (() => {
+  const found = unsupported(
+    {
+      server: { reverse_proxy: [{}], workers: 1 },
+      extensions: [],
+      ssl: {},
+    } as unknown as Parameters<typeof unsupported>[0],
+  );
+  return found.includes("server.reverse_proxy");
+})();
+if (chromium && proxyMissing) {
+  console.log(
+    "WebSocket browser test ignored: server.reverse_proxy is not supported by this build",
+  );
+}
+
+Deno.test({
+  name: "chromium opens a WebSocket through the reverse proxy and gets its echo",
+  ignore: !chromium || proxyMissing,
+  async fn() {
+    await using dir = await tempDir();
+    await using echo = backend();
+    await using srv = await browserSite(dir.path, echo.port);
+    const url = `https://localhost:${srv.server.addr.port}/?ws`;
+    const report = await withChromium(url, () => echo.report(30_000));
+    console.log(`chromium: ${JSON.stringify(report)}`);
+    assert.equal(report.error, undefined);
+    assert.equal(report.protocol, "h2");
+    assert.equal(report.echo, "echo: hello through the proxy");
+  },
+});
