@@ -515,6 +515,19 @@ Deno.test("a backend dying mid-body aborts the client's connection and is logged
   assert.ok(srv.log.lines.filter((l) => /broke off the response/.test(l)).length >= 2);
 });
 
+Deno.test("only a GET with Upgrade: websocket is bridged; other methods are plain requests", async () => {
+  await using echo = echoBackend();
+  await using srv = await proxyServer([at(echo, "/api")]);
+  const res = await fetch(srv.url + "/api/x", {
+    method: "DELETE",
+    headers: { upgrade: "websocket", connection: "upgrade" },
+  });
+  assert.equal(res.status, 200);
+  const seen = await res.json();
+  assert.equal(seen.method, "DELETE");
+  assert.equal(seen.headers.upgrade, undefined, "Upgrade is hop-by-hop");
+});
+
 Deno.test("a small answer the backend breaks off becomes a logged 502, never a short 200", async () => {
   await using short = rawBackend(async (conn) => {
     await conn.write(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this"));

@@ -17,6 +17,8 @@ export const MAX_BUFFERED = 16 * 1024 * 1024;
 
 /** Whether `request` asks for a WebSocket upgrade. */
 export function isWebSocketUpgrade(request: Request): boolean {
+  // RFC 6455 §4.1: the opening handshake is a GET; anything else is forwarded as plain HTTP.
+  if (request.method !== "GET") return false;
   const upgrade = request.headers.get("upgrade");
   return upgrade !== null && upgrade.toLowerCase() === "websocket";
 }
