@@ -9,7 +9,6 @@
  *
  * @module
  */
-import bcrypt from "bcryptjs";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
@@ -80,6 +79,8 @@ function makeGuard(key: string, auth: NonNullable<Config["server"]["locations"][
       const until = verified.get(id);
       if (until !== undefined && until > Date.now()) return true;
       const userOk = sameSecret(u, user);
+      // Loaded on first use: only configurations with password_hash pay for it.
+      const { default: bcrypt } = await import("bcryptjs");
       const passOk = await bcrypt.compare(p, hash);
       if (!(userOk && passOk)) return false;
       if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!);
