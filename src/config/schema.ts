@@ -181,6 +181,11 @@ const Server = z.strictObject({
   }).default(1),
   /** Seconds in-flight requests get to finish on SIGINT/SIGTERM. */
   shutdown_timeout: positive("a positive number of seconds").default(10),
+  /**
+   * Seconds an HTTPS client has, once its TLS handshake is done, to send the head of its first
+   * HTTP/1.1 request before the connection is closed (nginx's client_header_timeout).
+   */
+  header_timeout: positive("a positive number of seconds").default(60),
   reverse_proxy: z.array(ProxyRule).default([]),
   redirect_instructions: z.array(Redirect).default([]).superRefine(checkRedirects),
   locations: z.record(urlPath, Location).default({}),

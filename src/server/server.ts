@@ -203,12 +203,18 @@ export async function startServer(
     port: number,
     tls: TlsMaterial | undefined,
     handler: Deno.ServeHandler<Deno.NetAddr>,
-    tcpBacklog: number,
+    cfg: Config,
   ): Listening => {
+    const tcpBacklog = cfg.server.backlog;
     const options = { hostname, port, reusePort, tcpBacklog, onListen() {}, onError };
     try {
       return tls
-        ? serveTls({ ...options, cert: tls.cert, key: tls.key }, handler)
+        ? serveTls({
+          ...options,
+          cert: tls.cert,
+          key: tls.key,
+          headerTimeoutMs: cfg.server.header_timeout * 1000,
+        }, handler)
         : Deno.serve(options, handler);
     } catch (e) {
       if (
@@ -241,8 +247,7 @@ export async function startServer(
     if (tls && cfg.ssl.redirect_http !== undefined) {
       probe(cfg.server.host, cfg.ssl.redirect_http, held);
     }
-    const backlog = cfg.server.backlog;
-    const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined), backlog);
+    const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined), cfg);
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
     if (tls && cfg.ssl.redirect_http !== undefined) {
@@ -252,7 +257,7 @@ export async function startServer(
           cfg.ssl.redirect_http,
           undefined,
           redirectToHttps(main.addr.port, displayHost(cfg.server.host)),
-          backlog,
+          cfg,
         );
       } catch (e) {
         main.shutdown();

@@ -32,6 +32,8 @@ export interface TlsFrontOptions {
   reusePort: boolean;
   /** Listen queue length. */
   tcpBacklog: number;
+  /** Time for the first HTTP/1.1 request head, in ms. */
+  headerTimeoutMs: number;
   cert: string;
   key: string;
   onError: (error: unknown) => Response | Promise<Response>;
@@ -40,12 +42,17 @@ export interface TlsFrontOptions {
 /** Bytes relayed per read: one TLS record holds at most 16 KiB. */
 const CHUNK = 16 * 1024;
 
-async function relay(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+async function relay(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  seen?: (chunk: Uint8Array) => void,
+): Promise<void> {
   const buf = new Uint8Array(CHUNK);
   try {
     for (;;) {
       const n = await from.read(buf);
       if (n === null) break;
+      seen?.(buf.subarray(0, n));
       let off = 0;
       while (off < n) off += await to.write(buf.subarray(off, n));
     }
@@ -53,6 +60,24 @@ async function relay(from: Deno.Conn, to: Deno.Conn): Promise<void> {
   try {
     await to.closeWrite();
   } catch { /* already closed */ }
+}
+
+/** Calls `done` once the bytes fed to it contain the end of a request head (CR LF CR LF). */
+function headWatcher(done: () => void): ((chunk: Uint8Array) => void) | undefined {
+  const END = [13, 10, 13, 10];
+  let matched = 0;
+  let finished = false;
+  return (chunk) => {
+    if (finished) return;
+    for (const byte of chunk) {
+      matched = byte === END[matched] ? matched + 1 : byte === 13 ? 1 : 0;
+      if (matched === 4) {
+        finished = true;
+        done();
+        return;
+      }
+    }
+  };
 }
 
 const close = (conn: Deno.Conn) => {
@@ -93,18 +118,29 @@ export function serveTls(
 
   const serveConnection = async (conn: Deno.TlsConn) => {
     let up: Deno.TcpConn | undefined;
+    // A client that does not send its first request head in time (slowloris) is closed. HTTP/2
+    // connections are let go of once negotiated. A handshake that never finishes cannot be cut
+    // short: Deno's TLS listener keeps such a socket open until the client goes.
+    const timer = setTimeout(() => {
+      close(conn);
+      if (up) close(up);
+    }, options.headerTimeoutMs);
+    let watch: ((chunk: Uint8Array) => void) | undefined;
     try {
-      await conn.handshake();
+      const { alpnProtocol } = await conn.handshake();
+      if (alpnProtocol === "h2") clearTimeout(timer);
+      else watch = headWatcher(() => clearTimeout(timer));
       up = await Deno.connect({ hostname: "127.0.0.1", port: inner.addr.port });
       up.setNoDelay(true);
       const port = up.localAddr.port;
       clients.set(port, conn.remoteAddr);
       try {
-        await Promise.all([relay(conn, up), relay(up, conn)]);
+        await Promise.all([relay(conn, up, (chunk) => watch?.(chunk)), relay(up, conn)]);
       } finally {
         clients.delete(port);
       }
     } catch { /* a failed handshake (TLS 1.1, plain HTTP) or a reset: drop the connection */ }
+    clearTimeout(timer);
     if (up) close(up);
     close(conn);
   };
