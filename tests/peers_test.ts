@@ -26,6 +26,38 @@ async function backToBaseline(pid: number, baseline: number, what: string) {
   assert.ok(ok, `${what}: ${now} file descriptors, baseline ${baseline}`);
 }
 
+/**
+ * Backends behind /reset, /close and /garbage get the client a 502 (and /good/ still answers);
+ * /midbody promised 100000 bytes and sent 1000, so the client must not get a complete answer.
+ * Findings go into `report` when given.
+ */
+async function expectBrokenBackends(srv: CliServer, report?: string[]) {
+  for (const name of ["reset", "close", "garbage"]) {
+    const res = await fetch(`${srv.url}/${name}/x`);
+    await res.body?.cancel();
+    report?.push(`${name}: ${res.status}`);
+    assert.equal(res.status, 502, name);
+    assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
+  }
+  // Read raw, so that what the server sends is seen as is.
+  const cut = await rawRequest(
+    portOf(srv.url),
+    "GET /midbody/x HTTP/1.1\r\nHost: a\r\n\r\n",
+    3000,
+  );
+  const body = cut.text.slice(cut.text.indexOf("\r\n\r\n") + 4);
+  report?.push(`mid-body: ${cut.status}, ${body.length} body bytes, then closed: ${cut.closed}`);
+  assert.ok(cut.closed, "a cut body ends the client's connection");
+  const length = cut.headers.find(([k]) => k === "content-length")?.[1];
+  const chunked = cut.headers.some(([k, v]) => k === "transfer-encoding" && v === "chunked");
+  // Either the length promised is not delivered, or the chunked stream never ends.
+  assert.ok(
+    (length !== undefined && body.length < Number(length)) ||
+      (chunked && !body.endsWith("0\r\n\r\n")),
+    `mid-body answer looked complete: ${cut.text.slice(0, 200)}`,
+  );
+}
+
 Deno.test("slowloris: 200 connections trickling headers do not stop a normal client", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, { "site/index.html": "home" });
@@ -299,37 +331,12 @@ Deno.test("broken backends: reset, early close, garbage give 502, a cut body abo
       }],
     });
     const pid = srv.process.pid;
-    const port = portOf(srv.url);
     assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
     assert.equal(await (await fetch(srv.url)).text(), "home");
     const baseline = fdCount(pid);
     const report: string[] = [];
     for (let round = 0; round < 3; round++) {
-      for (const name of ["reset", "close", "garbage"]) {
-        const res = await fetch(`${srv.url}/${name}/x`);
-        await res.body?.cancel();
-        if (round === 0) report.push(`${name}: ${res.status}`);
-        assert.equal(res.status, 502, name);
-        assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
-      }
-      // The backend promised 100000 bytes and sent 1000: the client must not get a complete
-      // answer. Read raw, so that what the server sends is seen as is.
-      const cut = await rawRequest(port, "GET /midbody/x HTTP/1.1\r\nHost: a\r\n\r\n", 3000);
-      const body = cut.text.slice(cut.text.indexOf("\r\n\r\n") + 4);
-      if (round === 0) {
-        report.push(
-          `mid-body: ${cut.status}, ${body.length} body bytes, then closed: ${cut.closed}`,
-        );
-      }
-      assert.ok(cut.closed, "a cut body ends the client's connection");
-      const length = cut.headers.find(([k]) => k === "content-length")?.[1];
-      const chunked = cut.headers.some(([k, v]) => k === "transfer-encoding" && v === "chunked");
-      // Either the length promised is not delivered, or the chunked stream never ends.
-      assert.ok(
-        (length !== undefined && body.length < Number(length)) ||
-          (chunked && !body.endsWith("0\r\n\r\n")),
-        `mid-body answer looked complete: ${cut.text.slice(0, 200)}`,
-      );
+      await expectBrokenBackends(srv, round === 0 ? report : undefined);
       assert.equal(await (await fetch(srv.url)).text(), "home");
     }
     console.log(`broken backends: ${report.join("; ")}`);
@@ -376,7 +383,6 @@ Deno.test("broken backends behind server.reverse_proxy: 502, 504 on a hang, a cu
       },
     });
     const pid = srv.process.pid;
-    const port = portOf(srv.url);
     assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
     assert.equal(await (await fetch(srv.url)).text(), "home");
     const baseline = fdCount(pid);
@@ -398,28 +404,7 @@ Deno.test("broken backends behind server.reverse_proxy: 502, 504 on a hang, a cu
       assert.equal(hung.status, 504);
       // A client that gives up on a hanging backend: the backend request is dropped with it.
       await fetch(`${srv.url}/hang/y`, { signal: AbortSignal.timeout(200) }).catch(() => {});
-      for (const name of ["reset", "close", "garbage"]) {
-        const res = await fetch(`${srv.url}/${name}/x`);
-        await res.body?.cancel();
-        if (round === 0) report.push(`${name}: ${res.status}`);
-        assert.equal(res.status, 502, name);
-        assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
-      }
-      const cut = await rawRequest(port, "GET /midbody/x HTTP/1.1\r\nHost: a\r\n\r\n", 3000);
-      const body = cut.text.slice(cut.text.indexOf("\r\n\r\n") + 4);
-      if (round === 0) {
-        report.push(
-          `mid-body: ${cut.status}, ${body.length} body bytes, then closed: ${cut.closed}`,
-        );
-      }
-      assert.ok(cut.closed, "a cut body ends the client's connection");
-      const length = cut.headers.find(([k]) => k === "content-length")?.[1];
-      const chunked = cut.headers.some(([k, v]) => k === "transfer-encoding" && v === "chunked");
-      assert.ok(
-        (length !== undefined && body.length < Number(length)) ||
-          (chunked && !body.endsWith("0\r\n\r\n")),
-        `mid-body answer looked complete: ${cut.text.slice(0, 200)}`,
-      );
+      await expectBrokenBackends(srv, round === 0 ? report : undefined);
       await new Promise((r) => setTimeout(r, 150));
     }
     console.log(`reverse_proxy broken backends: ${report.join("; ")}`);
