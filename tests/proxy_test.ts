@@ -16,6 +16,7 @@ import {
   tempDir,
   type TestServer,
 } from "./helpers.ts";
+import { rawRequest } from "./raw.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Backends
@@ -537,6 +538,181 @@ Deno.test("a small answer the backend breaks off becomes a logged 502, never a s
   assert.equal(res.status, 502);
   await res.body?.cancel();
   assert.ok(srv.log.lines.some((l) => /broke off the response to GET \/short\/x/.test(l)));
+});
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 to backends
+
+/**
+ * A raw keep-alive backend: answers each request head on a connection with `answer(head)` (which
+ * may end the connection by returning `close: true`), and counts connections.
+ */
+function scriptedBackend(
+  answer: (head: string) => { bytes: string | Uint8Array; close?: boolean; closeAfterMs?: number },
+): Backend & { connections: number } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const state = { connections: 0 };
+  (async () => {
+    for await (const conn of listener) {
+      conns.add(conn);
+      state.connections++;
+      (async () => {
+        const buf = new Uint8Array(65536);
+        let text = "";
+        for (;;) {
+          const end = text.indexOf("\r\n\r\n");
+          if (end < 0) {
+            const n = await conn.read(buf).catch(() => null);
+            if (n === null) break;
+            text += new TextDecoder().decode(buf.subarray(0, n));
+            continue;
+          }
+          const head = text.slice(0, end);
+          const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+          while (text.length < end + 4 + length) {
+            const n = await conn.read(buf).catch(() => null);
+            if (n === null) break;
+            text += new TextDecoder().decode(buf.subarray(0, n));
+          }
+          text = text.slice(end + 4 + length);
+          const a = answer(head);
+          await conn.write(typeof a.bytes === "string" ? enc.encode(a.bytes) : a.bytes);
+          if (a.close) break;
+          if (a.closeAfterMs !== undefined) {
+            setTimeout(() => {
+              try {
+                conn.close();
+              } catch { /* closed */ }
+            }, a.closeAfterMs);
+          }
+        }
+        conns.delete(conn);
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      })();
+    }
+  })().catch(() => {});
+  const port = (listener.addr as Deno.NetAddr).port;
+  return {
+    get connections() {
+      return state.connections;
+    },
+    port,
+    url: `http://127.0.0.1:${port}`,
+    seen: [],
+    [Symbol.asyncDispose]() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+      return Promise.resolve();
+    },
+  };
+}
+
+const okAnswer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+Deno.test("backend connections are reused; one the backend closes while idle is not", async () => {
+  await using kept = scriptedBackend(() => ({ bytes: okAnswer }));
+  // Closes each connection 20 ms after answering, as a backend with a short keep-alive does.
+  await using brief = scriptedBackend(() => ({ bytes: okAnswer, closeAfterMs: 20 }));
+  await using srv = await proxyServer([at(kept, "/kept"), at(brief, "/brief")]);
+  for (let i = 0; i < 20; i++) assert.equal(await (await fetch(srv.url + "/kept/x")).text(), "ok");
+  assert.equal(kept.connections, 1, "twenty requests in a row share one backend connection");
+  // A POST is never sent twice; it must not meet a connection the backend has closed.
+  for (let i = 0; i < 5; i++) {
+    const res = await fetch(srv.url + "/brief/x", { method: "POST", body: "data" });
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "ok");
+    await sleep(60);
+  }
+  assert.equal(brief.connections, 5);
+  assert.ok(!srv.log.lines.some((l) => /brief|invalid/.test(l) && /WARN|ERROR/.test(l)));
+});
+
+Deno.test("response framing: chunked, close-delimited, 1xx skipped, HEAD, bytes as sent", async () => {
+  const big = "y".repeat(100_000);
+  const gz = new Uint8Array(
+    await new Response(
+      new Blob(["compressed"]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).arrayBuffer(),
+  );
+  await using b = scriptedBackend((head) => {
+    const path = head.split(" ")[1];
+    if (path === "/chunked") {
+      return {
+        bytes: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n" +
+          "5;ext=1\r\nhello\r\n" + big.length.toString(16) + "\r\n" + big + "\r\n" +
+          "0\r\nx-trailer: 1\r\n\r\n",
+      };
+    }
+    if (path === "/close") {
+      return {
+        bytes: "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end",
+        close: true,
+      };
+    }
+    if (path === "/interim") {
+      return {
+        bytes: "HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n" +
+          "HTTP/1.1 200 OK\r\nConnection: x-private\r\nx-private: 1\r\nx-kept: 1\r\n" +
+          "content-length: 5\r\n\r\nfinal",
+      };
+    }
+    if (path === "/head") return { bytes: "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n" };
+    const gzHead =
+      `HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: ${gz.length}\r\n\r\n`;
+    const bytes = new Uint8Array([...enc.encode(gzHead), ...gz]);
+    return { bytes };
+  });
+  await using srv = await proxyServer([at(b, "/")]);
+  const chunked = await fetch(srv.url + "/chunked");
+  assert.equal(await chunked.text(), "hello" + big);
+  const close = await fetch(srv.url + "/close");
+  assert.equal(await close.text(), "until the end");
+  const interim = await fetch(srv.url + "/interim");
+  assert.equal(interim.status, 200);
+  assert.equal(await interim.text(), "final");
+  assert.equal(interim.headers.get("x-private"), null, "a header named in Connection is dropped");
+  assert.equal(interim.headers.get("x-kept"), "1");
+  const head = await fetch(srv.url + "/head", { method: "HEAD" });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get("content-length"), "1234");
+  // The client gets the backend's bytes: no decoding on the way.
+  const port = Number(new URL(srv.url).port);
+  const raw = await rawRequest(
+    port,
+    "GET /gz HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(raw.status, 200);
+  assert.equal(new Map(raw.headers).get("content-encoding"), "gzip");
+  assert.equal(new Map(raw.headers).get("content-length"), String(gz.length));
+});
+
+Deno.test("an invalid backend answer is a logged 502", async () => {
+  const answers: Record<string, string> = {
+    "/status": "HTTP/1.1 2OO OK\r\n\r\n",
+    "/lengths": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    "/fold": "HTTP/1.1 200 OK\r\nx-a: 1\r\n folded\r\ncontent-length: 0\r\n\r\n",
+    "/huge": "HTTP/1.1 200 OK\r\n" + `x-big: ${"z".repeat(70_000)}\r\n` +
+      "content-length: 0\r\n\r\n",
+    "/switch": "HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n",
+  };
+  await using b = scriptedBackend((head) => ({ bytes: answers[head.split(" ")[1]], close: true }));
+  await using srv = await proxyServer([at(b, "/")]);
+  for (const path of Object.keys(answers)) {
+    const res = await fetch(srv.url + path);
+    assert.equal(res.status, 502, path);
+    await res.body?.cancel();
+    assert.ok(
+      srv.log.lines.some((l) => l.includes(`GET ${path} with an invalid response`)),
+      `${path} is logged`,
+    );
+  }
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
  */
 import type { ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
-import { tcpReachable } from "./forward.ts";
+import { dial } from "./http1.ts";
 import { compileRule } from "./rules.ts";
 
 /** Probes every backend of `rules` at once; resolves to the unreachable ones ("host:port"). */
@@ -25,7 +25,10 @@ export async function checkBackends(
   const down: string[] = [];
   await Promise.all([...seen].map(async ([key, b]) => {
     const limit = Math.min(timeoutMs, rules[b.rule].connect_timeout * 1000);
-    if (await tcpReachable(b.host, b.port, limit)) return;
+    try {
+      (await dial({ hostname: b.host, port: b.port, tls: false, connectTimeoutMs: limit })).close();
+      return;
+    } catch { /* reported below */ }
     down.push(key);
     log.warn(
       `server.reverse_proxy[${b.rule}]: backend ${key} for ${b.path} is not reachable now; ` +

@@ -10,10 +10,14 @@ import { isIP } from "node:net";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
 import { ConfigError } from "../config/load.ts";
+import { createUpstream, type Upstream } from "./http1.ts";
 import type { Backend, CompiledRule } from "./rules.ts";
 
 /** How requests reach one backend. */
 export interface Link {
+  /** Plain HTTP requests. */
+  upstream: Upstream;
+  /** fetch and WebSocket (health checks, WebSocket bridging). */
   client: Deno.HttpClient;
   /** Base URL for fetch, without a trailing slash. */
   base: string;
@@ -99,18 +103,32 @@ export function openLinks(rule: CompiledRule): Links {
         allowHost,
         proxy: { transport: "tcp", hostname: "127.0.0.1", port: b.port },
       });
-      closers.push(() => client.close(), b.close);
+      const upstream = createUpstream({
+        hostname: "127.0.0.1",
+        port: b.port,
+        tls: false,
+        connectTimeoutMs: rule.connectTimeoutMs,
+        authority: backend.authority,
+      });
+      closers.push(() => client.close(), b.close, () => upstream[Symbol.dispose]());
       const plain = backend.origin.replace(/^https:/, "http:");
-      return { client, base: plain, wsBase: plain.replace(/^http:/, "ws:") };
+      return { upstream, client, base: plain, wsBase: plain.replace(/^http:/, "ws:") };
     });
   } else {
     const client = Deno.createHttpClient({ allowHost, caCerts });
     closers.push(() => client.close());
-    links = rule.backends.map((backend) => ({
-      client,
-      base: backend.origin,
-      wsBase: backend.wsOrigin,
-    }));
+    links = rule.backends.map((backend) => {
+      const upstream = createUpstream({
+        hostname: backend.host,
+        port: backend.port,
+        tls: rule.rule.ssl,
+        caCerts,
+        connectTimeoutMs: rule.connectTimeoutMs,
+        authority: backend.authority,
+      });
+      closers.push(() => upstream[Symbol.dispose]());
+      return { upstream, client, base: backend.origin, wsBase: backend.wsOrigin };
+    });
   }
   return {
     links,

@@ -103,46 +103,44 @@ export function rewriteLocation(
   return location;
 }
 
-/** Content codings the HTTP client decodes by itself (the body arrives decoded). */
+/** Content codings fetch decodes by itself (the body arrives decoded). */
 const DECODED = new Set(["gzip", "x-gzip", "br"]);
 
 /**
- * The response headers for the client: hop-by-hop headers dropped, `Location` rewritten, and
- * `Content-Encoding`/`Content-Length` removed when the HTTP client has already decoded the body.
- * `null` when nothing needs to change (the backend's answer can be passed on as it is).
+ * The headers of an answer that came through fetch, for the client: hop-by-hop headers dropped,
+ * and `Content-Encoding`/`Content-Length` removed when fetch has already decoded the body.
  */
-export function responseHeaders(
-  from: Headers,
-  origins: readonly string[],
-  publicOrigin: () => string,
-  prefix: string,
-): [string, string][] | null {
+export function fetchedHeaders(from: Headers): [string, string][] {
   let list: [string, string][] = [];
-  let changed = false;
   let connection: string | null = null;
   let decoded = false;
   for (const pair of from) {
     const name = pair[0];
     if (HOP.has(name)) {
       if (name === "connection") connection = pair[1];
-      changed = true;
       continue;
     }
-    if (name === "location") {
-      const location = rewriteLocation(pair[1], origins, publicOrigin(), prefix);
-      if (location !== pair[1]) {
-        changed = true;
-        list.push([name, location]);
-        continue;
-      }
-    } else if (name === "content-encoding" && DECODED.has(pair[1].trim().toLowerCase())) {
-      changed = decoded = true;
+    if (name === "content-encoding" && DECODED.has(pair[1].trim().toLowerCase())) {
+      decoded = true;
       continue;
     }
     list.push(pair);
   }
-  if (!changed) return null;
   if (connection !== null) list = withoutNamed(list, connection);
   if (decoded) list = list.filter(([name]) => name !== "content-length");
   return list;
+}
+
+/** `headers` with a `Location` that names the backend rewritten to the public URL (in place). */
+export function relocate(
+  headers: [string, string][],
+  origins: readonly string[],
+  publicOrigin: () => string,
+  prefix: string,
+): [string, string][] {
+  for (let i = 0; i < headers.length; i++) {
+    if (headers[i][0] !== "location") continue;
+    headers[i] = ["location", rewriteLocation(headers[i][1], origins, publicOrigin(), prefix)];
+  }
+  return headers;
 }

@@ -68,7 +68,6 @@ export function createProxy(
         links: links.links,
         log,
         errorResponse,
-        watchBodies: true,
       });
       const websocket = async (request: Request, ctx: RequestContext) => {
         const member = pool.pick();

@@ -12,6 +12,8 @@ export interface Backend {
   port: number;
   /** `http://host:port` or `https://host:port`, without a trailing slash. */
   origin: string;
+  /** `host:port` as a Host header names it (the port left out when it is the default). */
+  authority: string;
   /** The same with `ws:`/`wss:`, for WebSocket bridging. */
   wsOrigin: string;
   /** Origins the backend may use in `Location` (with and without a default port). */
@@ -54,6 +56,7 @@ function makeBackend(host: string, port: number, ssl: boolean): Backend {
     host: stripBrackets(host),
     port,
     origin,
+    authority: port === (ssl ? 443 : 80) ? h : `${h}:${port}`,
     wsOrigin: `${ssl ? "wss" : "ws"}://${h}:${port}`,
     locationOrigins,
   };

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { forwardHeaders, responseHeaders } from "../proxy/headers.ts";
+import { fetchedHeaders, forwardHeaders, relocate } from "../proxy/headers.ts";
 import type { ErrorResponder } from "./errors.ts";
 import type { RequestContext } from "./types.ts";
 
@@ -58,8 +58,12 @@ export function createFetchForward(options: FetchForwardOptions): ProxyForward {
     } finally {
       clearTimeout(timer);
     }
-    const out = responseHeaders(answer.headers, [target.origin.toLowerCase()], () => "", "") ??
-      answer.headers;
+    const out = relocate(
+      fetchedHeaders(answer.headers),
+      [target.origin.toLowerCase()],
+      () => "",
+      "",
+    );
     return new Response(answer.body, {
       status: answer.status,
       statusText: answer.statusText,

@@ -1,0 +1,556 @@
+/**
+ * An HTTP/1.1 client for backends, over `Deno.connect`/`Deno.connectTls`, with a pool of
+ * kept-alive connections per backend. It does what a reverse proxy needs and fetch does not
+ * offer: bytes pass as they are (no content decoding), a connect timeout of its own, hop-by-hop
+ * headers dropped while parsing, and about half the cost per request of fetch.
+ *
+ * Framing follows RFC 9112: a response body is delimited by `Transfer-Encoding: chunked`, by
+ * `Content-Length`, or by the end of the connection; HEAD, 1xx, 204 and 304 answers have none.
+ * Interim 1xx answers are skipped. A malformed head, a conflicting length or an over-long head is
+ * an {@link UpstreamError}. A connection goes back to the pool only when its answer was read to
+ * the end and neither side asked to close it.
+ *
+ * @module
+ */
+
+/** Longest response head accepted (status line and headers). */
+const MAX_HEAD = 64 * 1024;
+/** Longest chunk-size line accepted (with extensions). */
+const MAX_LINE = 4096;
+/** Idle connections kept per backend. */
+const MAX_IDLE = 128;
+/** Idle connections are closed after this long (nginx's upstream `keepalive_timeout`). */
+const IDLE_MS = 60_000;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Dropped from responses (RFC 9110 §7.6.1); `content-length` is handled apart. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+]);
+
+const STALE = "connection closed before an answer";
+
+/** A backend answered with something that is not valid HTTP/1.1, or broke off. */
+export class UpstreamError extends Error {}
+
+/** The backend broke off a body that was being read whole. */
+export class BrokenBodyError extends UpstreamError {}
+
+/** Connecting to the backend failed (nothing reached it). */
+export class ConnectError extends Error {
+  constructor(message: string, readonly timedOut: boolean, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** A backend's answer: status, headers for the client, and the body. */
+export interface UpstreamResponse {
+  status: number;
+  statusText: string;
+  /** Without hop-by-hop headers. */
+  headers: [string, string][];
+  /** Bytes when the answer had a Content-Length up to `bufferLimit`, a stream otherwise. */
+  body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
+  /** Resolves when the body has been read to its end, cancelled or broken (with the error). */
+  done: Promise<unknown>;
+}
+
+/** One request to send. */
+export interface UpstreamRequest {
+  method: string;
+  /** Path and query. */
+  target: string;
+  /** Without hop-by-hop headers; `host` and framing headers are set here. */
+  headers: readonly (readonly [string, string])[];
+  /**
+   * Read whole beforehand. Streamed uploads go through fetch (see src/proxy/streamed.ts): Deno
+   * hands a request body to JavaScript in small pieces, and copying them here is several times
+   * slower than fetch copying them inside the runtime.
+   */
+  body: Uint8Array | null;
+  /** Milliseconds to wait for the response head once connected; 0 for no limit. */
+  responseTimeoutMs: number;
+  /** Closing the request: the connection is dropped and the call rejects with its reason. */
+  signal?: AbortSignal;
+  /** Answers with a Content-Length up to this are read whole before the call resolves. */
+  bufferLimit: number;
+}
+
+/** How to reach one backend. */
+export interface Upstream extends Disposable {
+  /** Sends one request; see {@link UpstreamRequest}. */
+  request(request: UpstreamRequest, preserveHost: boolean): Promise<UpstreamResponse>;
+}
+
+/** Options of {@link createUpstream}. */
+export interface UpstreamOptions {
+  hostname: string;
+  port: number;
+  /** Speak TLS to the backend (verifying it against the system roots and `caCerts`). */
+  tls: boolean;
+  caCerts?: string[];
+  connectTimeoutMs: number;
+  /** The Host header sent when the client's is not kept. */
+  authority: string;
+}
+
+/** One connection and what has been read from it but not used yet. */
+class Connection {
+  buf = new Uint8Array(16 * 1024);
+  start = 0;
+  end = 0;
+  idleSince = 0;
+  closed = false;
+  /**
+   * A read started when the connection went idle, as nginx watches its cached connections: it
+   * ends when the backend closes the connection, which then leaves the pool at once. A request
+   * that takes the connection takes over the read.
+   */
+  pending: Promise<number | null> | null = null;
+  constructor(readonly conn: Deno.Conn) {}
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.conn.close();
+    } catch { /* already closed */ }
+  }
+
+  /** Reads more bytes into the buffer (growing it up to `limit`); false at the end. */
+  async fill(limit: number): Promise<boolean> {
+    if (this.pending !== null) {
+      const read = this.pending;
+      this.pending = null;
+      const n = await read;
+      if (n === null) return false;
+      this.end += n;
+      return true;
+    }
+    if (this.start > 0 && this.end === this.buf.length) {
+      this.buf.copyWithin(0, this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+    }
+    if (this.end === this.buf.length) {
+      if (this.buf.length >= limit) throw new UpstreamError("response head too large");
+      const bigger = new Uint8Array(Math.min(limit, this.buf.length * 2));
+      bigger.set(this.buf.subarray(0, this.end));
+      this.buf = bigger;
+    }
+    const n = await this.conn.read(this.buf.subarray(this.end));
+    if (n === null) return false;
+    this.end += n;
+    return true;
+  }
+
+  /** Index just after the next CRLF CRLF at or after `from`, or -1. */
+  headEnd(from: number): number {
+    const b = this.buf;
+    for (let i = b.indexOf(10, from); i >= 0 && i < this.end; i = b.indexOf(10, i + 1)) {
+      if (i >= 3 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) return i + 1;
+    }
+    return -1;
+  }
+
+  /** The next line (without CRLF), reading more as needed. */
+  async line(): Promise<string> {
+    for (;;) {
+      const i = this.buf.indexOf(10, this.start);
+      if (i >= 0 && i < this.end) {
+        const text = latin1(
+          this.buf,
+          this.start,
+          i > this.start && this.buf[i - 1] === 13 ? i - 1 : i,
+        );
+        this.start = i + 1;
+        return text;
+      }
+      if (this.end - this.start > MAX_LINE) throw new UpstreamError("chunk header too long");
+      if (!await this.fill(MAX_HEAD)) throw new UpstreamError("connection closed mid-body");
+    }
+  }
+
+  /** Up to `max` body bytes as a fresh array, or null at the end of the connection. */
+  async take(max: number): Promise<Uint8Array | null> {
+    if (this.end > this.start) {
+      const n = Math.min(max, this.end - this.start);
+      const out = this.buf.slice(this.start, this.start + n);
+      this.start += n;
+      return out;
+    }
+    const out = new Uint8Array(Math.min(max, 64 * 1024));
+    const n = await this.conn.read(out);
+    return n === null ? null : out.subarray(0, n);
+  }
+
+  async writeAll(bytes: Uint8Array): Promise<void> {
+    for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
+  }
+}
+
+function latin1(b: Uint8Array, from: number, to: number): string {
+  let s = "";
+  for (let i = from; i < to; i += 8192) {
+    s += String.fromCharCode.apply(null, b.subarray(i, Math.min(to, i + 8192)) as never);
+  }
+  return s;
+}
+
+function encodeLatin1(s: string): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** Parsed response head. */
+interface Head {
+  status: number;
+  statusText: string;
+  headers: [string, string][];
+  /** Body length, -1 for chunked, -2 until the connection closes. */
+  length: number;
+  keepAlive: boolean;
+}
+
+function parseHead(text: string): Head {
+  const lines = text.split("\r\n");
+  const m = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/.exec(lines[0]);
+  if (m === null) {
+    throw new UpstreamError(`invalid status line ${JSON.stringify(lines[0].slice(0, 80))}`);
+  }
+  let keepAlive = m[1] === "1";
+  const headers: [string, string][] = [];
+  let length = -2;
+  let chunked = false;
+  let coded = false;
+  let named: string[] | undefined;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    const colon = line.indexOf(":");
+    const name = line.slice(0, colon).toLowerCase();
+    if (colon <= 0 || !TOKEN.test(name)) {
+      throw new UpstreamError(`invalid header line ${JSON.stringify(line.slice(0, 80))}`);
+    }
+    const value = line.slice(colon + 1).trim();
+    if (name === "content-length") {
+      // "5, 5" is one length sent twice (RFC 9110 §8.6); different values are an attack or a bug.
+      for (const part of value.split(",")) {
+        const v = part.trim();
+        if (!/^\d{1,15}$/.test(v) || (length >= 0 && Number(v) !== length)) {
+          throw new UpstreamError(`invalid Content-Length ${JSON.stringify(value)}`);
+        }
+        length = Number(v);
+      }
+      headers.push([name, String(length)]);
+      continue;
+    }
+    if (HOP_BY_HOP.has(name)) {
+      if (name === "transfer-encoding") {
+        coded = true;
+        chunked = value.toLowerCase().split(",").at(-1)!.trim() === "chunked";
+      } else if (name === "connection") {
+        const tokens = value.toLowerCase().split(",").map((t) => t.trim());
+        if (tokens.includes("close")) keepAlive = false;
+        else if (tokens.includes("keep-alive") && m[1] === "0") keepAlive = true;
+        (named ??= []).push(...tokens);
+      }
+      continue;
+    }
+    headers.push([name, value]);
+  }
+  if (coded) {
+    // Transfer-Encoding overrides Content-Length, and such a connection is not reused (§6.3).
+    keepAlive = false;
+    length = chunked ? -1 : -2;
+  }
+  if (length === -2) keepAlive = false;
+  const kept = named === undefined
+    ? headers
+    : headers.filter(([n]) => !named!.includes(n) || (n === "content-length" && !coded));
+  return {
+    status: Number(m[2]),
+    statusText: m[3] ?? "",
+    headers: coded ? kept.filter(([n]) => n !== "content-length") : kept,
+    length,
+    keepAlive,
+  };
+}
+
+/** Connects to `hostname:port` (over TLS when `tls`) within `connectTimeoutMs`. */
+export async function dial(
+  options: Pick<UpstreamOptions, "hostname" | "port" | "tls" | "caCerts" | "connectTimeoutMs">,
+): Promise<Deno.Conn> {
+  const { hostname, port, connectTimeoutMs } = options;
+  const attempt = options.tls
+    ? Deno.connectTls({ hostname, port, caCerts: options.caCerts, alpnProtocols: ["http/1.1"] })
+    : Deno.connect({ hostname, port });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<null>((r) => timer = setTimeout(() => r(null), connectTimeoutMs));
+  let conn: Deno.Conn | null;
+  try {
+    conn = await Promise.race([attempt, timeout]);
+  } catch (e) {
+    throw new ConnectError((e as Error).message, false, { cause: e });
+  } finally {
+    clearTimeout(timer);
+  }
+  if (conn !== null) return conn;
+  attempt.then((c) => c.close(), () => {});
+  throw new ConnectError(`no connection within ${connectTimeoutMs / 1000}s`, true);
+}
+
+/** Creates the client of one backend; dispose it to close its idle connections. */
+export function createUpstream(options: UpstreamOptions): Upstream {
+  const idle: Connection[] = [];
+  const authority = options.authority;
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+
+  const sweep = () => {
+    const now = Date.now();
+    let kept = 0;
+    for (const c of idle) {
+      if (now - c.idleSince < IDLE_MS) idle[kept++] = c;
+      else c.close();
+    }
+    idle.length = kept;
+    if (kept === 0) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+    }
+  };
+
+  const drop = (c: Connection) => {
+    c.close();
+    const i = idle.indexOf(c);
+    if (i >= 0) idle.splice(i, 1);
+  };
+
+  const release = (c: Connection) => {
+    // Bytes after the answer are not HTTP; such a connection is not reused.
+    if (c.closed || c.end > c.start || idle.length >= MAX_IDLE) return c.close();
+    c.start = c.end = 0;
+    c.idleSince = Date.now();
+    const read = c.conn.read(c.buf);
+    c.pending = read;
+    const idleEnd = () => {
+      if (c.pending === read) drop(c);
+    };
+    read.then(idleEnd, idleEnd);
+    idle.push(c);
+    if (sweeper === undefined) {
+      sweeper = setInterval(sweep, 1000);
+      Deno.unrefTimer(sweeper as unknown as number);
+    }
+  };
+
+  const connect = async (): Promise<Connection> => {
+    const conn = await dial(options);
+    if (!options.tls) (conn as Deno.TcpConn).setNoDelay(true);
+    return new Connection(conn);
+  };
+
+  /** The bytes of the request head (and a small body) to write. */
+  const encodeHead = (req: UpstreamRequest, preserveHost: boolean): Uint8Array<ArrayBuffer> => {
+    let head = `${req.method} ${req.target} HTTP/1.1\r\n`;
+    let host = preserveHost ? undefined : authority;
+    for (const [name, value] of req.headers) {
+      if (name === "content-length" || name === "expect") continue;
+      if (name === "host") {
+        host ??= value;
+        continue;
+      }
+      head += `${name}: ${value}\r\n`;
+    }
+    if (host !== undefined) head = head + `host: ${host}\r\n`;
+    const body = req.body;
+    if (body !== null) head += `content-length: ${body.length}\r\n`;
+    else if (req.method === "POST" || req.method === "PUT" || req.method === "PATCH") {
+      head += "content-length: 0\r\n";
+    }
+    const bytes = encodeLatin1(head + "\r\n");
+    if (body === null || body.length === 0) return bytes;
+    const all = new Uint8Array(bytes.length + body.length);
+    all.set(bytes);
+    all.set(body, bytes.length);
+    return all;
+  };
+
+  /** Reads the head of the final (non-1xx) answer. */
+  const readHead = async (c: Connection): Promise<Head> => {
+    for (;;) {
+      let end = c.headEnd(c.start);
+      while (end < 0) {
+        const seen = c.end - c.start;
+        if (!await c.fill(MAX_HEAD)) {
+          throw new UpstreamError(
+            seen > 0 ? "connection closed mid-head" : STALE,
+          );
+        }
+        end = c.headEnd(c.start + Math.max(0, seen - 3));
+      }
+      const head = parseHead(latin1(c.buf, c.start, end - 4));
+      c.start = end;
+      if (head.status >= 200) return head;
+      if (head.status === 101) throw new UpstreamError("unexpected 101 Switching Protocols");
+    }
+  };
+
+  /** A stream over the body of `head`; `finish` runs once at its end, cancel or failure. */
+  const bodyStream = (
+    c: Connection,
+    head: Head,
+    finish: (error?: unknown) => void,
+  ): ReadableStream<Uint8Array> => {
+    let left = head.length === -1 ? 0 : head.length;
+    let lastChunk = false;
+    const pull = async (): Promise<Uint8Array | null> => {
+      if (head.length === -2) return await c.take(64 * 1024);
+      if (head.length >= 0) {
+        if (left === 0) return null;
+        const chunk = await c.take(left);
+        if (chunk === null) throw new UpstreamError("connection closed mid-body");
+        left -= chunk.length;
+        return chunk;
+      }
+      while (left === 0) {
+        if (lastChunk) return null;
+        const line = await c.line();
+        const size = /^([0-9a-fA-F]{1,15})[ \t]*(?:;.*)?$/.exec(line);
+        if (size === null) throw new UpstreamError("invalid chunk size");
+        left = parseInt(size[1], 16);
+        if (left === 0) {
+          while ((await c.line()) !== "") { /* trailers are not passed on */ }
+          lastChunk = true;
+          return null;
+        }
+      }
+      const chunk = await c.take(left);
+      if (chunk === null) throw new UpstreamError("connection closed mid-body");
+      left -= chunk.length;
+      if (left === 0 && (await c.line()) !== "") throw new UpstreamError("invalid chunk end");
+      return chunk;
+    };
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        let chunk: Uint8Array | null;
+        try {
+          chunk = await pull();
+        } catch (e) {
+          finish(e);
+          controller.error(e);
+          return;
+        }
+        if (chunk === null) {
+          finish();
+          controller.close();
+        } else controller.enqueue(chunk);
+      },
+      cancel() {
+        c.close();
+        finish();
+      },
+    }, { highWaterMark: 0 });
+  };
+
+  const send = async (
+    c: Connection,
+    req: UpstreamRequest,
+    preserveHost: boolean,
+  ): Promise<UpstreamResponse> => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut = false;
+    const signal = req.signal;
+    const onAbort = () => c.close();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    let head: Head;
+    try {
+      if (signal?.aborted) throw signal.reason;
+      if (req.responseTimeoutMs > 0) {
+        timer = setTimeout(() => {
+          timedOut = true;
+          c.close();
+        }, req.responseTimeoutMs);
+      }
+      await c.writeAll(encodeHead(req, preserveHost));
+      head = await readHead(c);
+    } catch (e) {
+      c.close();
+      signal?.removeEventListener("abort", onAbort);
+      if (signal?.aborted) throw signal.reason;
+      if (timedOut) throw new TimeoutError();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    const { status, statusText, headers } = head;
+    let settle!: (error?: unknown) => void;
+    const done = new Promise<unknown>((r) => settle = r);
+    const finish = (error?: unknown) => {
+      signal?.removeEventListener("abort", onAbort);
+      if (error === undefined && head.keepAlive) release(c);
+      else c.close();
+      settle(error);
+    };
+    if (req.method === "HEAD" || status === 204 || status === 304) {
+      finish();
+      return { status, statusText, headers, body: null, done };
+    }
+    if (head.length >= 0 && head.length <= req.bufferLimit) {
+      const body = new Uint8Array(head.length);
+      try {
+        let got = Math.min(head.length, c.end - c.start);
+        body.set(c.buf.subarray(c.start, c.start + got));
+        c.start += got;
+        while (got < head.length) {
+          const n = await c.conn.read(body.subarray(got));
+          if (n === null) throw new UpstreamError("connection closed mid-body");
+          got += n;
+        }
+      } catch (e) {
+        finish(e);
+        throw signal?.aborted ? signal.reason : new BrokenBodyError((e as Error).message);
+      }
+      finish();
+      return { status, statusText, headers, body, done };
+    }
+    return { status, statusText, headers, body: bodyStream(c, head, finish), done };
+  };
+
+  return {
+    async request(req, preserveHost) {
+      // A kept-alive connection may have been closed by the backend just now: a request that
+      // can be sent again gets one more try on a new connection when nothing came back.
+      const replayable = req.method === "GET" || req.method === "HEAD" || req.method === "OPTIONS";
+      const c = idle.pop();
+      if (c === undefined) return send(await connect(), req, preserveHost);
+      try {
+        return await send(c, req, preserveHost);
+      } catch (e) {
+        const stale = (e instanceof UpstreamError && e.message === STALE) ||
+          e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe;
+        if (!replayable || !stale || req.signal?.aborted) throw e;
+      }
+      return send(await connect(), req, preserveHost);
+    },
+    [Symbol.dispose]() {
+      clearInterval(sweeper);
+      for (const c of idle) c.close();
+      idle.length = 0;
+    },
+  };
+}
+
+/** The backend sent no response head within `responseTimeoutMs`. */
+export class TimeoutError extends Error {
+  constructor() {
+    super("timed out");
+  }
+}
