@@ -10,6 +10,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { V8_FLAGS } from "./compile.ts";
 
 const args = parseArgs({
   args: Deno.args,
@@ -237,7 +238,16 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
   ) => {
     await Deno.writeTextFile(`${WORK}/${name}.yaml`, dsConf(port, https, access, workers));
     const p = spawn(
-      [DENO, "run", "-A", "--unstable-net", `${ROOT}/main.ts`, "-c", `${WORK}/${name}.yaml`],
+      [
+        DENO,
+        "run",
+        "-A",
+        ...V8_FLAGS,
+        "--unstable-net",
+        `${ROOT}/main.ts`,
+        "-c",
+        `${WORK}/${name}.yaml`,
+      ],
       {},
       access ? `${WORK}/${name}-access.log` : `${WORK}/${name}.log`,
     );

@@ -49,6 +49,12 @@ export const TARGETS: readonly string[] = [
 ];
 
 /** Modules loaded as workers (`server.workers`): compile adds them only when named. */
+/**
+ * V8 settings baked in: the young generation capped at 1 MB keeps idle memory 5-7 MB lower with
+ * no measurable change in throughput (see README, Performance).
+ */
+export const V8_FLAGS: readonly string[] = ["--v8-flags=--max-semi-space-size=1"];
+
 export const INCLUDES: readonly string[] = ["src/server/worker_main.ts"];
 
 /** Where `target` is written by `compile:all`. */
@@ -63,6 +69,7 @@ export function compileArgs(
   return [
     "compile",
     ...UNSTABLE,
+    ...V8_FLAGS,
     ...PERMISSIONS,
     ...(options.target ? ["--target", options.target] : []),
     ...INCLUDES.flatMap((file) => ["--include", file]),

@@ -14,6 +14,7 @@ import {
   PERMISSIONS,
   TARGETS,
   UNSTABLE,
+  V8_FLAGS,
 } from "../scripts/compile.ts";
 import { ENV_NAMES } from "../src/config/load.ts";
 import { page, welcomePage } from "../src/pages/html.ts";
@@ -27,6 +28,7 @@ Deno.test("the compile command is exactly this", () => {
     "compile",
     "--unstable-net",
     "--unstable-no-legacy-abort",
+    "--v8-flags=--max-semi-space-size=1",
     "--allow-net",
     "--allow-read",
     "--allow-write",
@@ -41,6 +43,7 @@ Deno.test("the compile command is exactly this", () => {
   assert.deepEqual(compileArgs({ target: "aarch64-apple-darwin", output: "/x/y" }), [
     "compile",
     ...UNSTABLE,
+    ...V8_FLAGS,
     ...PERMISSIONS,
     "--target",
     "aarch64-apple-darwin",
