@@ -4,7 +4,7 @@
  * needs.
  */
 import assert from "node:assert/strict";
-import { ENV_ALLOWED, START_PERMISSIONS, UNSTABLE } from "../scripts/compile.ts";
+import { ENV_ALLOWED, START_PERMISSIONS, UNSTABLE, V8_FLAGS } from "../scripts/compile.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { ENV_NAMES } from "../src/config/load.ts";
 import { ROOT, runCli, spawnCli, tempDir, writeFiles } from "./helpers.ts";
@@ -33,9 +33,9 @@ async function site() {
   return dir;
 }
 
-Deno.test("deno task start grants exactly the permissions listed in scripts/compile.ts", () => {
+Deno.test("deno task start grants exactly the permissions (and V8 flags) in scripts/compile.ts", () => {
   const quote = (a: string) => a.includes("*") ? `'${a}'` : a;
-  const args = [...UNSTABLE, ...START_PERMISSIONS].map(quote).join(" ");
+  const args = [...V8_FLAGS, ...UNSTABLE, ...START_PERMISSIONS].map(quote).join(" ");
   assert.equal(denoJson.tasks.start, `deno run ${args} main.ts`);
   assert.equal(denoJson.tasks.dev, `deno run --watch ${args} main.ts -d`);
   // Network only for the bundled config's address, reading only its file and folders, no write.
