@@ -333,8 +333,13 @@ https://127.0.0.1:${s} {
     `${WORK}/bare.ts`,
     `const body = new Uint8Array(Number(Deno.args[1])).fill(120);
 const answer = new Response(body, { headers: { "content-type": "application/octet-stream" } });
-Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} }, () =>
-  answer.clone());
+const reads = Deno.args[2] === "reads";
+let seen = 0;
+Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} }, (request) => {
+  // What any file server must read: the path, the method, a validator header.
+  if (reads) seen += request.url.length + request.method.length + (request.headers.get("if-none-match") ?? "").length;
+  return answer.clone();
+});
 `,
   );
   for (const [workload, size] of [["1 KiB file", 1024], ["100 KiB file", 100 * 1024]] as const) {
@@ -346,6 +351,14 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} },
       ceilingOf: workload,
     });
   }
+  // The same reading the request as any file server must: a floor for the per-request cost.
+  const readsPort = await freePort();
+  servers.push({
+    name: "bare Deno.serve + request reads",
+    http: readsPort,
+    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(readsPort), "1024", "reads"]),
+    ceilingOf: "1 KiB file",
+  });
 
   for (const s of servers) {
     await waitReady(`http://127.0.0.1:${s.http}/`).catch(() =>
@@ -515,7 +528,10 @@ async function main() {
   for (const s of servers) if (!s.variant) idle[s.name] = await rssMb(s.process.pid);
   const started = Date.now();
   const rows: string[] = [];
-  const ratios: Record<string, { nginx: number; caddy: number; bare?: number }> = {};
+  const ratios: Record<
+    string,
+    { nginx: number; caddy: number; bare?: number; reads?: number }
+  > = {};
   try {
     for (const w of WORKLOADS) {
       if (args.values.only && !w.name.includes(args.values.only)) continue;
@@ -547,6 +563,9 @@ async function main() {
         nginx: ratio("nginx"),
         caddy: ratio("caddy"),
         bare: summary.has("bare Deno.serve") ? ratio("bare Deno.serve") : undefined,
+        reads: summary.has("bare Deno.serve + request reads")
+          ? ratio("bare Deno.serve + request reads")
+          : undefined,
       };
       for (const [name, r] of summary) {
         const row = `| ${w.name} | ${name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${
@@ -599,7 +618,10 @@ ${rows.join("\n")}
 
 Against the bare \`Deno.serve\` ceiling: 1 KiB file ${
     fmt(ratios["1 KiB file"]?.bare ?? NaN, 2)
-  }×, 100 KiB file ${fmt(ratios["100 KiB file"]?.bare ?? NaN, 2)}×.
+  }×, 100 KiB file ${fmt(ratios["100 KiB file"]?.bare ?? NaN, 2)}×; 1 KiB file against the bare
+server that also reads the URL, the method and one header (what any file server must read): ${
+    fmt(ratios["1 KiB file"]?.reads ?? NaN, 2)
+  }×.
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
 `;
   console.log(report);
