@@ -70,31 +70,31 @@ function echoBackend(name = "echo", tls?: { cert: string; key: string }): Backen
   }, tls);
 }
 
-/** A raw TCP backend that answers every connection with `reply` (then closes it). */
-function rawBackend(reply: (conn: Deno.Conn) => Promise<void>): Backend {
+/**
+ * A raw TCP backend: `serve` handles each connection, which is closed after it; `connections`
+ * counts the connections accepted.
+ */
+function tcpBackend(serve: (conn: Deno.Conn) => Promise<void>): Backend & { connections: number } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
+  let connections = 0;
   (async () => {
     for await (const conn of listener) {
       conns.add(conn);
-      (async () => {
-        const buf = new Uint8Array(65536);
-        let head = "";
-        while (!head.includes("\r\n\r\n")) {
-          const n = await conn.read(buf).catch(() => null);
-          if (n === null) break;
-          head += new TextDecoder().decode(buf.subarray(0, n));
-        }
-        await reply(conn).catch(() => {});
+      connections++;
+      serve(conn).catch(() => {}).finally(() => {
         conns.delete(conn);
         try {
           conn.close();
         } catch { /* closed */ }
-      })();
+      });
     }
   })().catch(() => {});
   const port = (listener.addr as Deno.NetAddr).port;
   return {
+    get connections() {
+      return connections;
+    },
     port,
     url: `http://127.0.0.1:${port}`,
     seen: [],
@@ -108,6 +108,20 @@ function rawBackend(reply: (conn: Deno.Conn) => Promise<void>): Backend {
       return Promise.resolve();
     },
   };
+}
+
+/** A raw TCP backend that answers every connection with `reply` (then closes it). */
+function rawBackend(reply: (conn: Deno.Conn) => Promise<void>): Backend {
+  return tcpBackend(async (conn) => {
+    const buf = new Uint8Array(65536);
+    let head = "";
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      head += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    await reply(conn);
+  });
 }
 
 /** A port nothing listens on. */
@@ -550,68 +564,37 @@ Deno.test("a small answer the backend breaks off becomes a logged 502, never a s
 function scriptedBackend(
   answer: (head: string) => { bytes: string | Uint8Array; close?: boolean; closeAfterMs?: number },
 ): Backend & { connections: number } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const state = { connections: 0 };
-  (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      state.connections++;
-      (async () => {
-        const buf = new Uint8Array(65536);
-        let text = "";
-        for (;;) {
-          const end = text.indexOf("\r\n\r\n");
-          if (end < 0) {
-            const n = await conn.read(buf).catch(() => null);
-            if (n === null) break;
-            text += new TextDecoder().decode(buf.subarray(0, n));
-            continue;
-          }
-          const head = text.slice(0, end);
-          const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
-          while (text.length < end + 4 + length) {
-            const n = await conn.read(buf).catch(() => null);
-            if (n === null) break;
-            text += new TextDecoder().decode(buf.subarray(0, n));
-          }
-          text = text.slice(end + 4 + length);
-          const a = answer(head);
-          await conn.write(typeof a.bytes === "string" ? enc.encode(a.bytes) : a.bytes);
-          if (a.close) break;
-          if (a.closeAfterMs !== undefined) {
-            setTimeout(() => {
-              try {
-                conn.close();
-              } catch { /* closed */ }
-            }, a.closeAfterMs);
-          }
-        }
-        conns.delete(conn);
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      })();
-    }
-  })().catch(() => {});
-  const port = (listener.addr as Deno.NetAddr).port;
-  return {
-    get connections() {
-      return state.connections;
-    },
-    port,
-    url: `http://127.0.0.1:${port}`,
-    seen: [],
-    [Symbol.asyncDispose]() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
+  return tcpBackend(async (conn) => {
+    const buf = new Uint8Array(65536);
+    let text = "";
+    for (;;) {
+      const end = text.indexOf("\r\n\r\n");
+      if (end < 0) {
+        const n = await conn.read(buf).catch(() => null);
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+        continue;
       }
-      return Promise.resolve();
-    },
-  };
+      const head = text.slice(0, end);
+      const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+      while (text.length < end + 4 + length) {
+        const n = await conn.read(buf).catch(() => null);
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      text = text.slice(end + 4 + length);
+      const a = answer(head);
+      await conn.write(typeof a.bytes === "string" ? enc.encode(a.bytes) : a.bytes);
+      if (a.close) break;
+      if (a.closeAfterMs !== undefined) {
+        setTimeout(() => {
+          try {
+            conn.close();
+          } catch { /* closed */ }
+        }, a.closeAfterMs);
+      }
+    }
+  });
 }
 
 const okAnswer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { HOP_BY_HOP } from "./headers.ts";
 
 /** Longest response head accepted (status line and headers). */
 const MAX_HEAD = 64 * 1024;
@@ -22,18 +23,8 @@ const MAX_IDLE = 128;
 /** Idle connections are closed after this long (nginx's upstream `keepalive_timeout`). */
 const IDLE_MS = 60_000;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-/** Dropped from responses (RFC 9110 §7.6.1); `content-length` is handled apart. */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-]);
+/** Dropped from responses while parsing. */
+const HOP = new Set(HOP_BY_HOP);
 
 const STALE = "connection closed before an answer";
 
@@ -252,7 +243,7 @@ function parseHead(text: string): Head {
       headers.push([name, String(length)]);
       continue;
     }
-    if (HOP_BY_HOP.has(name)) {
+    if (HOP.has(name)) {
       if (name === "transfer-encoding") {
         coded = true;
         chunked = value.toLowerCase().split(",").at(-1)!.trim() === "chunked";
