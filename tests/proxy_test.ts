@@ -676,6 +676,40 @@ Deno.test("response framing: chunked, close-delimited, 1xx skipped, HEAD, bytes 
   assert.equal(new Map(raw.headers).get("content-length"), String(gz.length));
 });
 
+Deno.test("V2 proxy_pass uses the same client: kept-alive connections, answers as sent", async () => {
+  const gz = new Uint8Array(
+    await new Response(
+      new Blob(["compressed"]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).arrayBuffer(),
+  );
+  await using b = scriptedBackend(() => ({
+    bytes: new Uint8Array([
+      ...enc.encode(
+        `HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: ${gz.length}\r\n\r\n`,
+      ),
+      ...gz,
+    ]),
+  }));
+  await using srv = await proxyServer([], {
+    version: 2,
+    extensions: [{
+      type: "routing",
+      config: { regex_locations: { "^~/v2/": { proxy_pass: `http://127.0.0.1:${b.port}` } } },
+    }],
+  });
+  const port = Number(new URL(srv.url).port);
+  for (let i = 0; i < 10; i++) {
+    const raw = await rawRequest(
+      port,
+      "GET /v2/x HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(raw.status, 200);
+    assert.equal(new Map(raw.headers).get("content-encoding"), "gzip");
+    assert.equal(new Map(raw.headers).get("content-length"), String(gz.length));
+  }
+  assert.equal(b.connections, 1, "ten requests share one backend connection");
+});
+
 Deno.test("an invalid backend answer is a logged 502", async () => {
   const answers: Record<string, string> = {
     "/status": "HTTP/1.1 2OO OK\r\n\r\n",

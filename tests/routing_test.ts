@@ -6,7 +6,7 @@ import bcrypt from "bcryptjs";
 import { ConfigError, loadConfig, validate } from "../src/config/load.ts";
 import { buildApp, unsupported } from "../src/routes/build.ts";
 import { createErrorPages } from "../src/routes/errors.ts";
-import { createFetchForward } from "../src/routes/forward.ts";
+import { createProxyForward } from "../src/routes/forward.ts";
 import { startServer } from "../src/server/server.ts";
 import {
   captureLogger,
@@ -608,7 +608,7 @@ Deno.test("V2: proxied bodies stream whole both ways; a slow backend is 504", as
   assert.equal(await up.text(), String(big.byteLength));
 
   const { errorResponse } = createErrorPages();
-  const forward = createFetchForward({ errorResponse, timeoutSeconds: 0.1 });
+  using forward = createProxyForward({ errorResponse, timeoutSeconds: 0.1 });
   const ctx = {
     path: "/slow",
     query: "",

@@ -24,7 +24,21 @@ import { upstreamPath } from "./rules.ts";
 export type ErrorResponse = (status: number, request: Request) => Response;
 
 /** Request and response bodies up to this size (with a Content-Length) are read whole first. */
-const BUFFERED_BODY = 64 * 1024;
+export const BUFFERED_BODY = 64 * 1024;
+
+/**
+ * The body to send for `request`: null, the bytes when it has a Content-Length up to
+ * {@link BUFFERED_BODY} (read first, as nginx does: one write to the backend, and a retry stays
+ * possible), else the stream. Rejects when the client goes away while sending.
+ */
+export async function readPayload(
+  request: Request,
+): Promise<Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null> {
+  const body = request.body;
+  if (body === null) return null;
+  const length = request.headers.get("content-length");
+  return length !== null && Number(length) <= BUFFERED_BODY ? await request.bytes() : body;
+}
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
 /** One line for a failure, with its cause (where the useful part is). */
@@ -71,9 +85,13 @@ export function createForwarder(options: ForwarderOptions): Handler {
     let answer;
     try {
       answer = body instanceof ReadableStream
-        ? await sendStreamed(link, member.backend, {
+        ? await sendStreamed({
+          url: link.base + target,
+          client: link.client,
+          hostname: member.backend.host,
+          port: member.backend.port,
+        }, {
           method: request.method,
-          target,
           headers,
           body,
           signal: request.signal,
@@ -116,19 +134,12 @@ export function createForwarder(options: ForwarderOptions): Handler {
   return async (request, ctx) => {
     const target = upstreamPath(rule, ctx.path) + ctx.query;
     const headers = forwardHeaders(request, ctx);
-    let payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null = request.body;
-    if (payload !== null) {
-      // Small bodies are read first (as nginx does): one write to the backend, and a retry
-      // stays possible. Others stream.
-      const length = request.headers.get("content-length");
-      if (length !== null && Number(length) <= BUFFERED_BODY) {
-        try {
-          payload = await request.bytes();
-        } catch {
-          log.debug(`${where}: client went away while sending ${request.method} ${ctx.path}`);
-          return errorResponse(400, request);
-        }
-      }
+    let payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
+    try {
+      payload = await readPayload(request);
+    } catch {
+      log.debug(`${where}: client went away while sending ${request.method} ${ctx.path}`);
+      return errorResponse(400, request);
     }
     let member = pool.pick();
     const retryable = !(payload instanceof ReadableStream) && IDEMPOTENT.has(request.method);

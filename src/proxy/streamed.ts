@@ -6,37 +6,43 @@
  *
  * @module
  */
-import type { Link } from "./client.ts";
 import { fetchedHeaders } from "./headers.ts";
 import { dial, type UpstreamResponse } from "./http1.ts";
-import type { Backend } from "./rules.ts";
 
 const NULL_BODY = new Set([204, 205, 304]);
+
+/** Where a streamed request goes. */
+export interface StreamedTarget {
+  /** The full URL. */
+  url: string;
+  /** The HTTP client to use (CA certificates, Host handling); fetch's default when absent. */
+  client?: Deno.HttpClient;
+  /** The backend's address, for the connect check. */
+  hostname: string;
+  port: number;
+}
 
 /** A streamed request to send. */
 export interface StreamedRequest {
   method: string;
-  /** Path and query. */
-  target: string;
   headers: [string, string][];
   body: ReadableStream<Uint8Array>;
   signal: AbortSignal;
   connectTimeoutMs: number;
 }
 
-/** Sends `req` to `backend` over `link` with fetch; the answer in the shape of src/proxy/http1.ts. */
+/** Sends `req` to `to` with fetch; the answer in the shape of src/proxy/http1.ts. */
 export async function sendStreamed(
-  link: Link,
-  backend: Backend,
+  to: StreamedTarget,
   req: StreamedRequest,
 ): Promise<UpstreamResponse> {
-  const probe = { hostname: backend.host, port: backend.port, tls: false };
+  const probe = { hostname: to.hostname, port: to.port, tls: false };
   (await dial({ ...probe, connectTimeoutMs: req.connectTimeoutMs })).close();
-  const response = await fetch(link.base + req.target, {
+  const response = await fetch(to.url, {
     method: req.method,
     headers: req.headers,
     body: req.body,
-    client: link.client,
+    client: to.client,
     redirect: "manual",
     signal: req.signal,
   });

@@ -22,7 +22,7 @@ import { createFileServer } from "../static/file_server.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
 import { withCors } from "./cors.ts";
 import { createErrorPages, type ErrorResponder } from "./errors.ts";
-import { createFetchForward, type ProxyForward } from "./forward.ts";
+import { createProxyForward } from "./forward.ts";
 import { createLocationRoute } from "./locations.ts";
 import { createRedirectRoute } from "./redirects.ts";
 import type { Handler, Route } from "./types.ts";
@@ -34,15 +34,6 @@ export interface App {
   errorResponse: ErrorResponder;
   /** Stops timers and watchers this configuration started. */
   close(): void;
-}
-
-/** Options of {@link buildApp}. */
-export interface BuildOptions {
-  /**
-   * Carries `proxy_pass` requests of V2 locations to their backend; a plain `fetch` forwarder
-   * when absent.
-   */
-  forward?: (errorResponse: ErrorResponder) => ProxyForward;
 }
 
 /** The built-in error answer, for when no configuration is at hand. */
@@ -62,7 +53,7 @@ export function dispatch(routes: Route[], fallback: Handler): Handler {
 }
 
 /** Builds the route table for `config`. */
-export function buildApp(config: Config, log: Logger, options: BuildOptions = {}): App {
+export function buildApp(config: Config, log: Logger): App {
   const { errorResponse } = createErrorPages({
     templatesDir: config.http.templates_dir,
     ttlMs: config.http.file_cache_ttl_ms,
@@ -78,8 +69,8 @@ export function buildApp(config: Config, log: Logger, options: BuildOptions = {}
     errorResponse,
   });
   const fallback: Handler = (request, ctx) => files(request, ctx.path, ctx.query);
-  // The forwarder behind `proxy_pass`: the reverse proxy when given, else plain fetch.
-  const forward = options.forward?.(errorResponse) ?? createFetchForward({ errorResponse });
+  // The forwarder behind `proxy_pass`.
+  const forward = createProxyForward({ errorResponse });
 
   // Behind authentication: `server.reverse_proxy` rules, then V2 locations, then static files.
   const guarded: Route[] = [];
@@ -104,7 +95,11 @@ export function buildApp(config: Config, log: Logger, options: BuildOptions = {}
   let handle = dispatch(routes, inner);
   const cors = securityConfig(config)?.cors;
   if (cors) handle = withCors(cors, handle);
-  return { handle, errorResponse, close: () => proxy.close() };
+  const close = () => {
+    proxy.close();
+    forward[Symbol.dispose]();
+  };
+  return { handle, errorResponse, close };
 }
 
 /** Configuration this build cannot serve yet, named so that it is never silently ignored. */

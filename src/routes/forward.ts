@@ -1,73 +1,103 @@
 /**
  * The forwarder behind `proxy_pass` in V2 locations, whose backend URL can change per request
- * (named groups): `fetch` with the reverse proxy's header rules from src/proxy/headers.ts.
- * Pools, health checks and WebSocket bridging are for `server.reverse_proxy` rules.
+ * (named groups): the reverse proxy's HTTP/1.1 client (one pool of kept-alive connections per
+ * backend origin) and its header rules. Pools, health checks and WebSocket bridging are for
+ * `server.reverse_proxy` rules.
  *
  * @module
  */
-import { fetchedHeaders, forwardHeaders, relocate } from "../proxy/headers.ts";
+import { forwardHeaders, relocate } from "../proxy/headers.ts";
+import { BUFFERED_BODY, readPayload } from "../proxy/forward.ts";
+import { ConnectError, createUpstream, TimeoutError, type Upstream } from "../proxy/http1.ts";
+import { sendStreamed } from "../proxy/streamed.ts";
 import type { ErrorResponder } from "./errors.ts";
 import type { RequestContext } from "./types.ts";
 
+/** Backend origins whose connection pools are kept; the oldest is closed to make room. */
+const MAX_ORIGINS = 64;
+
 /**
  * Forwards `request` to `target` (the full backend URL: origin, path and query) and returns the
- * backend's answer, or an error answer (502, 504) when it cannot.
+ * backend's answer, or an error answer (502, 504) when it cannot. Disposing it closes the
+ * backend connections it keeps.
  */
-export type ProxyForward = (
-  request: Request,
-  ctx: RequestContext,
-  target: URL,
-) => Promise<Response>;
+export interface ProxyForward extends Disposable {
+  (request: Request, ctx: RequestContext, target: URL): Promise<Response>;
+}
 
-/** Options of {@link createFetchForward}. */
-export interface FetchForwardOptions {
+/** Options of {@link createProxyForward}. */
+export interface ProxyForwardOptions {
   errorResponse: ErrorResponder;
-  /** Seconds to wait for the backend's answer headers. Default 30. */
+  /** Seconds to connect, and again to wait for the backend's answer headers. Default 30. */
   timeoutSeconds?: number;
 }
 
 /**
- * A forwarder over `fetch` with the reverse proxy's header rules (hop-by-hop headers dropped both
- * ways, `X-Forwarded-*` and `X-Real-IP` set, a `Location` naming the backend made relative to
- * this server), streaming both bodies; it does not follow redirects,
- * answers 502 when the backend cannot be reached and 504 when it does not answer in time.
+ * A forwarder with the reverse proxy's header rules (hop-by-hop headers dropped both ways,
+ * `X-Forwarded-*` and `X-Real-IP` set, a `Location` naming the backend made relative to this
+ * server), streaming both bodies; it does not follow redirects, answers 502 when the backend cannot
+ * be reached or answers with something that is not HTTP, and 504 when it does not answer in time.
  */
-export function createFetchForward(options: FetchForwardOptions): ProxyForward {
+export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
   const timeoutMs = (options.timeoutSeconds ?? 30) * 1000;
-  return async (request, ctx, target) => {
-    const headers = forwardHeaders(request, ctx).filter(([name]) => name !== "host");
-    // The timeout covers the wait for the answer's headers only; a long download may go on.
-    const abort = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      abort.abort();
-    }, timeoutMs);
-    const hasBody = request.body !== null && request.method !== "GET" && request.method !== "HEAD";
-    let answer: Response;
-    try {
-      answer = await fetch(target, {
-        method: request.method,
-        headers,
-        body: hasBody ? request.body : undefined,
-        redirect: "manual",
-        signal: abort.signal,
-      });
-    } catch {
-      return options.errorResponse(timedOut ? 504 : 502, request);
-    } finally {
-      clearTimeout(timer);
+  const upstreams = new Map<string, Upstream>();
+  const upstreamFor = (url: URL, hostname: string, port: number): Upstream => {
+    let upstream = upstreams.get(url.origin);
+    if (upstream !== undefined) return upstream;
+    if (upstreams.size >= MAX_ORIGINS) {
+      const [origin, oldest] = upstreams.entries().next().value!;
+      oldest[Symbol.dispose]();
+      upstreams.delete(origin);
     }
-    const out = relocate(
-      fetchedHeaders(answer.headers),
-      [target.origin.toLowerCase()],
-      () => "",
-      "",
-    );
+    upstream = createUpstream({
+      hostname,
+      port,
+      tls: url.protocol === "https:",
+      connectTimeoutMs: timeoutMs,
+      authority: url.host,
+    });
+    upstreams.set(url.origin, upstream);
+    return upstream;
+  };
+  const forward = async (request: Request, ctx: RequestContext, target: URL) => {
+    const headers = forwardHeaders(request, ctx);
+    const hostname = target.hostname.replace(/^\[(.*)\]$/, "$1");
+    const port = Number(target.port) || (target.protocol === "https:" ? 443 : 80);
+    let answer;
+    try {
+      const method = request.method;
+      const body = method === "GET" || method === "HEAD" ? null : await readPayload(request);
+      answer = body instanceof ReadableStream
+        ? await sendStreamed({ url: target.href, hostname, port }, {
+          method,
+          headers,
+          body,
+          signal: request.signal,
+          connectTimeoutMs: timeoutMs,
+        })
+        : await upstreamFor(target, hostname, port).request({
+          method,
+          target: target.pathname + target.search,
+          headers,
+          body,
+          responseTimeoutMs: timeoutMs,
+          signal: request.signal,
+          bufferLimit: BUFFERED_BODY,
+        }, false);
+    } catch (e) {
+      const late = e instanceof TimeoutError || (e instanceof ConnectError && e.timedOut);
+      return options.errorResponse(late ? 504 : 502, request);
+    }
     return new Response(answer.body, {
       status: answer.status,
       statusText: answer.statusText,
-      headers: out,
+      headers: relocate(answer.headers, [target.origin.toLowerCase()], () => "", ""),
     });
   };
+  return Object.assign(forward, {
+    [Symbol.dispose]() {
+      for (const upstream of upstreams.values()) upstream[Symbol.dispose]();
+      upstreams.clear();
+    },
+  });
 }
