@@ -334,8 +334,11 @@ https://127.0.0.1:${s} {
     `const body = new Uint8Array(Number(Deno.args[1])).fill(120);
 const answer = new Response(body, { headers: { "content-type": "application/octet-stream" } });
 const reads = Deno.args[2] === "reads";
+const tls = Deno.args[2] === "tls"
+  ? { cert: Deno.readTextFileSync("${WORK}/cert.pem"), key: Deno.readTextFileSync("${WORK}/key.pem") }
+  : {};
 let seen = 0;
-Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} }, (request) => {
+Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, ...tls }, (request) => {
   // What any file server must read: the path, the method, a validator header.
   if (reads) seen += request.url.length + request.method.length + (request.headers.get("if-none-match") ?? "").length;
   return answer.clone();
@@ -358,6 +361,15 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {} },
     http: readsPort,
     process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(readsPort), "1024", "reads"]),
     ceilingOf: "1 KiB file",
+  });
+  // New TLS handshakes: the runtime's own TLS with the same certificate.
+  const tlsPort = await freePort();
+  servers.push({
+    name: "bare Deno.serve",
+    http: tlsPort,
+    https: tlsPort,
+    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(tlsPort), "1024", "tls"]),
+    ceilingOf: HANDSHAKES,
   });
 
   for (const s of servers) {
@@ -485,13 +497,15 @@ const tls = (path: string, extra: string[] = []) => (s: Server) => {
   return () => wrk(`https://127.0.0.1:${s.https}${path}`, extra);
 };
 
+const HANDSHAKES = "TLS handshakes (Connection: close)";
+
 const WORKLOADS: Workload[] = [
   { name: "1 KiB file", run: plain("/1k.html") },
   { name: "100 KiB file", run: plain("/100k.bin") },
   { name: "10 MiB file", run: plain("/10m.bin") },
   { name: "404", run: plain("/missing.html") },
   { name: "HTTPS 1 KiB keep-alive", run: tls("/1k.html") },
-  { name: "TLS handshakes (Connection: close)", run: tls("/1k.html", ["-H", "Connection: close"]) },
+  { name: HANDSHAKES, run: tls("/1k.html", ["-H", "Connection: close"]) },
   {
     name: "HTTP/2 1 KiB (h2load)",
     run: (s) => {
@@ -621,6 +635,8 @@ Against the bare \`Deno.serve\` ceiling: 1 KiB file ${
   }×, 100 KiB file ${fmt(ratios["100 KiB file"]?.bare ?? NaN, 2)}×; 1 KiB file against the bare
 server that also reads the URL, the method and one header (what any file server must read): ${
     fmt(ratios["1 KiB file"]?.reads ?? NaN, 2)
+  }×; new TLS handshakes against a bare \`Deno.serve\` with TLS: ${
+    fmt(ratios[HANDSHAKES]?.bare ?? NaN, 2)
   }×.
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
 `;
