@@ -66,6 +66,7 @@ export function buildApp(config: Config, log: Logger): App {
     ttlMs: config.http.file_cache_ttl_ms,
     maxFileSize: config.http.file_cache_max_file_size,
     maxBytes: config.http.file_cache_max_bytes,
+    contentLength: log.accessEnabled,
     errorResponse,
   });
   const fallback: Handler = (request, ctx) => files(request, ctx.path, ctx.query);

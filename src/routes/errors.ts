@@ -13,6 +13,7 @@
 import { explainError, permissionHint, permissionProblem } from "../cli/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { errorPage, escapeHtml, statusText } from "../pages/html.ts";
+import { splitUrl } from "./types.ts";
 
 /** Builds an error answer; `details` replaces the default explanation. */
 export type ErrorResponder = (
@@ -75,12 +76,14 @@ function render(parts: string[], values: Record<Field, string>): string {
 
 /** The explanation shown when the caller gives none. */
 export function defaultDetails(status: number, request: Request): string {
-  let path: string;
-  try {
-    path = decodeURIComponent(new URL(request.url).pathname);
-  } catch {
-    path = new URL(request.url).pathname;
-  }
+  const path = () => {
+    const raw = splitUrl(request.url).path;
+    try {
+      return decodeURIComponent(raw);
+    } catch {
+      return raw;
+    }
+  };
   switch (status) {
     case 400:
       return "The request could not be understood.";
@@ -89,9 +92,9 @@ export function defaultDetails(status: number, request: Request): string {
     case 403:
       return "You do not have permission to access this resource.";
     case 404:
-      return `The requested URL ${path} was not found on this server.`;
+      return `The requested URL ${path()} was not found on this server.`;
     case 405:
-      return `The method ${request.method} is not allowed for ${path}.`;
+      return `The method ${request.method} is not allowed for ${path()}.`;
     case 502:
       return "The upstream server could not be reached or sent an invalid answer.";
     case 503:

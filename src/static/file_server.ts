@@ -28,6 +28,12 @@ export interface FileServerOptions {
   maxBytes?: number;
   /** Also look up `/static/x` as `/x` when `/static/x` itself is missing. Default true. */
   staticPrefix?: boolean;
+  /**
+   * Write `Content-Length` into answers whose body is in memory. The runtime adds the header to
+   * such answers by itself, so it is only needed when something reads the answer's headers (the
+   * access log does); leaving it out makes a small answer about 5% cheaper. Default true.
+   */
+  contentLength?: boolean;
   /** Builds error responses; a plain built-in page when absent. */
   errorResponse?: (status: number, request: Request, headers?: HeadersInit) => Response;
 }
@@ -124,6 +130,7 @@ function fileEntry(
   contentType: string,
   body: Uint8Array<ArrayBuffer> | null,
   now: number,
+  contentLength: boolean,
   encoding?: "br" | "gzip",
   encoded: FileEntry[] = [],
 ): FileEntry {
@@ -154,7 +161,9 @@ function fileEntry(
     encoded,
     headers,
     responses: {
-      get: body === null ? null : new Response(body, { headers }),
+      get: body === null ? null : new Response(body, {
+        headers: contentLength ? headers : headers.filter(([n]) => n !== "content-length"),
+      }),
       head: new Response(null, { headers }),
       notModified: new Response(null, {
         status: 304,
@@ -231,6 +240,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
   const root = options.root.replace(/\/+$/, "") || "/";
   const ttl = options.ttlMs ?? 1000;
   const maxFileSize = options.maxFileSize ?? 1024 * 1024;
+  const contentLength = options.contentLength ?? true;
   const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
   const dotfiles = options.dotfiles ?? false;
   const listing = options.listing ?? false;
@@ -333,17 +343,27 @@ export function createFileServer(options: FileServerOptions): FileHandler {
       const sibling = await siblingInfo(real + ext, base);
       if (!sibling) continue;
       const siblingBody = await readSmall(sibling.path, sibling.info.size);
-      encoded.push(fileEntry(sibling.path, sibling.info, contentType, siblingBody, now, encoding));
+      encoded.push(
+        fileEntry(
+          sibling.path,
+          sibling.info,
+          contentType,
+          siblingBody,
+          now,
+          contentLength,
+          encoding,
+        ),
+      );
     }
     if (encoded.length === 0 && body !== null && COMPRESSIBLE.test(contentType) && size >= 256) {
       for (const encoding of ["br", "gzip"] as const) {
         const packed = compress(body, encoding);
         if (packed.byteLength < size * 0.9 && cachedBytes + packed.byteLength <= maxBytes) {
-          encoded.push(fileEntry(real, info, contentType, packed, now, encoding));
+          encoded.push(fileEntry(real, info, contentType, packed, now, contentLength, encoding));
         }
       }
     }
-    return fileEntry(real, info, contentType, body, now, undefined, encoded);
+    return fileEntry(real, info, contentType, body, now, contentLength, undefined, encoded);
   }
 
   /** The body of a file small enough to keep in memory, else null. */
