@@ -172,7 +172,8 @@ async function loadPhase() {
   const perPath = /PERPATH static=(\d+) static_non2xx=(\d+) proxied=(\d+) proxied_non2xx=(\d+)/
     .exec(text)?.slice(1).map(Number) ?? [0, 0, 0, 0];
   const latency = ["50%", "90%", "99%"].map((p) =>
-    `${p} ${new RegExp(`${p.replace("%", "%")}\\s+(\\S+)`).exec(text)?.[1] ?? "?"}`
+    // At the start of a line: a "75.50%" column elsewhere must not match.
+    `${p} ${new RegExp(`^\\s*${p}\\s+(\\S+)`, "m").exec(text)?.[1] ?? "?"}`
   );
   const at10 = samples.find(([t]) => t >= 10)?.[1] ?? samples[0]?.[1] ?? 0;
   const end = samples[samples.length - 1]?.[1] ?? 0;
