@@ -17,6 +17,7 @@ import {
   type CapturedLog,
   captureLogger,
   curl,
+  makeCerts,
   migrates,
   servedFingerprint,
   spawnCli,
@@ -46,12 +47,6 @@ function freePort(): number {
   return port;
 }
 
-async function openssl(cwd: string, ...args: string[]) {
-  const out = await new Deno.Command("openssl", { args, cwd, stdout: "null", stderr: "piped" })
-    .output();
-  if (!out.success) throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
-}
-
 interface Pebble extends AsyncDisposable {
   directoryUrl: string;
   /** The CA of pebble's own HTTPS (for ssl.acme.ca_file). */
@@ -78,58 +73,7 @@ interface PebbleOptions {
 async function startPebble(options: PebbleOptions = {}): Promise<Pebble> {
   const tmp = await tempDir();
   const dir = tmp.path;
-  await openssl(
-    dir,
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=pebble test ca",
-  );
-  await openssl(
-    dir,
-    "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "srv.key",
-    "-out",
-    "srv.csr",
-    "-subj",
-    "/CN=localhost",
-  );
-  await Deno.writeTextFile(`${dir}/ext`, "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  await openssl(
-    dir,
-    "x509",
-    "-req",
-    "-in",
-    "srv.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "srv.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "ext",
-  );
+  const srv = await makeCerts(dir, { name: "srv" });
   const [acmePort, mgmtPort, httpPort, tlsPort, dnsPort, dnsMgmt] = Array.from(
     { length: 6 },
     freePort,
@@ -140,8 +84,8 @@ async function startPebble(options: PebbleOptions = {}): Promise<Pebble> {
       pebble: {
         listenAddress: `127.0.0.1:${acmePort}`,
         managementListenAddress: `127.0.0.1:${mgmtPort}`,
-        certificate: `${dir}/srv.pem`,
-        privateKey: `${dir}/srv.key`,
+        certificate: srv.cert,
+        privateKey: srv.key,
         httpPort,
         tlsPort,
         ocspResponderURL: "",

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
 import { badHost, checkProxyTargets, checkTls, formatResult } from "../src/cli/check.ts";
-import { runCli, tempDir, writeFiles } from "./helpers.ts";
+import { makeCerts, runCli, tempDir, writeFiles } from "./helpers.ts";
 
 const hasOpenssl = (() => {
   try {
@@ -12,78 +12,14 @@ const hasOpenssl = (() => {
 })();
 if (!hasOpenssl) console.log("certificate checks skipped: openssl is not installed");
 
-async function openssl(cwd: string, ...args: string[]) {
-  const out = await new Deno.Command("openssl", { args, cwd, stdin: "null" }).output();
-  if (!out.success) throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
+/** A certificate for localhost valid from `start` to `end`, its key at `<name>.key`. */
+async function certificate(dir: string, name: string, start: Date, end: Date) {
+  const made = await makeCerts(dir, { name, notBefore: start, notAfter: end });
+  const key = `${dir}/${name}.key`;
+  await Deno.rename(made.key, key);
+  return { cert: made.cert, key };
 }
 
-/** A key and a certificate for localhost valid from `start` to `end` (YYYYMMDDHHMMSSZ). */
-async function certificate(dir: string, name: string, start: string, end: string) {
-  await openssl(
-    dir,
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "3650",
-    "-subj",
-    "/CN=test ca",
-  );
-  await openssl(
-    dir,
-    "req",
-    "-new",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    `${name}.key`,
-    "-out",
-    `${name}.csr`,
-    "-subj",
-    "/CN=localhost",
-  );
-  await writeFiles(dir, {
-    "index.txt": "",
-    "serial": "01\n",
-    "ca.cnf": "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\n" +
-      "serial = serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n" +
-      "[p]\ncommonName = supplied\n",
-  });
-  await openssl(
-    dir,
-    "ca",
-    "-batch",
-    "-config",
-    "ca.cnf",
-    "-cert",
-    "ca.pem",
-    "-keyfile",
-    "ca.key",
-    "-in",
-    `${name}.csr`,
-    "-out",
-    `${name}.pem`,
-    "-startdate",
-    start,
-    "-enddate",
-    end,
-    "-notext",
-  );
-  return { cert: `${dir}/${name}.pem`, key: `${dir}/${name}.key` };
-}
-
-const stamp = (d: Date) => d.toISOString().replace(/[-:T]/g, "").slice(0, 14) + "Z";
 const DAY = 86_400_000;
 
 /** Runs `--test` in `dir` and splits stdout into lines. */
@@ -276,21 +212,21 @@ Deno.test({
     const good = await certificate(
       dir.path,
       "good",
-      stamp(new Date(now - DAY)),
-      stamp(new Date(now + 400 * DAY)),
+      new Date(now - DAY),
+      new Date(now + 400 * DAY),
     );
-    const expired = await certificate(dir.path, "old", "20200101000000Z", "20200201000000Z");
-    const soon = await certificate(
+    const expired = await certificate(
       dir.path,
-      "soon",
-      stamp(new Date(now - DAY)),
-      stamp(new Date(now + 5 * DAY)),
+      "old",
+      new Date("2020-01-01T00:00:00Z"),
+      new Date("2020-02-01T00:00:00Z"),
     );
+    const soon = await certificate(dir.path, "soon", new Date(now - DAY), new Date(now + 5 * DAY));
     const future = await certificate(
       dir.path,
       "future",
-      stamp(new Date(now + 10 * DAY)),
-      stamp(new Date(now + 20 * DAY)),
+      new Date(now + 10 * DAY),
+      new Date(now + 20 * DAY),
     );
     await writeFiles(dir.path, { "junk.pem": "not a certificate" });
     const tls = (cert: string, key: string) =>

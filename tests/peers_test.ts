@@ -190,6 +190,31 @@ Deno.test("slowloris over HTTPS: server.header_timeout closes what never finishe
   await backToBaseline(srv.process.pid, baseline, "after the header timeout");
 });
 
+/**
+ * Opens `count` connections that GET `path` and read 64 KiB each every 100 ms (640 KiB/s, while
+ * the server could send GiB/s) for 3 s; the server's peak RSS growth over `before`.
+ */
+async function slowReaders(pid: number, port: number, path: string, count: number, before: number) {
+  const readers = await Promise.all(Array.from({ length: count }, async () => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    await c.write(enc.encode(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`));
+    return c;
+  }));
+  let received = 0;
+  const buf = new Uint8Array(64 * 1024);
+  let peak = before;
+  const until = Date.now() + 3000;
+  while (Date.now() < until) {
+    for (const c of readers) {
+      const n = await c.read(buf);
+      if (n) received += n;
+    }
+    peak = Math.max(peak, rssBytes(pid));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { readers, received, growth: peak - before };
+}
+
 Deno.test("a slow reader of a large download does not grow the server's memory", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, { "site/index.html": "home" });
@@ -210,25 +235,7 @@ Deno.test("a slow reader of a large download does not grow the server's memory",
   const baselineFds = fdCount(pid);
   const before = rssBytes(pid);
 
-  const readers = await Promise.all(Array.from({ length: 8 }, async () => {
-    const c = await Deno.connect({ hostname: "127.0.0.1", port });
-    await c.write(enc.encode("GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
-    return c;
-  }));
-  // Each reads 64 KiB every 100 ms: 640 KiB/s, while the server could send GiB/s.
-  let received = 0;
-  const buf = new Uint8Array(64 * 1024);
-  let peak = before;
-  const until = Date.now() + 3000;
-  while (Date.now() < until) {
-    for (const c of readers) {
-      const n = await c.read(buf);
-      if (n) received += n;
-    }
-    peak = Math.max(peak, rssBytes(pid));
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const growth = peak - before;
+  const { readers, received, growth } = await slowReaders(pid, port, "/big.bin", 8, before);
   console.log(
     `slow readers: 8 × 256 MiB downloads, ${(received / MiB).toFixed(1)} MiB read in 3 s; ` +
       `server RSS ${(before / MiB).toFixed(0)} MiB before, peak growth ${
@@ -448,24 +455,7 @@ Deno.test("a slow reader of a large proxied download does not grow the server's 
     await warm.body?.cancel();
     await new Promise((r) => setTimeout(r, 300));
     const before = rssBytes(pid);
-    const readers = await Promise.all(Array.from({ length: 4 }, async () => {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      await c.write(enc.encode("GET /big/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
-      return c;
-    }));
-    let received = 0;
-    const buf = new Uint8Array(64 * 1024);
-    let peak = before;
-    const until = Date.now() + 3000;
-    while (Date.now() < until) {
-      for (const c of readers) {
-        const n = await c.read(buf);
-        if (n) received += n;
-      }
-      peak = Math.max(peak, rssBytes(pid));
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const growth = peak - before;
+    const { readers, received, growth } = await slowReaders(pid, port, "/big/", 4, before);
     console.log(
       `slow readers through the proxy: 4 × 256 MiB, ${
         (received / MiB).toFixed(1)
