@@ -10,6 +10,7 @@ import { buildApp } from "../src/routes/build.ts";
 import { splitUrl } from "../src/routes/types.ts";
 import {
   captureLogger,
+  makeCerts,
   runCli,
   spawnCli,
   startTestServer,
@@ -818,55 +819,13 @@ Deno.test("active health check skips a backend whose health path fails", async (
 // ---------------------------------------------------------------------------------------------
 // TLS backends
 
+/** A test CA and a localhost certificate, as PEM texts for a Deno.serve backend. */
 async function makeCa(dir: string): Promise<{ ca: string; cert: string; key: string }> {
-  const run = async (...args: string[]) => {
-    const out = await new Deno.Command("openssl", { args, cwd: dir, stderr: "piped" }).output();
-    if (!out.success) {
-      throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
-    }
-  };
-  await run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key");
-  await run(
-    "req",
-    "-x509",
-    "-new",
-    "-key",
-    "ca.key",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=denoserve test CA",
-    "-out",
-    "ca.pem",
-  );
-  await run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf.key");
-  await run("req", "-new", "-key", "leaf.key", "-subj", "/CN=localhost", "-out", "leaf.csr");
-  await Deno.writeTextFile(
-    `${dir}/ext.cnf`,
-    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-  );
-  await run(
-    "x509",
-    "-req",
-    "-in",
-    "leaf.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "2",
-    "-extfile",
-    "ext.cnf",
-    "-out",
-    "leaf.pem",
-  );
-  await run("pkcs8", "-topk8", "-nocrypt", "-in", "leaf.key", "-out", "leaf.p8");
+  const made = await makeCerts(dir);
   return {
-    ca: `${dir}/ca.pem`,
-    cert: await Deno.readTextFile(`${dir}/leaf.pem`),
-    key: await Deno.readTextFile(`${dir}/leaf.p8`),
+    ca: made.ca,
+    cert: await Deno.readTextFile(made.cert),
+    key: await Deno.readTextFile(made.key),
   };
 }
 
