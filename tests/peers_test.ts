@@ -58,24 +58,19 @@ async function expectBrokenBackends(srv: CliServer, report?: string[]) {
   );
 }
 
-Deno.test("slowloris: 200 connections trickling headers do not stop a normal client", async () => {
-  await using dir = await tempDir();
-  await writeFiles(dir.path, { "site/index.html": "home" });
-  await using srv = await serve(dir.path, {
-    http: { static_dir: `${dir.path}/site` },
-    logging: { access_log: false },
-  });
-  const pid = srv.process.pid;
-  const port = portOf(srv.url);
-  assert.equal(await (await fetch(srv.url)).text(), "home");
-  const baseline = fdCount(pid);
-
-  const head = enc.encode("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow\r\nX-A: ");
-  const conns = await Promise.all(
-    Array.from({ length: 200 }, () => Deno.connect({ hostname: "127.0.0.1", port })),
-  );
+/**
+ * Sends `head` one byte every 100 ms on each of `conns`, never finishing it, and after 300 ms
+ * times `count` normal requests made by `request`, 25 ms apart. Returns the server's descriptor
+ * count once the trickle runs, and the times sorted.
+ */
+async function whileTrickling(
+  conns: Deno.Conn[],
+  head: Uint8Array,
+  pid: number,
+  count: number,
+  request: () => Promise<void>,
+): Promise<{ open: number; times: number[] }> {
   let stop = false;
-  // Each connection sends one more byte of its headers every 100 ms and never finishes them.
   const trickle = Promise.all(conns.map(async (c, i) => {
     let at = 0;
     await new Promise((r) => setTimeout(r, i % 100));
@@ -93,10 +88,9 @@ Deno.test("slowloris: 200 connections trickling headers do not stop a normal cli
   const open = fdCount(pid);
   const times: number[] = [];
   try {
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < count; i++) {
       const t = performance.now();
-      const res = await fetch(srv.url, { signal: AbortSignal.timeout(5000) });
-      assert.equal(await res.text(), "home");
+      await request();
       times.push(performance.now() - t);
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -104,7 +98,29 @@ Deno.test("slowloris: 200 connections trickling headers do not stop a normal cli
     stop = true;
     await trickle;
   }
-  times.sort((a, b) => a - b);
+  return { open, times: times.sort((a, b) => a - b) };
+}
+
+Deno.test("slowloris: 200 connections trickling headers do not stop a normal client", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  await using srv = await serve(dir.path, {
+    http: { static_dir: `${dir.path}/site` },
+    logging: { access_log: false },
+  });
+  const pid = srv.process.pid;
+  const port = portOf(srv.url);
+  assert.equal(await (await fetch(srv.url)).text(), "home");
+  const baseline = fdCount(pid);
+
+  const head = enc.encode("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slow\r\nX-A: ");
+  const conns = await Promise.all(
+    Array.from({ length: 200 }, () => Deno.connect({ hostname: "127.0.0.1", port })),
+  );
+  const { open, times } = await whileTrickling(conns, head, pid, 40, async () => {
+    const res = await fetch(srv.url, { signal: AbortSignal.timeout(5000) });
+    assert.equal(await res.text(), "home");
+  });
   console.log(
     `slowloris: server held ${open - baseline} extra descriptors for 200 trickling ` +
       `connections; 40 normal requests meanwhile, median ${times[20].toFixed(1)} ms, max ${
@@ -494,37 +510,18 @@ Deno.test("slowloris over HTTPS: trickling TLS connections do not stop a normal 
     await c.handshake();
     conns.push(c);
   }
-  let stop = false;
-  const trickle = Promise.all(conns.map(async (c, i) => {
-    let at = 0;
-    await new Promise((r) => setTimeout(r, i % 100));
-    while (!stop) {
-      try {
-        await c.write(head.subarray(at % head.length, (at % head.length) + 1));
-      } catch {
-        return;
-      }
-      at++;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }));
-  await new Promise((r) => setTimeout(r, 300));
-  const held = fdCount(pid) - baseline;
-  const times: number[] = [];
+  let times: number[];
+  let held: number;
   try {
-    for (let i = 0; i < 30; i++) {
-      const t = performance.now();
+    const trickled = await whileTrickling(conns, head, pid, 30, async () => {
       const res = await fetch(url, { client, signal: AbortSignal.timeout(5000) });
       assert.equal(await res.text(), "home");
-      times.push(performance.now() - t);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    });
+    times = trickled.times;
+    held = trickled.open - baseline;
   } finally {
-    stop = true;
-    await trickle;
     client.close();
   }
-  times.sort((a, b) => a - b);
   console.log(
     `slowloris over HTTPS: server held ${held} extra descriptors for 100 trickling TLS ` +
       `connections; 30 normal requests meanwhile, median ${times[15].toFixed(1)} ms, max ${
