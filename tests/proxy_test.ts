@@ -600,6 +600,30 @@ function scriptedBackend(
 
 const okAnswer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
+/** A gzip body, and a backend answer that carries it. */
+const gz = new Uint8Array(
+  await new Response(
+    new Blob(["compressed"]).stream().pipeThrough(new CompressionStream("gzip")),
+  ).arrayBuffer(),
+);
+const gzipAnswer = new Uint8Array([
+  ...enc.encode(
+    `HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: ${gz.length}\r\n\r\n`,
+  ),
+  ...gz,
+]);
+
+/** The client of `url` gets `gzipAnswer`'s body as sent: still gzip, its length unchanged. */
+async function assertGzipPassed(url: string, path: string) {
+  const raw = await rawRequest(
+    Number(new URL(url).port),
+    `GET ${path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n`,
+  );
+  assert.equal(raw.status, 200);
+  assert.equal(new Map(raw.headers).get("content-encoding"), "gzip");
+  assert.equal(new Map(raw.headers).get("content-length"), String(gz.length));
+}
+
 Deno.test("backend connections are reused; one the backend closes while idle is not", async () => {
   await using kept = scriptedBackend(() => ({ bytes: okAnswer }));
   // Closes each connection 20 ms after answering, as a backend with a short keep-alive does.
@@ -620,11 +644,6 @@ Deno.test("backend connections are reused; one the backend closes while idle is 
 
 Deno.test("response framing: chunked, close-delimited, 1xx skipped, HEAD, bytes as sent", async () => {
   const big = "y".repeat(100_000);
-  const gz = new Uint8Array(
-    await new Response(
-      new Blob(["compressed"]).stream().pipeThrough(new CompressionStream("gzip")),
-    ).arrayBuffer(),
-  );
   await using b = scriptedBackend((head) => {
     const path = head.split(" ")[1];
     if (path === "/chunked") {
@@ -648,10 +667,7 @@ Deno.test("response framing: chunked, close-delimited, 1xx skipped, HEAD, bytes 
       };
     }
     if (path === "/head") return { bytes: "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n" };
-    const gzHead =
-      `HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: ${gz.length}\r\n\r\n`;
-    const bytes = new Uint8Array([...enc.encode(gzHead), ...gz]);
-    return { bytes };
+    return { bytes: gzipAnswer };
   });
   await using srv = await proxyServer([at(b, "/")]);
   const chunked = await fetch(srv.url + "/chunked");
@@ -667,30 +683,11 @@ Deno.test("response framing: chunked, close-delimited, 1xx skipped, HEAD, bytes 
   assert.equal(head.status, 200);
   assert.equal(head.headers.get("content-length"), "1234");
   // The client gets the backend's bytes: no decoding on the way.
-  const port = Number(new URL(srv.url).port);
-  const raw = await rawRequest(
-    port,
-    "GET /gz HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
-  );
-  assert.equal(raw.status, 200);
-  assert.equal(new Map(raw.headers).get("content-encoding"), "gzip");
-  assert.equal(new Map(raw.headers).get("content-length"), String(gz.length));
+  await assertGzipPassed(srv.url, "/gz");
 });
 
 Deno.test("V2 proxy_pass uses the same client: kept-alive connections, answers as sent", async () => {
-  const gz = new Uint8Array(
-    await new Response(
-      new Blob(["compressed"]).stream().pipeThrough(new CompressionStream("gzip")),
-    ).arrayBuffer(),
-  );
-  await using b = scriptedBackend(() => ({
-    bytes: new Uint8Array([
-      ...enc.encode(
-        `HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: ${gz.length}\r\n\r\n`,
-      ),
-      ...gz,
-    ]),
-  }));
+  await using b = scriptedBackend(() => ({ bytes: gzipAnswer }));
   await using srv = await proxyServer([], {
     version: 2,
     extensions: [{
@@ -698,16 +695,7 @@ Deno.test("V2 proxy_pass uses the same client: kept-alive connections, answers a
       config: { regex_locations: { "^~/v2/": { proxy_pass: `http://127.0.0.1:${b.port}` } } },
     }],
   });
-  const port = Number(new URL(srv.url).port);
-  for (let i = 0; i < 10; i++) {
-    const raw = await rawRequest(
-      port,
-      "GET /v2/x HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
-    );
-    assert.equal(raw.status, 200);
-    assert.equal(new Map(raw.headers).get("content-encoding"), "gzip");
-    assert.equal(new Map(raw.headers).get("content-length"), String(gz.length));
-  }
+  for (let i = 0; i < 10; i++) await assertGzipPassed(srv.url, "/v2/x");
   assert.equal(b.connections, 1, "ten requests share one backend connection");
 });
 
