@@ -34,7 +34,7 @@ const HOP = new Set(HOP_BY_HOP);
 const OWN = new Set(["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"]);
 
 /** Drops the headers that a `Connection` value names. */
-function withoutNamed(list: [string, string][], connection: string): [string, string][] {
+export function withoutNamed(list: [string, string][], connection: string): [string, string][] {
   const named = new Set(connection.toLowerCase().split(",").map((t) => t.trim()));
   return list.filter(([name]) => !named.has(name));
 }

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { HOP_BY_HOP } from "./headers.ts";
+import { HOP_BY_HOP, withoutNamed } from "./headers.ts";
 
 /** Longest response head accepted (status line and headers). */
 const MAX_HEAD = 64 * 1024;
@@ -26,10 +26,15 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Dropped from responses while parsing. */
 const HOP = new Set(HOP_BY_HOP);
 
-const STALE = "connection closed before an answer";
-
 /** A backend answered with something that is not valid HTTP/1.1, or broke off. */
 export class UpstreamError extends Error {}
+
+/** The connection ended before any byte of an answer: on a reused one, the backend closed it. */
+class ClosedBeforeAnswer extends UpstreamError {
+  constructor() {
+    super("connection closed before an answer");
+  }
+}
 
 /** The backend broke off a body that was being read whole. */
 export class BrokenBodyError extends UpstreamError {}
@@ -117,8 +122,8 @@ class Connection {
     } catch { /* already closed */ }
   }
 
-  /** Reads more bytes into the buffer (growing it up to `limit`); false at the end. */
-  async fill(limit: number): Promise<boolean> {
+  /** Reads more bytes into the buffer (growing it up to {@link MAX_HEAD}); false at the end. */
+  async fill(): Promise<boolean> {
     if (this.pending !== null) {
       const read = this.pending;
       this.pending = null;
@@ -133,8 +138,8 @@ class Connection {
       this.start = 0;
     }
     if (this.end === this.buf.length) {
-      if (this.buf.length >= limit) throw new UpstreamError("response head too large");
-      const bigger = new Uint8Array(Math.min(limit, this.buf.length * 2));
+      if (this.buf.length >= MAX_HEAD) throw new UpstreamError("response head too large");
+      const bigger = new Uint8Array(Math.min(MAX_HEAD, this.buf.length * 2));
       bigger.set(this.buf.subarray(0, this.end));
       this.buf = bigger;
     }
@@ -167,7 +172,7 @@ class Connection {
         return text;
       }
       if (this.end - this.start > MAX_LINE) throw new UpstreamError("chunk header too long");
-      if (!await this.fill(MAX_HEAD)) throw new UpstreamError("connection closed mid-body");
+      if (!await this.fill()) throw new UpstreamError("connection closed mid-body");
     }
   }
 
@@ -258,7 +263,7 @@ function parseHead(text: string): Head {
   let length = -2;
   let chunked = false;
   let coded = false;
-  let named: string[] | undefined;
+  let connection: string | undefined;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i];
     const colon = line.indexOf(":");
@@ -287,7 +292,7 @@ function parseHead(text: string): Head {
         const tokens = value.toLowerCase().split(",").map((t) => t.trim());
         if (tokens.includes("close")) keepAlive = false;
         else if (tokens.includes("keep-alive") && m[1] === "0") keepAlive = true;
-        (named ??= []).push(...tokens);
+        connection = connection === undefined ? value : `${connection},${value}`;
       }
       continue;
     }
@@ -299,9 +304,7 @@ function parseHead(text: string): Head {
     length = chunked ? -1 : -2;
   }
   if (length === -2) keepAlive = false;
-  const kept = named === undefined
-    ? headers
-    : headers.filter(([n]) => !named!.includes(n) || (n === "content-length" && !coded));
+  const kept = connection === undefined ? headers : withoutNamed(headers, connection);
   return {
     status: Number(m[2]),
     statusText: m[3] ?? "",
@@ -416,10 +419,10 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       let end = c.headEnd(c.start);
       while (end < 0) {
         const seen = c.end - c.start;
-        if (!await c.fill(MAX_HEAD)) {
-          throw new UpstreamError(
-            seen > 0 ? "connection closed mid-head" : STALE,
-          );
+        if (!await c.fill()) {
+          throw seen > 0
+            ? new UpstreamError("connection closed mid-head")
+            : new ClosedBeforeAnswer();
         }
         end = c.headEnd(c.start + Math.max(0, seen - 3));
       }
@@ -554,7 +557,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       try {
         return await send(c, req, preserveHost);
       } catch (e) {
-        const stale = (e instanceof UpstreamError && e.message === STALE) ||
+        const stale = e instanceof ClosedBeforeAnswer ||
           e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe;
         if (!replayable || !stale || req.signal?.aborted) throw e;
       }
