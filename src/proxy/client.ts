@@ -1,8 +1,10 @@
 /**
- * HTTP clients for backends: one keep-alive `Deno.HttpClient` per rule, trusting `ca_file` in
- * addition to the system roots. `insecure_skip_verify` has no switch in Deno's HTTP client, so
- * such a backend is reached through a loopback bridge that speaks TLS to it without verifying
- * (node:tls with `rejectUnauthorized: false`) while the client speaks plain HTTP to the bridge.
+ * How a rule reaches its backends: per backend, the HTTP/1.1 client of src/proxy/http1.ts for
+ * plain requests, and one `Deno.HttpClient` per rule for fetch and WebSocket (health checks,
+ * streamed uploads, WebSocket bridging); both trust `ca_file` in addition to the system roots.
+ * `insecure_skip_verify` has no switch in Deno's TLS clients, so such a backend is reached
+ * through a loopback bridge that speaks TLS to it without verifying (node:tls with
+ * `rejectUnauthorized: false`) while the clients speak plain HTTP to the bridge.
  *
  * @module
  */
