@@ -42,10 +42,18 @@ export interface CapturedLog extends Logger {
   lines: string[];
 }
 
-/** A logger that keeps lines in memory instead of printing them. */
+/**
+ * A logger that keeps lines in memory instead of printing them. Access lines (on, as shipped)
+ * are formatted by the real logger and kept as `ACCESS <line>` once it flushes them.
+ */
 export function captureLogger(level: Config["logging"]["level"] = "DEBUG"): CapturedLog {
   const lines: string[] = [];
-  const base = createLogger({ level, console: false });
+  const base = createLogger({
+    level,
+    forward: (text) => {
+      for (const line of text.split("\n")) if (line) lines.push(`ACCESS ${line}`);
+    },
+  });
   const keep = (lvl: string) => (m: string) => {
     if (base.enabled(lvl as Config["logging"]["level"])) lines.push(`${lvl} ${m}`);
   };
@@ -68,15 +76,14 @@ export interface TestServer extends AsyncDisposable {
 }
 
 /**
- * Starts the real server with `raw` configuration (merged over port 0 on 127.0.0.1, access log
- * off); dispose it to stop it.
+ * Starts the real server with `raw` configuration merged over port 0 on 127.0.0.1, otherwise on
+ * the shipped defaults (access log on, to the test's logger); dispose it to stop it.
  */
 export async function startTestServer(raw: Record<string, unknown>): Promise<TestServer> {
   const merged = structuredClone(raw) as Record<string, Record<string, unknown>>;
   merged.server = { host: "127.0.0.1", port: 0, ...merged.server };
-  merged.logging = { access_log: false, ...merged.logging };
   const { config } = validate(merged);
-  const log = captureLogger();
+  const log = captureLogger(config.logging.level);
   const server = await startServer(config, log, buildApp(config, log));
   return {
     url: server.url.replace(/\/$/, ""),

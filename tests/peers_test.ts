@@ -106,7 +106,6 @@ Deno.test("slowloris: 200 connections trickling headers do not stop a normal cli
   await writeFiles(dir.path, { "site/index.html": "home" });
   await using srv = await serve(dir.path, {
     http: { static_dir: `${dir.path}/site` },
-    logging: { access_log: false },
   });
   const pid = srv.process.pid;
   const port = portOf(srv.url);
@@ -155,7 +154,6 @@ Deno.test("slowloris over HTTPS: server.header_timeout closes what never finishe
     server: { header_timeout: 1 },
     http: { static_dir: `${dir.path}/site` },
     ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
-    logging: { access_log: false },
   });
   const port = portOf(srv.url);
   const baseline = fdCount(srv.process.pid);
@@ -240,7 +238,6 @@ Deno.test("a slow reader of a large download does not grow the server's memory",
   big.close();
   await using srv = await serve(dir.path, {
     http: { static_dir: `${dir.path}/site` },
-    logging: { access_log: false },
   });
   const pid = srv.process.pid;
   const port = portOf(srv.url);
@@ -339,7 +336,6 @@ Deno.test("broken backends: reset, early close, garbage give 502, a cut body abo
     await using srv = await serve(dir.path, {
       version: 2,
       http: { static_dir: `${dir.path}/site` },
-      logging: { access_log: false },
       extensions: [{
         type: "routing",
         config: {
@@ -393,7 +389,6 @@ Deno.test("broken backends behind server.reverse_proxy: 502, 504 on a hang, a cu
     });
     await using srv = await serve(dir.path, {
       http: { static_dir: `${dir.path}/site` },
-      logging: { access_log: false },
       server: {
         reverse_proxy: [
           rule("/reset", reset.port),
@@ -460,7 +455,6 @@ Deno.test("a slow reader of a large proxied download does not grow the server's 
   try {
     await using srv = await serve(dir.path, {
       http: { static_dir: `${dir.path}/site` },
-      logging: { access_log: false },
       server: { reverse_proxy: [{ path: "/big", host: "127.0.0.1", port: big.addr.port }] },
     });
     const pid = srv.process.pid;
@@ -495,7 +489,6 @@ Deno.test("slowloris over HTTPS: trickling TLS connections do not stop a normal 
   await using srv = await serve(dir.path, {
     http: { static_dir: `${dir.path}/site` },
     ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
-    logging: { access_log: false },
   });
   const pid = srv.process.pid;
   const port = portOf(srv.url);

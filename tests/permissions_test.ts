@@ -26,7 +26,7 @@ function assertOneLine(stderr: string, ...parts: string[]) {
 async function site() {
   const dir = await tempDir();
   await writeFiles(dir.path, {
-    "config.yaml": "server:\n  host: 127.0.0.1\n  port: 0\nlogging:\n  access_log: false\n",
+    "config.yaml": "server:\n  host: 127.0.0.1\n  port: 0\n",
     "static/index.html": "<h1>home</h1>",
     "static/secret.txt": "secret",
   });

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
-import type { App } from "../src/routes/build.ts";
+import { type App, buildApp } from "../src/routes/build.ts";
 import {
   clientLoop,
   makeCerts,
@@ -116,7 +116,6 @@ Deno.test("reload: a new address opens before the old closes; in-flight requests
   const { config: next } = validate({
     server: { host: "127.0.0.1", port },
     http: { static_dir: `${tmp.path}/one` },
-    logging: { access_log: false },
   });
   const result = await srv.server.reload(next);
   assert.deepEqual(result, { listenersReplaced: true });
@@ -140,7 +139,6 @@ Deno.test("reload: a new address opens before the old closes; in-flight requests
   using blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const busy = validate({
     server: { host: "127.0.0.1", port: (blocker.addr as Deno.NetAddr).port },
-    logging: { access_log: false },
   }).config;
   await assert.rejects(srv.server.reload(busy), Deno.errors.AddrInUse);
   assert.equal(srv.server.addr.port, port);
@@ -158,9 +156,8 @@ Deno.test("reload: switching the same port from HTTP to HTTPS and back", async (
     server: base,
     http: { static_dir: `${tmp.path}/one` },
     ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key, hsts: "max-age=60" },
-    logging: { access_log: false },
   }).config;
-  await srv.server.reload(tls);
+  await srv.server.reload(tls, buildApp(tls, srv.log));
   assert.equal(srv.server.url, `https://127.0.0.1:${port}/`);
   using client = Deno.createHttpClient({ caCerts: [certs.caPem] });
   const res = await fetch(`https://localhost:${port}/a.txt`, { client });
@@ -170,9 +167,8 @@ Deno.test("reload: switching the same port from HTTP to HTTPS and back", async (
   const plain = validate({
     server: base,
     http: { static_dir: `${tmp.path}/one` },
-    logging: { access_log: false },
   }).config;
-  await srv.server.reload(plain);
+  await srv.server.reload(plain, buildApp(plain, srv.log));
   assert.equal(srv.server.url, `http://127.0.0.1:${port}/`);
   // A connection made in the instant the old listener closes can be reset unless
   // net.ipv4.tcp_migrate_req=1 (README, HTTPS): let that instant pass.

@@ -113,6 +113,8 @@ async function authServer(auth: Record<string, unknown>, extra: Record<string, u
   const s = await startTestServer({
     http: { static_dir: dir.path },
     server: { locations: { "/admin": { auth } } },
+    // Successful logins are logged at DEBUG; the test reads those lines.
+    logging: { level: "DEBUG" },
     ...extra,
   });
   return {

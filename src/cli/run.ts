@@ -9,7 +9,7 @@ import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { checkBackends } from "../proxy/check.ts";
 import { type App, buildApp, unsupported } from "../routes/build.ts";
 import { watchReload } from "../server/reload.ts";
-import { type RunningServer, startServer } from "../server/server.ts";
+import { ListenerLost, type RunningServer, startServer } from "../server/server.ts";
 import { startWorkers, workerCount, type WorkerPool } from "../server/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
@@ -168,11 +168,18 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  await server.finished;
+  let status = 0;
+  try {
+    await server.finished;
+  } catch (e) {
+    if (!(e instanceof ListenerLost)) throw e;
+    status = 1;
+    await server.shutdown(0);
+  }
   await acme?.stop();
   await pool?.stop(0);
   if (pool && Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", reloadWorkers);
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
-  return 0;
+  return status;
 }

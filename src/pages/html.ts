@@ -19,6 +19,17 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
+// deno-lint-ignore no-control-regex
+const CONTROLS = /[\x00-\x1f\x7f]/g;
+
+/** Percent-encodes control characters (CR, LF, NUL…) in text shown to a reader. */
+export function escapeControls(text: string): string {
+  return text.replace(
+    CONTROLS,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`,
+  );
+}
+
 /** The reason phrase of an HTTP status ("Not Found"). */
 export function statusText(status: number): string {
   return STATUS_CODES[status] ?? "Unknown";
@@ -45,6 +56,17 @@ export function errorPage(status: number, details = ""): string {
     `<h1>${status} ${escapeHtml(text)}</h1>` +
       (details ? `<p>${escapeHtml(details)}</p>` : "") + `<hr><p>denoserve</p>`,
   );
+}
+
+/** The built-in error answer, for when no configured error page is at hand. */
+export function builtInErrorResponse(
+  status: number,
+  request: Request,
+  headers?: HeadersInit,
+): Response {
+  const h = new Headers(headers);
+  h.set("content-type", "text/html; charset=utf-8");
+  return new Response(request.method === "HEAD" ? null : errorPage(status), { status, headers: h });
 }
 
 /** Shown at `/` when the static folder does not exist. */

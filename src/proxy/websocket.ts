@@ -145,6 +145,8 @@ export async function bridgeWebSocket(
   }
   const client = upgrade.socket;
   client.binaryType = "arraybuffer";
+  const sessionEnded = Promise.withResolvers<void>();
+  ctx.upgrade = { response: upgrade.response, socket: client, ended: sessionEnded.promise };
 
   // Frames from the backend that arrive before the client side is open wait here.
   let early: (string | ArrayBuffer)[] | null = [];
@@ -155,6 +157,7 @@ export async function bridgeWebSocket(
     if (ended) return;
     ended = true;
     options.onClose?.();
+    sessionEnded.resolve();
   };
 
   const overflow = (slow: string) => {

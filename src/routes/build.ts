@@ -3,6 +3,8 @@
  *
  * The pipeline, outermost first:
  *
+ * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, the guard
+ *    again, HSTS on answers over TLS.
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
  * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
  * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
@@ -16,13 +18,15 @@
  */
 import { type Config, routingConfig, securityConfig } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
-import { errorPage } from "../pages/html.ts";
 import { createProxy } from "../proxy/proxy.ts";
 import { createFileServer } from "../static/file_server.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
+import { withAccessLog } from "./access_log.ts";
 import { withCors } from "./cors.ts";
 import { createErrorPages, type ErrorResponder } from "./errors.ts";
 import { createProxyForward } from "./forward.ts";
+import { withErrorGuard } from "./guard.ts";
+import { withHsts } from "./hsts.ts";
 import { createLocationRoute } from "./locations.ts";
 import { createRedirectRoute } from "./redirects.ts";
 import type { Handler, Route } from "./types.ts";
@@ -36,12 +40,8 @@ export interface App {
   close(): void;
 }
 
-/** The built-in error answer, for when no configuration is at hand. */
-export function errorResponse(status: number, request: Request, headers?: HeadersInit): Response {
-  const h = new Headers(headers);
-  h.set("content-type", "text/html; charset=utf-8");
-  return new Response(request.method === "HEAD" ? null : errorPage(status), { status, headers: h });
-}
+/** `ssl.hsts`, when TLS is on. */
+const hstsValue = (config: Config) => config.ssl.enabled ? config.ssl.hsts : undefined;
 
 /** Tries `routes` in order; the first whose matcher accepts answers, else `fallback`. */
 export function dispatch(routes: Route[], fallback: Handler): Handler {
@@ -96,6 +96,10 @@ export function buildApp(config: Config, log: Logger): App {
   let handle = dispatch(routes, inner);
   const cors = securityConfig(config)?.cors;
   if (cors) handle = withCors(cors, handle);
+  // A throw in a route or in HSTS is answered with 500 and still logged; a throw in the access
+  // log itself is caught by the outer guard.
+  const guard = withErrorGuard(log, errorResponse);
+  handle = guard(withAccessLog(log)(guard(withHsts(hstsValue(config))(handle))));
   const close = () => {
     proxy.close();
     forward[Symbol.dispose]();

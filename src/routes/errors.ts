@@ -12,7 +12,7 @@
  */
 import { explainError, permissionHint, permissionProblem } from "../cli/errors.ts";
 import type { Logger } from "../log/logger.ts";
-import { errorPage, escapeHtml, statusText } from "../pages/html.ts";
+import { errorPage, escapeControls, escapeHtml, statusText } from "../pages/html.ts";
 import { splitUrl } from "./types.ts";
 
 /** Builds an error answer; `details` replaces the default explanation. */
@@ -79,7 +79,9 @@ export function defaultDetails(status: number, request: Request): string {
   const path = () => {
     const raw = splitUrl(request.url).path;
     try {
-      return decodeURIComponent(raw);
+      // Decoded for reading; a control character (a %0d%0a in the URL) stays percent-encoded
+      // and never reaches the page raw.
+      return escapeControls(decodeURIComponent(raw));
     } catch {
       return raw;
     }

@@ -16,10 +16,29 @@ export interface RequestContext {
   secure: boolean;
   /** The request's id when access logging is on; pass the context to log calls to tag lines. */
   requestId?: string;
+  /**
+   * Set by the handler that upgraded the connection to a WebSocket. From then on the runtime
+   * must be handed exactly `upgrade.response` (anything else ends the listener), and the access
+   * line waits for the session to end.
+   */
+  upgrade?: Upgrade;
+}
+
+/** A connection upgraded to a WebSocket (see {@link RequestContext.upgrade}). */
+export interface Upgrade {
+  /** The 101 answer `Deno.upgradeWebSocket` made. */
+  response: Response;
+  /** The client's side, closed when something fails after the upgrade. */
+  socket: WebSocket;
+  /** Settles when the session has ended on both sides. */
+  ended: Promise<void>;
 }
 
 /** Answers a request. */
 export type Handler = (request: Request, ctx: RequestContext) => Response | Promise<Response>;
+
+/** A cross-cutting concern: takes the handler it wraps, returns the wrapped one. */
+export type Wrapper = (next: Handler) => Handler;
 
 /** A precompiled matcher and what to do on a match. */
 export interface Route {

@@ -7,20 +7,19 @@
 import { explainError, permissionProblem } from "../cli/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
-import { requestIdFor, withRequestId } from "../log/access.ts";
 import type { App } from "../routes/build.ts";
-import { type RequestContext, splitUrl } from "../routes/types.ts";
+import { type RequestContext, splitUrl, type Upgrade } from "../routes/types.ts";
 import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
 import { redirectToHttps } from "./redirect_http.ts";
 import { type Listening, serveTls } from "./tls_front.ts";
 
-/** A running server. */
 /**
  * The context of a served request. The client's address is asked of the runtime only when
  * something reads it (a proxy header, a log line): asking costs about 6% of a small answer.
  */
 class ServedContext implements RequestContext {
   requestId?: string;
+  upgrade?: Upgrade;
   constructor(
     readonly path: string,
     readonly query: string,
@@ -31,6 +30,9 @@ class ServedContext implements RequestContext {
     return this.info.remoteAddr;
   }
 }
+
+/** A listener stopped by itself; {@link RunningServer.finished} rejects with it. */
+export class ListenerLost extends Error {}
 
 export interface RunningServer {
   /** Where it listens (the real port when 0 was asked for); changes when a reload moves it. */
@@ -46,7 +48,8 @@ export interface RunningServer {
   /** Serves new requests with `app` from now on; in-flight ones finish with the old one. */
   swap(app: App): void;
   /**
-   * Takes `config` (and `app`, when given) into service. Certificates are read again; when they,
+   * Takes `config` (and `app`, when given: the routes, HSTS and the access log are built into
+   * it, so a configuration that changes them comes with its app) into service. Certificates are read again; when they,
    * the address or the TLS settings changed, new listeners open before the old ones stop
    * accepting and finish their in-flight requests. Throws (and changes nothing) when the new
    * certificates or listeners cannot be used.
@@ -54,7 +57,10 @@ export interface RunningServer {
   reload(config: Config, app?: App): Promise<{ listenersReplaced: boolean }>;
   /** Stops accepting, lets in-flight requests finish for up to `timeoutMs`, then closes. */
   shutdown(timeoutMs?: number): Promise<void>;
-  /** Settles when the server has shut down. */
+  /**
+   * Resolves when the server has shut down; rejects with {@link ListenerLost} (already logged)
+   * when a listener stopped accepting by itself.
+   */
   finished: Promise<void>;
 }
 
@@ -134,7 +140,6 @@ export async function startServer(
 ): Promise<RunningServer> {
   let current = app;
   let active = config;
-  let hsts = config.ssl.enabled ? config.ssl.hsts : undefined;
   // SO_REUSEPORT lets a new listener bind the port before the old one closes. Deno gates it
   // behind --unstable-net; without the flag the server still runs, but a new certificate (or a
   // switch between HTTP and HTTPS) on the same port cannot be taken without a restart.
@@ -163,47 +168,10 @@ export async function startServer(
     );
   };
 
-  const handlerFor = (secure: boolean): Deno.ServeHandler<Deno.NetAddr> => {
-    const withHsts = (response: Response) => {
-      if (hsts === undefined) return response;
-      try {
-        response.headers.set("strict-transport-security", hsts);
-        return response;
-      } catch { // immutable headers (a fetched response): copy them
-        const copy = new Response(response.body, response);
-        copy.headers.set("strict-transport-security", hsts);
-        return copy;
-      }
-    };
-    return (request, info) => {
-      if (debugConnections) noteConnection(info.remoteAddr, secure, request);
-      const { path, query } = splitUrl(request.url);
-      const ctx = new ServedContext(path, query, secure, info);
-      const started = log.accessEnabled ? performance.now() : 0;
-      const requestId = log.accessEnabled
-        ? ctx.requestId = requestIdFor(request.headers.get("x-request-id"))
-        : "";
-      let response = current.handle(request, ctx);
-      if (secure && hsts !== undefined) {
-        response = response instanceof Promise ? response.then(withHsts) : withHsts(response);
-      }
-      if (!log.accessEnabled) return response;
-      const logged = (response: Response) => {
-        const length = response.headers.get("content-length");
-        log.access({
-          method: request.method,
-          path: path + query,
-          status: response.status,
-          bytes: length === null ? null : Number(length),
-          durationMs: performance.now() - started,
-          clientIp: info.remoteAddr.hostname,
-          requestId,
-          headers: request.headers,
-        });
-        return withRequestId(response, requestId);
-      };
-      return response instanceof Promise ? response.then(logged) : logged(response);
-    };
+  const handlerFor = (secure: boolean): Deno.ServeHandler<Deno.NetAddr> => (request, info) => {
+    if (debugConnections) noteConnection(info.remoteAddr, secure, request);
+    const { path, query } = splitUrl(request.url);
+    return current.handle(request, new ServedContext(path, query, secure, info));
   };
 
   const onError = (error: unknown) => {
@@ -300,10 +268,43 @@ export async function startServer(
     }
   };
 
-  let gen = open(config, await loadConfiguredTls(config, log), config.server.port);
   const retiring = new Set<Promise<void>>();
   const stopped = Promise.withResolvers<void>();
   let closing = false;
+  // Generations being stopped on purpose; a listener of any other that ends has failed, and a
+  // live process that no longer accepts would never be restarted by its supervisor.
+  const stopping = new WeakSet<Generation>();
+  const watch = (g: Generation) => {
+    for (const listener of [g.main, g.redirect]) {
+      listener?.finished.then(
+        () => lost(g, listener, new Error("it closed")),
+        (e) => lost(g, listener, e),
+      );
+    }
+    return g;
+  };
+  const failure = Promise.withResolvers<never>();
+  let failed = false;
+  const lost = (g: Generation, listener: Listening, reason: unknown) => {
+    if (closing || failed || stopping.has(g)) return;
+    failed = true;
+    const at = `${displayHost(listener.addr.hostname)}:${listener.addr.port}`;
+    log.error(
+      `the listener on ${at} stopped accepting connections ` +
+        `(${reason instanceof Error ? reason.message : reason}); exiting so that a supervisor ` +
+        `restarts denoserve`,
+    );
+    log.flush();
+    failure.reject(new ListenerLost(`the listener on ${at} stopped`));
+  };
+  const finished = Promise.race([stopped.promise, failure.promise]);
+  finished.catch(() => {}); // seen by whoever awaits it; never an unhandled rejection
+  const stopGen = (g: Generation, timeoutMs: number) => {
+    stopping.add(g);
+    return stopGeneration(g, timeoutMs);
+  };
+
+  let gen = watch(open(config, await loadConfiguredTls(config, log), config.server.port));
 
   const server: RunningServer = {
     get addr() {
@@ -369,27 +370,26 @@ export async function startServer(
           throw e;
         }
         const old = gen;
-        gen = fresh;
+        gen = watch(fresh);
         if (sameAddr) checkMigrate(log);
-        const retired = stopGeneration(old, active.server.shutdown_timeout * 1000).finally(() =>
+        const retired = stopGen(old, active.server.shutdown_timeout * 1000).finally(() =>
           retiring.delete(retired)
         );
         retiring.add(retired);
       }
       active = next;
-      hsts = next.ssl.enabled ? next.ssl.hsts : undefined;
       if (nextApp) server.swap(nextApp);
       return { listenersReplaced: replace };
     },
     async shutdown(timeoutMs = active.server.shutdown_timeout * 1000) {
       if (closing) return await stopped.promise;
       closing = true;
-      await Promise.all([stopGeneration(gen, timeoutMs), ...retiring]);
+      await Promise.all([stopGen(gen, timeoutMs), ...retiring]);
       current.close();
       log.flush();
       stopped.resolve();
     },
-    finished: stopped.promise,
+    finished,
   };
   return server;
 }

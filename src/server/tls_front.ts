@@ -19,6 +19,11 @@ export interface Listening {
   /** Stops accepting, lets in-flight requests finish, then closes every connection. */
   shutdown(): Promise<void>;
   /**
+   * Settles when the listener has stopped: after {@link shutdown}, or by itself when accepting
+   * failed for good (then it rejects with the reason).
+   */
+  readonly finished: Promise<void>;
+  /**
    * TLS only: new connections get this certificate from now on. A new TLS listener takes the
    * port (SO_REUSEPORT) before the old one closes; open connections keep theirs and go on.
    */
@@ -145,13 +150,26 @@ export function serveTls(
     close(conn);
   };
 
+  // Listeners this code closed on purpose (shutdown, a certificate swap); any other end of an
+  // accept loop, or of the inner server, means the listener is gone.
+  const retired = new WeakSet<Deno.TlsListener>();
+  let stopping = false;
+  const ended = Promise.withResolvers<void>();
+  const lost = (reason: unknown) => {
+    if (!stopping) ended.reject(reason ?? new Error("the listener closed"));
+  };
+  inner.finished.then(() => lost(new Error("the inner HTTP server stopped")), lost);
+
   const accept = async (from: Deno.TlsListener) => {
     try {
       for await (const conn of from) {
         const done = serveConnection(conn).finally(() => open.delete(done));
         open.add(done);
       }
-    } catch { /* listener closed */ }
+      if (!retired.has(from)) lost(new Error("the listener closed"));
+    } catch (e) {
+      if (!retired.has(from)) lost(e);
+    }
   };
   const accepting = new Set([accept(listener)]);
   const addr = listener.addr as Deno.NetAddr;
@@ -163,11 +181,15 @@ export function serveTls(
       const old = listener;
       listener = next;
       accepting.add(accept(next));
+      retired.add(old);
       try {
         old.close();
       } catch { /* already closed */ }
     },
+    finished: ended.promise,
     async shutdown() {
+      stopping = true;
+      retired.add(listener);
       try {
         listener.close();
       } catch { /* already closed */ }
@@ -176,6 +198,7 @@ export function serveTls(
       // then sees its inner side end and closes the client's connection.
       await inner.shutdown();
       await Promise.all(open);
+      ended.resolve();
     },
   };
 }

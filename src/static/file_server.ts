@@ -9,7 +9,12 @@
  */
 import mime from "mime";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
-import { errorPage, type ListingEntry, listingPage, welcomePage } from "../pages/html.ts";
+import {
+  builtInErrorResponse,
+  type ListingEntry,
+  listingPage,
+  welcomePage,
+} from "../pages/html.ts";
 import { byteRange, etagMatches, notModifiedSince } from "./conditional.ts";
 
 /** Options of {@link createFileServer}. */
@@ -245,12 +250,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
   const dotfiles = options.dotfiles ?? false;
   const listing = options.listing ?? false;
   const staticPrefix = options.staticPrefix ?? true;
-  const errorResponse = options.errorResponse ??
-    ((status: number, _req: Request, headers?: HeadersInit) =>
-      new Response(errorPage(status), {
-        status,
-        headers: [["content-type", "text/html; charset=utf-8"], ...toPairs(headers)],
-      }));
+  const errorResponse = options.errorResponse ?? builtInErrorResponse;
   const cache = new Map<string, Entry>();
   let cachedBytes = 0;
   let realRoot: string | null = null;
@@ -449,10 +449,6 @@ export function createFileServer(options: FileServerOptions): FileHandler {
     });
   };
   return handler;
-}
-
-function toPairs(headers?: HeadersInit): [string, string][] {
-  return headers ? [...new Headers(headers)] : [];
 }
 
 function html(request: Request, text: string): Response {

@@ -1,0 +1,46 @@
+/**
+ * One access line per request, written when the answer's head is ready; for a WebSocket, when
+ * the session ends (status 101, the session's duration). Answers carry `X-Request-Id`.
+ *
+ * @module
+ */
+import { requestIdFor, withRequestId } from "../log/access.ts";
+import type { Logger } from "../log/logger.ts";
+import type { Handler, Wrapper } from "./types.ts";
+
+/** Wraps `next` with access lines; the identity when the log writes none. */
+export function withAccessLog(log: Logger): Wrapper {
+  return (next: Handler): Handler => {
+    if (!log.accessEnabled) return next;
+    return (request, ctx) => {
+      const started = performance.now();
+      const requestId = ctx.requestId = requestIdFor(request.headers.get("x-request-id"));
+      // Read before answering: after a WebSocket upgrade the runtime no longer tells.
+      const clientIp = ctx.remote.hostname;
+      const write = (response: Response) => {
+        const length = response.headers.get("content-length");
+        log.access({
+          method: request.method,
+          path: ctx.path + ctx.query,
+          status: response.status,
+          bytes: length === null ? null : Number(length),
+          durationMs: performance.now() - started,
+          clientIp,
+          requestId,
+          headers: request.headers,
+        });
+      };
+      const logged = (response: Response) => {
+        const upgrade = ctx.upgrade;
+        if (upgrade && response === upgrade.response) {
+          upgrade.ended.then(() => write(response));
+          return response;
+        }
+        write(response);
+        return withRequestId(response, requestId);
+      };
+      const response = next(request, ctx);
+      return response instanceof Promise ? response.then(logged) : logged(response);
+    };
+  };
+}
