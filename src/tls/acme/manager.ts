@@ -6,15 +6,22 @@
  * lifetime; failures are logged on one line and retried with back-off, and the certificate in
  * service stays until a new one arrives.
  *
- * @example Plugging into a TLS listener with hot reload
+ * @example The first certificate before the HTTPS listener, then port 80 pointed at it
  * ```ts
+ * const first = Promise.withResolvers<void>();
  * const manager = createAcmeManager({
  *   acme: config.ssl.acme!,
  *   log,
- *   onCertificate: (certPem, keyPem) => tls.reload({ cert: certPem, key: keyPem }),
+ *   onCertificate: () => first.resolve(), // renewals: the reloader watches the stored files
  * });
- * await manager.start();
+ * await manager.start(); // the challenge listener is open from here on
+ * if (!manager.certificate) await first.promise;
+ * // ssl.cert_file and ssl.key_file name manager.certFile and manager.keyFile
+ * const server = await startServer(config, log, app, {
+ *   onListen: (addr) => manager.redirectTo(addr.port),
+ * });
  * // … at shutdown
+ * await server.shutdown();
  * await manager.stop();
  * ```
  *

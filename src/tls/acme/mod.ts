@@ -24,8 +24,13 @@ export { CHALLENGE_PREFIX, type ChallengeResponder } from "./challenge.ts";
  *
  * @example
  * ```ts
- * const acme = acmeManagerFor(config, log, (cert, key) => https.reload({ cert, key }));
+ * const first = Promise.withResolvers<void>();
+ * const acme = acmeManagerFor(config, log, () => first.resolve());
  * await acme?.start();
+ * if (acme && !acme.certificate) await first.promise;
+ * const server = await startServer(config, log, app, {
+ *   onListen: (addr) => acme?.redirectTo(addr.port),
+ * });
  * ```
  */
 export function acmeManagerFor(
