@@ -633,16 +633,50 @@ function acmeConfigFor(storage: string): AcmeConfig {
   return config.ssl.acme as AcmeConfig;
 }
 
-/** A site whose index.html says `text`, and a config.yaml that gets its certificate from `pebble`. */
-async function writeAcmeSite(dir: string, pebble: Pebble, text: string) {
+/**
+ * A site whose index.html says `text`, and a config.yaml that gets its certificate from `pebble`
+ * (with `ssl.redirect_http` when `redirectHttp` is given).
+ */
+async function writeAcmeSite(dir: string, pebble: Pebble, text: string, redirectHttp?: number) {
   await Deno.writeTextFile(`${dir}/index.html`, text);
   await Deno.writeTextFile(
     `${dir}/config.yaml`,
-    `server:\n  port: 0\nhttp:\n  static_dir: .\nssl:\n  enabled: true\n  acme:\n` +
-      `    email: admin@example.com\n    domains: [example.test]\n` +
+    `server:\n  port: 0\nhttp:\n  static_dir: .\nssl:\n  enabled: true\n` +
+      (redirectHttp === undefined ? "" : `  redirect_http: ${redirectHttp}\n`) +
+      `  acme:\n    email: admin@example.com\n    domains: [example.test]\n` +
       `    directory_url: ${pebble.directoryUrl}\n    ca_file: ${pebble.caFile}\n` +
       `    storage: ./acme\n    http_port: ${pebble.httpPort}\n`,
   );
+}
+
+/** Writes pebble's issuing root to `path`, for clients that verify what the server got. */
+async function writePebbleRoot(pebble: Pebble, path: string) {
+  const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(pebble.caFile)] });
+  try {
+    await Deno.writeTextFile(
+      path,
+      await (await fetch(`${pebble.managementUrl}/roots/0`, { client })).text(),
+    );
+  } finally {
+    client.close();
+  }
+}
+
+/** Checks that `plain` (an http:// origin) answers with a redirect to the same path on `httpsPort`. */
+async function assertRedirects(plain: string, httpsPort: string | number) {
+  const r = await fetch(`${plain}/a/b?c=d`, { redirect: "manual" });
+  await r.body?.cancel();
+  assert.ok(r.status === 301 || r.status === 308, `${plain}: status ${r.status}`);
+  assert.equal(r.headers.get("location"), `https://127.0.0.1:${httpsPort}/a/b?c=d`, plain);
+}
+
+/** Checks that `plain` answers http-01 requests itself: an unknown token is 404, not a redirect. */
+async function assertAnswersChallenges(plain: string) {
+  const r = await fetch(`${plain}/.well-known/acme-challenge/no-such-token`, {
+    redirect: "manual",
+  });
+  assert.equal(r.status, 404, plain);
+  assert.equal(await r.text(), "unknown challenge token\n", plain);
 }
 
 Deno.test({
@@ -652,10 +686,7 @@ Deno.test({
     await using pebble = await startPebble();
     await using dir = await tempDir();
     await writeAcmeSite(dir.path, pebble, "automatic");
-    const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(pebble.caFile)] });
-    const root = await (await fetch(`${pebble.managementUrl}/roots/0`, { client })).text();
-    client.close();
-    await Deno.writeTextFile(`${dir.path}/root.pem`, root);
+    await writePebbleRoot(pebble, `${dir.path}/root.pem`);
     for (const run of ["ordered", "stored"]) {
       await using server = await spawnCli(["-c", `${dir.path}/config.yaml`]);
       assert.match(server.url, /^https:/, run);
@@ -685,7 +716,8 @@ Deno.test({
   async fn() {
     await using pebble = await startPebble({ validity: 6 });
     await using dir = await tempDir();
-    await writeAcmeSite(dir.path, pebble, "renewed");
+    // Renewal goes through the listener that also redirects, as in production.
+    await writeAcmeSite(dir.path, pebble, "renewed", pebble.httpPort);
     await using server = await spawnCli(["-c", `${dir.path}/config.yaml`]);
     const port = Number(new URL(server.url).port);
     const first = await servedFingerprint(port);
@@ -717,5 +749,61 @@ Deno.test({
     assert.ok(served > 0);
     assert.ok(resets <= 2, `${resets} connections reset`);
     await server.waitFor(/certificate reloaded/);
+    const plain = `http://127.0.0.1:${pebble.httpPort}`;
+    await assertRedirects(plain, port);
+    await assertAnswersChallenges(plain);
+  },
+});
+
+Deno.test({
+  name:
+    "acme: ssl.redirect_http on ssl.acme.http_port: one listener answers the CA and redirects the rest, through reloads",
+  ignore: !HAVE_PEBBLE,
+  async fn() {
+    await using pebble = await startPebble();
+    await using dir = await tempDir();
+    // The production file: both on one port (80 there; pebble's validation port here).
+    await writeAcmeSite(dir.path, pebble, "shared", pebble.httpPort);
+    await writePebbleRoot(pebble, `${dir.path}/root.pem`);
+    // pebble validates for real, through the listener on the shared port, before HTTPS opens.
+    await using server = await spawnCli(["-c", `${dir.path}/config.yaml`]);
+    assert.match(server.output(), /waiting for the first certificate/);
+    assert.match(server.output(), /example\.test validated \(http-01\)/);
+    const port = new URL(server.url).port;
+    const out = await curl([
+      "--cacert",
+      `${dir.path}/root.pem`,
+      "--resolve",
+      `example.test:${port}:127.0.0.1`,
+      `https://example.test:${port}/index.html`,
+    ]);
+    assert.equal(out.stdout, "shared", out.stderr);
+    const shared = `http://127.0.0.1:${pebble.httpPort}`;
+    await assertRedirects(shared, port);
+    await assertAnswersChallenges(shared);
+
+    // SIGHUP with redirect_http moved elsewhere, then back: each reload opens a new HTTPS
+    // listener; the shared port keeps its one listener throughout.
+    let reloads = 0;
+    const reload = async (redirectHttp: number) => {
+      await writeAcmeSite(dir.path, pebble, "shared", redirectHttp);
+      server.process.kill("SIGHUP");
+      reloads++;
+      await server.waitFor(
+        new RegExp(`(?:(?:reloaded configuration|reload failed)[^]*){${reloads}}`),
+      );
+      assert.doesNotMatch(server.output(), /reload failed|already in use|AddrInUse/);
+      assert.equal(server.output().match(/\(new listeners\)/g)?.length, reloads);
+    };
+    const elsewhere = freePort();
+    await reload(elsewhere);
+    await assertRedirects(`http://127.0.0.1:${elsewhere}`, port);
+    await assertRedirects(shared, port);
+    await assertAnswersChallenges(shared);
+    await reload(pebble.httpPort);
+    await assertRedirects(shared, port);
+    await assertAnswersChallenges(shared);
+    assert.equal((await curl(["-k", `https://127.0.0.1:${port}/index.html`])).stdout, "shared");
+    assert.equal(await server.stop(), 0);
   },
 });

@@ -116,7 +116,10 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   }
   let server: RunningServer;
   try {
-    server = await startServer(config, log, app);
+    // Port 80 (the ACME challenge listener) redirects to wherever HTTPS really listens.
+    server = await startServer(config, log, app, {
+      onListen: (addr) => acme?.redirectTo(addr.port),
+    });
   } catch (e) {
     if (e instanceof TlsError) {
       stderr(e.message);

@@ -43,7 +43,10 @@ export interface RunningServer {
   readonly config: Config;
   /** The certificate and key in service, when TLS is on. */
   readonly tls: TlsMaterial | undefined;
-  /** The plain-HTTP listener that redirects to HTTPS (`ssl.redirect_http`), when on. */
+  /**
+   * The plain-HTTP listener that redirects to HTTPS (`ssl.redirect_http`), when this server
+   * opened it (not when the ACME challenge listener holds that port).
+   */
   readonly redirectAddr: Deno.NetAddr | undefined;
   /** Serves new requests with `app` from now on; in-flight ones finish with the old one. */
   swap(app: App): void;
@@ -73,6 +76,11 @@ export interface StartOptions {
    * (SO_REUSEPORT) instead of reporting the port as in use. Default false.
    */
   sharePort?: boolean;
+  /**
+   * Told the main listener's address once it listens and again whenever a reload opens a new
+   * one; the ACME challenge listener redirects to that port.
+   */
+  onListen?: (addr: Deno.NetAddr) => void;
 }
 
 /** A set of listeners opened together for one configuration. */
@@ -102,6 +110,15 @@ export async function loadConfiguredTls(
   if (log.enabled("DEBUG")) { for (const line of describeMaterial(tls)) log.debug(line); }
   return tls;
 }
+
+/**
+ * Whether `ssl.redirect_http` names `ssl.acme.http_port`. The ACME challenge listener then holds
+ * that port from before the first certificate to the end, and redirects whatever is not a
+ * challenge: the server opens nothing there, so no reload has to hand the port over.
+ */
+const redirectIsAcme = (cfg: Config) =>
+  cfg.ssl.acme !== undefined && cfg.ssl.redirect_http !== undefined &&
+  cfg.ssl.redirect_http !== 0 && cfg.ssl.redirect_http === cfg.ssl.acme.http_port;
 
 const sameTls = (a?: TlsMaterial, b?: TlsMaterial) =>
   a === b || (a !== undefined && b !== undefined && a.cert === b.cert && a.key === b.key);
@@ -228,18 +245,17 @@ export async function startServer(
     port: number,
     held: number[] = [],
   ): Generation => {
+    const redirectPort = tls && !redirectIsAcme(cfg) ? cfg.ssl.redirect_http : undefined;
     probe(cfg.server.host, port, held);
-    if (tls && cfg.ssl.redirect_http !== undefined) {
-      probe(cfg.server.host, cfg.ssl.redirect_http, held);
-    }
+    if (redirectPort !== undefined) probe(cfg.server.host, redirectPort, held);
     const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined), cfg);
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
-    if (tls && cfg.ssl.redirect_http !== undefined) {
+    if (redirectPort !== undefined) {
       try {
         redirect = listen(
           cfg.server.host,
-          cfg.ssl.redirect_http,
+          redirectPort,
           undefined,
           redirectToHttps(main.addr.port, displayHost(cfg.server.host)),
           cfg,
@@ -252,6 +268,12 @@ export async function startServer(
         `redirecting http://${
           displayHost(redirect.addr.hostname)
         }:${redirect.addr.port}/ to ${url}`,
+      );
+    } else if (tls && redirectIsAcme(cfg)) {
+      log.info(
+        `redirecting http://${
+          displayHost(cfg.server.host)
+        }:${cfg.ssl.redirect_http}/ to ${url} (the ACME challenge listener)`,
       );
     }
     return { main, redirect, tls, url };
@@ -305,6 +327,7 @@ export async function startServer(
   };
 
   let gen = watch(open(config, await loadConfiguredTls(config, log), config.server.port));
+  options.onListen?.(gen.main.addr);
 
   const server: RunningServer = {
     get addr() {
@@ -371,6 +394,7 @@ export async function startServer(
         }
         const old = gen;
         gen = watch(fresh);
+        options.onListen?.(gen.main.addr);
         if (sameAddr) checkMigrate(log);
         const retired = stopGen(old, active.server.shutdown_timeout * 1000).finally(() =>
           retiring.delete(retired)

@@ -50,23 +50,17 @@ export interface ChallengeListenerOptions {
   /** Port to bind (`ssl.acme.http_port`). */
   port: number;
   responder: ChallengeResponder;
-  /** Port of the HTTPS listener that other requests are redirected to (308). Default 443. */
-  httpsPort?: number;
+  /** Answers every request that is not a challenge (a redirect to HTTPS). */
+  others: (request: Request) => Response;
 }
 
-/** A 308 to the same URL over https on `httpsPort`: port 80 has no other job. */
-const redirectToHttps = (httpsPort: number) => (request: Request) => {
-  const url = new URL(request.url);
-  url.protocol = "https:";
-  url.port = httpsPort === 443 ? "" : String(httpsPort);
-  return new Response(null, { status: 308, headers: { location: url.href } });
-};
-
-/** A small plain-HTTP listener that answers http-01 challenges on `port`. */
+/**
+ * The plain-HTTP listener on `port`: challenges first, everything else to `others`. It is also
+ * the `ssl.redirect_http` listener when that names the same port.
+ */
 export function serveChallenges(options: ChallengeListenerOptions): Deno.HttpServer<Deno.NetAddr> {
-  const fallback = redirectToHttps(options.httpsPort ?? 443);
   return Deno.serve(
     { hostname: options.hostname ?? "0.0.0.0", port: options.port, onListen() {} },
-    (request) => options.responder.handle(request) ?? fallback(request),
+    (request) => options.responder.handle(request) ?? options.others(request),
   );
 }

@@ -6,15 +6,22 @@
  * lifetime; failures are logged on one line and retried with back-off, and the certificate in
  * service stays until a new one arrives.
  *
- * @example Plugging into a TLS listener with hot reload
+ * @example The first certificate before the HTTPS listener, then port 80 pointed at it
  * ```ts
+ * const first = Promise.withResolvers<void>();
  * const manager = createAcmeManager({
  *   acme: config.ssl.acme!,
  *   log,
- *   onCertificate: (certPem, keyPem) => tls.reload({ cert: certPem, key: keyPem }),
+ *   onCertificate: () => first.resolve(), // renewals: the reloader watches the stored files
  * });
- * await manager.start();
+ * await manager.start(); // the challenge listener is open from here on
+ * if (!manager.certificate) await first.promise;
+ * // ssl.cert_file and ssl.key_file name manager.certFile and manager.keyFile
+ * const server = await startServer(config, log, app, {
+ *   onListen: (addr) => manager.redirectTo(addr.port),
+ * });
  * // … at shutdown
+ * await server.shutdown();
  * await manager.stop();
  * ```
  *
@@ -23,6 +30,7 @@
 import { ConfigError } from "../../config/load.ts";
 import type { Config } from "../../config/schema.ts";
 import type { Logger } from "../../log/logger.ts";
+import { redirectToHttps } from "../../server/redirect_http.ts";
 import { type AcmeClient, openAccount } from "./account.ts";
 import { createChallengeResponder, serveChallenges } from "./challenge.ts";
 import { type AcmeError, explainAcmeError } from "./errors.ts";
@@ -53,13 +61,16 @@ export interface AcmeManagerOptions {
    */
   onCertificate: (certPem: string, keyPem: string) => void | Promise<void>;
   /**
-   * Open the small http-01 listener on `ssl.acme.http_port`. Default true. Pass false when the
-   * server already listens there and calls {@link AcmeManager.handleChallenge} itself.
+   * Open the http-01 listener on `ssl.acme.http_port`. Default true. Pass false when something
+   * else answers the CA there (it can call {@link AcmeManager.handleChallenge}).
    */
   listen?: boolean;
   /** Address the http-01 listener binds. Default "0.0.0.0". */
   hostname?: string;
-  /** Port of the HTTPS listener, for the redirect of non-challenge requests. Default 443. */
+  /**
+   * Port of the HTTPS listener, for the redirect of non-challenge requests until
+   * {@link AcmeManager.redirectTo} names the real one. Default 443.
+   */
   httpsPort?: number;
   /** First retry delay after a failed issuance, in ms. Default 60 000. */
   retryMinMs?: number;
@@ -79,10 +90,16 @@ export interface AcmeManager {
   /** Cancels planned renewals and closes the challenge listener. */
   stop(): Promise<void>;
   /**
-   * Answers `/.well-known/acme-challenge/<token>` requests; null for any other request. For
-   * mounting on a plain-HTTP listener of the server (see {@link AcmeManagerOptions.listen}).
+   * Answers `/.well-known/acme-challenge/<token>` requests; null for any other request. The
+   * challenge listener answers with it; for a listener of one's own, see
+   * {@link AcmeManagerOptions.listen}.
    */
   handleChallenge(request: Request): Response | null;
+  /**
+   * From now on the challenge listener redirects requests that are not challenges to HTTPS on
+   * `httpsPort` (the port the HTTPS listener really took, after start and after a reload).
+   */
+  redirectTo(httpsPort: number): void;
   /** The certificate in service, if any. */
   readonly certificate: StoredCertificate | undefined;
   /** The last issuance failure since the last success. */
@@ -102,6 +119,10 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
   const domains = acme.domains.map((d) => d.toLowerCase());
   const paths = storagePaths(acme.storage);
   const responder = createChallengeResponder(log);
+  const hostname = options.hostname ?? "0.0.0.0";
+  // Used when a request has no usable Host header.
+  const fallbackHost = hostname.includes(":") ? `[${hostname}]` : hostname;
+  let others = redirectToHttps(options.httpsPort ?? 443, fallbackHost);
   let listener: Deno.HttpServer<Deno.NetAddr> | undefined;
   let certificate: StoredCertificate | undefined;
   let lastError: AcmeError | undefined;
@@ -206,13 +227,12 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
         );
       }
       if (options.listen ?? true) {
-        const hostname = options.hostname ?? "0.0.0.0";
         try {
           listener = serveChallenges({
             hostname,
             port: acme.http_port,
             responder,
-            httpsPort: options.httpsPort,
+            others: (request) => others(request),
           });
         } catch (e) {
           const why = e instanceof Deno.errors.AddrInUse
@@ -251,6 +271,9 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
       listener = undefined;
     },
     handleChallenge: responder.handle,
+    redirectTo(httpsPort) {
+      others = redirectToHttps(httpsPort, fallbackHost);
+    },
     get certificate() {
       return certificate;
     },

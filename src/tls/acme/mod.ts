@@ -17,14 +17,20 @@ export { AcmeError, type AcmeFailure } from "./errors.ts";
 export { CHALLENGE_PREFIX, type ChallengeResponder } from "./challenge.ts";
 
 /**
- * The manager for `config`, or undefined when `ssl.acme` is not in use. When
- * `ssl.redirect_http` is the same port as `ssl.acme.http_port` the manager opens no listener of
- * its own: the redirect listener must then answer `manager.handleChallenge(request)` first.
+ * The manager for `config`, or undefined when `ssl.acme` is not in use. Its challenge listener
+ * binds `server.host` on `ssl.acme.http_port` and redirects what is not a challenge to HTTPS;
+ * when `ssl.redirect_http` names the same port it is that listener too, and the server opens
+ * none there.
  *
  * @example
  * ```ts
- * const acme = acmeManagerFor(config, log, (cert, key) => https.reload({ cert, key }));
+ * const first = Promise.withResolvers<void>();
+ * const acme = acmeManagerFor(config, log, () => first.resolve());
  * await acme?.start();
+ * if (acme && !acme.certificate) await first.promise;
+ * const server = await startServer(config, log, app, {
+ *   onListen: (addr) => acme?.redirectTo(addr.port),
+ * });
  * ```
  */
 export function acmeManagerFor(
@@ -40,6 +46,5 @@ export function acmeManagerFor(
     onCertificate,
     hostname: config.server.host,
     httpsPort: config.server.port,
-    listen: config.ssl.redirect_http !== acme.http_port,
   });
 }
