@@ -78,14 +78,21 @@ function eachAt(obj: unknown, path: readonly string[], fn: (parent: Raw, key: st
   else eachAt((obj as Raw)[head], rest, fn);
 }
 
+/** Where `${VAR}` was substituted: the key path (as JSON) → the variables, as written. */
+export type Substituted = Map<string, string>;
+
 function substituteEnv(
   value: unknown,
   path: Path,
   where: (p: Path) => string,
   env: (name: string) => string | undefined,
+  substituted: Substituted,
 ): unknown {
   if (typeof value === "string") {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const key = JSON.stringify(path);
+      const seen = substituted.get(key);
+      substituted.set(key, seen ? `${seen}, \${${name}}` : `\${${name}}`);
       let v: string | undefined;
       try {
         v = env(name);
@@ -108,14 +115,36 @@ function substituteEnv(
     });
   }
   if (Array.isArray(value)) {
-    return value.map((v, i) => substituteEnv(v, [...path, i], where, env));
+    return value.map((v, i) => substituteEnv(v, [...path, i], where, env, substituted));
   }
   if (typeof value === "object" && value !== null) {
     return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, substituteEnv(v, [...path, k], where, env)]),
+      Object.entries(value).map((
+        [k, v],
+      ) => [k, substituteEnv(v, [...path, k], where, env, substituted)]),
     );
   }
   return value;
+}
+
+/**
+ * The number or boolean a substituted string stands for, as YAML would have read the literal
+ * (`port: ${PORT}` with PORT=8123 is `port: 8123`); undefined when it stands for neither.
+ */
+function scalarOf(text: string): number | boolean | undefined {
+  if (/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text.trim())) return Number(text);
+  if (/^(true|True|TRUE)$/.test(text)) return true;
+  if (/^(false|False|FALSE)$/.test(text)) return false;
+  return undefined;
+}
+
+function valueAt(obj: unknown, path: Path): unknown {
+  let o = obj;
+  for (const p of path) {
+    if (typeof o !== "object" || o === null) return undefined;
+    o = (o as Raw)[p as string];
+  }
+  return o;
 }
 
 function envValue(name: string, kind: string, text: string): unknown {
@@ -178,8 +207,10 @@ export function validate(
   raw: Raw,
   where: (path: Path, atKey?: boolean) => string = () => "",
   base: string = Deno.cwd(),
+  substituted: Substituted = new Map(),
 ): { config: Config; warnings: string[] } {
   const warnings: string[] = [];
+  const coerced = new Set<string>();
   for (let attempt = 0; attempt < 50; attempt++) {
     const result = Config.safeParse(raw);
     if (result.success) {
@@ -198,13 +229,29 @@ export function validate(
       }
       return { config: deepFreeze(result.data) as Config, warnings };
     }
+    // A value that came from `${VAR}` and is refused as a string is read as the literal would
+    // have been, once.
+    let retry = false;
+    for (const issue of result.error.issues) {
+      const key = JSON.stringify(issue.path);
+      if (!substituted.has(key) || coerced.has(key)) continue;
+      const value = valueAt(raw, issue.path as Path);
+      const scalar = typeof value === "string" ? scalarOf(value) : undefined;
+      if (scalar === undefined) continue;
+      coerced.add(key);
+      setIn(raw, issue.path as string[], scalar);
+      retry = true;
+    }
+    if (retry) continue;
     const unknown = result.error.issues.filter((i) => i.code === "unrecognized_keys");
     if (unknown.length === 0) {
       throw new ConfigError(
-        result.error.issues.map((i) =>
-          `${where(i.path as Path)}${describe(i.path as Path, i.message)}`
-        )
-          .join("\n"),
+        result.error.issues.map((i) => {
+          const from = substituted.get(JSON.stringify(i.path));
+          return `${where(i.path as Path)}${describe(i.path as Path, i.message)}${
+            from ? ` (from ${from})` : ""
+          }`;
+        }).join("\n"),
       );
     }
     for (const issue of unknown) {
@@ -290,6 +337,7 @@ async function loadExtensionSources(
   base: string,
   where: (path: Path, atKey?: boolean) => string,
   env: (name: string) => string | undefined,
+  substituted: Substituted,
 ): Promise<(path: Path, atKey?: boolean) => string> {
   const extensions = raw.extensions;
   if (!Array.isArray(extensions)) return where;
@@ -306,8 +354,18 @@ async function loadExtensionSources(
         `${where(["extensions", i, "source"])}extensions[${i}].source: ${file} not found`,
       );
     }
-    const body = substituteEnv(loaded.raw, [], loaded.where, env) as Raw;
+    const local: Substituted = new Map();
+    const body = substituteEnv(loaded.raw, [], loaded.where, env, local) as Raw;
     const wrapped = "config" in body;
+    for (const [key, vars] of local) {
+      const path = JSON.parse(key) as Path;
+      if (!wrapped || path[0] === "config") {
+        substituted.set(
+          JSON.stringify(["extensions", i, "config", ...(wrapped ? path.slice(1) : path)]),
+          vars,
+        );
+      }
+    }
     if (wrapped && body.type !== undefined && body.type !== ext.type) {
       throw new ConfigError(
         `${loaded.where(["type"])}type is ${JSON.stringify(body.type)}, but extensions[${i}] ` +
@@ -354,9 +412,10 @@ export async function loadConfig(
       throw new ConfigError(`${flags.config}: configuration file not found`);
     }
   }
-  raw = substituteEnv(raw, [], where, env) as Raw;
+  const substituted: Substituted = new Map();
+  raw = substituteEnv(raw, [], where, env, substituted) as Raw;
   const base = used ? resolve(file, "..") : Deno.cwd();
-  where = await loadExtensionSources(raw, base, where, env);
+  where = await loadExtensionSources(raw, base, where, env, substituted);
 
   const origin = new Map<string, string>();
   const override = (path: string[], value: unknown, source: string) => {
@@ -393,6 +452,6 @@ export async function loadConfig(
     const source = origin.get(path.join("."));
     return source ? `${source}: ` : where(path, atKey);
   };
-  const { config, warnings } = validate(raw, locate, base);
+  const { config, warnings } = validate(raw, locate, base, substituted);
   return { config, file: used, warnings };
 }

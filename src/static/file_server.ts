@@ -65,6 +65,8 @@ interface FileEntry {
   encoded: FileEntry[];
   /** Headers of a full 200 answer, built once. */
   headers: [string, string][];
+  /** The `Vary` of that answer (empty or one pair), which 304 and 206 answers carry too. */
+  vary: [string, string][];
   /**
    * Answers built once and cloned per request: cloning copies the header list without
    * validating every header again, which is most of what building a small answer costs.
@@ -152,7 +154,11 @@ function fileEntry(
     ["accept-ranges", "bytes"],
   ];
   if (encoding) headers.push(["content-encoding", encoding]);
-  if (encoding || encoded.length) headers.push(["vary", "Accept-Encoding"]);
+  // RFC 9110 §15.4.5 and §15.3.7: a 304 and a 206 carry the Vary the 200 would.
+  const vary: [string, string][] = encoding || encoded.length
+    ? [["vary", "Accept-Encoding"]]
+    : [];
+  headers.push(...vary);
   return {
     kind: "file",
     fsPath,
@@ -165,6 +171,7 @@ function fileEntry(
     encoding,
     encoded,
     headers,
+    vary,
     responses: {
       get: body === null ? null : new Response(body, {
         headers: contentLength ? headers : headers.filter(([n]) => n !== "content-length"),
@@ -172,7 +179,7 @@ function fileEntry(
       head: new Response(null, { headers }),
       notModified: new Response(null, {
         status: 304,
-        headers: { etag, "last-modified": lastModified },
+        headers: [["etag", etag], ["last-modified", lastModified], ...vary],
       }),
     },
     checkedAt: now,
@@ -499,6 +506,7 @@ function respondFile(request: Request, file: FileEntry): Response | Promise<Resp
         ["etag", e.etag],
         ["last-modified", e.lastModified],
         ["accept-ranges", "bytes"],
+        ...e.vary,
       ];
       if (head) return new Response(null, { status: 206, headers });
       if (e.body !== null) {
