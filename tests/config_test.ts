@@ -142,6 +142,20 @@ Deno.test("${VAR} is replaced from the environment; an unset one is an error nam
   assert.match(m, /server\.host uses \$\{DENOSERVE_TEST_UNSET_VAR\}.*not set/);
 });
 
+Deno.test("${VAR} in a number or boolean key reads as the literal would; a bad value names key and variable", async () => {
+  const yaml = "server:\n  port: ${PORT}\n  shutdown_timeout: ${GRACE}\n" +
+    "http:\n  directory_listing: ${LISTING}\n  static_dir: ./${PORT}\n";
+  const { config } = await load(yaml, {}, { PORT: "8123", GRACE: "2.5", LISTING: "true" });
+  assert.equal(config.server.port, 8123);
+  assert.equal(config.server.shutdown_timeout, 2.5);
+  assert.equal(config.http.directory_listing, true);
+  assert.match(config.http.static_dir, /\/8123$/, "a string key stays a string");
+  let m = await loadError(yaml, {}, { PORT: "eighty", GRACE: "1", LISTING: "false" });
+  assert.match(m, /config\.yaml:2:9: server\.port must be .*"eighty" \(from \$\{PORT\}\)/);
+  m = await loadError(yaml, {}, { PORT: "80", GRACE: "1", LISTING: "maybe" });
+  assert.match(m, /http\.directory_listing must be true or false.*\(from \$\{LISTING\}\)/);
+});
+
 Deno.test("without a default config.yaml the built-in defaults apply", async () => {
   await using dir = await tempDir();
   const cwd = Deno.cwd();

@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { spawnCli, startTestServer, tempDir, writeFiles } from "./helpers.ts";
+import { rawRequest } from "./raw.ts";
 
 const SITE = {
   "index.html": "<h1>home</h1>",
@@ -337,9 +338,32 @@ Deno.test("compressed forms: precompressed siblings and cached text, by Accept-E
   assert.equal(new TextDecoder().decode(r.body), text);
   r = await raw("/page.html", { "accept-encoding": "br", range: "bytes=0-9" });
   assert.doesNotMatch(r.headers, /content-encoding/, "ranges are of the identity form");
+  assert.match(r.headers, /^http\/1\.1 206/);
+  assert.match(r.headers, /vary: accept-encoding/, "a 206 carries the Vary of the 200");
   assert.equal(new TextDecoder().decode(r.body), text.slice(0, 10));
+  // A 304 carries the Vary (RFC 9110 §15.4.5), for the compressed and the identity form.
+  for (const encoding of ["br", "identity"]) {
+    const full = await raw("/page.html", { "accept-encoding": encoding });
+    const etag = /etag: (\S+)/.exec(full.headers)![1];
+    r = await raw("/page.html", { "accept-encoding": encoding, "if-none-match": etag });
+    assert.match(r.headers, /^http\/1\.1 304/, encoding);
+    assert.match(r.headers, /vary: accept-encoding/, `${encoding}: a 304 carries the Vary`);
+  }
   for (const path of ["/tiny.txt", "/photo.jpg"]) {
     r = await raw(path, { "accept-encoding": "gzip, br" });
     assert.doesNotMatch(r.headers, /content-encoding/, `${path} is not worth compressing`);
   }
+});
+
+Deno.test("error pages show a requested path's control characters percent-encoded, never raw", async () => {
+  await using s = await site();
+  const port = Number(new URL(s.url).port);
+  const answer = await rawRequest(
+    port,
+    "GET /x%0d%0aSet-Cookie:%20evil=1%07 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(answer.status, 404);
+  const body = answer.text.slice(answer.text.indexOf("\r\n\r\n") + 4);
+  assert.match(body, /\/x%0D%0ASet-Cookie: evil=1%07 was not found/);
+  assert.doesNotMatch(body, /[\r\n]Set-Cookie|\x07/);
 });
