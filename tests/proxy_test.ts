@@ -125,6 +125,83 @@ function rawBackend(reply: (conn: Deno.Conn) => Promise<void>): Backend {
   });
 }
 
+/**
+ * A raw TCP backend that records the header lines of each request as they arrived (names as
+ * sent), reads the body (Content-Length or chunked), and answers with the body's length; an
+ * upgrade to WebSocket gets its 101 and the connection is held until the proxy closes it.
+ */
+function recordingBackend(): Backend & { heads: string[][] } {
+  const heads: string[][] = [];
+  const backend = tcpBackend(async (conn) => {
+    const buf = new Uint8Array(65536);
+    let text = "";
+    const more = async () => {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("closed");
+      text += new TextDecoder("latin1").decode(buf.subarray(0, n));
+    };
+    while (!text.includes("\r\n\r\n")) await more();
+    const end = text.indexOf("\r\n\r\n");
+    const lines = text.slice(0, end).split("\r\n").slice(1);
+    heads.push(lines);
+    text = text.slice(end + 4);
+    const value = (name: string) =>
+      lines.find((l) => l.toLowerCase().startsWith(name + ":"))?.slice(name.length + 1).trim();
+    const key = value("sec-websocket-key");
+    if (key !== undefined) {
+      const digest = await crypto.subtle.digest(
+        "SHA-1",
+        enc.encode(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
+      );
+      const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
+      await conn.write(enc.encode(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      ));
+      while ((await conn.read(buf)) !== null) { /* until the proxy closes */ }
+      return;
+    }
+    let bytes = 0;
+    const length = value("content-length");
+    if (length !== undefined) {
+      while (text.length < Number(length)) await more();
+      bytes = Number(length);
+    } else if (value("transfer-encoding") === "chunked") {
+      // The test bodies hold no digits, so the last chunk cannot be mistaken.
+      while (!text.endsWith("\r\n0\r\n\r\n")) await more();
+      for (let at = 0;;) {
+        const eol = text.indexOf("\r\n", at);
+        const size = parseInt(text.slice(at, eol), 16);
+        if (size === 0) break;
+        bytes += size;
+        at = eol + 2 + size + 2;
+      }
+    }
+    await conn.write(enc.encode(
+      `HTTP/1.1 200 OK\r\nContent-Length: ${String(bytes).length}\r\nConnection: close\r\n\r\n` +
+        bytes,
+    ));
+  });
+  return Object.assign(backend, { heads });
+}
+
+/** The names in `lines` (header lines as sent), lowercased and sorted. */
+const headerNames = (lines: string[]) =>
+  lines.map((l) => l.slice(0, l.indexOf(":")).toLowerCase()).sort();
+
+/**
+ * What a backend must receive: no header the client did not send (Deno's own `User-Agent`,
+ * `Accept`, `Accept-Language`), none twice, the client's `User-Agent` once, X-Forwarded-* set.
+ */
+function assertOnlyClientHeaders(lines: string[], expected: string[], proto = "http") {
+  assert.deepEqual(headerNames(lines), [...expected].sort(), lines.join("\n"));
+  assert.deepEqual(lines.filter((l) => /^user-agent:/i.test(l)), ["user-agent: test-client/1"]);
+  assert.ok(!lines.some((l) => /deno|^accept:|^accept-language:/i.test(l)), lines.join("\n"));
+  assert.ok(lines.includes("x-forwarded-for: 127.0.0.1"), lines.join("\n"));
+  assert.ok(lines.includes("x-real-ip: 127.0.0.1"), lines.join("\n"));
+  assert.ok(lines.includes(`x-forwarded-proto: ${proto}`), lines.join("\n"));
+}
+
 /** A port nothing listens on. */
 function closedPort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -145,6 +222,7 @@ async function proxyServer(
   const server = await startTestServer({
     http: { static_dir: dir },
     server: { reverse_proxy: rules },
+    logging: { access_log: true }, // the shipped default
     ...extra,
   });
   return {
@@ -291,6 +369,37 @@ Deno.test("preserve_host sends the client's Host", async () => {
     args: ["-sS", "-H", "Host: public.example", srv.url + "/"],
   }).output();
   assert.equal(JSON.parse(new TextDecoder().decode(out.stdout)).headers.host, "public.example");
+});
+
+/** The header names the proxy adds to those of the client. */
+const FORWARDED = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"];
+
+Deno.test("a streamed upload reaches the backend with only the client's headers", async () => {
+  await using b = recordingBackend();
+  await using srv = await proxyServer([at(b, "/up")]);
+  const port = Number(new URL(srv.url).port);
+  const head = (framing: string) =>
+    "POST /up/big HTTP/1.1\r\nHost: public.example\r\nUser-Agent: test-client/1\r\n" +
+    `X-Custom: 1\r\n${framing}Connection: close\r\n\r\n`;
+  const body = "x".repeat(100_000); // over the 64 KiB read whole first: streamed
+  const sized = await rawRequest(port, head(`Content-Length: ${body.length}\r\n`) + body);
+  assert.equal(sized.status, 200);
+  assert.equal(sized.text.split("\r\n\r\n")[1], "100000");
+  const chunk = `9c40\r\n${"y".repeat(40_000)}\r\n`;
+  const chunked = await rawRequest(
+    port,
+    head("Transfer-Encoding: chunked\r\n") + chunk + chunk + chunk + "0\r\n\r\n",
+  );
+  assert.equal(chunked.status, 200);
+  assert.equal(chunked.text.split("\r\n\r\n")[1], "120000");
+  const common = ["host", "user-agent", "x-custom", ...FORWARDED];
+  assertOnlyClientHeaders(b.heads[0], [...common, "content-length"]);
+  assert.ok(b.heads[0].includes("content-length: 100000"));
+  assertOnlyClientHeaders(b.heads[1], [...common, "transfer-encoding"]);
+  for (const lines of b.heads) {
+    assert.ok(lines.includes("x-forwarded-host: public.example"));
+    assert.ok(lines.includes(`host: 127.0.0.1:${b.port}`));
+  }
 });
 
 Deno.test("redirects pass through; a Location naming the backend is rewritten", async () => {

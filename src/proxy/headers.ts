@@ -1,6 +1,7 @@
 /**
  * Header rules of the proxy: hop-by-hop headers are dropped both ways, the X-Forwarded-* family
- * is set on the way in, and a `Location` that names the backend is rewritten on the way out.
+ * is set on the way in (and nothing else is added), and a `Location` that names the backend is
+ * rewritten on the way out.
  *
  * @module
  */
@@ -40,18 +41,16 @@ export function withoutNamed(list: [string, string][], connection: string): [str
 }
 
 /**
- * The headers sent to the backend: the client's, without hop-by-hop ones, with
+ * The headers sent to the backend: exactly the client's, without hop-by-hop ones, with
  * `X-Forwarded-For` (client address appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and
- * `X-Real-IP`. The Host header is left in; the HTTP client drops it unless `preserve_host`.
- * Built in one pass over the request's headers, as a list that fetch validates once: this runs
- * for every proxied request.
+ * `X-Real-IP`. The Host header is left in; the HTTP client drops it unless `preserve_host`. Built in one pass
+ * over the request's headers: this runs for every proxied request.
  */
 export function forwardHeaders(request: Request, ctx: RequestContext): [string, string][] {
   let list: [string, string][] = [];
   let connection: string | null = null;
   let prior: string | null = null;
-  let host: string | null = null;
-  let acceptEncoding = false;
+  let host = false;
   for (const pair of request.headers) {
     const name = pair[0];
     if (HOP.has(name)) {
@@ -62,8 +61,7 @@ export function forwardHeaders(request: Request, ctx: RequestContext): [string, 
       if (name === "x-forwarded-for") prior = pair[1];
       continue;
     }
-    if (name === "host") host = pair[1];
-    else if (name === "accept-encoding") acceptEncoding = true;
+    if (name === "host") host = true;
     list.push(pair);
   }
   if (connection !== null) list = withoutNamed(list, connection);
@@ -73,13 +71,9 @@ export function forwardHeaders(request: Request, ctx: RequestContext): [string, 
     ["x-real-ip", ip],
     ["x-forwarded-proto", ctx.secure ? "https" : "http"],
   );
-  if (host !== null) list.push(["x-forwarded-host", host]);
-  else {
-    const authority = clientHost(request);
-    list.push(["x-forwarded-host", authority], ["host", authority]);
-  }
-  // fetch would decode a compressed answer the client never asked to be compressed.
-  if (!acceptEncoding) list.push(["accept-encoding", "identity"]);
+  const named = clientHost(request);
+  list.push(["x-forwarded-host", named]);
+  if (!host) list.push(["host", named]);
   return list;
 }
 
@@ -101,34 +95,6 @@ export function rewriteLocation(
     return publicOrigin + prefix + (rest.startsWith("/") ? rest : "/" + rest);
   }
   return location;
-}
-
-/** Content codings fetch decodes by itself (the body arrives decoded). */
-const DECODED = new Set(["gzip", "x-gzip", "br"]);
-
-/**
- * The headers of an answer that came through fetch, for the client: hop-by-hop headers dropped,
- * and `Content-Encoding`/`Content-Length` removed when fetch has already decoded the body.
- */
-export function fetchedHeaders(from: Headers): [string, string][] {
-  let list: [string, string][] = [];
-  let connection: string | null = null;
-  let decoded = false;
-  for (const pair of from) {
-    const name = pair[0];
-    if (HOP.has(name)) {
-      if (name === "connection") connection = pair[1];
-      continue;
-    }
-    if (name === "content-encoding" && DECODED.has(pair[1].trim().toLowerCase())) {
-      decoded = true;
-      continue;
-    }
-    list.push(pair);
-  }
-  if (connection !== null) list = withoutNamed(list, connection);
-  if (decoded) list = list.filter(([name]) => name !== "content-length");
-  return list;
 }
 
 /** `headers` with a `Location` that names the backend rewritten to the public URL (in place). */
