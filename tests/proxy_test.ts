@@ -10,6 +10,7 @@ import { buildApp } from "../src/routes/build.ts";
 import { splitUrl } from "../src/routes/types.ts";
 import {
   captureLogger,
+  curl,
   makeCerts,
   runCli,
   spawnCli,
@@ -400,6 +401,49 @@ Deno.test("a streamed upload reaches the backend with only the client's headers"
     assert.ok(lines.includes("x-forwarded-host: public.example"));
     assert.ok(lines.includes(`host: 127.0.0.1:${b.port}`));
   }
+});
+
+Deno.test("X-Forwarded-Host is the host the client named, never one made up", async () => {
+  await using tmp = await tempDir();
+  const certs = await makeCerts(tmp.path);
+  await using b = recordingBackend();
+  await using plain = await proxyServer([at(b, "/")]);
+  await using tls = await proxyServer([at(b, "/")], {
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+  });
+  // HTTP/1.0 without Host: nothing to forward, and the backend gets its own Host.
+  const old = await rawRequest(
+    Number(new URL(plain.url).port),
+    "GET /old HTTP/1.0\r\nUser-Agent: test-client/1\r\n\r\n",
+  );
+  assert.equal(old.status, 200);
+  assertOnlyClientHeaders(b.heads[0], ["host", "user-agent", ...FORWARDED.slice(0, 3)]);
+  assert.ok(b.heads[0].includes(`host: 127.0.0.1:${b.port}`));
+  // The same over TLS, where Deno's own URL names an inner port.
+  const conn = await Deno.connectTls({
+    hostname: "localhost",
+    port: tls.server.addr.port,
+    caCerts: [certs.caPem],
+  });
+  await conn.write(enc.encode("GET /old HTTP/1.0\r\nUser-Agent: test-client/1\r\n\r\n"));
+  await new Response(conn.readable).text();
+  assertOnlyClientHeaders(b.heads[1], ["host", "user-agent", ...FORWARDED.slice(0, 3)], "https");
+  // HTTP/2 has no Host header: its :authority is what the client named.
+  const h2 = await curl([
+    "-sS",
+    "--http2",
+    "--cacert",
+    certs.ca,
+    "-A",
+    "test-client/1",
+    "-H",
+    "Accept:",
+    `https://localhost:${tls.server.addr.port}/h2`,
+  ]);
+  assert.equal(h2.stdout, "0");
+  const lines = b.heads[2];
+  assertOnlyClientHeaders(lines, ["host", "user-agent", ...FORWARDED], "https");
+  assert.ok(lines.includes(`x-forwarded-host: localhost:${tls.server.addr.port}`));
 });
 
 Deno.test("redirects pass through; a Location naming the backend is rewritten", async () => {

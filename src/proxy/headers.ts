@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { RequestContext } from "../routes/types.ts";
+import { type RequestContext, urlAuthority } from "../routes/types.ts";
 
 /** Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus Proxy-*). */
 export const HOP_BY_HOP: readonly string[] = [
@@ -22,12 +22,7 @@ export const HOP_BY_HOP: readonly string[] = [
 
 /** The Host the client asked for (HTTP/2 requests carry it only in the URL). */
 export function clientHost(request: Request): string {
-  const host = request.headers.get("host");
-  if (host !== null) return host;
-  const url = request.url;
-  const start = url.indexOf("//") + 2;
-  const end = url.indexOf("/", start);
-  return end < 0 ? url.slice(start) : url.slice(start, end);
+  return request.headers.get("host") ?? urlAuthority(request.url);
 }
 
 const HOP = new Set(HOP_BY_HOP);
@@ -42,8 +37,10 @@ export function withoutNamed(list: [string, string][], connection: string): [str
 
 /**
  * The headers sent to the backend: exactly the client's, without hop-by-hop ones, with
- * `X-Forwarded-For` (client address appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and
- * `X-Real-IP`. The Host header is left in; the HTTP client drops it unless `preserve_host`. Built in one pass
+ * `X-Forwarded-For` (client address appended), `X-Forwarded-Proto` and `X-Real-IP`, and
+ * `X-Forwarded-Host` when the client named a host (its `Host`, or an HTTP/2 request's
+ * `:authority`, which also becomes its `host` here); nothing is made up for one that named none.
+ * The Host header is left in; the HTTP client drops it unless `preserve_host`. Built in one pass
  * over the request's headers: this runs for every proxied request.
  */
 export function forwardHeaders(request: Request, ctx: RequestContext): [string, string][] {
@@ -71,9 +68,11 @@ export function forwardHeaders(request: Request, ctx: RequestContext): [string, 
     ["x-real-ip", ip],
     ["x-forwarded-proto", ctx.secure ? "https" : "http"],
   );
-  const named = clientHost(request);
-  list.push(["x-forwarded-host", named]);
-  if (!host) list.push(["host", named]);
+  const named = ctx.authority === undefined ? clientHost(request) : ctx.authority;
+  if (named !== null) {
+    list.push(["x-forwarded-host", named]);
+    if (!host) list.push(["host", named]);
+  }
   return list;
 }
 

@@ -16,6 +16,12 @@ export interface RequestContext {
   secure: boolean;
   /** The request's id when access logging is on; pass the context to log calls to tag lines. */
   requestId?: string;
+  /**
+   * The authority the client named: its `Host`, or the `:authority` of an HTTP/2 request (which
+   * Deno puts in the URL); null when it named none (HTTP/1.0 without `Host`, whose URL Deno fills
+   * with a made-up `localhost:PORT`). Absent for a handler called directly: the URL's counts then.
+   */
+  readonly authority?: string | null;
 }
 
 /** Answers a request. */
@@ -37,6 +43,13 @@ export function splitUrl(url: string): { path: string; query: string } {
   return q < 0
     ? { path: url.slice(start), query: "" }
     : { path: url.slice(start, q), query: url.slice(q) };
+}
+
+/** The authority part of a request URL (`host[:port]`). */
+export function urlAuthority(url: string): string {
+  const start = url.indexOf("//") + 2;
+  const end = url.indexOf("/", start);
+  return end < 0 ? url.slice(start) : url.slice(start, end);
 }
 
 /** Whether `path` is `prefix` or lies below it on a segment boundary. */

@@ -9,7 +9,7 @@ import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { requestIdFor, withRequestId } from "../log/access.ts";
 import type { App } from "../routes/build.ts";
-import { type RequestContext, splitUrl } from "../routes/types.ts";
+import { type RequestContext, splitUrl, urlAuthority } from "../routes/types.ts";
 import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
 import { redirectToHttps } from "./redirect_http.ts";
 import { type Listening, serveTls } from "./tls_front.ts";
@@ -26,9 +26,18 @@ class ServedContext implements RequestContext {
     readonly query: string,
     readonly secure: boolean,
     private readonly info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+    private readonly request: Request,
+    /** What Deno puts in the URL of a request that names no authority: `localhost:PORT`. */
+    private readonly madeUp: string,
   ) {}
   get remote(): Deno.NetAddr {
     return this.info.remoteAddr;
+  }
+  get authority(): string | null {
+    const host = this.request.headers.get("host");
+    if (host !== null) return host;
+    const named = urlAuthority(this.request.url);
+    return named === this.madeUp ? null : named;
   }
 }
 
@@ -163,7 +172,11 @@ export async function startServer(
     );
   };
 
-  const handlerFor = (secure: boolean): Deno.ServeHandler<Deno.NetAddr> => {
+  /** `parsedBy`: the port of the Deno.serve that parses the requests (behind TLS, the inner one). */
+  const handlerFor = (
+    secure: boolean,
+    parsedBy: () => number,
+  ): Deno.ServeHandler<Deno.NetAddr> => {
     const withHsts = (response: Response) => {
       if (hsts === undefined) return response;
       try {
@@ -178,7 +191,14 @@ export async function startServer(
     return (request, info) => {
       if (debugConnections) noteConnection(info.remoteAddr, secure, request);
       const { path, query } = splitUrl(request.url);
-      const ctx = new ServedContext(path, query, secure, info);
+      const ctx = new ServedContext(
+        path,
+        query,
+        secure,
+        info,
+        request,
+        `localhost:${parsedBy()}`,
+      );
       const started = log.accessEnabled ? performance.now() : 0;
       const requestId = log.accessEnabled
         ? ctx.requestId = requestIdFor(request.headers.get("x-request-id"))
@@ -264,7 +284,10 @@ export async function startServer(
     if (tls && cfg.ssl.redirect_http !== undefined) {
       probe(cfg.server.host, cfg.ssl.redirect_http, held);
     }
-    const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined), cfg);
+    let parsedBy = 0;
+    const handler = handlerFor(tls !== undefined, () => parsedBy);
+    const main = listen(cfg.server.host, port, tls, handler, cfg);
+    parsedBy = main.httpPort ?? main.addr.port;
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
     if (tls && cfg.ssl.redirect_http !== undefined) {
