@@ -403,6 +403,37 @@ Deno.test("a streamed upload reaches the backend with only the client's headers"
   }
 });
 
+Deno.test("a WebSocket upgrade reaches the backend with only the client's headers", async () => {
+  await using b = recordingBackend();
+  await using srv = await proxyServer([at(b, "/ws")]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(srv.url).port) });
+  try {
+    await conn.write(enc.encode(
+      "GET /ws/chat HTTP/1.1\r\nHost: public.example\r\nUser-Agent: test-client/1\r\n" +
+        "Cookie: a=1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    assert.match(new TextDecoder().decode(buf.subarray(0, n!)), /^HTTP\/1\.1 101/);
+  } finally {
+    conn.close();
+  }
+  const lines = b.heads[0];
+  assertOnlyClientHeaders(lines, [
+    "host",
+    "user-agent",
+    "cookie",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    ...FORWARDED,
+  ]);
+  assert.ok(lines.includes("x-forwarded-host: public.example"));
+  assert.ok(lines.includes("cookie: a=1"));
+});
+
 Deno.test("X-Forwarded-Host is the host the client named, never one made up", async () => {
   await using tmp = await tempDir();
   const certs = await makeCerts(tmp.path);
@@ -1048,6 +1079,13 @@ Deno.test("WebSocket: text and binary both ways, subprotocol, cookies, close cod
   assert.deepEqual([...new Uint8Array(bin)], [1, 2, 3, 255]);
   ws.send("who");
   assert.equal(await nextMessage(ws), "session=abc");
+  // Lengths in 16 and 64 bits, and an odd length (the masking of the last bytes).
+  const big = new Uint8Array(200_003).map((_, i) => i * 7);
+  ws.send(big);
+  assert.deepEqual(new Uint8Array(await nextMessage(ws) as ArrayBuffer), big);
+  const text = "é✓".repeat(30_001);
+  ws.send(text);
+  assert.equal(await nextMessage(ws), text);
   const seen = b.seen.at(-1)!;
   assert.equal(new URL(seen.url).pathname, "/chat");
   assert.equal(seen.headers.get("x-forwarded-for"), "127.0.0.1");

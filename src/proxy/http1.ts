@@ -88,6 +88,10 @@ export interface UpstreamRequest {
 export interface Upstream extends Disposable {
   /** Sends one request; see {@link UpstreamRequest}. */
   request(request: UpstreamRequest, preserveHost: boolean): Promise<UpstreamResponse>;
+  /** A connection of its own (for a WebSocket), within `connectTimeoutMs`. */
+  open(): Promise<Deno.Conn>;
+  /** The Host sent when the client's is not kept. */
+  readonly authority: string;
 }
 
 /** Options of {@link createUpstream}. */
@@ -678,6 +682,10 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       }
       return send(await connect(), req, preserveHost);
     },
+    async open() {
+      return (await connect()).conn;
+    },
+    authority,
     [Symbol.dispose]() {
       clearInterval(sweeper);
       for (const c of idle) c.close();
