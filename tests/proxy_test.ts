@@ -10,6 +10,7 @@ import { buildApp } from "../src/routes/build.ts";
 import { splitUrl } from "../src/routes/types.ts";
 import {
   captureLogger,
+  curl,
   makeCerts,
   runCli,
   spawnCli,
@@ -125,6 +126,83 @@ function rawBackend(reply: (conn: Deno.Conn) => Promise<void>): Backend {
   });
 }
 
+/**
+ * A raw TCP backend that records the header lines of each request as they arrived (names as
+ * sent), reads the body (Content-Length or chunked), and answers with the body's length; an
+ * upgrade to WebSocket gets its 101 and the connection is held until the proxy closes it.
+ */
+function recordingBackend(): Backend & { heads: string[][] } {
+  const heads: string[][] = [];
+  const backend = tcpBackend(async (conn) => {
+    const buf = new Uint8Array(65536);
+    let text = "";
+    const more = async () => {
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("closed");
+      text += new TextDecoder("latin1").decode(buf.subarray(0, n));
+    };
+    while (!text.includes("\r\n\r\n")) await more();
+    const end = text.indexOf("\r\n\r\n");
+    const lines = text.slice(0, end).split("\r\n").slice(1);
+    heads.push(lines);
+    text = text.slice(end + 4);
+    const value = (name: string) =>
+      lines.find((l) => l.toLowerCase().startsWith(name + ":"))?.slice(name.length + 1).trim();
+    const key = value("sec-websocket-key");
+    if (key !== undefined) {
+      const digest = await crypto.subtle.digest(
+        "SHA-1",
+        enc.encode(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
+      );
+      const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
+      await conn.write(enc.encode(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+      ));
+      while ((await conn.read(buf)) !== null) { /* until the proxy closes */ }
+      return;
+    }
+    let bytes = 0;
+    const length = value("content-length");
+    if (length !== undefined) {
+      while (text.length < Number(length)) await more();
+      bytes = Number(length);
+    } else if (value("transfer-encoding") === "chunked") {
+      // The test bodies hold no digits, so the last chunk cannot be mistaken.
+      while (!text.endsWith("\r\n0\r\n\r\n")) await more();
+      for (let at = 0;;) {
+        const eol = text.indexOf("\r\n", at);
+        const size = parseInt(text.slice(at, eol), 16);
+        if (size === 0) break;
+        bytes += size;
+        at = eol + 2 + size + 2;
+      }
+    }
+    await conn.write(enc.encode(
+      `HTTP/1.1 200 OK\r\nContent-Length: ${String(bytes).length}\r\nConnection: close\r\n\r\n` +
+        bytes,
+    ));
+  });
+  return Object.assign(backend, { heads });
+}
+
+/** The names in `lines` (header lines as sent), lowercased and sorted. */
+const headerNames = (lines: string[]) =>
+  lines.map((l) => l.slice(0, l.indexOf(":")).toLowerCase()).sort();
+
+/**
+ * What a backend must receive: no header the client did not send (Deno's own `User-Agent`,
+ * `Accept`, `Accept-Language`), none twice, the client's `User-Agent` once, X-Forwarded-* set.
+ */
+function assertOnlyClientHeaders(lines: string[], expected: string[], proto = "http") {
+  assert.deepEqual(headerNames(lines), [...expected].sort(), lines.join("\n"));
+  assert.deepEqual(lines.filter((l) => /^user-agent:/i.test(l)), ["user-agent: test-client/1"]);
+  assert.ok(!lines.some((l) => /deno|^accept:|^accept-language:/i.test(l)), lines.join("\n"));
+  assert.ok(lines.includes("x-forwarded-for: 127.0.0.1"), lines.join("\n"));
+  assert.ok(lines.includes("x-real-ip: 127.0.0.1"), lines.join("\n"));
+  assert.ok(lines.includes(`x-forwarded-proto: ${proto}`), lines.join("\n"));
+}
+
 /** A port nothing listens on. */
 function closedPort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -145,6 +223,7 @@ async function proxyServer(
   const server = await startTestServer({
     http: { static_dir: dir },
     server: { reverse_proxy: rules },
+    logging: { access_log: true }, // the shipped default
     ...extra,
   });
   return {
@@ -291,6 +370,111 @@ Deno.test("preserve_host sends the client's Host", async () => {
     args: ["-sS", "-H", "Host: public.example", srv.url + "/"],
   }).output();
   assert.equal(JSON.parse(new TextDecoder().decode(out.stdout)).headers.host, "public.example");
+});
+
+/** The header names the proxy adds to those of the client. */
+const FORWARDED = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host"];
+
+Deno.test("a streamed upload reaches the backend with only the client's headers", async () => {
+  await using b = recordingBackend();
+  await using srv = await proxyServer([at(b, "/up")]);
+  const port = Number(new URL(srv.url).port);
+  const head = (framing: string) =>
+    "POST /up/big HTTP/1.1\r\nHost: public.example\r\nUser-Agent: test-client/1\r\n" +
+    `X-Custom: 1\r\n${framing}Connection: close\r\n\r\n`;
+  const body = "x".repeat(100_000); // over the 64 KiB read whole first: streamed
+  const sized = await rawRequest(port, head(`Content-Length: ${body.length}\r\n`) + body);
+  assert.equal(sized.status, 200);
+  assert.equal(sized.text.split("\r\n\r\n")[1], "100000");
+  const chunk = `9c40\r\n${"y".repeat(40_000)}\r\n`;
+  const chunked = await rawRequest(
+    port,
+    head("Transfer-Encoding: chunked\r\n") + chunk + chunk + chunk + "0\r\n\r\n",
+  );
+  assert.equal(chunked.status, 200);
+  assert.equal(chunked.text.split("\r\n\r\n")[1], "120000");
+  const common = ["host", "user-agent", "x-custom", ...FORWARDED];
+  assertOnlyClientHeaders(b.heads[0], [...common, "content-length"]);
+  assert.ok(b.heads[0].includes("content-length: 100000"));
+  assertOnlyClientHeaders(b.heads[1], [...common, "transfer-encoding"]);
+  for (const lines of b.heads) {
+    assert.ok(lines.includes("x-forwarded-host: public.example"));
+    assert.ok(lines.includes(`host: 127.0.0.1:${b.port}`));
+  }
+});
+
+Deno.test("a WebSocket upgrade reaches the backend with only the client's headers", async () => {
+  await using b = recordingBackend();
+  await using srv = await proxyServer([at(b, "/ws")]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(srv.url).port) });
+  try {
+    await conn.write(enc.encode(
+      "GET /ws/chat HTTP/1.1\r\nHost: public.example\r\nUser-Agent: test-client/1\r\n" +
+        "Cookie: a=1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    ));
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    assert.match(new TextDecoder().decode(buf.subarray(0, n!)), /^HTTP\/1\.1 101/);
+  } finally {
+    conn.close();
+  }
+  const lines = b.heads[0];
+  assertOnlyClientHeaders(lines, [
+    "host",
+    "user-agent",
+    "cookie",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    ...FORWARDED,
+  ]);
+  assert.ok(lines.includes("x-forwarded-host: public.example"));
+  assert.ok(lines.includes("cookie: a=1"));
+});
+
+Deno.test("X-Forwarded-Host is the host the client named, never one made up", async () => {
+  await using tmp = await tempDir();
+  const certs = await makeCerts(tmp.path);
+  await using b = recordingBackend();
+  await using plain = await proxyServer([at(b, "/")]);
+  await using tls = await proxyServer([at(b, "/")], {
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+  });
+  // HTTP/1.0 without Host: nothing to forward, and the backend gets its own Host.
+  const old = await rawRequest(
+    Number(new URL(plain.url).port),
+    "GET /old HTTP/1.0\r\nUser-Agent: test-client/1\r\n\r\n",
+  );
+  assert.equal(old.status, 200);
+  assertOnlyClientHeaders(b.heads[0], ["host", "user-agent", ...FORWARDED.slice(0, 3)]);
+  assert.ok(b.heads[0].includes(`host: 127.0.0.1:${b.port}`));
+  // The same over TLS, where Deno's own URL names an inner port.
+  const conn = await Deno.connectTls({
+    hostname: "localhost",
+    port: tls.server.addr.port,
+    caCerts: [certs.caPem],
+  });
+  await conn.write(enc.encode("GET /old HTTP/1.0\r\nUser-Agent: test-client/1\r\n\r\n"));
+  await new Response(conn.readable).text();
+  assertOnlyClientHeaders(b.heads[1], ["host", "user-agent", ...FORWARDED.slice(0, 3)], "https");
+  // HTTP/2 has no Host header: its :authority is what the client named.
+  const h2 = await curl([
+    "-sS",
+    "--http2",
+    "--cacert",
+    certs.ca,
+    "-A",
+    "test-client/1",
+    "-H",
+    "Accept:",
+    `https://localhost:${tls.server.addr.port}/h2`,
+  ]);
+  assert.equal(h2.stdout, "0");
+  const lines = b.heads[2];
+  assertOnlyClientHeaders(lines, ["host", "user-agent", ...FORWARDED], "https");
+  assert.ok(lines.includes(`x-forwarded-host: localhost:${tls.server.addr.port}`));
 });
 
 Deno.test("redirects pass through; a Location naming the backend is rewritten", async () => {
@@ -895,6 +1079,13 @@ Deno.test("WebSocket: text and binary both ways, subprotocol, cookies, close cod
   assert.deepEqual([...new Uint8Array(bin)], [1, 2, 3, 255]);
   ws.send("who");
   assert.equal(await nextMessage(ws), "session=abc");
+  // Lengths in 16 and 64 bits, and an odd length (the masking of the last bytes).
+  const big = new Uint8Array(200_003).map((_, i) => i * 7);
+  ws.send(big);
+  assert.deepEqual(new Uint8Array(await nextMessage(ws) as ArrayBuffer), big);
+  const text = "é✓".repeat(30_001);
+  ws.send(text);
+  assert.equal(await nextMessage(ws), text);
   const seen = b.seen.at(-1)!;
   assert.equal(new URL(seen.url).pathname, "/chat");
   assert.equal(seen.headers.get("x-forwarded-for"), "127.0.0.1");

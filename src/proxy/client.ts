@@ -1,7 +1,7 @@
 /**
  * How a rule reaches its backends: per backend, the HTTP/1.1 client of src/proxy/http1.ts for
- * plain requests, and one `Deno.HttpClient` per rule for fetch and WebSocket (health checks,
- * streamed uploads, WebSocket bridging); both trust `ca_file` in addition to the system roots.
+ * requests and WebSocket bridging, and one `Deno.HttpClient` per rule for the health checks'
+ * fetch; both trust `ca_file` in addition to the system roots.
  * `insecure_skip_verify` has no switch in Deno's TLS clients, so such a backend is reached
  * through a loopback bridge that speaks TLS to it without verifying (node:tls with
  * `rejectUnauthorized: false`) while the clients speak plain HTTP to the bridge.
@@ -17,14 +17,12 @@ import type { Backend, CompiledRule } from "./rules.ts";
 
 /** How requests reach one backend. */
 export interface Link {
-  /** Plain HTTP requests. */
+  /** Requests, and connections for WebSockets. */
   upstream: Upstream;
-  /** fetch and WebSocket (health checks, WebSocket bridging). */
+  /** fetch, for health checks. */
   client: Deno.HttpClient;
   /** Base URL for fetch, without a trailing slash. */
   base: string;
-  /** Base URL for WebSocket, without a trailing slash. */
-  wsBase: string;
 }
 
 /** The links of one rule, in backend order. */
@@ -114,7 +112,7 @@ export function openLinks(rule: CompiledRule): Links {
       });
       closers.push(() => client.close(), b.close, () => upstream[Symbol.dispose]());
       const plain = backend.origin.replace(/^https:/, "http:");
-      return { upstream, client, base: plain, wsBase: plain.replace(/^http:/, "ws:") };
+      return { upstream, client, base: plain };
     });
   } else {
     const client = Deno.createHttpClient({ allowHost, caCerts });
@@ -129,7 +127,7 @@ export function openLinks(rule: CompiledRule): Links {
         authority: backend.authority,
       });
       closers.push(() => upstream[Symbol.dispose]());
-      return { upstream, client, base: backend.origin, wsBase: backend.wsOrigin };
+      return { upstream, client, base: backend.origin };
     });
   }
   return {

@@ -14,8 +14,13 @@ import type { Logger } from "../log/logger.ts";
 import type { Handler, RequestContext } from "../routes/types.ts";
 import type { Link } from "./client.ts";
 import { clientHost, forwardHeaders, relocate } from "./headers.ts";
-import { BrokenBodyError, ConnectError, TimeoutError, UpstreamError } from "./http1.ts";
-import { sendStreamed } from "./streamed.ts";
+import {
+  BrokenBodyError,
+  ClientBodyError,
+  ConnectError,
+  TimeoutError,
+  UpstreamError,
+} from "./http1.ts";
 import type { Member, Pool } from "./pool.ts";
 import type { CompiledRule } from "./rules.ts";
 import { upstreamPath } from "./rules.ts";
@@ -38,6 +43,12 @@ export async function readPayload(
   if (body === null) return null;
   const length = request.headers.get("content-length");
   return length !== null && Number(length) <= BUFFERED_BODY ? await request.bytes() : body;
+}
+
+/** The length of a streamed body when the client gave one (else it is sent on chunked). */
+export function streamLength(request: Request): number | undefined {
+  const length = request.headers.get("content-length");
+  return length === null ? undefined : Number(length);
 }
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
@@ -84,28 +95,17 @@ export function createForwarder(options: ForwarderOptions): Handler {
     const link = links[member.index];
     let answer;
     try {
-      answer = body instanceof ReadableStream
-        ? await sendStreamed({
-          url: link.base + target,
-          client: link.client,
-          hostname: member.backend.host,
-          port: member.backend.port,
-        }, {
-          method: request.method,
-          headers,
-          body,
-          signal: request.signal,
-          connectTimeoutMs: rule.connectTimeoutMs,
-        })
-        : await link.upstream.request({
-          method: request.method,
-          target,
-          headers,
-          body,
-          responseTimeoutMs: rule.responseTimeoutMs,
-          signal: request.signal,
-          bufferLimit: BUFFERED_BODY,
-        }, preserveHost);
+      const streamed = body instanceof ReadableStream;
+      answer = await link.upstream.request({
+        method: request.method,
+        target,
+        headers,
+        body,
+        bodyLength: streamed ? streamLength(request) : undefined,
+        responseTimeoutMs: streamed ? 0 : rule.responseTimeoutMs,
+        signal: request.signal,
+        bufferLimit: BUFFERED_BODY,
+      }, preserveHost);
     } catch (e) {
       member.active--;
       throw e;
@@ -157,6 +157,10 @@ export function createForwarder(options: ForwarderOptions): Handler {
               `${rule.rule.response_timeout}s for ${request.method} ${ctx.path}`,
           );
           return errorResponse(504, request);
+        }
+        if (e instanceof ClientBodyError) {
+          log.debug(`${where}: ${request.method} ${ctx.path}: ${describeError(e)}`);
+          return errorResponse(400, request);
         }
         const reason = describeError(e);
         if (e instanceof BrokenBodyError) {

@@ -1,10 +1,11 @@
 /**
  * Header rules of the proxy: hop-by-hop headers are dropped both ways, the X-Forwarded-* family
- * is set on the way in, and a `Location` that names the backend is rewritten on the way out.
+ * is set on the way in (and nothing else is added), and a `Location` that names the backend is
+ * rewritten on the way out.
  *
  * @module
  */
-import type { RequestContext } from "../routes/types.ts";
+import { type RequestContext, urlAuthority } from "../routes/types.ts";
 
 /** Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus Proxy-*). */
 export const HOP_BY_HOP: readonly string[] = [
@@ -21,12 +22,7 @@ export const HOP_BY_HOP: readonly string[] = [
 
 /** The Host the client asked for (HTTP/2 requests carry it only in the URL). */
 export function clientHost(request: Request): string {
-  const host = request.headers.get("host");
-  if (host !== null) return host;
-  const url = request.url;
-  const start = url.indexOf("//") + 2;
-  const end = url.indexOf("/", start);
-  return end < 0 ? url.slice(start) : url.slice(start, end);
+  return request.headers.get("host") ?? urlAuthority(request.url);
 }
 
 const HOP = new Set(HOP_BY_HOP);
@@ -40,18 +36,18 @@ export function withoutNamed(list: [string, string][], connection: string): [str
 }
 
 /**
- * The headers sent to the backend: the client's, without hop-by-hop ones, with
- * `X-Forwarded-For` (client address appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and
- * `X-Real-IP`. The Host header is left in; the HTTP client drops it unless `preserve_host`.
- * Built in one pass over the request's headers, as a list that fetch validates once: this runs
- * for every proxied request.
+ * The headers sent to the backend: exactly the client's, without hop-by-hop ones, with
+ * `X-Forwarded-For` (client address appended), `X-Forwarded-Proto` and `X-Real-IP`, and
+ * `X-Forwarded-Host` when the client named a host (its `Host`, or an HTTP/2 request's
+ * `:authority`, which also becomes its `host` here); nothing is made up for one that named none.
+ * The Host header is left in; the HTTP client drops it unless `preserve_host`. Built in one pass
+ * over the request's headers: this runs for every proxied request.
  */
 export function forwardHeaders(request: Request, ctx: RequestContext): [string, string][] {
   let list: [string, string][] = [];
   let connection: string | null = null;
   let prior: string | null = null;
-  let host: string | null = null;
-  let acceptEncoding = false;
+  let host = false;
   for (const pair of request.headers) {
     const name = pair[0];
     if (HOP.has(name)) {
@@ -62,8 +58,7 @@ export function forwardHeaders(request: Request, ctx: RequestContext): [string, 
       if (name === "x-forwarded-for") prior = pair[1];
       continue;
     }
-    if (name === "host") host = pair[1];
-    else if (name === "accept-encoding") acceptEncoding = true;
+    if (name === "host") host = true;
     list.push(pair);
   }
   if (connection !== null) list = withoutNamed(list, connection);
@@ -73,13 +68,11 @@ export function forwardHeaders(request: Request, ctx: RequestContext): [string, 
     ["x-real-ip", ip],
     ["x-forwarded-proto", ctx.secure ? "https" : "http"],
   );
-  if (host !== null) list.push(["x-forwarded-host", host]);
-  else {
-    const authority = clientHost(request);
-    list.push(["x-forwarded-host", authority], ["host", authority]);
+  const named = ctx.authority === undefined ? clientHost(request) : ctx.authority;
+  if (named !== null) {
+    list.push(["x-forwarded-host", named]);
+    if (!host) list.push(["host", named]);
   }
-  // fetch would decode a compressed answer the client never asked to be compressed.
-  if (!acceptEncoding) list.push(["accept-encoding", "identity"]);
   return list;
 }
 
@@ -101,34 +94,6 @@ export function rewriteLocation(
     return publicOrigin + prefix + (rest.startsWith("/") ? rest : "/" + rest);
   }
   return location;
-}
-
-/** Content codings fetch decodes by itself (the body arrives decoded). */
-const DECODED = new Set(["gzip", "x-gzip", "br"]);
-
-/**
- * The headers of an answer that came through fetch, for the client: hop-by-hop headers dropped,
- * and `Content-Encoding`/`Content-Length` removed when fetch has already decoded the body.
- */
-export function fetchedHeaders(from: Headers): [string, string][] {
-  let list: [string, string][] = [];
-  let connection: string | null = null;
-  let decoded = false;
-  for (const pair of from) {
-    const name = pair[0];
-    if (HOP.has(name)) {
-      if (name === "connection") connection = pair[1];
-      continue;
-    }
-    if (name === "content-encoding" && DECODED.has(pair[1].trim().toLowerCase())) {
-      decoded = true;
-      continue;
-    }
-    list.push(pair);
-  }
-  if (connection !== null) list = withoutNamed(list, connection);
-  if (decoded) list = list.filter(([name]) => name !== "content-length");
-  return list;
 }
 
 /** `headers` with a `Location` that names the backend rewritten to the public URL (in place). */

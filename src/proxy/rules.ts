@@ -14,8 +14,6 @@ export interface Backend {
   origin: string;
   /** `host:port` as a Host header names it (the port left out when it is the default). */
   authority: string;
-  /** The same with `ws:`/`wss:`, for WebSocket bridging. */
-  wsOrigin: string;
   /** Origins the backend may use in `Location` (with and without a default port). */
   locationOrigins: string[];
 }
@@ -57,7 +55,6 @@ function makeBackend(host: string, port: number, ssl: boolean): Backend {
     port,
     origin,
     authority: port === (ssl ? 443 : 80) ? h : `${h}:${port}`,
-    wsOrigin: `${ssl ? "wss" : "ws"}://${h}:${port}`,
     locationOrigins,
   };
 }

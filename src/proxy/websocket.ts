@@ -1,7 +1,8 @@
 /**
  * WebSocket bridging: the client's upgrade is accepted with `Deno.upgradeWebSocket` only after a
- * WebSocket to the backend is open, so the subprotocol the backend chose is the one the client
- * gets. Frames pass both ways unchanged (text stays text, binary stays binary), close codes and
+ * WebSocket to the backend is open (src/proxy/ws_client.ts, over a connection of the backend's
+ * HTTP/1.1 client, so the backend gets the client's headers and no others), so the subprotocol
+ * the backend chose is the one the client gets. Frames pass both ways unchanged (text stays text, binary stays binary), close codes and
  * reasons are passed on, and a side that reads slower than the other writes is disconnected once
  * more than {@link MAX_BUFFERED} bytes wait for it (the WebSocket API offers no back-pressure).
  *
@@ -11,6 +12,7 @@ import type { Logger } from "../log/logger.ts";
 import type { RequestContext } from "../routes/types.ts";
 import type { Link } from "./client.ts";
 import { forwardHeaders } from "./headers.ts";
+import { type BackendSocket, HandshakeError, openWebSocket } from "./ws_client.ts";
 
 /** Bytes allowed to wait for a slow side before the bridge is closed. */
 export const MAX_BUFFERED = 16 * 1024 * 1024;
@@ -23,13 +25,15 @@ export function isWebSocketUpgrade(request: Request): boolean {
   return upgrade !== null && upgrade.toLowerCase() === "websocket";
 }
 
-const HANDSHAKE_HEADERS = [
+/** Handshake headers, made anew for the backend (extensions are not offered to it). */
+const HANDSHAKE = new Set([
+  "host",
   "sec-websocket-key",
   "sec-websocket-version",
   "sec-websocket-extensions",
   "sec-websocket-protocol",
   "sec-websocket-accept",
-];
+]);
 
 /** Codes a WebSocket client may send (others are refused by the WebSocket API). */
 const clientSendable = (code: number) => code === 1000 || (code >= 3000 && code <= 4999);
@@ -37,7 +41,7 @@ const clientSendable = (code: number) => code === 1000 || (code >= 3000 && code 
 const reserved = (code: number) => code === 1005 || code === 1006 || code === 1015;
 
 /** Closes `ws` with `code` when the API allows it, plainly otherwise; never throws. */
-function closeQuietly(ws: WebSocket, code?: number, reason?: string): void {
+function closeQuietly(ws: WebSocket | BackendSocket, code?: number, reason?: string): void {
   try {
     ws.close(code, reason);
   } catch {
@@ -67,47 +71,47 @@ export class BackendUnavailable extends Error {
   }
 }
 
-function openBackend(
-  url: string,
-  protocols: string[],
-  headers: Headers,
-  client: Deno.HttpClient,
+async function openBackend(
+  link: Link,
+  handshake: Parameters<typeof openWebSocket>[1],
   timeoutMs: number,
   clientSignal: AbortSignal,
-): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { protocols, headers, client });
-    ws.binaryType = "arraybuffer";
-    const timer = setTimeout(() => {
-      cleanup();
-      ws.close();
-      reject(new BackendUnavailable(`no WebSocket handshake within ${timeoutMs / 1000}s`, true));
-    }, timeoutMs);
-    const onAbort = () => {
-      cleanup();
-      ws.close();
-      reject(new BackendUnavailable("client went away", false));
-    };
-    const cleanup = () => {
-      clearTimeout(timer);
-      clientSignal.removeEventListener("abort", onAbort);
-      ws.onopen = ws.onclose = ws.onerror = null;
-    };
+): Promise<BackendSocket> {
+  let conn: Deno.Conn | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
+  // Both end the wait by closing the connection; the handshake then fails and says why here.
+  let why: BackendUnavailable | undefined;
+  const stop = (reason: BackendUnavailable) => {
+    why ??= reason;
+    try {
+      conn?.close();
+    } catch { /* closed */ }
+  };
+  try {
+    conn = await link.upstream.open();
+    if (clientSignal.aborted) throw new BackendUnavailable("client went away", false);
+    timer = setTimeout(
+      () =>
+        stop(new BackendUnavailable(`no WebSocket handshake within ${timeoutMs / 1000}s`, true)),
+      timeoutMs,
+    );
+    onAbort = () => stop(new BackendUnavailable("client went away", false));
     clientSignal.addEventListener("abort", onAbort, { once: true });
-    ws.onopen = () => {
-      cleanup();
-      resolve(ws);
-    };
-    ws.onerror = (e) => {
-      cleanup();
-      const message = (e as ErrorEvent).message || "WebSocket handshake failed";
-      reject(new BackendUnavailable(message, false));
-    };
-    ws.onclose = (e) => {
-      cleanup();
-      reject(new BackendUnavailable(`backend closed during handshake (${e.code})`, false));
-    };
-  });
+    return await openWebSocket(conn, handshake);
+  } catch (e) {
+    if (conn === undefined) throw e; // not connected: a ConnectError, which marks it down
+    stop(new BackendUnavailable(describe(e), false));
+    throw e instanceof BackendUnavailable ? e : why ?? e;
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) clientSignal.removeEventListener("abort", onAbort);
+  }
+}
+
+function describe(e: unknown): string {
+  if (e instanceof HandshakeError) return `WebSocket handshake failed: ${e.message}`;
+  return e instanceof Error ? e.message : String(e);
 }
 
 /**
@@ -120,19 +124,16 @@ export async function bridgeWebSocket(
   options: BridgeOptions,
 ): Promise<Response> {
   const { link, target, log, where } = options;
-  const headers = new Headers(forwardHeaders(request, ctx));
-  for (const name of HANDSHAKE_HEADERS) headers.delete(name);
-  if (!options.preserveHost) headers.delete("host");
-  const offered = request.headers.get("sec-websocket-protocol");
-  const protocols = offered === null
-    ? []
-    : offered.split(",").map((p) => p.trim()).filter((p) => p.length > 0);
-
+  const forwarded = forwardHeaders(request, ctx);
+  const clientHost = forwarded.find(([name]) => name === "host")?.[1];
   const backend = await openBackend(
-    link.wsBase + target,
-    protocols,
-    headers,
-    link.client,
+    link,
+    {
+      target,
+      host: options.preserveHost && clientHost !== undefined ? clientHost : link.upstream.authority,
+      headers: forwarded.filter(([name]) => !HANDSHAKE.has(name)),
+      protocols: request.headers.get("sec-websocket-protocol"),
+    },
     options.timeoutMs,
     request.signal,
   );
@@ -169,15 +170,15 @@ export async function bridgeWebSocket(
   };
   const size = (d: string | ArrayBuffer) => typeof d === "string" ? d.length : d.byteLength;
 
-  backend.onmessage = (e: MessageEvent<string | ArrayBuffer>) => {
+  backend.onmessage = (data) => {
     if (early !== null) {
-      early.push(e.data);
-      earlyBytes += size(e.data);
+      early.push(data);
+      earlyBytes += size(data);
       if (earlyBytes > MAX_BUFFERED) overflow("client");
       return;
     }
     if (client.readyState !== WebSocket.OPEN) return;
-    client.send(e.data);
+    client.send(data);
     if (client.bufferedAmount > MAX_BUFFERED) overflow("client");
   };
   client.onopen = () => {
@@ -190,12 +191,12 @@ export async function bridgeWebSocket(
     backend.send(e.data);
     if (backend.bufferedAmount > MAX_BUFFERED) overflow("backend");
   };
-  backend.onclose = (e) => {
+  backend.onclose = (code, reason) => {
     closed = true;
     if (client.readyState === WebSocket.CLOSED) end();
     if (client.readyState === WebSocket.CLOSED || client.readyState === WebSocket.CLOSING) return;
-    if (reserved(e.code)) closeQuietly(client, e.code === 1006 ? 1011 : 1000, e.reason);
-    else closeQuietly(client, e.code, e.reason);
+    if (reserved(code)) closeQuietly(client, code === 1006 ? 1011 : 1000, reason);
+    else closeQuietly(client, code, reason);
   };
   client.onclose = (e) => {
     closed = true;
@@ -207,7 +208,7 @@ export async function bridgeWebSocket(
     else if (reserved(e.code)) closeQuietly(backend);
     else closeQuietly(backend, 1000, e.reason || `client closed with ${e.code}`);
   };
-  backend.onerror = () => {};
   client.onerror = () => {};
+  backend.start();
   return upgrade.response;
 }

@@ -7,9 +7,8 @@
  * @module
  */
 import { forwardHeaders, relocate } from "../proxy/headers.ts";
-import { BUFFERED_BODY, readPayload } from "../proxy/forward.ts";
+import { BUFFERED_BODY, readPayload, streamLength } from "../proxy/forward.ts";
 import { ConnectError, createUpstream, TimeoutError, type Upstream } from "../proxy/http1.ts";
-import { sendStreamed } from "../proxy/streamed.ts";
 import type { ErrorResponder } from "./errors.ts";
 import type { RequestContext } from "./types.ts";
 
@@ -67,23 +66,17 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
     try {
       const method = request.method;
       const body = method === "GET" || method === "HEAD" ? null : await readPayload(request);
-      answer = body instanceof ReadableStream
-        ? await sendStreamed({ url: target.href, hostname, port }, {
-          method,
-          headers,
-          body,
-          signal: request.signal,
-          connectTimeoutMs: timeoutMs,
-        })
-        : await upstreamFor(target, hostname, port).request({
-          method,
-          target: target.pathname + target.search,
-          headers,
-          body,
-          responseTimeoutMs: timeoutMs,
-          signal: request.signal,
-          bufferLimit: BUFFERED_BODY,
-        }, false);
+      const streamed = body instanceof ReadableStream;
+      answer = await upstreamFor(target, hostname, port).request({
+        method,
+        target: target.pathname + target.search,
+        headers,
+        body,
+        bodyLength: streamed ? streamLength(request) : undefined,
+        responseTimeoutMs: streamed ? 0 : timeoutMs,
+        signal: request.signal,
+        bufferLimit: BUFFERED_BODY,
+      }, false);
     } catch (e) {
       const late = e instanceof TimeoutError || (e instanceof ConnectError && e.timedOut);
       return options.errorResponse(late ? 504 : 502, request);

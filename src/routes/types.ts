@@ -22,6 +22,12 @@ export interface RequestContext {
    * line waits for the session to end.
    */
   upgrade?: Upgrade;
+  /**
+   * The authority the client named: its `Host`, or the `:authority` of an HTTP/2 request (which
+   * Deno puts in the URL); null when it named none (HTTP/1.0 without `Host`, whose URL Deno fills
+   * with a made-up `localhost:PORT`). Absent for a handler called directly: the URL's counts then.
+   */
+  readonly authority?: string | null;
 }
 
 /** A connection upgraded to a WebSocket (see {@link RequestContext.upgrade}). */
@@ -56,6 +62,13 @@ export function splitUrl(url: string): { path: string; query: string } {
   return q < 0
     ? { path: url.slice(start), query: "" }
     : { path: url.slice(start, q), query: url.slice(q) };
+}
+
+/** The authority part of a request URL (`host[:port]`). */
+export function urlAuthority(url: string): string {
+  const start = url.indexOf("//") + 2;
+  const end = url.indexOf("/", start);
+  return end < 0 ? url.slice(start) : url.slice(start, end);
 }
 
 /** Whether `path` is `prefix` or lies below it on a segment boundary. */

@@ -8,7 +8,7 @@ import { explainError, permissionProblem } from "../cli/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
-import { type RequestContext, splitUrl, type Upgrade } from "../routes/types.ts";
+import { type RequestContext, splitUrl, type Upgrade, urlAuthority } from "../routes/types.ts";
 import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
 import { redirectToHttps } from "./redirect_http.ts";
 import { type Listening, serveTls } from "./tls_front.ts";
@@ -25,9 +25,18 @@ class ServedContext implements RequestContext {
     readonly query: string,
     readonly secure: boolean,
     private readonly info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+    private readonly request: Request,
+    /** What Deno puts in the URL of a request that names no authority: `localhost:PORT`. */
+    private readonly madeUp: string,
   ) {}
   get remote(): Deno.NetAddr {
     return this.info.remoteAddr;
+  }
+  get authority(): string | null {
+    const host = this.request.headers.get("host");
+    if (host !== null) return host;
+    const named = urlAuthority(this.request.url);
+    return named === this.madeUp ? null : named;
   }
 }
 
@@ -185,10 +194,18 @@ export async function startServer(
     );
   };
 
-  const handlerFor = (secure: boolean): Deno.ServeHandler<Deno.NetAddr> => (request, info) => {
+  /** `parsedBy`: the port of the Deno.serve that parses the requests (behind TLS, the inner one). */
+  const handlerFor = (
+    secure: boolean,
+    parsedBy: () => number,
+  ): Deno.ServeHandler<Deno.NetAddr> =>
+  (request, info) => {
     if (debugConnections) noteConnection(info.remoteAddr, secure, request);
     const { path, query } = splitUrl(request.url);
-    return current.handle(request, new ServedContext(path, query, secure, info));
+    return current.handle(
+      request,
+      new ServedContext(path, query, secure, info, request, `localhost:${parsedBy()}`),
+    );
   };
 
   const onError = (error: unknown) => {
@@ -248,7 +265,10 @@ export async function startServer(
     const redirectPort = tls && !redirectIsAcme(cfg) ? cfg.ssl.redirect_http : undefined;
     probe(cfg.server.host, port, held);
     if (redirectPort !== undefined) probe(cfg.server.host, redirectPort, held);
-    const main = listen(cfg.server.host, port, tls, handlerFor(tls !== undefined), cfg);
+    let parsedBy = 0;
+    const handler = handlerFor(tls !== undefined, () => parsedBy);
+    const main = listen(cfg.server.host, port, tls, handler, cfg);
+    parsedBy = main.httpPort ?? main.addr.port;
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
     if (redirectPort !== undefined) {

@@ -16,6 +16,8 @@
 /** What the server needs of a listener: where it listens, and a graceful stop. */
 export interface Listening {
   readonly addr: Deno.NetAddr;
+  /** Where the requests are parsed, when not at `addr` (the inner server behind TLS). */
+  readonly httpPort?: number;
   /** Stops accepting, lets in-flight requests finish, then closes every connection. */
   shutdown(): Promise<void>;
   /**
@@ -176,6 +178,7 @@ export function serveTls(
 
   return {
     addr,
+    httpPort: inner.addr.port,
     replaceCertificate(cert, key) {
       const next = listen(cert, key, addr.port);
       const old = listener;
