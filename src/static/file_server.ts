@@ -155,9 +155,7 @@ function fileEntry(
   ];
   if (encoding) headers.push(["content-encoding", encoding]);
   // RFC 9110 §15.4.5 and §15.3.7: a 304 and a 206 carry the Vary the 200 would.
-  const vary: [string, string][] = encoding || encoded.length
-    ? [["vary", "Accept-Encoding"]]
-    : [];
+  const vary: [string, string][] = encoding || encoded.length ? [["vary", "Accept-Encoding"]] : [];
   headers.push(...vary);
   return {
     kind: "file",
