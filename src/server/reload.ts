@@ -42,7 +42,8 @@ export interface Reloader extends Disposable {
   reloadCertificates(): Promise<boolean>;
 }
 
-const oneLine = (e: unknown, debug: boolean) =>
+/** A reload failure as one line; with `debug`, its stack trace joined in. */
+export const oneLine = (e: unknown, debug: boolean): string =>
   e instanceof TlsError ? e.message : explainError(e, debug).split("\n").join("; ");
 
 /** Watches for SIGHUP and certificate changes and reloads `server` accordingly. */
