@@ -1,97 +1,63 @@
 import { strict as assert } from "node:assert";
 import { spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { eventually, listeningSockets } from "./raw.ts";
 
-/** The listening TCP sockets on `port`, one line each, as `ss` prints them. */
-async function listeners(port: number): Promise<string[]> {
-  const out = await new Deno.Command("ss", {
-    args: ["-Hltn", `sport = :${port}`],
-    stdin: "null",
-    stderr: "inherit",
-  }).output();
-  assert.ok(out.success, "ss failed");
-  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.trim());
-}
+Deno.test("server.workers: several event loops share the port, reload together, stop cleanly", async () => {
+  await using dir = await tempDir();
+  const yaml = (root: string) => `server:\n  workers: 3\nhttp:\n  static_dir: ./${root}\n`;
+  await writeFiles(dir.path, {
+    "one/a.txt": "one",
+    "two/a.txt": "two",
+    "one.yaml": yaml("one"),
+  });
+  await using server = await spawnCli(["-p", "0", "-c", `${dir.path}/one.yaml`]);
+  assert.match(server.output(), /with 3 workers/);
+  const port = Number(new URL(server.url).port);
+  // The main thread and two workers each hold a listener on the port.
+  assert.equal(listeningSockets(port), 3, `listeners on port ${port}`);
 
-/** Waits until `done()` holds, for as long as a loaded machine may need; fails naming `what`. */
-async function until(done: () => boolean, what: string, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+  // The kernel hands each new connection to one of the three listeners (by a hash of its
+  // addresses), so 60 of them reach every listener but for a chance of 3·(2/3)^60. A listener
+  // whose loop did not serve would leave its share unanswered; each fetch is bounded so that
+  // shows as a failure rather than a hang.
+  const fresh = async () => {
+    const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+    try {
+      const response = await fetch(`${server.url}/a.txt`, {
+        client,
+        signal: AbortSignal.timeout(10_000),
+      });
+      return await response.text();
+    } finally {
+      client.close();
+    }
+  };
+  const served = async () => new Set(await Promise.all(Array.from({ length: 60 }, fresh)));
+  assert.deepEqual(await served(), new Set(["one"]));
 
-const hasSs = new Deno.Command("ss", { args: ["-V"], stdout: "null", stderr: "null" })
-  .output().then((o) => o.success, () => false);
-if (!(await hasSs)) {
-  console.warn("workers_test: ss (iproute2) is missing; the workers test is skipped");
-}
+  // Their log lines reach the main thread's console.
+  const logged = () => server.output().match(/"GET \/a\.txt" 200 3/g)?.length ?? 0;
+  assert.ok(await eventually(() => logged() >= 60, 10_000), `${logged()} access lines`);
+  assert.equal(logged(), 60, "one access line per request");
 
-Deno.test({
-  name: "server.workers: several event loops share the port, reload together, stop cleanly",
-  ignore: !(await hasSs),
-  async fn() {
-    await using dir = await tempDir();
-    const yaml = (root: string) => `server:\n  workers: 3\nhttp:\n  static_dir: ./${root}\n`;
-    await writeFiles(dir.path, {
-      "one/a.txt": "one",
-      "two/a.txt": "two",
-      "one.yaml": yaml("one"),
-    });
-    await using server = await spawnCli(["-p", "0", "-c", `${dir.path}/one.yaml`]);
-    assert.match(server.output(), /with 3 workers/);
-    const port = Number(new URL(server.url).port);
-    // The main thread and two workers each hold a listener on the port.
-    const held = await listeners(port);
-    assert.equal(
-      held.length,
-      3,
-      `expected 3 listeners on port ${port}, found:\n${held.join("\n")}`,
-    );
+  // SIGHUP: the main thread and every worker take the new configuration; the pool says so once
+  // all workers have answered, and from then on every listener serves it.
+  await Deno.writeTextFile(`${dir.path}/one.yaml`, yaml("two"));
+  server.process.kill("SIGHUP");
+  await server.waitFor("reloaded configuration; serving on");
+  await server.waitFor("reloaded configuration in 2 workers beside the main thread");
+  assert.deepEqual(await served(), new Set(["two"]));
 
-    // The kernel hands each new connection to one of the three listeners (by a hash of its
-    // addresses), so 60 of them reach every listener but for a chance of 3·(2/3)^60. A listener
-    // whose loop did not serve would leave its share unanswered; each fetch is bounded so that
-    // shows as a failure rather than a hang.
-    const fresh = async () => {
-      const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
-      try {
-        const response = await fetch(`${server.url}/a.txt`, {
-          client,
-          signal: AbortSignal.timeout(10_000),
-        });
-        return await response.text();
-      } finally {
-        client.close();
-      }
-    };
-    const served = async () => new Set(await Promise.all(Array.from({ length: 60 }, fresh)));
-    assert.deepEqual(await served(), new Set(["one"]));
+  // A configuration that cannot be read is refused by each worker, named in one line, and all
+  // of them keep serving the previous one.
+  await Deno.writeTextFile(`${dir.path}/one.yaml`, "http:\n  static_dir: [./one\n");
+  server.process.kill("SIGHUP");
+  await server.waitFor(
+    "reload failed in workers denoserve-worker-1, denoserve-worker-2, still serving the previous",
+  );
+  await server.waitFor("reload failed, still serving the previous configuration");
+  assert.equal(server.output().match(/reloaded configuration in/g)?.length, 1);
+  assert.deepEqual(await served(), new Set(["two"]));
 
-    // Their log lines reach the main thread's console.
-    const logged = () => server.output().match(/"GET \/a\.txt" 200 3/g)?.length ?? 0;
-    await until(() => logged() >= 60, "60 access lines");
-    assert.equal(logged(), 60, "one access line per request");
-
-    // SIGHUP: the main thread and every worker take the new configuration; the pool says so once
-    // all workers have answered, and from then on every listener serves it.
-    await Deno.writeTextFile(`${dir.path}/one.yaml`, yaml("two"));
-    server.process.kill("SIGHUP");
-    await server.waitFor("reloaded configuration; serving on");
-    await server.waitFor("reloaded configuration in 2 workers beside the main thread");
-    assert.deepEqual(await served(), new Set(["two"]));
-
-    // A configuration that cannot be read is refused by each worker, named in one line, and all of them
-    // keep serving the previous one.
-    await Deno.writeTextFile(`${dir.path}/one.yaml`, "http:\n  static_dir: [./one\n");
-    server.process.kill("SIGHUP");
-    await server.waitFor(
-      "reload failed in workers denoserve-worker-1, denoserve-worker-2, still serving the previous",
-    );
-    await server.waitFor("reload failed, still serving the previous configuration");
-    assert.equal(server.output().match(/reloaded configuration in/g)?.length, 1);
-    assert.deepEqual(await served(), new Set(["two"]));
-
-    assert.equal(await server.stop("SIGTERM"), 0);
-  },
+  assert.equal(await server.stop("SIGTERM"), 0);
 });
