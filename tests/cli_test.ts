@@ -74,7 +74,7 @@ Deno.test("SIGINT lets an in-flight download finish", async () => {
   const reader = res.body!.getReader();
   let received = (await reader.read()).value!.byteLength;
   const exit = server.stop("SIGINT");
-  await new Promise((r) => setTimeout(r, 200));
+  await server.waitFor("shutting down");
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;

@@ -112,6 +112,26 @@ export function rssBytes(pid: number | "self" = "self"): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
+/**
+ * Listening TCP sockets on `port` (IPv4 and IPv6) in this network namespace, from /proc/net:
+ * one per listener, whichever thread or process holds it.
+ */
+export function listeningSockets(port: number): number {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  let n = 0;
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(table);
+    } catch { /* no IPv6 */ }
+    for (const line of text.split("\n").slice(1)) {
+      const [, local, , state] = line.trim().split(/\s+/);
+      if (state === "0A" && local?.endsWith(`:${hex}`)) n++;
+    }
+  }
+  return n;
+}
+
 /** Waits until `check` holds, polling every 50 ms for up to `ms`; returns whether it did. */
 export async function eventually(check: () => boolean, ms = 5000): Promise<boolean> {
   const deadline = Date.now() + ms;

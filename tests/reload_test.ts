@@ -14,6 +14,7 @@ import {
   tempDir,
   writeFiles,
 } from "./helpers.ts";
+import { eventually, listeningSockets } from "./raw.ts";
 
 const config = (port: number | string, dir: string) =>
   `# reload test\nserver:\n  host: 127.0.0.1\n  port: ${port}\nhttp:\n  static_dir: ./${dir}\n`;
@@ -44,12 +45,15 @@ Deno.test("reload: SIGHUP takes a valid new config for new requests, no request 
 
   const keepAlive = clientLoop(`${cli.url}/a.txt`, undefined, false);
   const fresh = clientLoop(`${cli.url}/a.txt`, undefined, true);
-  await new Promise((r) => setTimeout(r, 150));
+  // Both clients keep asking across the reload: some answers before it, some after.
+  const answered = (n: number) => eventually(() => keepAlive.ok >= n && fresh.ok >= n, 10_000);
+  assert.ok(await answered(5), `${keepAlive.ok} / ${fresh.ok} requests before the reload`);
   // Port 0 again: the address is unchanged, so the listener stays.
   await Deno.writeTextFile(`${tmp.path}/config.yaml`, config(0, "two"));
   cli.process.kill("SIGHUP");
   await cli.waitFor("reloaded configuration");
-  await new Promise((r) => setTimeout(r, 150));
+  const atReload = Math.max(keepAlive.ok, fresh.ok);
+  assert.ok(await answered(atReload + 5), `${keepAlive.ok} / ${fresh.ok} requests after it`);
   await keepAlive.stop();
   await fresh.stop();
 
@@ -57,7 +61,6 @@ Deno.test("reload: SIGHUP takes a valid new config for new requests, no request 
     [...keepAlive.failures, ...keepAlive.resets, ...fresh.failures, ...fresh.resets],
     [],
   );
-  assert.ok(keepAlive.ok > 5 && fresh.ok > 5, `${keepAlive.ok} / ${fresh.ok} requests`);
   assert.equal(new URL(cli.url).port, port);
   assert.equal(await text(`${cli.url}/a.txt`), "200 two");
   assert.match(
@@ -80,15 +83,19 @@ Deno.test("reload: an invalid config is reported in one line and the running one
     await Deno.writeTextFile(`${tmp.path}/config.yaml`, bad);
     const before = cli.output().length;
     cli.process.kill("SIGHUP");
-    await cli.waitFor(/reload failed, still serving the previous configuration: .*\n/);
-    await cli.waitFor(message);
-    const added = cli.output().slice(before);
-    const failed = added.split("\n").filter((l) => l.includes("reload failed"));
-    assert.equal(failed.length, 1, added);
+    // This reload's own line, complete: output from `before` on.
+    const added = () => cli.output().slice(before);
+    assert.ok(
+      await eventually(
+        () => /reload failed, still serving the previous configuration: .*\n/.test(added()),
+        10_000,
+      ),
+      `no reload failure after SIGHUP:\n${added()}`,
+    );
+    const failed = added().split("\n").filter((l) => l.includes("reload failed"));
+    assert.equal(failed.length, 1, added());
     assert.match(failed[0], message);
     assert.equal(await text(`${cli.url}/a.txt`), "200 one");
-    // Wait for this line to be the last failure before the next case.
-    await new Promise((r) => setTimeout(r, 50));
   }
 });
 
@@ -100,9 +107,13 @@ Deno.test("reload: a new address opens before the old closes; in-flight requests
 
   // A request held open on the old listener across the move.
   const { promise: release, resolve: letGo } = Promise.withResolvers<void>();
+  const { promise: arrived, resolve: arrive } = Promise.withResolvers<void>();
   const slow: App = {
     async handle(_request, ctx) {
-      if (ctx.path === "/slow") await release;
+      if (ctx.path === "/slow") {
+        arrive();
+        await release;
+      }
       return new Response(`moved ${ctx.path}`);
     },
     errorResponse: (status) => new Response(null, { status }),
@@ -110,7 +121,7 @@ Deno.test("reload: a new address opens before the old closes; in-flight requests
   };
   srv.server.swap(slow);
   const inFlight = fetch(`${oldUrl}/slow`).then((r) => r.text());
-  await new Promise((r) => setTimeout(r, 100));
+  await arrived;
 
   const port = freePort();
   const { config: next } = validate({
@@ -171,8 +182,8 @@ Deno.test("reload: switching the same port from HTTP to HTTPS and back", async (
   await srv.server.reload(plain, buildApp(plain, srv.log));
   assert.equal(srv.server.url, `http://127.0.0.1:${port}/`);
   // A connection made in the instant the old listener closes can be reset unless
-  // net.ipv4.tcp_migrate_req=1 (README, HTTPS): let that instant pass.
-  await new Promise((r) => setTimeout(r, 100));
+  // net.ipv4.tcp_migrate_req=1 (README, HTTPS): wait until the old one has closed.
+  assert.ok(await eventually(() => listeningSockets(port) === 1, 10_000), "the old listener stays");
   const back = await fetch(`http://127.0.0.1:${port}/a.txt`);
   assert.equal(await back.text(), "one");
   assert.equal(back.headers.get("strict-transport-security"), null);

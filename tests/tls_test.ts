@@ -19,6 +19,7 @@ import {
   tempDir,
   writeFiles,
 } from "./helpers.ts";
+import { eventually } from "./raw.ts";
 
 const hasCurl = await new Deno.Command("curl", { args: ["--version"], stdout: "null" }).output()
   .then((o) => o.success, () => false);
@@ -555,13 +556,16 @@ Deno.test("https: SIGHUP loads a new certificate; clients see the new one and no
 
   const keepAlive = clientLoop(`${cli.url}/a.txt`, first.caPem, false);
   const fresh = clientLoop(`${cli.url}/a.txt`, first.caPem, true);
-  await new Promise((r) => setTimeout(r, 200));
+  // Both clients keep asking across the reload: some answers before it, some after.
+  const answered = (n: number) => eventually(() => keepAlive.ok >= n && fresh.ok >= n, 10_000);
+  assert.ok(await answered(5), `${keepAlive.ok} / ${fresh.ok} requests before the reload`);
   const second = await makeCerts(d, { name: "second" });
   await Deno.copyFile(second.cert, `${d}/cert.pem`);
   await Deno.copyFile(second.key, `${d}/key.pem`);
   cli.process.kill("SIGHUP");
   await cli.waitFor("reloaded configuration");
-  await new Promise((r) => setTimeout(r, 300));
+  const atReload = Math.max(keepAlive.ok, fresh.ok);
+  assert.ok(await answered(atReload + 5), `${keepAlive.ok} / ${fresh.ok} requests after it`);
   await keepAlive.stop();
   await fresh.stop();
   const after = await servedFingerprint(port);
@@ -570,7 +574,6 @@ Deno.test("https: SIGHUP loads a new certificate; clients see the new one and no
   const { X509Certificate } = await import("node:crypto");
   assert.equal(after, new X509Certificate(await Deno.readTextFile(second.cert)).fingerprint256);
   assert.deepEqual([...keepAlive.failures, ...fresh.failures], []);
-  assert.ok(keepAlive.ok > 5 && fresh.ok > 5, `${keepAlive.ok} / ${fresh.ok} requests`);
 
   // A bad pair on SIGHUP is refused with the error, the running certificate stays.
   const other = await makeCerts(d, { name: "other" });
@@ -595,7 +598,7 @@ Deno.test("https: a certificate changed on disk is taken without a signal", asyn
   await using srv = await startTestServer(
     tlsConfig(d, { cert: `${d}/cert.pem`, key: `${d}/key.pem` }),
   );
-  using _reloader = watchReload({
+  using reloader = watchReload({
     server: srv.server,
     log: srv.log,
     certCheckMs: 50,
@@ -604,23 +607,21 @@ Deno.test("https: a certificate changed on disk is taken without a signal", asyn
   });
   const before = srv.server.tls!.info.fingerprint256;
   assert.equal(await servedFingerprint(srv.server.addr.port), before);
+  await reloader.watching;
   const loop = clientLoop(`${srv.url}/a.txt`, first.caPem, true);
 
   // A bad key first: refused, the old pair stays.
   await Deno.copyFile(second.key, `${d}/key.pem`);
-  const deadline = Date.now() + 5000;
-  while (!srv.log.lines.some((l) => l.includes("still serving the previous certificate"))) {
-    assert.ok(Date.now() < deadline, srv.log.lines.join("\n"));
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const refused = () =>
+    srv.log.lines.some((l) => l.includes("still serving the previous certificate"));
+  assert.ok(await eventually(refused, 10_000), srv.log.lines.join("\n"));
   assert.equal(srv.server.tls!.info.fingerprint256, before);
-  // Then the matching certificate: taken.
+  // Then the matching certificate: taken, and the client keeps being answered after the swap.
   await Deno.copyFile(second.cert, `${d}/cert.pem`);
-  while (srv.server.tls!.info.fingerprint256 === before) {
-    assert.ok(Date.now() < deadline, srv.log.lines.join("\n"));
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await new Promise((r) => setTimeout(r, 200));
+  const taken = () => srv.server.tls!.info.fingerprint256 !== before;
+  assert.ok(await eventually(taken, 10_000), srv.log.lines.join("\n"));
+  const atSwap = loop.ok;
+  assert.ok(await eventually(() => loop.ok >= atSwap + 5, 10_000), `${loop.ok} requests`);
   await loop.stop();
   assert.deepEqual(loop.failures, []);
   assert.notEqual(await servedFingerprint(srv.server.addr.port), before);
@@ -658,7 +659,7 @@ Deno.test("https: a renewal that repoints Let's Encrypt symlinks is picked up", 
   await using srv = await startTestServer(
     tlsConfig(d, { cert: `${d}/live/fullchain.pem`, key: `${d}/live/privkey.pem` }),
   );
-  using _reloader = watchReload({
+  using reloader = watchReload({
     server: srv.server,
     log: srv.log,
     certCheckMs: 50,
@@ -666,7 +667,7 @@ Deno.test("https: a renewal that repoints Let's Encrypt symlinks is picked up", 
     prepare: () => Promise.reject(new Error("not used")),
   });
   const before = srv.server.tls!.info.fingerprint256;
-  await new Promise((r) => setTimeout(r, 120));
+  await reloader.watching;
   // certbot renew: new archive files, then the live symlinks are replaced by rename.
   for (
     const [name, target] of [["fullchain.pem", "../cert2.pem"], ["privkey.pem", "../cert2-key.pem"]]
@@ -674,11 +675,8 @@ Deno.test("https: a renewal that repoints Let's Encrypt symlinks is picked up", 
     await Deno.symlink(target, `${d}/live/.${name}.new`);
     await Deno.rename(`${d}/live/.${name}.new`, `${d}/live/${name}`);
   }
-  const deadline = Date.now() + 5000;
-  while (srv.server.tls!.info.fingerprint256 === before) {
-    assert.ok(Date.now() < deadline, srv.log.lines.join("\n"));
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const taken = () => srv.server.tls!.info.fingerprint256 !== before;
+  assert.ok(await eventually(taken, 10_000), srv.log.lines.join("\n"));
   assert.equal(await servedFingerprint(srv.server.addr.port), srv.server.tls!.info.fingerprint256);
   using client = Deno.createHttpClient({ caCerts: [first.caPem] });
   assert.equal(await (await fetch(`${srv.url}/a.txt`, { client })).text(), "A");

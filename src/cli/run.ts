@@ -155,7 +155,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
       return 1;
     }
   }
-  const reloadWorkers = () => pool?.reload();
+  const reloadWorkers = () => void pool?.reload();
   if (pool && Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", reloadWorkers);
   log.info(
     `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +

@@ -40,9 +40,15 @@ export interface Reloader extends Disposable {
   reload(): Promise<boolean>;
   /** Reads the certificate and key again under the running configuration. */
   reloadCertificates(): Promise<boolean>;
+  /**
+   * Settles once the certificate and key files have been looked at the first time: a change on
+   * disk after that is noticed. At once when they are not watched.
+   */
+  readonly watching: Promise<void>;
 }
 
-const oneLine = (e: unknown, debug: boolean) =>
+/** A reload failure as one line; with `debug`, its stack trace joined in. */
+export const oneLine = (e: unknown, debug: boolean): string =>
   e instanceof TlsError ? e.message : explainError(e, debug).split("\n").join("; ");
 
 /** Watches for SIGHUP and certificate changes and reloads `server` accordingly. */
@@ -144,16 +150,17 @@ export function watchReload(options: ReloadOptions): Reloader {
     }
     if (!closed) timer = setTimeout(poll, certCheckMs);
   };
-  if (certCheckMs > 0) {
-    void signature().then((s) => {
+  const watching = certCheckMs > 0
+    ? signature().then((s) => {
       seen = s;
       if (!closed) timer = setTimeout(poll, certCheckMs);
-    });
-  }
+    })
+    : Promise.resolve();
 
   return {
     reload,
     reloadCertificates,
+    watching,
     [Symbol.dispose]() {
       closed = true;
       clearTimeout(timer);

@@ -9,6 +9,7 @@ import { loadConfig } from "../config/load.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { buildApp } from "../routes/build.ts";
 import { type RunningServer, startServer } from "./server.ts";
+import { oneLine } from "./reload.ts";
 import type { WorkerMessage } from "./workers.ts";
 
 let server: RunningServer | undefined;
@@ -16,13 +17,14 @@ let log: Logger | undefined;
 let flags: WorkerMessage & { type: "start" };
 
 const post = (message: WorkerMessage) => self.postMessage(message);
+const debug = () => flags?.flags.debug ?? false;
 
 async function load() {
   const loaded = await loadConfig({ ...flags.flags, port: flags.port });
   return loaded.config;
 }
 
-self.onmessage = async ({ data }: MessageEvent<WorkerMessage>) => {
+async function handle(data: WorkerMessage) {
   try {
     if (data.type === "start") {
       flags = data;
@@ -33,9 +35,17 @@ self.onmessage = async ({ data }: MessageEvent<WorkerMessage>) => {
       });
       server = await startServer(config, log, buildApp(config, log), { sharePort: true });
       post({ type: "ready" });
-    } else if (data.type === "reload" && server && log) {
+    } else if (data.type === "reload") {
+      if (!server || !log) throw new Error("it is not serving");
       const config = await load();
-      await server.reload(config, buildApp(config, log));
+      const app = buildApp(config, log);
+      try {
+        await server.reload(config, app);
+      } catch (e) {
+        app.close();
+        throw e;
+      }
+      post({ type: "reloaded", id: data.id });
     } else if (data.type === "stop") {
       await server?.shutdown(data.timeoutMs);
       await log?.close();
@@ -43,8 +53,16 @@ self.onmessage = async ({ data }: MessageEvent<WorkerMessage>) => {
       self.close();
     }
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    if (data.type === "start") post({ type: "failed", message });
-    else log?.error(`worker ${self.name}: ${message}`);
+    if (data.type === "start") {
+      post({ type: "failed", message: e instanceof Error ? e.message : String(e) });
+    } else if (data.type === "reload") {
+      post({ type: "reload-failed", id: data.id, message: oneLine(e, debug()) });
+    } else log?.error(`worker ${self.name}: ${oneLine(e, debug())}`);
   }
+}
+
+// One message at a time, in order: a second reload waits for the first, and a stop for both.
+let queue: Promise<void> = Promise.resolve();
+self.onmessage = ({ data }: MessageEvent<WorkerMessage>) => {
+  queue = queue.then(() => handle(data));
 };
