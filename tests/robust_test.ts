@@ -141,10 +141,13 @@ Deno.test("guard: a WebSocket handler that fails after the upgrade closes the se
   assert.equal(s.log.lines.filter((l) => l.startsWith("ERROR request failed")).length, 6);
 });
 
-async function assertExitsWhenListenerKilled(tls: boolean) {
+async function assertExitsWhenListenerKilled(tls: boolean, workers = 1) {
   await using dir = await tempDir();
-  await writeFiles(dir.path, { "site/a.txt": "a" });
-  const args = ["-p", "0", "-s", `${dir.path}/site`];
+  await writeFiles(dir.path, {
+    "site/a.txt": "a",
+    "config.yaml": `server:\n  workers: ${workers}\n`,
+  });
+  const args = ["-c", `${dir.path}/config.yaml`, "-p", "0", "-s", `${dir.path}/site`];
   if (tls) {
     const certs = await makeCerts(dir.path);
     args.push("--ssl", "--cert", certs.cert, "--key", certs.key);
@@ -185,4 +188,10 @@ Deno.test({
   name: "listener: an HTTPS listener that stops by itself ends the process with 1",
   ignore: !ss,
   fn: () => assertExitsWhenListenerKilled(true),
+});
+
+Deno.test({
+  name: "listener: with server.workers the process ends with 1 when the listeners stop",
+  ignore: !ss,
+  fn: () => assertExitsWhenListenerKilled(false, 2),
 });

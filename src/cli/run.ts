@@ -173,7 +173,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   Deno.addSignalListener("SIGTERM", stop);
   let status = 0;
   try {
-    await server.finished;
+    await (pool ? Promise.race([server.finished, pool.lost]) : server.finished);
   } catch (e) {
     if (!(e instanceof ListenerLost)) throw e;
     status = 1;

@@ -34,6 +34,7 @@ async function handle(data: WorkerMessage) {
         forward: (console, file) => post({ type: "log", console, file }),
       });
       server = await startServer(config, log, buildApp(config, log), { sharePort: true });
+      server.finished.catch(() => post({ type: "lost" })); // already logged by the server
       post({ type: "ready" });
     } else if (data.type === "reload") {
       if (!server || !log) throw new Error("it is not serving");

@@ -9,6 +9,7 @@
  */
 import type { Flags } from "../cli/flags.ts";
 import type { Logger } from "../log/logger.ts";
+import { ListenerLost } from "./server.ts";
 
 /** Messages between the main thread and a worker. */
 export type WorkerMessage =
@@ -20,6 +21,7 @@ export type WorkerMessage =
   | { type: "ready" }
   | { type: "failed"; message: string }
   | { type: "stopped" }
+  | { type: "lost" }
   | { type: "log"; console: string; file: string };
 
 /** The workers started beside the main thread. */
@@ -34,6 +36,11 @@ export interface WorkerPool {
   reload(): Promise<WorkerRefusal[]>;
   /** Lets each worker finish its in-flight requests, then ends it. */
   stop(timeoutMs: number): Promise<void>;
+  /**
+   * Rejects with {@link ListenerLost} when a worker's listener stopped accepting by itself (the
+   * worker logged why); the process then ends as it does for the main thread's listener.
+   */
+  readonly lost: Promise<never>;
 }
 
 /** A worker that did not take a reload, and why. */
@@ -66,6 +73,8 @@ export async function startWorkers(
   // Per worker, the reloads it has not answered yet, by id.
   const pending: Map<number, (refusal?: Omit<WorkerRefusal, "worker">) => void>[] = [];
   const gone: (string | undefined)[] = [];
+  const lost = Promise.withResolvers<never>();
+  lost.promise.catch(() => {}); // seen by whoever awaits it
   const end = (i: number, reason: string) => {
     gone[i] ??= reason;
     for (const answer of pending[i].values()) answer({ message: reason, ended: true });
@@ -93,6 +102,8 @@ export async function startWorkers(
       } else if (data.type === "stopped") {
         end(i, "it has stopped");
         done.resolve();
+      } else if (data.type === "lost") {
+        lost.reject(new ListenerLost(`the listener of ${name(i)} stopped`));
       } else if (data.type === "log") log.forward(data.console, data.file);
     };
     worker.onerror = (e) => {
@@ -109,6 +120,7 @@ export async function startWorkers(
   let lastId = 0;
   const pool: WorkerPool = {
     size: count,
+    lost: lost.promise,
     async reload() {
       const id = ++lastId;
       const answers = workers.map((w, i) => {
