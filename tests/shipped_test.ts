@@ -69,17 +69,25 @@ Deno.test("shipped: the bundled config.yaml serves, logs one access line per req
   assert.match(s.accessLines().at(-1)!, /"GET \/missing" 404 (\d+|-) id=\S+ ms=\d/);
 });
 
-/** One echo session over `url`: sends `text`, resolves with what came back. */
+/** One echo session over `url`: sends `text`, resolves with what came back (10 s at most). */
 function echoOnce(url: string, text: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
     let got = "";
+    const timer = setTimeout(() => {
+      reject(new Error(`no echo within 10 s (readyState ${ws.readyState})`));
+      ws.close();
+    }, 10_000);
     ws.onopen = () => ws.send(text);
     ws.onmessage = (e) => {
       got = String(e.data);
       ws.close(1000);
     };
-    ws.onclose = (e) => e.code === 1000 ? resolve(got) : reject(new Error(`closed ${e.code}`));
+    ws.onclose = (e) => {
+      clearTimeout(timer);
+      if (e.code === 1000) resolve(got);
+      else reject(new Error(`closed ${e.code}`));
+    };
     ws.onerror = () => {};
   });
 }
