@@ -4,7 +4,7 @@
  * timing and logging.
  */
 import assert from "node:assert/strict";
-import { startTestServer, tempDir, type TestServer, writeFiles } from "./helpers.ts";
+import { makeCerts, startTestServer, tempDir, type TestServer, writeFiles } from "./helpers.ts";
 import { rawRequest, seeded } from "./raw.ts";
 
 /** A site folder with a canary file beside it (outside the root) and symlinks pointing out. */
@@ -309,10 +309,11 @@ Deno.test("malformed requests over raw TCP get 400 and leave the server serving"
   assert.ok(backend.seen.length <= 1 && backend.seen.every((s) => s.startsWith("POST /api/x")));
 });
 
-Deno.test("HTTP/1.1 without Host is served for the listener's own address", async () => {
-  // Deno's HTTP layer accepts it, and the handler cannot reject it itself: Deno.serve does not
-  // expose the HTTP version, and HTTP/2 requests carry no Host header either. The request is
-  // routed by its path alone.
+Deno.test("plain HTTP: HTTP/1.1 without Host is served for the listener's own address", async () => {
+  // Over plain HTTP, Deno's HTTP layer accepts it, and the handler cannot reject it itself:
+  // Deno.serve tells neither the HTTP version nor whether a Host was sent, and refusing every
+  // request without one would refuse HTTP/1.0 too (README, Reliability). Over HTTPS it is a 400
+  // (next test). The request is routed by its path alone.
   await using dir = await tempDir();
   const { root } = await hostileSite(dir.path);
   await using backend = countingBackend();
@@ -331,6 +332,71 @@ Deno.test("HTTP/1.1 without Host is served for the listener's own address", asyn
   );
   const http10 = await rawRequest(port, "GET /sub/a.txt HTTP/1.0\r\n\r\n");
   assert.equal(http10.status, 200);
+});
+
+/** Sends `data` over TLS (ALPN http/1.1) and reads until the server closes or 5 s pass. */
+async function rawTls(port: number, caPem: string, data: string): Promise<string> {
+  const conn = await Deno.connectTls({
+    hostname: "localhost",
+    port,
+    caCerts: [caPem],
+    alpnProtocols: ["http/1.1"],
+  });
+  const timer = setTimeout(() => conn.close(), 5000);
+  let text = "";
+  try {
+    await conn.write(new TextEncoder().encode(data));
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+  } catch { /* closed by the timer */ }
+  clearTimeout(timer);
+  try {
+    conn.close();
+  } catch { /* closed */ }
+  return text;
+}
+
+Deno.test("HTTPS: HTTP/1.1 without Host gets 400, HTTP/1.0 without it is served; an empty Host is 400 on every listener", async () => {
+  await using dir = await tempDir();
+  const { root } = await hostileSite(dir.path);
+  const certs = await makeCerts(dir.path);
+  await using srv = await startTestServer({
+    http: { static_dir: root },
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+  });
+  const port = srv.server.addr.port;
+  const statuses = (text: string) => [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => m[1]);
+  const ok = "GET /sub/a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  const missing = "GET /sub/a.txt HTTP/1.1\r\nAccept: */*\r\n\r\n";
+  const alone = await rawTls(
+    port,
+    certs.caPem,
+    missing.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
+  );
+  assert.deepEqual(statuses(alone), ["400"]);
+  assert.match(alone, /must name the host/);
+  // Pipelined around it, and after a body: each answer in order.
+  const post = "POST /sub/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nGET /";
+  const close = "GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  assert.deepEqual(
+    statuses(await rawTls(port, certs.caPem, ok + post + missing + close)),
+    ["200", "405", "400", "200"],
+  );
+  assert.deepEqual(
+    statuses(await rawTls(port, certs.caPem, "GET /sub/a.txt HTTP/1.0\r\n\r\n")),
+    ["200"],
+  );
+  // An empty Host is refused on plain HTTP too, where an absent one cannot be told from HTTP/1.0.
+  await using plain = await startTestServer({ http: { static_dir: root } });
+  const empty = await rawRequest(
+    plain.server.addr.port,
+    "GET /sub/a.txt HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(empty.status, 400);
 });
 
 Deno.test("no request smuggling through proxy_pass or reverse_proxy: the backend never sees a second request", async () => {

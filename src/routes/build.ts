@@ -4,7 +4,7 @@
  * The pipeline, outermost first:
  *
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, the guard
- *    again, HSTS on answers over TLS.
+ *    again, HSTS on answers over TLS, 400 for an empty Host.
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
  * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
  * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
@@ -26,6 +26,7 @@ import { withCors } from "./cors.ts";
 import { createErrorPages, type ErrorResponder } from "./errors.ts";
 import { createProxyForward } from "./forward.ts";
 import { withErrorGuard } from "./guard.ts";
+import { withHostRequired } from "./host.ts";
 import { withHsts } from "./hsts.ts";
 import { createLocationRoute } from "./locations.ts";
 import { createRedirectRoute } from "./redirects.ts";
@@ -99,7 +100,9 @@ export function buildApp(config: Config, log: Logger): App {
   // A throw in a route or in HSTS is answered with 500 and still logged; a throw in the access
   // log itself is caught by the outer guard.
   const guard = withErrorGuard(log, errorResponse);
-  handle = guard(withAccessLog(log)(guard(withHsts(hstsValue(config))(handle))));
+  handle = guard(
+    withAccessLog(log)(guard(withHsts(hstsValue(config))(withHostRequired(errorResponse)(handle)))),
+  );
   const close = () => {
     proxy.close();
     forward[Symbol.dispose]();

@@ -6,12 +6,16 @@
  * ACK: about 40 ms each (measured with Deno 2.9.6: 1,100 requests/s against 35,000 this way).
  * Here TLS is terminated by `Deno.listenTls` and the bytes are relayed to an inner `Deno.serve`
  * on 127.0.0.1 with TCP_NODELAY set. ALPN still offers h2 and http/1.1; the inner server tells
- * the two apart by the HTTP/2 preface. The client's real address is found again by the local
+ * the two apart by the HTTP/2 preface. On HTTP/1.x connections the relay follows the request
+ * heads (`request_heads.ts`): for the header timeout, and to mark an HTTP/1.1 request that has
+ * no Host. The client's real address is found again by the local
  * port of the relay's inner connection; a connection to the inner port that does not come from
  * the relay is refused.
  *
  * @module
  */
+
+import { RequestHeads } from "./request_heads.ts";
 
 /** What the server needs of a listener: where it listens, and a graceful stop. */
 export interface Listening {
@@ -52,39 +56,24 @@ const CHUNK = 16 * 1024;
 async function relay(
   from: Deno.Conn,
   to: Deno.Conn,
-  seen?: (chunk: Uint8Array) => void,
+  heads?: RequestHeads,
 ): Promise<void> {
   const buf = new Uint8Array(CHUNK);
+  const write = async (bytes: Uint8Array) => {
+    let off = 0;
+    while (off < bytes.length) off += await to.write(bytes.subarray(off));
+  };
   try {
     for (;;) {
       const n = await from.read(buf);
       if (n === null) break;
-      seen?.(buf.subarray(0, n));
-      let off = 0;
-      while (off < n) off += await to.write(buf.subarray(off, n));
+      if (heads) { for (const part of heads.feed(buf.subarray(0, n))) await write(part); }
+      else await write(buf.subarray(0, n));
     }
   } catch { /* reset or closed: the other direction ends too */ }
   try {
     await to.closeWrite();
   } catch { /* already closed */ }
-}
-
-/** Calls `done` once the bytes fed to it contain the end of a request head (CR LF CR LF). */
-function headWatcher(done: () => void): ((chunk: Uint8Array) => void) | undefined {
-  const END = [13, 10, 13, 10];
-  let matched = 0;
-  let finished = false;
-  return (chunk) => {
-    if (finished) return;
-    for (const byte of chunk) {
-      matched = byte === END[matched] ? matched + 1 : byte === 13 ? 1 : 0;
-      if (matched === 4) {
-        finished = true;
-        done();
-        return;
-      }
-    }
-  };
 }
 
 const close = (conn: Deno.Conn) => {
@@ -132,17 +121,17 @@ export function serveTls(
       close(conn);
       if (up) close(up);
     }, options.headerTimeoutMs);
-    let watch: ((chunk: Uint8Array) => void) | undefined;
+    let heads: RequestHeads | undefined;
     try {
       const { alpnProtocol } = await conn.handshake();
       if (alpnProtocol === "h2") clearTimeout(timer);
-      else watch = headWatcher(() => clearTimeout(timer));
+      else heads = new RequestHeads(() => clearTimeout(timer));
       up = await Deno.connect({ hostname: "127.0.0.1", port: inner.addr.port });
       up.setNoDelay(true);
       const port = up.localAddr.port;
       clients.set(port, conn.remoteAddr);
       try {
-        await Promise.all([relay(conn, up, (chunk) => watch?.(chunk)), relay(up, conn)]);
+        await Promise.all([relay(conn, up, heads), relay(up, conn)]);
       } finally {
         clients.delete(port);
       }

@@ -1,0 +1,18 @@
+/**
+ * An empty `Host` is refused with 400 (RFC 9112 §3.2): a client's own, and the one the TLS front
+ * adds to an HTTP/1.1 request that came without any (see `server/request_heads.ts`).
+ *
+ * @module
+ */
+import type { ErrorResponder } from "./errors.ts";
+import type { Handler, Wrapper } from "./types.ts";
+
+const DETAILS = "An HTTP/1.1 request must name the host it is for in a Host header.";
+
+/** Wraps `next` so that a request with an empty Host gets 400 instead. */
+export function withHostRequired(errorResponse: ErrorResponder): Wrapper {
+  return (next: Handler): Handler => (request, ctx) =>
+    request.headers.get("host") === ""
+      ? errorResponse(400, request, undefined, DETAILS)
+      : next(request, ctx);
+}
