@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { explainError } from "./src/cli/errors.ts";
+import { explainError } from "./src/http/errors.ts";
 import { run } from "./src/cli/run.ts";
 
 if (import.meta.main) {

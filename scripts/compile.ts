@@ -16,7 +16,7 @@
  */
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { ENV_ALLOWED } from "../src/cli/errors.ts";
+import { ENV_ALLOWED } from "../src/http/errors.ts";
 
 export { ENV_ALLOWED };
 

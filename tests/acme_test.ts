@@ -11,7 +11,7 @@ import {
   acmeManagerFor,
   createAcmeManager,
 } from "../src/tls/acme/mod.ts";
-import { AcmeError, explainAcmeError } from "../src/tls/acme/errors.ts";
+import { AcmeError, explainAcmeError } from "../src/tls/acme/problems.ts";
 import { createRenewalScheduler } from "../src/tls/acme/renewal.ts";
 import {
   type CapturedLog,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
-import { badHost, checkProxyTargets, checkTls, formatResult } from "../src/cli/check.ts";
+import { badHost, checkProxyTargets, checkTls, formatResult } from "../src/cli/test_command.ts";
 import { makeCerts, runCli, tempDir, writeFiles } from "./helpers.ts";
 
 const hasOpenssl = (() => {

@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
-import { ConfigError, loadConfig } from "../src/config/load.ts";
+import { ConfigError } from "../src/config/config_error.ts";
+import { loadConfig } from "../src/config/load.ts";
 import { tempDir } from "./helpers.ts";
 
 async function load(yaml: string | null, flags = {}, env: Record<string, string> = {}) {

@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
 import { compileMatcher } from "../src/proxy/rules.ts";
-import { rewriteLocation } from "../src/proxy/headers.ts";
+import { rewriteLocation } from "../src/proxy/forwarded_headers.ts";
 import { buildApp } from "../src/routes/build.ts";
-import { splitUrl } from "../src/routes/types.ts";
+import { splitUrl } from "../src/http/types.ts";
 import {
   captureLogger,
   curl,

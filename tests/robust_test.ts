@@ -7,10 +7,10 @@ import { strict as assert } from "node:assert";
 import { validate } from "../src/config/load.ts";
 import type { App } from "../src/routes/build.ts";
 import { withAccessLog } from "../src/routes/access_log.ts";
-import { createErrorPages } from "../src/routes/errors.ts";
+import { createErrorPages } from "../src/routes/error_pages.ts";
 import { withErrorGuard } from "../src/routes/guard.ts";
 import { withHsts } from "../src/routes/hsts.ts";
-import type { Handler, RequestContext } from "../src/routes/types.ts";
+import type { Handler, RequestContext } from "../src/http/types.ts";
 import { startServer } from "../src/server/server.ts";
 import {
   type CapturedLog,

@@ -3,10 +3,11 @@
  */
 import assert from "node:assert/strict";
 import bcrypt from "bcryptjs";
-import { ConfigError, loadConfig, validate } from "../src/config/load.ts";
+import { ConfigError } from "../src/config/config_error.ts";
+import { loadConfig, validate } from "../src/config/load.ts";
 import { buildApp, unsupported } from "../src/routes/build.ts";
-import { createErrorPages } from "../src/routes/errors.ts";
-import { createProxyForward } from "../src/routes/forward.ts";
+import { createErrorPages } from "../src/routes/error_pages.ts";
+import { createProxyForward } from "../src/proxy/proxy_pass.ts";
 import { startServer } from "../src/server/server.ts";
 import {
   captureLogger,

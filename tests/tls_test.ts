@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { loadTlsMaterial, TlsError } from "../src/tls/certs.ts";
-import { rewriteSslSection } from "../src/tls/ssl_config.ts";
+import { rewriteSslSection } from "../src/cli/ssl_config.ts";
 import { watchReload } from "../src/server/reload.ts";
 import {
   clientLoop,

@@ -4,20 +4,14 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import type { Overrides } from "../config/overrides.ts";
 
 /** What the command line asked for, already checked for form. */
-export interface Flags {
-  config?: string;
-  port?: number;
-  host?: string;
-  static?: string;
-  templates?: string;
+export interface Flags extends Overrides {
   debug: boolean;
   version: boolean;
   help: boolean;
   ssl: boolean;
-  cert?: string;
-  key?: string;
   sslConfig: boolean;
   /** Each `--proxy host:port/path`, parsed. */
   proxy: { host: string; port: number; path: string }[];

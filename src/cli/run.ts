@@ -4,18 +4,19 @@
  * @module
  */
 import denoJson from "../../deno.json" with { type: "json" };
-import { ConfigError, loadConfig, type LoadedConfig } from "../config/load.ts";
+import { ConfigError } from "../config/config_error.ts";
+import { loadConfig, type LoadedConfig } from "../config/load.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
-import { checkBackends } from "../proxy/check.ts";
+import { checkBackends } from "../proxy/startup_check.ts";
 import { type App, buildApp, unsupported } from "../routes/build.ts";
 import { watchReload } from "../server/reload.ts";
 import { ListenerLost, type RunningServer, startServer } from "../server/server.ts";
 import { startWorkers, workerCount, type WorkerPool } from "../server/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
-import { runSslConfig } from "../tls/ssl_config.ts";
-import { runChecks } from "./check.ts";
-import { explainError } from "./errors.ts";
+import { runSslConfig } from "./ssl_config.ts";
+import { runChecks } from "./test_command.ts";
+import { explainError } from "../http/errors.ts";
 import { type Flags, parseFlags, USAGE, UsageError } from "./flags.ts";
 
 /** The version from deno.json. */

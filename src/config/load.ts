@@ -6,16 +6,11 @@
 import { isAbsolute, resolve } from "node:path";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import type { z } from "zod";
-import { permissionHint, permissionProblem } from "../cli/errors.ts";
-import type { Flags } from "../cli/flags.ts";
+import { permissionHint, permissionProblem } from "../http/errors.ts";
+import { ConfigError } from "./config_error.ts";
+import type { Overrides } from "./overrides.ts";
 import { Config, PATH_KEYS } from "./schema.ts";
 import { didYouMean } from "./suggest.ts";
-
-/** A configuration that cannot be used; `message` holds one line per problem. */
-export class ConfigError extends Error {
-  /** Exit status for this problem (2: bad configuration). */
-  code = 2;
-}
 
 /** The result of {@link loadConfig}. */
 export interface LoadedConfig {
@@ -396,7 +391,7 @@ async function loadExtensionSources(
  * those from the environment and flags against the working directory.
  */
 export async function loadConfig(
-  flags: Partial<Flags> = {},
+  flags: Overrides = {},
   env: (name: string) => string | undefined = (n) => Deno.env.get(n),
 ): Promise<LoadedConfig> {
   const file = resolve(flags.config ?? "config.yaml");

@@ -9,7 +9,7 @@
  * @module
  */
 import { dirname } from "node:path";
-import { explainError } from "../cli/errors.ts";
+import { explainError } from "../http/errors.ts";
 
 /** Options of {@link openFileSink}. */
 export interface FileSinkOptions {

@@ -11,7 +11,7 @@
 import { isIP } from "node:net";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
-import { ConfigError } from "../config/load.ts";
+import { ConfigError } from "../config/config_error.ts";
 import { createUpstream, type Upstream } from "./http1.ts";
 import type { Backend, CompiledRule } from "./rules.ts";
 

@@ -11,9 +11,9 @@
  * @module
  */
 import type { Logger } from "../log/logger.ts";
-import type { Handler, RequestContext } from "../routes/types.ts";
+import type { Handler, RequestContext } from "../http/types.ts";
 import type { Link } from "./client.ts";
-import { clientHost, forwardHeaders, relocate } from "./headers.ts";
+import { clientHost, forwardHeaders, relocate } from "./forwarded_headers.ts";
 import {
   BrokenBodyError,
   ClientBodyError,

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { HOP_BY_HOP, withoutNamed } from "./headers.ts";
+import { HOP_BY_HOP, withoutNamed } from "./forwarded_headers.ts";
 
 /** Longest response head accepted (status line and headers). */
 const MAX_HEAD = 64 * 1024;

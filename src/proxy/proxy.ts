@@ -5,7 +5,7 @@
  */
 import type { ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
-import type { Handler, RequestContext, Route } from "../routes/types.ts";
+import type { Handler, RequestContext, Route } from "../http/types.ts";
 import { type Links, openLinks } from "./client.ts";
 import { createForwarder, describeError, type ErrorResponse, isConnectError } from "./forward.ts";
 import { createPool, type Pool } from "./pool.ts";

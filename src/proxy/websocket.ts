@@ -9,9 +9,9 @@
  * @module
  */
 import type { Logger } from "../log/logger.ts";
-import type { RequestContext } from "../routes/types.ts";
+import type { RequestContext } from "../http/types.ts";
 import type { Link } from "./client.ts";
-import { forwardHeaders } from "./headers.ts";
+import { forwardHeaders } from "./forwarded_headers.ts";
 import { type BackendSocket, HandshakeError, openWebSocket } from "./ws_client.ts";
 
 /** Bytes allowed to wait for a slow side before the bridge is closed. */

@@ -6,7 +6,7 @@
  */
 import { requestIdFor, withRequestId } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
-import type { Handler, Wrapper } from "./types.ts";
+import type { Handler, Wrapper } from "../http/types.ts";
 
 /** Wraps `next` with access lines; the identity when the log writes none. */
 export function withAccessLog(log: Logger): Wrapper {

@@ -12,9 +12,9 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
-import type { ErrorResponder } from "./errors.ts";
-import { normalizePath } from "./normalize.ts";
-import { type Handler, type RequestContext, type Route, underPrefix } from "./types.ts";
+import type { ErrorResponder } from "../http/types.ts";
+import { normalizePath } from "../http/paths.ts";
+import { type Handler, type RequestContext, type Route, underPrefix } from "../http/types.ts";
 
 /** Options of {@link createAuthRoute}. */
 export interface AuthOptions {

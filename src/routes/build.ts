@@ -23,14 +23,14 @@ import { createFileServer } from "../static/file_server.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
 import { withAccessLog } from "./access_log.ts";
 import { withCors } from "./cors.ts";
-import { createErrorPages, type ErrorResponder } from "./errors.ts";
-import { createProxyForward } from "./forward.ts";
+import { createErrorPages } from "./error_pages.ts";
+import type { ErrorResponder, Handler, Route } from "../http/types.ts";
+import { createProxyForward } from "../proxy/proxy_pass.ts";
 import { withErrorGuard } from "./guard.ts";
 import { withHostRequired } from "./host.ts";
 import { withHsts } from "./hsts.ts";
 import { createLocationRoute } from "./locations.ts";
 import { createRedirectRoute } from "./redirects.ts";
-import type { Handler, Route } from "./types.ts";
 
 /** Everything the server needs to answer requests under one configuration. */
 export interface App {

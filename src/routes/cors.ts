@@ -5,8 +5,8 @@
  * @module
  */
 import type { Cors } from "../config/schema.ts";
-import { setHeaders } from "./headers.ts";
-import type { Handler } from "./types.ts";
+import { setHeaders } from "../http/headers.ts";
+import type { Handler } from "../http/types.ts";
 
 /**
  * Wraps `next` so that its answers carry CORS headers, and answers preflight requests itself

@@ -6,11 +6,10 @@
  *
  * @module
  */
-import { explainError, permissionProblem } from "../cli/errors.ts";
+import { explainError, permissionProblem } from "../http/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { builtInErrorResponse } from "../pages/html.ts";
-import type { ErrorResponder } from "./errors.ts";
-import type { Handler, RequestContext, Wrapper } from "./types.ts";
+import type { ErrorResponder, Handler, RequestContext, Wrapper } from "../http/types.ts";
 
 const describe = (error: unknown) =>
   permissionProblem(error)

@@ -4,8 +4,7 @@
  *
  * @module
  */
-import type { ErrorResponder } from "./errors.ts";
-import type { Handler, Wrapper } from "./types.ts";
+import type { ErrorResponder, Handler, Wrapper } from "../http/types.ts";
 
 const DETAILS = "An HTTP/1.1 request must name the host it is for in a Host header.";
 

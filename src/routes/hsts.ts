@@ -3,8 +3,8 @@
  *
  * @module
  */
-import { setHeaders } from "./headers.ts";
-import type { Handler, Wrapper } from "./types.ts";
+import { setHeaders } from "../http/headers.ts";
+import type { Handler, Wrapper } from "../http/types.ts";
 
 /** Wraps `next` so that answers over TLS carry `value`; the identity without a value. */
 export function withHsts(value: string | undefined): Wrapper {

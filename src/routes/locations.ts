@@ -16,11 +16,10 @@ import {
   type RoutingLocation,
 } from "../config/schema.ts";
 import { createFileServer, type FileHandler } from "../static/file_server.ts";
-import type { ErrorResponder } from "./errors.ts";
-import type { ProxyForward } from "./forward.ts";
-import { setHeaders } from "./headers.ts";
-import { normalizePath } from "./normalize.ts";
-import type { RequestContext, Route } from "./types.ts";
+import type { ErrorResponder, RequestContext, Route } from "../http/types.ts";
+import type { ProxyForward } from "../proxy/proxy_pass.ts";
+import { setHeaders } from "../http/headers.ts";
+import { normalizePath } from "../http/paths.ts";
 
 /** Options of {@link createLocationRoute}. */
 export interface LocationOptions {

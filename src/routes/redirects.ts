@@ -4,7 +4,7 @@
  * @module
  */
 import { type Config, redirectRule } from "../config/schema.ts";
-import type { Route } from "./types.ts";
+import type { Route } from "../http/types.ts";
 
 /**
  * The redirect route, or undefined when there are no rules. The query string of the request is

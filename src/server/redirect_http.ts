@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { splitUrl } from "../routes/types.ts";
+import { splitUrl } from "../http/types.ts";
 
 /** A Host header we can safely echo into a Location: a name or IP literal and an optional port. */
 const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;

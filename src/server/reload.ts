@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { explainError } from "../cli/errors.ts";
+import { explainError } from "../http/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";

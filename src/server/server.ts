@@ -4,11 +4,11 @@
  *
  * @module
  */
-import { explainError, permissionProblem } from "../cli/errors.ts";
+import { explainError, permissionProblem } from "../http/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
-import { type RequestContext, splitUrl, type Upgrade, urlAuthority } from "../routes/types.ts";
+import { type RequestContext, splitUrl, type Upgrade, urlAuthority } from "../http/types.ts";
 import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
 import { redirectToHttps } from "./redirect_http.ts";
 import { type Listening, serveTls } from "./tls_front.ts";

@@ -7,13 +7,13 @@
  *
  * @module
  */
-import type { Flags } from "../cli/flags.ts";
+import type { Overrides } from "../config/overrides.ts";
 import type { Logger } from "../log/logger.ts";
 import { ListenerLost } from "./server.ts";
 
 /** Messages between the main thread and a worker. */
 export type WorkerMessage =
-  | { type: "start"; flags: Partial<Flags>; port: number }
+  | { type: "start"; flags: Overrides; port: number }
   | { type: "reload"; id: number }
   | { type: "reloaded"; id: number }
   | { type: "reload-failed"; id: number; message: string }
@@ -62,7 +62,7 @@ export function workerCount(setting: number | "auto"): number {
  */
 export async function startWorkers(
   count: number,
-  flags: Partial<Flags>,
+  flags: Overrides,
   port: number,
   log: Logger,
 ): Promise<WorkerPool> {

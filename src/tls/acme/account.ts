@@ -8,7 +8,7 @@
 import acme from "acme-client";
 import https from "node:https";
 import type { Logger } from "../../log/logger.ts";
-import { AcmeError } from "./errors.ts";
+import { AcmeError } from "./problems.ts";
 import { readAccountKey, type StoragePaths, writePrivate } from "./storage.ts";
 
 /** What {@link openAccount} needs. */

@@ -27,13 +27,13 @@
  *
  * @module
  */
-import { ConfigError } from "../../config/load.ts";
+import { ConfigError } from "../../config/config_error.ts";
 import type { Config } from "../../config/schema.ts";
 import type { Logger } from "../../log/logger.ts";
 import { redirectToHttps } from "../../server/redirect_http.ts";
 import { type AcmeClient, openAccount } from "./account.ts";
 import { createChallengeResponder, serveChallenges } from "./challenge.ts";
-import { type AcmeError, explainAcmeError } from "./errors.ts";
+import { type AcmeError, explainAcmeError } from "./problems.ts";
 import { orderCertificate } from "./order.ts";
 import { createRenewalScheduler } from "./renewal.ts";
 import {

@@ -13,7 +13,7 @@ export {
   type AcmeManagerOptions,
   createAcmeManager,
 } from "./manager.ts";
-export { AcmeError, type AcmeFailure } from "./errors.ts";
+export { AcmeError, type AcmeFailure } from "./problems.ts";
 export { CHALLENGE_PREFIX, type ChallengeResponder } from "./challenge.ts";
 
 /**

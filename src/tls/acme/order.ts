@@ -8,7 +8,7 @@ import acme from "acme-client";
 import type { Logger } from "../../log/logger.ts";
 import type { AcmeClient } from "./account.ts";
 import type { ChallengeResponder } from "./challenge.ts";
-import { AcmeError, challengeError, type ChallengeProblem } from "./errors.ts";
+import { AcmeError, challengeError, type ChallengeProblem } from "./problems.ts";
 
 /** A certificate just issued. */
 export interface IssuedCertificate {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { AcmeError } from "./errors.ts";
+import { AcmeError } from "./problems.ts";
 
 /** Options of {@link createRenewalScheduler}. */
 export interface RenewalOptions {

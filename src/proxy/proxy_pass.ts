@@ -6,11 +6,10 @@
  *
  * @module
  */
-import { forwardHeaders, relocate } from "../proxy/headers.ts";
-import { BUFFERED_BODY, readPayload, streamLength } from "../proxy/forward.ts";
-import { ConnectError, createUpstream, TimeoutError, type Upstream } from "../proxy/http1.ts";
-import type { ErrorResponder } from "./errors.ts";
-import type { RequestContext } from "./types.ts";
+import { forwardHeaders, relocate } from "./forwarded_headers.ts";
+import { BUFFERED_BODY, readPayload, streamLength } from "./forward.ts";
+import { ConnectError, createUpstream, TimeoutError, type Upstream } from "./http1.ts";
+import type { ErrorResponder, RequestContext } from "../http/types.ts";
 
 /** Backend origins whose connection pools are kept; the oldest is closed to make room. */
 const MAX_ORIGINS = 64;

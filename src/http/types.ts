@@ -40,6 +40,14 @@ export interface Upgrade {
   ended: Promise<void>;
 }
 
+/** Builds an error answer; `details` replaces the default explanation. */
+export type ErrorResponder = (
+  status: number,
+  request: Request,
+  headers?: HeadersInit,
+  details?: string,
+) => Response;
+
 /** Answers a request. */
 export type Handler = (request: Request, ctx: RequestContext) => Response | Promise<Response>;
 

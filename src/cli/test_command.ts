@@ -8,11 +8,12 @@
  * @module
  */
 import { dirname, resolve } from "node:path";
-import { ConfigError, loadConfig, type LoadedConfig, readConfigFile } from "../config/load.ts";
+import { ConfigError } from "../config/config_error.ts";
+import { loadConfig, type LoadedConfig, readConfigFile } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { unsupported } from "../routes/build.ts";
 import { loadTlsMaterial, parseChain, TlsError } from "../tls/certs.ts";
-import { explainError } from "./errors.ts";
+import { explainError } from "../http/errors.ts";
 import type { Flags } from "./flags.ts";
 
 /** How a check ended: `warn` is an optional check that failed. */

@@ -10,18 +10,10 @@
  *
  * @module
  */
-import { explainError, permissionHint, permissionProblem } from "../cli/errors.ts";
+import { explainError, permissionHint, permissionProblem } from "../http/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { errorPage, escapeControls, escapeHtml, statusText } from "../pages/html.ts";
-import { splitUrl } from "./types.ts";
-
-/** Builds an error answer; `details` replaces the default explanation. */
-export type ErrorResponder = (
-  status: number,
-  request: Request,
-  headers?: HeadersInit,
-  details?: string,
-) => Response;
+import { type ErrorResponder, splitUrl } from "../http/types.ts";
 
 /** Options of {@link createErrorPages}. */
 export interface ErrorPagesOptions {

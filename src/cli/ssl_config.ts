@@ -6,10 +6,10 @@
  */
 import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { isMap, isScalar, parseDocument, type Scalar, type YAMLMap } from "yaml";
-import { explainError } from "../cli/errors.ts";
-import type { Flags } from "../cli/flags.ts";
-import { ConfigError } from "../config/load.ts";
-import { loadTlsMaterial, TlsError } from "./certs.ts";
+import { explainError } from "../http/errors.ts";
+import type { Flags } from "./flags.ts";
+import { ConfigError } from "../config/config_error.ts";
+import { loadTlsMaterial, TlsError } from "../tls/certs.ts";
 
 /** What `--ssl-config` stores. */
 export interface SslSettings {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type RequestContext, urlAuthority } from "../routes/types.ts";
+import { type RequestContext, urlAuthority } from "../http/types.ts";
 
 /** Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus Proxy-*). */
 export const HOP_BY_HOP: readonly string[] = [
