@@ -16,7 +16,7 @@ import { parseArgs } from "node:util";
 import { clientLoop, makeCerts, ROOT, spawnCli, tempDir, writeFiles } from "../tests/helpers.ts";
 import { fdCount, hasCommand, rssBytes } from "../tests/raw.ts";
 import { validate } from "../src/config/load.ts";
-import { unsupported } from "../src/routes/build.ts";
+import { unsupported } from "../src/app/validate.ts";
 
 const args = parseArgs({
   args: Deno.args,

@@ -587,22 +587,6 @@ Deno.test("acme: rate-limit answers are classified and Retry-After stretches the
   assert.deepEqual(delays.slice(0, 4), [10, 20, 40, 100]);
 });
 
-Deno.test("acme: tls-alpn-01 is refused at start with the key to change", async () => {
-  await using storage = await tempDir();
-  const { config } = validate({
-    ssl: {
-      acme: {
-        email: "a@example.com",
-        domains: ["example.test"],
-        storage: storage.path,
-        challenge: "tls-alpn-01",
-      },
-    },
-  });
-  await using m = manage(config.ssl.acme as AcmeConfig);
-  await assert.rejects(m.manager.start(), /ssl\.acme\.challenge: tls-alpn-01 is not supported/);
-});
-
 Deno.test("acme: the challenge handler answers only its own path", () => {
   const log = captureLogger();
   const m = createAcmeManager({

@@ -4,7 +4,7 @@
  * it saw with a POST that `proxy_pass` carries to the test's backend.
  */
 import assert from "node:assert/strict";
-import { unsupported } from "../src/routes/build.ts";
+import { unsupported } from "../src/app/validate.ts";
 import { makeCerts, startTestServer, tempDir, writeFiles } from "./helpers.ts";
 import { hasCommand } from "./raw.ts";
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
-import { badHost, checkProxyTargets, checkTls, formatResult } from "../src/cli/test_command.ts";
+import { badHost, checkProxyTargets, checkTls } from "../src/app/validate.ts";
+import { formatResult } from "../src/cli/test_command.ts";
 import { makeCerts, runCli, tempDir, writeFiles } from "./helpers.ts";
 
 const hasOpenssl = (() => {
@@ -160,7 +161,7 @@ Deno.test("check lines use ✅ ⚠️ ❌ on a terminal", () => {
   assert.equal(formatResult({ status: "fail", name: "a", message: "b" }, false), "FAIL a: b");
 });
 
-Deno.test("proxy targets: host names, addresses and ports a backend can have", async () => {
+Deno.test("proxy targets: host names, addresses and ports a backend can have", () => {
   for (const good of ["localhost", "api.example.com", "10.0.0.1", "[::1]", "::1", "svc_1"]) {
     assert.equal(badHost(good), undefined, good);
   }
@@ -178,7 +179,7 @@ Deno.test("proxy targets: host names, addresses and ports a backend can have", a
       ],
     },
   });
-  const results = await checkProxyTargets(config);
+  const results = checkProxyTargets(config);
   const by = (name: string) => results.filter((r) => r.name === name);
   assert.equal(by("server.reverse_proxy[0]")[0].status, "ok");
   const bad = by("server.reverse_proxy[1]")[0];
@@ -187,7 +188,10 @@ Deno.test("proxy targets: host names, addresses and ports a backend can have", a
   assert.match(bad.message, /\.port must be 1–65535 for a backend, got 0/);
   assert.match(by("server.reverse_proxy[2]")[0].message, /upstreams\[1\] port must be 1–65535/);
   assert.equal(by("server.reverse_proxy[3].path")[0].status, "warn");
-  assert.match(by("server.reverse_proxy[4]")[0].message, /ca_file: cannot load \/nonexistent/);
+  assert.match(
+    by("server.reverse_proxy[4]")[0].message,
+    /ca_file: \/nonexistent\/ca\.pem does not exist/,
+  );
 });
 
 Deno.test("an invalid regular expression in routing locations fails the check", async () => {
@@ -259,4 +263,56 @@ Deno.test({
     [r] = await checkTls(validate({}).config);
     assert.deepEqual(r, { status: "ok", name: "ssl", message: "HTTPS is off" });
   },
+});
+
+/**
+ * `--test configuration` and a real start on the same file: both must refuse it as a
+ * configuration error (exit 2) naming `expected`, and the start must not serve.
+ */
+async function bothRefuse(dir: string, expected: RegExp, permissions?: string[]) {
+  const checked = await runCli(["--test", "configuration", "-c", `${dir}/config.yaml`], {
+    cwd: dir,
+    permissions,
+  });
+  assert.equal(checked.code, 2, checked.stdout + checked.stderr);
+  assert.match(checked.stdout, expected);
+  const started = await runCli(["-c", `${dir}/config.yaml`, "-p", "0"], { cwd: dir, permissions });
+  assert.equal(started.code, 2, started.stderr);
+  assert.match(started.stderr, expected);
+  assert.doesNotMatch(started.stderr, / serving /);
+}
+
+Deno.test("--test and a start agree: a server.host with a scheme is a configuration error", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "config.yaml": "server:\n  host: http://x\n", "static/a": "a" });
+  await bothRefuse(dir.path, /server\.host must be an address without a scheme, got "http:\/\/x"/);
+});
+
+Deno.test("--test and a start agree: a reverse_proxy ca_file that holds no certificate", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "config.yaml": "server:\n  reverse_proxy:\n    - path: /api\n      host: 127.0.0.1\n" +
+      "      port: 9\n      ssl: true\n      ca_file: ./ca.pem\n",
+    "ca.pem": "not a certificate\n",
+    "static/a": "a",
+  });
+  await bothRefuse(dir.path, /server\.reverse_proxy\[0\]\.ca_file: .*ca\.pem is not PEM/);
+});
+
+Deno.test("--test and a start agree: ACME storage without write permission, and tls-alpn-01", async () => {
+  await using dir = await tempDir();
+  const acme = (challenge: string) =>
+    `ssl:\n  enabled: true\n  acme:\n    email: a@example.com\n    domains: [example.test]\n` +
+    `    storage: ./acme\n    challenge: ${challenge}\n    http_port: 0\n`;
+  await writeFiles(dir.path, { "config.yaml": acme("http-01"), "static/a": "a" });
+  // Everything but writing the storage folder.
+  const permissions = [
+    "--allow-read",
+    "--allow-net",
+    "--allow-env",
+    `--allow-write=${dir.path}/elsewhere`,
+  ];
+  await bothRefuse(dir.path, /ssl\.acme\.storage: no write permission for .*acme/, permissions);
+  await writeFiles(dir.path, { "config.yaml": acme("tls-alpn-01") });
+  await bothRefuse(dir.path, /ssl\.acme\.challenge: tls-alpn-01 is not supported/);
 });

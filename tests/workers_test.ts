@@ -59,5 +59,25 @@ Deno.test("server.workers: several event loops share the port, reload together, 
   assert.equal(server.output().match(/reloaded configuration in/g)?.length, 1);
   assert.deepEqual(await served(), new Set(["two"]));
 
+  // A configuration that loads but that the main thread refuses (a section this build does not
+  // serve) is refused by every worker too: they run the same checks.
+  const before = server.output().length;
+  await Deno.writeTextFile(
+    `${dir.path}/one.yaml`,
+    "version: 2\n" + yaml("one") + "extensions:\n  - type: monitoring\n    config: {}\n",
+  );
+  server.process.kill("SIGHUP");
+  const after = () => server.output().slice(before);
+  assert.ok(
+    await eventually(
+      () => /reload failed in workers denoserve-worker-1, denoserve-worker-2/.test(after()),
+      10_000,
+    ),
+    after(),
+  );
+  assert.match(after(), /not supported by this build: extensions\[0\] \(type monitoring\)/);
+  assert.doesNotMatch(after(), /reloaded configuration in/);
+  assert.deepEqual(await served(), new Set(["two"]));
+
   assert.equal(await server.stop("SIGTERM"), 0);
 });

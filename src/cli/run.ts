@@ -5,10 +5,11 @@
  */
 import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError } from "../config/config_error.ts";
-import { loadConfig, type LoadedConfig } from "../config/load.ts";
+import type { LoadedConfig } from "../config/load.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { checkBackends } from "../proxy/startup_check.ts";
-import { type App, buildApp, unsupported } from "../routes/build.ts";
+import { type App, buildApp } from "../routes/build.ts";
+import { boot, loadChecked } from "../app/boot.ts";
 import { watchReload } from "../server/reload.ts";
 import { ListenerLost, type RunningServer, startServer } from "../server/server.ts";
 import { startWorkers, workerCount, type WorkerPool } from "../server/workers.ts";
@@ -47,7 +48,7 @@ export async function run(args: string[]): Promise<number> {
   if (flags.test) return await runChecks(flags, flags.test);
   let loaded: LoadedConfig;
   try {
-    loaded = await loadConfig(flags);
+    loaded = await loadChecked(flags);
   } catch (e) {
     stderr(explainError(e, flags.debug));
     return e instanceof ConfigError ? e.code : 1;
@@ -64,11 +65,6 @@ export async function run(args: string[]): Promise<number> {
   }
   try {
     for (const w of loaded.warnings) log.warn(w);
-    const missing = unsupported(config);
-    if (missing.length) {
-      stderr(`not supported yet: ${missing.join(", ")}`);
-      return 2;
-    }
     return await serve(loaded, log, flags);
   } finally {
     await log.close();
@@ -138,12 +134,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
     server,
     log,
     debug: flags.debug,
-    async prepare() {
-      const next = await loadConfig(flags);
-      const missing = unsupported(next.config);
-      if (missing.length) throw new Error(`not supported yet: ${missing.join(", ")}`);
-      return { ...next, app: buildApp(next.config, log) };
-    },
+    prepare: () => boot(flags, log),
   });
   const extra = workerCount(config.server.workers) - 1;
   let pool: WorkerPool | undefined;

@@ -11,7 +11,7 @@
 import { isIP } from "node:net";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
-import { ConfigError } from "../config/config_error.ts";
+import { readCaFile } from "../tls/certs.ts";
 import { createUpstream, type Upstream } from "./http1.ts";
 import type { Backend, CompiledRule } from "./rules.ts";
 
@@ -32,19 +32,9 @@ export interface Links extends Disposable {
 
 function readCa(rule: CompiledRule): string[] {
   const file = rule.rule.ca_file;
-  if (file === undefined) return [];
-  const key = `server.reverse_proxy[${rule.index}].ca_file`;
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(file);
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "does not exist" : (e as Error).message;
-    throw new ConfigError(`${key}: ${file} ${why}; point it at a PEM file with the backend's CA`);
-  }
-  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new ConfigError(`${key}: ${file} holds no PEM certificate`);
-  }
-  return [text];
+  return file === undefined
+    ? []
+    : [readCaFile(`server.reverse_proxy[${rule.index}].ca_file`, file)];
 }
 
 function bridge(backend: Backend, caCerts: string[]): { port: number; close(): void } {

@@ -109,21 +109,3 @@ export function buildApp(config: Config, log: Logger): App {
   };
   return { handle, errorResponse, close };
 }
-
-/** Configuration this build cannot serve yet, named so that it is never silently ignored. */
-export function unsupported(config: Config): string[] {
-  const found: string[] = [];
-  config.extensions.forEach((e, i) => {
-    if (e.type === "security") {
-      for (const [key, value] of Object.entries(e.config)) {
-        if (key === "cors" || value === undefined) continue;
-        const off = typeof value === "object" && value !== null &&
-          (value as { enabled?: unknown }).enabled === false;
-        if (!off) found.push(`extensions[${i}].config.${key} (security)`);
-      }
-    } else if (e.type !== "routing") {
-      found.push(`extensions[${i}] (type ${e.type})`);
-    }
-  });
-  return found;
-}

@@ -5,7 +5,7 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { loadConfig } from "../config/load.ts";
+import { loadChecked } from "../app/boot.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { buildApp } from "../routes/build.ts";
 import { type RunningServer, startServer } from "./server.ts";
@@ -19,9 +19,9 @@ let flags: WorkerMessage & { type: "start" };
 const post = (message: WorkerMessage) => self.postMessage(message);
 const debug = () => flags?.flags.debug ?? false;
 
+/** The main thread's boot path, on the port it holds: a worker refuses what the main refuses. */
 async function load() {
-  const loaded = await loadConfig({ ...flags.flags, port: flags.port });
-  return loaded.config;
+  return (await loadChecked({ ...flags.flags, port: flags.port })).config;
 }
 
 async function handle(data: WorkerMessage) {

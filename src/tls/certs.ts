@@ -5,6 +5,8 @@
  * @module
  */
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import { ConfigError } from "../config/config_error.ts";
+import { explainError } from "../http/errors.ts";
 
 /** Days before expiry from which a certificate starts with a warning. */
 export const EXPIRY_WARNING_DAYS = 14;
@@ -108,6 +110,27 @@ export function parseChain(path: string, text: string): X509Certificate[] {
       throw new TlsError(path, `certificate ${i + 1} cannot be parsed: ${firstLine(e)}`);
     }
   });
+}
+
+/**
+ * The PEM text of a CA file that a backend's certificate must chain to, checked as `parseChain`
+ * checks certificates; a {@link ConfigError} naming `key` when it is missing or holds none.
+ */
+export function readCaFile(key: string, file: string): string {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "does not exist" : explainError(e);
+    throw new ConfigError(`${key}: ${file} ${why}; point it at a PEM file with the backend's CA`);
+  }
+  try {
+    parseChain(file, text);
+  } catch (e) {
+    if (!(e instanceof TlsError)) throw e;
+    throw new ConfigError(`${key}: ${file} ${e.reason}`);
+  }
+  return text;
 }
 
 /** Parses the private key in `text` (from `path`). */

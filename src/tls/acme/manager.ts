@@ -196,26 +196,12 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
 
   return {
     async start() {
-      if (acme.challenge === "tls-alpn-01") {
-        throw new ConfigError(
-          "ssl.acme.challenge: tls-alpn-01 is not supported (Deno's TLS listener cannot pick a " +
-            "certificate by ALPN); use http-01 with ssl.acme.http_port reachable",
-        );
-      }
       if (acme.ca_file) {
         try {
           caPem = await Deno.readTextFile(acme.ca_file);
         } catch (e) {
           throw new ConfigError(
             `ssl.acme.ca_file: cannot read ${acme.ca_file}: ${e instanceof Error ? e.message : e}`,
-          );
-        }
-      }
-      for (const name of ["read", "write"] as const) {
-        if (Deno.permissions.querySync({ name, path: acme.storage }).state !== "granted") {
-          throw new ConfigError(
-            `ssl.acme.storage: no ${name} permission for ${acme.storage}; run with ` +
-              `--allow-${name}=${acme.storage}`,
           );
         }
       }

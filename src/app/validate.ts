@@ -1,0 +1,237 @@
+/**
+ * Every check a configuration must pass before it is served, including those that need I/O
+ * (files, certificates, permissions): the one list behind a start, a SIGHUP reload, each worker
+ * and `--test configuration`, so that what `--test` passes starts and what it fails does not.
+ *
+ * @module
+ */
+import type { LoadedConfig } from "../config/load.ts";
+import type { Config } from "../config/schema.ts";
+import { explainError } from "../http/errors.ts";
+import { ConfigError } from "../config/config_error.ts";
+import { loadTlsMaterial, readCaFile, TlsError } from "../tls/certs.ts";
+
+/** How a check ended: `warn` is an optional check that failed. */
+export type CheckStatus = "ok" | "warn" | "fail";
+
+/** One line of the report. */
+export interface CheckResult {
+  status: CheckStatus;
+  /** What was checked, usually the config key. */
+  name: string;
+  message: string;
+}
+
+export const ok = (name: string, message: string): CheckResult => ({ status: "ok", name, message });
+export const warn = (name: string, message: string): CheckResult => ({
+  status: "warn",
+  name,
+  message,
+});
+export const fail = (name: string, message: string): CheckResult => ({
+  status: "fail",
+  name,
+  message,
+});
+
+export const reason = (e: unknown) => explainError(e).replace(/^[A-Za-z]+: /, "");
+
+const HOST_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+const IPV6 = /^[0-9A-Fa-f:.]+$/;
+
+/** Why `host` is not a usable backend host name or address, or undefined when it is. */
+export function badHost(host: string): string | undefined {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(host)) {
+    return `must be a host name without a scheme, got "${host}" (use ssl: true for https)`;
+  }
+  const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (bare !== host || bare.includes(":")) {
+    return IPV6.test(bare) && bare.includes(":")
+      ? undefined
+      : `is not a valid IPv6 address: "${host}"`;
+  }
+  if (/^[\d.]+$/.test(host)) {
+    return IPV4.test(host) ? undefined : `is not a valid IPv4 address: "${host}"`;
+  }
+  return HOST_NAME.test(host) ? undefined : `is not a valid host name: "${host}"`;
+}
+
+/** Backend targets: host names, ports (0 is not a target), CA files, duplicate paths. */
+export function checkProxyTargets(config: Config): CheckResult[] {
+  const rules = config.server.reverse_proxy;
+  if (rules.length === 0) return [];
+  const results: CheckResult[] = [];
+  const seen = new Map<string, number>();
+  for (const [i, rule] of rules.entries()) {
+    const key = `server.reverse_proxy[${i}]`;
+    const problems: string[] = [];
+    if (rule.upstreams) {
+      for (const [j, target] of rule.upstreams.entries()) {
+        const at = target.lastIndexOf(":");
+        const host = target.slice(0, at);
+        const port = Number(target.slice(at + 1));
+        const bad = badHost(host);
+        if (bad) problems.push(`${key}.upstreams[${j}] host ${bad}`);
+        if (!(port >= 1 && port <= 65535)) {
+          problems.push(`${key}.upstreams[${j}] port must be 1–65535, got ${port}`);
+        }
+      }
+    } else {
+      const bad = badHost(rule.host);
+      if (bad) problems.push(`${key}.host ${bad}`);
+      if (rule.port === 0) problems.push(`${key}.port must be 1–65535 for a backend, got 0`);
+    }
+    if (rule.ca_file) {
+      try {
+        readCaFile(`${key}.ca_file`, rule.ca_file);
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        problems.push(e.message);
+      }
+    }
+    const first = seen.get(rule.path);
+    if (first !== undefined) {
+      results.push(
+        warn(
+          `${key}.path`,
+          `"${rule.path}" is also server.reverse_proxy[${first}].path; only the first is used`,
+        ),
+      );
+    } else seen.set(rule.path, i);
+    const target = rule.upstreams?.join(", ") ??
+      `${rule.ssl ? "https" : "http"}://${rule.host}:${rule.port}`;
+    results.push(
+      problems.length ? fail(key, problems.join("; ")) : ok(key, `${rule.path} → ${target}`),
+    );
+  }
+  return results;
+}
+
+/** TLS material when HTTPS is on: both files load, the key matches, the dates are current. */
+export async function checkTls(config: Config, now = new Date()): Promise<CheckResult[]> {
+  const { ssl } = config;
+  if (!ssl.enabled) return [ok("ssl", "HTTPS is off")];
+  if (ssl.acme) {
+    const stored = await Deno.stat(ssl.cert_file!).then(() => true, () => false);
+    if (!stored) {
+      return [
+        ok("ssl.acme", `a certificate for ${ssl.acme.domains.join(", ")} is ordered at start`),
+      ];
+    }
+  }
+  const certFile = ssl.cert_file!;
+  let tls;
+  try {
+    tls = await loadTlsMaterial(certFile, ssl.key_file!, now);
+  } catch (e) {
+    if (!(e instanceof TlsError)) throw e;
+    const key = e.path === certFile ? "ssl.cert_file" : "ssl.key_file";
+    return [fail(key, `${e.path}: ${e.reason}`)];
+  }
+  const { subject, notAfter } = tls.info;
+  const results = tls.warnings.map((w) => warn("ssl", w));
+  return results.length ? results : [
+    ok("ssl.cert_file", `${subject}, key matches, valid until ${notAfter.toISOString()}`),
+  ];
+}
+
+/** `server.host` must be something a listener can bind: a host name or an IP address. */
+export function checkServerHost(config: Config): CheckResult[] {
+  const { host } = config.server;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(host)) {
+    return [fail("server.host", `server.host must be an address without a scheme, got "${host}"`)];
+  }
+  const bad = badHost(host);
+  return bad ? [fail("server.host", `server.host ${bad}`)] : [];
+}
+
+/** ACME settings that can only be checked on this machine: the challenge, CA file, storage. */
+export async function checkAcme(config: Config): Promise<CheckResult[]> {
+  const acme = config.ssl.enabled ? config.ssl.acme : undefined;
+  if (!acme) return [];
+  const results: CheckResult[] = [];
+  if (acme.challenge === "tls-alpn-01") {
+    results.push(fail(
+      "ssl.acme.challenge",
+      "ssl.acme.challenge: tls-alpn-01 is not supported (Deno's TLS listener cannot pick a " +
+        "certificate by ALPN); use http-01 with ssl.acme.http_port reachable",
+    ));
+  }
+  if (acme.ca_file) {
+    try {
+      await Deno.readTextFile(acme.ca_file);
+    } catch (e) {
+      results.push(fail(
+        "ssl.acme.ca_file",
+        `ssl.acme.ca_file: cannot read ${acme.ca_file}: ${reason(e)}`,
+      ));
+    }
+  }
+  for (const name of ["read", "write"] as const) {
+    if (Deno.permissions.querySync({ name, path: acme.storage }).state !== "granted") {
+      results.push(fail(
+        "ssl.acme.storage",
+        `ssl.acme.storage: no ${name} permission for ${acme.storage}; run with ` +
+          `--allow-${name}=${acme.storage}`,
+      ));
+    }
+  }
+  return results;
+}
+
+/** Configuration this build cannot serve yet, named so that it is never silently ignored. */
+export function unsupported(config: Config): string[] {
+  const found: string[] = [];
+  config.extensions.forEach((e, i) => {
+    if (e.type === "security") {
+      for (const [key, value] of Object.entries(e.config)) {
+        if (key === "cors" || value === undefined) continue;
+        const off = typeof value === "object" && value !== null &&
+          (value as { enabled?: unknown }).enabled === false;
+        if (!off) found.push(`extensions[${i}].config.${key} (security)`);
+      }
+    } else if (e.type !== "routing") {
+      found.push(`extensions[${i}] (type ${e.type})`);
+    }
+  });
+  return found;
+}
+
+/** Options of {@link validateConfig}. */
+export interface ValidateOptions {
+  /**
+   * Also load the certificate and key. A start leaves that to the listener, which reports a
+   * broken certificate in its own words (exit 1, as PyServe does); `--test` checks it here.
+   */
+  tls?: boolean;
+}
+
+/**
+ * Every check for a configuration that loaded: one `ok` line for the file, its warnings, then
+ * what this build cannot serve, the listen address, the proxy targets, ACME and (with
+ * `options.tls`) the certificate.
+ */
+export async function validateConfig(
+  loaded: LoadedConfig,
+  options: ValidateOptions = {},
+): Promise<CheckResult[]> {
+  const { config } = loaded;
+  const results: CheckResult[] = [
+    ok(
+      "configuration",
+      loaded.file ? `${loaded.file} is valid` : "built-in defaults (no config.yaml)",
+    ),
+  ];
+  for (const w of loaded.warnings) results.push(warn("configuration", w));
+  const missing = unsupported(config);
+  if (missing.length) {
+    results.push(fail("configuration", `not supported by this build: ${missing.join(", ")}`));
+  }
+  results.push(...checkServerHost(config));
+  results.push(...checkProxyTargets(config));
+  results.push(...await checkAcme(config));
+  if (options.tls) results.push(...await checkTls(config));
+  return results;
+}
