@@ -138,7 +138,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
       log.debug(`${where}: client went away while sending ${request.method} ${ctx.path}`);
       return errorResponse(400, request);
     }
-    let backend = pool.pick();
+    let backend = pool.pick(request, ctx);
     const retryable = !(payload instanceof ReadableStream) && IDEMPOTENT.has(request.method);
     for (let tries = 0; backend !== undefined; tries++) {
       try {
@@ -182,7 +182,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
         }
         pool.fail(backend, reason);
         if (e instanceof ConnectError && e.timedOut) return errorResponse(504, request);
-        const other = retryable && tries === 0 ? pool.pick(backend) : undefined;
+        const other = retryable && tries === 0 ? pool.pick(request, ctx, backend) : undefined;
         if (other === undefined) {
           log.warn(`${where}: cannot reach ${backend.address.origin} for ${ctx.path}: ${reason}`);
           return errorResponse(502, request);

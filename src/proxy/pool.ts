@@ -1,11 +1,13 @@
 /**
- * The backends of one rule: picking one (round robin or least connections), passive health
- * (a backend that fails to connect is skipped for `fail_timeout`), and the optional active
- * health check.
+ * The backends of one rule: picking one (the choice is the rule's balancing policy, see
+ * src/proxy/balancing/), passive health (a backend that fails to connect is skipped for
+ * `fail_timeout`), and the optional active health check.
  *
  * @module
  */
+import type { RequestContext } from "../http/types.ts";
 import type { Logger } from "../log/logger.ts";
+import { createBalancingPolicy } from "./balancing/policy.ts";
 import type { BackendConnections } from "./connections.ts";
 import type { BackendAddress, CompiledRule } from "./rules.ts";
 
@@ -27,11 +29,11 @@ export interface Backend {
 export interface Pool {
   backends: Backend[];
   /**
-   * A backend to use, skipping `except`; backends that are down are used only when nothing
-   * else is left (the one that comes back soonest). Undefined only when `except` was the only
-   * backend.
+   * A backend for `request`, chosen by the rule's balancing policy among those that are up,
+   * skipping `except`; backends that are down are used only when nothing else is left (the one
+   * that comes back soonest). Undefined only when `except` was the only backend.
    */
-  pick(except?: Backend): Backend | undefined;
+  pick(request: Request, ctx: RequestContext, except?: Backend): Backend | undefined;
   /** Marks a backend down for `fail_timeout` after it failed to connect. */
   fail(backend: Backend, reason: string): void;
   /** Stops the active health check. */
@@ -56,30 +58,30 @@ export function createPool(
     downUntil: 0,
     healthy: true,
   }));
-  const leastConn = rule.rule.lb === "least_conn";
+  const policy = createBalancingPolicy(rule);
   const n = backends.length;
-  let next = 0;
   const where = `server.reverse_proxy[${rule.index}]`;
 
-  const up = (b: Backend, now: number) => b.healthy && b.downUntil <= now;
+  // The backends that are up, built again only when that may have changed (a failure, a health
+  // check, a down time running out), so that a pick allocates nothing.
+  let up: Backend[] = backends;
+  let upUntil = Infinity;
+  const refresh = (now: number) => {
+    up = [];
+    upUntil = Infinity;
+    for (const b of backends) {
+      if (!b.healthy) continue;
+      if (b.downUntil > now) upUntil = Math.min(upUntil, b.downUntil);
+      else up.push(b);
+    }
+  };
 
-  const pick = (except?: Backend): Backend | undefined => {
+  const pick = (request: Request, ctx: RequestContext, except?: Backend): Backend | undefined => {
     if (n === 1) return except === backends[0] ? undefined : backends[0];
     const now = Date.now();
-    let best: Backend | undefined;
-    if (leastConn) {
-      for (let i = 0; i < n; i++) {
-        const b = backends[(next + i) % n];
-        if (b !== except && up(b, now) && (best === undefined || b.active < best.active)) best = b;
-      }
-      next = (next + 1) % n;
-    } else {
-      for (let i = 0; i < n; i++) {
-        const b = backends[next];
-        next = (next + 1) % n;
-        if (b !== except && up(b, now)) return b;
-      }
-    }
+    if (now >= upUntil) refresh(now);
+    const offered = except === undefined ? up : up.filter((b) => b !== except);
+    let best = offered.length > 0 ? policy.pick(offered, request, ctx) : undefined;
     if (best) return best;
     // Everything is down: try the one that should come back first rather than failing outright.
     for (const b of backends) {
@@ -91,6 +93,7 @@ export function createPool(
   const fail = (b: Backend, reason: string) => {
     const was = b.downUntil > Date.now();
     b.downUntil = Date.now() + rule.failTimeoutMs;
+    upUntil = 0;
     if (!was) {
       log.warn(
         `${where}: backend ${b.address.origin} is down for ${rule.rule.fail_timeout}s: ${reason}`,
@@ -120,6 +123,7 @@ export function createPool(
       }
       if (ok !== b.healthy) {
         b.healthy = ok;
+        upUntil = 0;
         const msg = `${where}: health check of ${b.address.origin}${rule.rule.health_path}`;
         if (ok) log.info(`${msg} passes again`);
         else log.warn(`${msg} failed (${why}); backend skipped until it passes`);

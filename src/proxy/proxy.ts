@@ -65,7 +65,7 @@ export function createProxy(
       pools.push(pool);
       const forward = createForwarder({ rule, pool, log, errorResponse });
       const websocket = async (request: Request, ctx: RequestContext) => {
-        const backend = pool.pick();
+        const backend = pool.pick(request, ctx);
         if (backend === undefined) return errorResponse(502, request);
         backend.active++;
         let open = true;
