@@ -14,8 +14,8 @@ import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./webso
 
 /** The proxy part of an app. */
 export interface Proxy {
-  /** Undefined when no rule is configured. */
-  route?: Route;
+  /** Undefined when no rule is configured; a match is the handler of the rule. */
+  route?: Route<Handler>;
   /** Stops health checks and closes backend connections. */
   close(): void;
 }
@@ -104,14 +104,11 @@ export function createProxy(
     throw e;
   }
   const match = compileMatcher(compiled.map((r) => r.prefix));
-  // match() and handle() run back to back in the same tick, so the index can wait here.
-  let matched = -1;
-  return {
-    route: {
-      name: "proxy",
-      match: (ctx) => (matched = match(ctx.path)) >= 0,
-      handle: (request, ctx) => handlers[matched](request, ctx),
-    },
-    close,
+  const route: Route<Handler> = {
+    name: "proxy",
+    // No rule is index -1, which reads undefined: the request goes on to the next route.
+    match: (ctx) => handlers[match(ctx.path)],
+    handle: (request, ctx, handler) => handler(request, ctx),
   };
+  return { route, close };
 }

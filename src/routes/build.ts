@@ -48,7 +48,10 @@ const hstsValue = (config: Config) => config.ssl.enabled ? config.ssl.hsts : und
 export function dispatch(routes: Route[], fallback: Handler): Handler {
   if (routes.length === 0) return fallback;
   return (request, ctx) => {
-    for (const route of routes) if (route.match(ctx)) return route.handle(request, ctx);
+    for (const route of routes) {
+      const match = route.match(ctx);
+      if (match !== undefined) return route.handle(request, ctx, match);
+    }
     return fallback(request, ctx);
   };
 }
