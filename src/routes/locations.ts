@@ -15,7 +15,7 @@ import {
   type RoutingConfig,
   type RoutingLocation,
 } from "../config/schema.ts";
-import { createFileServer, type FileHandler } from "../static/file_server.ts";
+import { createFileServer, type FileHandler, fileServerOptions } from "../static/file_server.ts";
 import type { ErrorResponder, RequestContext, Route } from "../http/types.ts";
 import type { ProxyForward } from "../proxy/proxy_pass.ts";
 import { setHeaders } from "../http/headers.ts";
@@ -25,6 +25,8 @@ import { normalizePath } from "../http/paths.ts";
 export interface LocationOptions {
   /** For the file cache settings and the default root (`http.static_dir`). */
   config: Config;
+  /** Whether file answers must carry `Content-Length` (the access log reads it). */
+  contentLength: boolean;
   errorResponse: ErrorResponder;
   /** Carries `proxy_pass` requests to their backend. */
   forward: ProxyForward;
@@ -128,13 +130,7 @@ export function createLocationRoute(
     let files = fileServers.get(root);
     if (!files) {
       files = createFileServer({
-        root,
-        listing: http.directory_listing,
-        dotfiles: http.serve_dotfiles,
-        ttlMs: http.file_cache_ttl_ms,
-        maxFileSize: http.file_cache_max_file_size,
-        maxBytes: http.file_cache_max_bytes,
-        staticPrefix: root === http.static_dir,
+        ...fileServerOptions(http, options.contentLength, root),
         errorResponse: options.errorResponse,
       });
       fileServers.set(root, files);
