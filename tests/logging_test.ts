@@ -1,12 +1,7 @@
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
-import {
-  formatCommon,
-  formatJson,
-  isoTime,
-  requestIdFor,
-  withRequestId,
-} from "../src/log/access.ts";
+import { formatCommon, formatJson, isoTime, requestIdFor } from "../src/log/access.ts";
+import { setHeaders } from "../src/http/headers.ts";
 import { openFileSink } from "../src/log/file_sink.ts";
 import { createLogger, type Logger, loggerOptions } from "../src/log/logger.ts";
 import { buildApp } from "../src/routes/build.ts";
@@ -299,7 +294,7 @@ Deno.test("request ids reach responses whose headers cannot be changed", async (
   );
   const fetched = await fetch(`http://127.0.0.1:${backend.addr.port}/`);
   assert.throws(() => fetched.headers.set("x", "1"));
-  const res = withRequestId(fetched, "id-1");
+  const res = setHeaders(fetched, [["x-request-id", "id-1"]]);
   assert.equal(res.status, 201);
   assert.equal(res.headers.get("x-b"), "1");
   assert.equal(res.headers.get("x-request-id"), "id-1");

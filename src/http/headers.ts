@@ -18,7 +18,8 @@ function apply(headers: Headers, pairs: readonly (readonly [string, string])[]) 
 
 /**
  * Sets `pairs` on `response` (`vary` is merged with what is there) and returns it, or a copy
- * when its headers cannot be changed.
+ * when its headers cannot be changed. The one place for a header on an answer that may be
+ * immutable: every wrapper that adds one goes through here.
  */
 export function setHeaders(
   response: Response,
@@ -30,6 +31,8 @@ export function setHeaders(
     return response;
   } catch (e) {
     if (!(e instanceof TypeError)) throw e;
+    // The Response constructor refuses a 1xx status (a WebSocket upgrade's 101): left as it is.
+    if (response.status < 200) return response;
     const copy = new Response(response.body, response);
     apply(copy.headers, pairs);
     return copy;

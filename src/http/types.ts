@@ -54,12 +54,18 @@ export type Handler = (request: Request, ctx: RequestContext) => Response | Prom
 /** A cross-cutting concern: takes the handler it wraps, returns the wrapped one. */
 export type Wrapper = (next: Handler) => Handler;
 
-/** A precompiled matcher and what to do on a match. */
-export interface Route {
+/**
+ * A precompiled matcher and what to do on a match. What `match` found (a rule, a location and
+ * its groups) is handed to `handle`, so that nothing is kept between the two calls and nothing
+ * is looked up twice.
+ */
+export interface Route<M = unknown> {
   /** For debug logs. */
   name: string;
-  match: (ctx: RequestContext) => boolean;
-  handle: Handler;
+  /** What the route found for the request, or undefined when it does not take it. */
+  match(ctx: RequestContext): M | undefined;
+  /** Answers a request `match` took, with what it found. */
+  handle(request: Request, ctx: RequestContext, match: M): Response | Promise<Response>;
 }
 
 /** Splits a request URL into its path and query without building a URL object. */

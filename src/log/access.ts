@@ -122,16 +122,3 @@ export function requestIdFor(header: string | null): string {
   if (header !== null && SAFE_ID.test(header)) return header;
   return `${ID_PREFIX}-${(++idCounter).toString(36)}`;
 }
-
-/** `response` carrying `X-Request-Id: id` (copied when its headers are immutable). */
-export function withRequestId(response: Response, id: string): Response {
-  try {
-    response.headers.set("x-request-id", id);
-    return response;
-  } catch {
-    if (response.status < 200) return response; // e.g. a WebSocket upgrade
-    const copy = new Response(response.body, response);
-    copy.headers.set("x-request-id", id);
-    return copy;
-  }
-}

@@ -12,18 +12,17 @@
  */
 import type { Logger } from "../log/logger.ts";
 import type { Handler, RequestContext } from "../http/types.ts";
-import type { Link } from "./client.ts";
 import { clientHost, forwardHeaders, relocate } from "./forwarded_headers.ts";
 import {
+  BackendError,
   BrokenBodyError,
   ClientBodyError,
   ConnectError,
   TimeoutError,
-  UpstreamError,
 } from "./http1.ts";
-import type { Member, Pool } from "./pool.ts";
+import type { Backend, Pool } from "./pool.ts";
 import type { CompiledRule } from "./rules.ts";
-import { upstreamPath } from "./rules.ts";
+import { backendPath } from "./rules.ts";
 
 /** Answers built by the proxy itself (502, 504). */
 export type ErrorResponse = (status: number, request: Request) => Response;
@@ -70,33 +69,31 @@ export function isConnectError(error: unknown): boolean {
 export interface ForwarderOptions {
   rule: CompiledRule;
   pool: Pool;
-  links: Link[];
   log: Logger;
   errorResponse: ErrorResponse;
 }
 
 /** Creates the handler that forwards requests matching `rule`. */
 export function createForwarder(options: ForwarderOptions): Handler {
-  const { rule, pool, links, log, errorResponse } = options;
+  const { rule, pool, log, errorResponse } = options;
   const where = `server.reverse_proxy[${rule.index}]`;
   const strippedPrefix = rule.rule.strip_prefix ? rule.prefix : "";
   const preserveHost = rule.rule.preserve_host;
 
-  /** One attempt against `member`; rejects with the reason on failure. */
+  /** One attempt against `backend`; rejects with the reason on failure. */
   const attempt = async (
-    member: Member,
+    backend: Backend,
     request: Request,
     ctx: RequestContext,
     target: string,
     headers: [string, string][],
     body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null,
   ): Promise<Response> => {
-    member.active++;
-    const link = links[member.index];
+    backend.active++;
     let answer;
     try {
       const streamed = body instanceof ReadableStream;
-      answer = await link.upstream.request({
+      answer = await backend.connections.client.request({
         method: request.method,
         target,
         headers,
@@ -107,14 +104,14 @@ export function createForwarder(options: ForwarderOptions): Handler {
         bufferLimit: BUFFERED_BODY,
       }, preserveHost);
     } catch (e) {
-      member.active--;
+      backend.active--;
       throw e;
     }
     answer.done.then((error) => {
-      member.active--;
+      backend.active--;
       if (error !== undefined && !request.signal.aborted) {
         log.error(
-          `${where}: ${member.backend.origin} broke off the response to ${request.method} ` +
+          `${where}: ${backend.address.origin} broke off the response to ${request.method} ` +
             `${ctx.path}: ${describeError(error)}; client connection aborted`,
         );
       }
@@ -124,7 +121,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
       statusText: answer.statusText,
       headers: relocate(
         answer.headers,
-        member.backend.locationOrigins,
+        backend.address.locationOrigins,
         () => `${ctx.secure ? "https" : "http"}://${clientHost(request)}`,
         strippedPrefix,
       ),
@@ -132,7 +129,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
   };
 
   return async (request, ctx) => {
-    const target = upstreamPath(rule, ctx.path) + ctx.query;
+    const target = backendPath(rule, ctx.path) + ctx.query;
     const headers = forwardHeaders(request, ctx);
     let payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
     try {
@@ -141,11 +138,11 @@ export function createForwarder(options: ForwarderOptions): Handler {
       log.debug(`${where}: client went away while sending ${request.method} ${ctx.path}`);
       return errorResponse(400, request);
     }
-    let member = pool.pick();
+    let backend = pool.pick(request, ctx);
     const retryable = !(payload instanceof ReadableStream) && IDEMPOTENT.has(request.method);
-    for (let tries = 0; member !== undefined; tries++) {
+    for (let tries = 0; backend !== undefined; tries++) {
       try {
-        return await attempt(member, request, ctx, target, headers, payload);
+        return await attempt(backend, request, ctx, target, headers, payload);
       } catch (e) {
         if (request.signal.aborted) {
           log.debug(`${where}: client went away during ${request.method} ${ctx.path}`);
@@ -153,7 +150,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
         }
         if (e instanceof TimeoutError) {
           log.warn(
-            `${where}: ${member.backend.origin} sent no response headers within ` +
+            `${where}: ${backend.address.origin} sent no response headers within ` +
               `${rule.rule.response_timeout}s for ${request.method} ${ctx.path}`,
           );
           return errorResponse(504, request);
@@ -165,33 +162,33 @@ export function createForwarder(options: ForwarderOptions): Handler {
         const reason = describeError(e);
         if (e instanceof BrokenBodyError) {
           log.error(
-            `${where}: ${member.backend.origin} broke off the response to ${request.method} ` +
+            `${where}: ${backend.address.origin} broke off the response to ${request.method} ` +
               `${ctx.path}: ${reason}`,
           );
           return errorResponse(502, request);
         }
-        if (e instanceof UpstreamError) {
+        if (e instanceof BackendError) {
           log.error(
-            `${where}: ${member.backend.origin} answered ${request.method} ${ctx.path} ` +
+            `${where}: ${backend.address.origin} answered ${request.method} ${ctx.path} ` +
               `with an invalid response: ${reason}`,
           );
           return errorResponse(502, request);
         }
         if (!isConnectError(e)) {
           log.warn(
-            `${where}: ${request.method} ${ctx.path} to ${member.backend.origin}: ${reason}`,
+            `${where}: ${request.method} ${ctx.path} to ${backend.address.origin}: ${reason}`,
           );
           return errorResponse(502, request);
         }
-        pool.fail(member, reason);
+        pool.fail(backend, reason);
         if (e instanceof ConnectError && e.timedOut) return errorResponse(504, request);
-        const other = retryable && tries === 0 ? pool.pick(member) : undefined;
+        const other = retryable && tries === 0 ? pool.pick(request, ctx, backend) : undefined;
         if (other === undefined) {
-          log.warn(`${where}: cannot reach ${member.backend.origin} for ${ctx.path}: ${reason}`);
+          log.warn(`${where}: cannot reach ${backend.address.origin} for ${ctx.path}: ${reason}`);
           return errorResponse(502, request);
         }
-        log.debug(`${where}: retrying ${request.method} ${ctx.path} on ${other.backend.origin}`);
-        member = other;
+        log.debug(`${where}: retrying ${request.method} ${ctx.path} on ${other.address.origin}`);
+        backend = other;
       }
     }
     return errorResponse(502, request);

@@ -7,7 +7,7 @@
  * Framing follows RFC 9112: a response body is delimited by `Transfer-Encoding: chunked`, by
  * `Content-Length`, or by the end of the connection; HEAD, 1xx, 204 and 304 answers have none.
  * Interim 1xx answers are skipped. A malformed head, a conflicting length or an over-long head is
- * an {@link UpstreamError}. A connection goes back to the pool only when its answer was read to
+ * a {@link BackendError}. A connection goes back to the pool only when its answer was read to
  * the end and neither side asked to close it.
  *
  * @module
@@ -20,24 +20,24 @@ const MAX_HEAD = 64 * 1024;
 const MAX_LINE = 4096;
 /** Idle connections kept per backend. */
 const MAX_IDLE = 128;
-/** Idle connections are closed after this long (nginx's upstream `keepalive_timeout`). */
+/** Idle connections are closed after this long (nginx's `keepalive_timeout` for backends). */
 const IDLE_MS = 60_000;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Dropped from responses while parsing. */
 const HOP = new Set(HOP_BY_HOP);
 
 /** A backend answered with something that is not valid HTTP/1.1, or broke off. */
-export class UpstreamError extends Error {}
+export class BackendError extends Error {}
 
 /** The connection ended before any byte of an answer: on a reused one, the backend closed it. */
-class ClosedBeforeAnswer extends UpstreamError {
+class ClosedBeforeAnswer extends BackendError {
   constructor() {
     super("connection closed before an answer");
   }
 }
 
 /** The backend broke off a body that was being read whole. */
-export class BrokenBodyError extends UpstreamError {}
+export class BrokenBodyError extends BackendError {}
 
 /** The client's streamed body broke off (it went away or sent a malformed one). */
 export class ClientBodyError extends Error {}
@@ -50,7 +50,7 @@ export class ConnectError extends Error {
 }
 
 /** A backend's answer: status, headers for the client, and the body. */
-export interface UpstreamResponse {
+export interface BackendResponse {
   status: number;
   statusText: string;
   /** Without hop-by-hop headers. */
@@ -62,7 +62,7 @@ export interface UpstreamResponse {
 }
 
 /** One request to send. */
-export interface UpstreamRequest {
+export interface BackendRequest {
   method: string;
   /** Path and query. */
   target: string;
@@ -85,17 +85,17 @@ export interface UpstreamRequest {
 }
 
 /** How to reach one backend. */
-export interface Upstream extends Disposable {
-  /** Sends one request; see {@link UpstreamRequest}. */
-  request(request: UpstreamRequest, preserveHost: boolean): Promise<UpstreamResponse>;
+export interface BackendClient extends Disposable {
+  /** Sends one request; see {@link BackendRequest}. */
+  request(request: BackendRequest, preserveHost: boolean): Promise<BackendResponse>;
   /** A connection of its own (for a WebSocket), within `connectTimeoutMs`. */
   open(): Promise<Deno.Conn>;
   /** The Host sent when the client's is not kept. */
   readonly authority: string;
 }
 
-/** Options of {@link createUpstream}. */
-export interface UpstreamOptions {
+/** Options of {@link createBackendClient}. */
+export interface BackendClientOptions {
   hostname: string;
   port: number;
   /** Speak TLS to the backend (verifying it against the system roots and `caCerts`). */
@@ -147,7 +147,7 @@ class Connection {
       this.start = 0;
     }
     if (this.end === this.buf.length) {
-      if (this.buf.length >= MAX_HEAD) throw new UpstreamError("response head too large");
+      if (this.buf.length >= MAX_HEAD) throw new BackendError("response head too large");
       const bigger = new Uint8Array(Math.min(MAX_HEAD, this.buf.length * 2));
       bigger.set(this.buf.subarray(0, this.end));
       this.buf = bigger;
@@ -180,8 +180,8 @@ class Connection {
         this.start = i + 1;
         return text;
       }
-      if (this.end - this.start > MAX_LINE) throw new UpstreamError("chunk header too long");
-      if (!await this.fill()) throw new UpstreamError("connection closed mid-body");
+      if (this.end - this.start > MAX_LINE) throw new BackendError("chunk header too long");
+      if (!await this.fill()) throw new BackendError("connection closed mid-body");
     }
   }
 
@@ -348,7 +348,7 @@ function parseHead(text: string): Head {
   const lines = text.split("\r\n");
   const m = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/.exec(lines[0]);
   if (m === null) {
-    throw new UpstreamError(`invalid status line ${JSON.stringify(lines[0].slice(0, 80))}`);
+    throw new BackendError(`invalid status line ${JSON.stringify(lines[0].slice(0, 80))}`);
   }
   let keepAlive = m[1] === "1";
   const headers: [string, string][] = [];
@@ -361,7 +361,7 @@ function parseHead(text: string): Head {
     const colon = line.indexOf(":");
     const name = line.slice(0, colon).toLowerCase();
     if (colon <= 0 || !TOKEN.test(name)) {
-      throw new UpstreamError(`invalid header line ${JSON.stringify(line.slice(0, 80))}`);
+      throw new BackendError(`invalid header line ${JSON.stringify(line.slice(0, 80))}`);
     }
     const value = line.slice(colon + 1).trim();
     if (name === "content-length") {
@@ -369,7 +369,7 @@ function parseHead(text: string): Head {
       for (const part of value.split(",")) {
         const v = part.trim();
         if (!/^\d{1,15}$/.test(v) || (length >= 0 && Number(v) !== length)) {
-          throw new UpstreamError(`invalid Content-Length ${JSON.stringify(value)}`);
+          throw new BackendError(`invalid Content-Length ${JSON.stringify(value)}`);
         }
         length = Number(v);
       }
@@ -408,7 +408,7 @@ function parseHead(text: string): Head {
 
 /** Connects to `hostname:port` (over TLS when `tls`) within `connectTimeoutMs`. */
 export async function dial(
-  options: Pick<UpstreamOptions, "hostname" | "port" | "tls" | "caCerts" | "connectTimeoutMs">,
+  options: Pick<BackendClientOptions, "hostname" | "port" | "tls" | "caCerts" | "connectTimeoutMs">,
 ): Promise<Deno.Conn> {
   const { hostname, port, connectTimeoutMs } = options;
   const attempt = options.tls
@@ -430,7 +430,7 @@ export async function dial(
 }
 
 /** Creates the client of one backend; dispose it to close its idle connections. */
-export function createUpstream(options: UpstreamOptions): Upstream {
+export function createBackendClient(options: BackendClientOptions): BackendClient {
   const idle: Connection[] = [];
   const authority = options.authority;
   let sweeper: ReturnType<typeof setInterval> | undefined;
@@ -480,7 +480,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   };
 
   /** The bytes of the request head (and a small body) to write. */
-  const encodeHead = (req: UpstreamRequest, preserveHost: boolean): Uint8Array<ArrayBuffer> => {
+  const encodeHead = (req: BackendRequest, preserveHost: boolean): Uint8Array<ArrayBuffer> => {
     let head = `${req.method} ${req.target} HTTP/1.1\r\n`;
     let host = preserveHost ? undefined : authority;
     for (const [name, value] of req.headers) {
@@ -518,7 +518,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
         const seen = c.end - c.start;
         if (!await c.fill()) {
           throw seen > 0
-            ? new UpstreamError("connection closed mid-head")
+            ? new BackendError("connection closed mid-head")
             : new ClosedBeforeAnswer();
         }
         end = c.headEnd(c.start + Math.max(0, seen - 3));
@@ -526,7 +526,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       const head = parseHead(latin1(c.buf, c.start, end - 4));
       c.start = end;
       if (head.status >= 200) return head;
-      if (head.status === 101) throw new UpstreamError("unexpected 101 Switching Protocols");
+      if (head.status === 101) throw new BackendError("unexpected 101 Switching Protocols");
     }
   };
 
@@ -543,7 +543,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       if (head.length >= 0) {
         if (left === 0) return null;
         const chunk = await c.take(left);
-        if (chunk === null) throw new UpstreamError("connection closed mid-body");
+        if (chunk === null) throw new BackendError("connection closed mid-body");
         left -= chunk.length;
         return chunk;
       }
@@ -551,7 +551,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
         if (lastChunk) return null;
         const line = await c.line();
         const size = /^([0-9a-fA-F]{1,15})[ \t]*(?:;.*)?$/.exec(line);
-        if (size === null) throw new UpstreamError("invalid chunk size");
+        if (size === null) throw new BackendError("invalid chunk size");
         left = parseInt(size[1], 16);
         if (left === 0) {
           while ((await c.line()) !== "") { /* trailers are not passed on */ }
@@ -560,9 +560,9 @@ export function createUpstream(options: UpstreamOptions): Upstream {
         }
       }
       const chunk = await c.take(left);
-      if (chunk === null) throw new UpstreamError("connection closed mid-body");
+      if (chunk === null) throw new BackendError("connection closed mid-body");
       left -= chunk.length;
-      if (left === 0 && (await c.line()) !== "") throw new UpstreamError("invalid chunk end");
+      if (left === 0 && (await c.line()) !== "") throw new BackendError("invalid chunk end");
       return chunk;
     };
     return new ReadableStream<Uint8Array>({
@@ -589,9 +589,9 @@ export function createUpstream(options: UpstreamOptions): Upstream {
 
   const send = async (
     c: Connection,
-    req: UpstreamRequest,
+    req: BackendRequest,
     preserveHost: boolean,
-  ): Promise<UpstreamResponse> => {
+  ): Promise<BackendResponse> => {
     const signal = req.signal;
     const onAbort = () => c.close();
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -614,7 +614,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
               clientFailure = e;
               c.close();
             }
-            return e ?? new UpstreamError("upload failed");
+            return e ?? new BackendError("upload failed");
           },
         );
       }
@@ -653,7 +653,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
         c.start += got;
         while (got < head.length) {
           const n = await c.conn.read(body.subarray(got));
-          if (n === null) throw new UpstreamError("connection closed mid-body");
+          if (n === null) throw new BackendError("connection closed mid-body");
           got += n;
         }
       } catch (e) {

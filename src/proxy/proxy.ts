@@ -6,16 +6,16 @@
 import type { ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Handler, RequestContext, Route } from "../http/types.ts";
-import { type Links, openLinks } from "./client.ts";
+import { openConnections, type RuleConnections } from "./connections.ts";
 import { createForwarder, describeError, type ErrorResponse, isConnectError } from "./forward.ts";
 import { createPool, type Pool } from "./pool.ts";
-import { compileMatcher, compileRule, upstreamPath } from "./rules.ts";
+import { backendPath, compileMatcher, compileRule } from "./rules.ts";
 import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./websocket.ts";
 
 /** The proxy part of an app. */
 export interface Proxy {
-  /** Undefined when no rule is configured. */
-  route?: Route;
+  /** Undefined when no rule is configured; a match is the handler of the rule. */
+  route?: Route<Handler>;
   /** Stops health checks and closes backend connections. */
   close(): void;
 }
@@ -28,11 +28,11 @@ export function createProxy(
 ): Proxy {
   if (rules.length === 0) return { close() {} };
   const compiled = rules.map(compileRule);
-  const opened: Links[] = [];
+  const opened: RuleConnections[] = [];
   const pools: Pool[] = [];
   const close = () => {
     for (const p of pools) p.close();
-    for (const l of opened) l[Symbol.dispose]();
+    for (const c of opened) c[Symbol.dispose]();
   };
   const handlers: Handler[] = [];
   try {
@@ -49,40 +49,35 @@ export function createProxy(
         `proxy ${rule.rule.path} → ${rule.backends.map((b) => b.origin).join(", ")}` +
           (rule.rule.strip_prefix && rule.prefix ? " (prefix stripped)" : ""),
       );
-      const links = openLinks(rule);
-      opened.push(links);
+      const connections = openConnections(rule);
+      opened.push(connections);
       const pool = createPool(
         rule,
+        connections.backends,
         log,
         (backend, signal) =>
-          fetch(links.links[rule.backends.indexOf(backend)].base + rule.rule.health_path, {
-            client: links.links[rule.backends.indexOf(backend)].client,
+          fetch(backend.connections.healthBase + rule.rule.health_path, {
+            client: backend.connections.healthClient,
             redirect: "manual",
             signal,
           }),
       );
       pools.push(pool);
-      const forward = createForwarder({
-        rule,
-        pool,
-        links: links.links,
-        log,
-        errorResponse,
-      });
+      const forward = createForwarder({ rule, pool, log, errorResponse });
       const websocket = async (request: Request, ctx: RequestContext) => {
-        const member = pool.pick();
-        if (member === undefined) return errorResponse(502, request);
-        member.active++;
+        const backend = pool.pick(request, ctx);
+        if (backend === undefined) return errorResponse(502, request);
+        backend.active++;
         let open = true;
         const release = () => {
-          if (open) member.active--;
+          if (open) backend.active--;
           open = false;
         };
         try {
           return await bridgeWebSocket(request, ctx, {
             onClose: release,
-            link: links.links[member.index],
-            target: upstreamPath(rule, ctx.path) + ctx.query,
+            backendClient: backend.connections.client,
+            target: backendPath(rule, ctx.path) + ctx.query,
             preserveHost: rule.rule.preserve_host,
             timeoutMs: rule.responseTimeoutMs,
             log,
@@ -92,11 +87,11 @@ export function createProxy(
           release();
           const reason = describeError(e);
           if (e instanceof BackendUnavailable && e.timedOut) {
-            log.warn(`${where}: WebSocket ${ctx.path} to ${member.backend.origin}: ${reason}`);
+            log.warn(`${where}: WebSocket ${ctx.path} to ${backend.address.origin}: ${reason}`);
             return errorResponse(504, request);
           }
-          if (isConnectError(e)) pool.fail(member, reason);
-          log.warn(`${where}: WebSocket ${ctx.path} to ${member.backend.origin}: ${reason}`);
+          if (isConnectError(e)) pool.fail(backend, reason);
+          log.warn(`${where}: WebSocket ${ctx.path} to ${backend.address.origin}: ${reason}`);
           return errorResponse(502, request);
         }
       };
@@ -109,14 +104,11 @@ export function createProxy(
     throw e;
   }
   const match = compileMatcher(compiled.map((r) => r.prefix));
-  // match() and handle() run back to back in the same tick, so the index can wait here.
-  let matched = -1;
-  return {
-    route: {
-      name: "proxy",
-      match: (ctx) => (matched = match(ctx.path)) >= 0,
-      handle: (request, ctx) => handlers[matched](request, ctx),
-    },
-    close,
+  const route: Route<Handler> = {
+    name: "proxy",
+    // No rule is index -1, which reads undefined: the request goes on to the next route.
+    match: (ctx) => handlers[match(ctx.path)],
+    handle: (request, ctx, handler) => handler(request, ctx),
   };
+  return { route, close };
 }

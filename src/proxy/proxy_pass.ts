@@ -8,7 +8,7 @@
  */
 import { forwardHeaders, relocate } from "./forwarded_headers.ts";
 import { BUFFERED_BODY, readPayload, streamLength } from "./forward.ts";
-import { ConnectError, createUpstream, TimeoutError, type Upstream } from "./http1.ts";
+import { type BackendClient, ConnectError, createBackendClient, TimeoutError } from "./http1.ts";
 import type { ErrorResponder, RequestContext } from "../http/types.ts";
 
 /** Backend origins whose connection pools are kept; the oldest is closed to make room. */
@@ -38,24 +38,24 @@ export interface ProxyForwardOptions {
  */
 export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
   const timeoutMs = (options.timeoutSeconds ?? 30) * 1000;
-  const upstreams = new Map<string, Upstream>();
-  const upstreamFor = (url: URL, hostname: string, port: number): Upstream => {
-    let upstream = upstreams.get(url.origin);
-    if (upstream !== undefined) return upstream;
-    if (upstreams.size >= MAX_ORIGINS) {
-      const [origin, oldest] = upstreams.entries().next().value!;
+  const clients = new Map<string, BackendClient>();
+  const clientFor = (url: URL, hostname: string, port: number): BackendClient => {
+    let client = clients.get(url.origin);
+    if (client !== undefined) return client;
+    if (clients.size >= MAX_ORIGINS) {
+      const [origin, oldest] = clients.entries().next().value!;
       oldest[Symbol.dispose]();
-      upstreams.delete(origin);
+      clients.delete(origin);
     }
-    upstream = createUpstream({
+    client = createBackendClient({
       hostname,
       port,
       tls: url.protocol === "https:",
       connectTimeoutMs: timeoutMs,
       authority: url.host,
     });
-    upstreams.set(url.origin, upstream);
-    return upstream;
+    clients.set(url.origin, client);
+    return client;
   };
   const forward = async (request: Request, ctx: RequestContext, target: URL) => {
     const headers = forwardHeaders(request, ctx);
@@ -66,7 +66,7 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
       const method = request.method;
       const body = method === "GET" || method === "HEAD" ? null : await readPayload(request);
       const streamed = body instanceof ReadableStream;
-      answer = await upstreamFor(target, hostname, port).request({
+      answer = await clientFor(target, hostname, port).request({
         method,
         target: target.pathname + target.search,
         headers,
@@ -88,8 +88,8 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
   };
   return Object.assign(forward, {
     [Symbol.dispose]() {
-      for (const upstream of upstreams.values()) upstream[Symbol.dispose]();
-      upstreams.clear();
+      for (const client of clients.values()) client[Symbol.dispose]();
+      clients.clear();
     },
   });
 }

@@ -7,7 +7,7 @@
 import type { ProxyRule } from "../config/schema.ts";
 
 /** One backend address. */
-export interface Backend {
+export interface BackendAddress {
   host: string;
   port: number;
   /** `http://host:port` or `https://host:port`, without a trailing slash. */
@@ -26,7 +26,7 @@ export interface CompiledRule {
   prefix: string;
   /** The rule as configured. */
   rule: ProxyRule;
-  backends: Backend[];
+  backends: BackendAddress[];
   /** Milliseconds. */
   connectTimeoutMs: number;
   responseTimeoutMs: number;
@@ -44,7 +44,7 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: stripBrackets(text.slice(0, colon)), port: Number(text.slice(colon + 1)) };
 }
 
-function makeBackend(host: string, port: number, ssl: boolean): Backend {
+function backendAddress(host: string, port: number, ssl: boolean): BackendAddress {
   const h = bracket(stripBrackets(host));
   const scheme = ssl ? "https" : "http";
   const origin = `${scheme}://${h}:${port}`;
@@ -66,7 +66,7 @@ export function compileRule(rule: ProxyRule, index: number): CompiledRule {
     index,
     prefix: rule.path.replace(/\/+$/, ""),
     rule,
-    backends: addresses.map((a) => makeBackend(a.host, a.port, rule.ssl)),
+    backends: addresses.map((a) => backendAddress(a.host, a.port, rule.ssl)),
     connectTimeoutMs: rule.connect_timeout * 1000,
     responseTimeoutMs: rule.response_timeout * 1000,
     failTimeoutMs: rule.fail_timeout * 1000,
@@ -102,7 +102,7 @@ export function compileMatcher(prefixes: readonly string[]): (path: string) => n
 }
 
 /** The path the backend sees: the public path without the prefix when `strip_prefix` is on. */
-export function upstreamPath(rule: CompiledRule, path: string): string {
+export function backendPath(rule: CompiledRule, path: string): string {
   if (!rule.rule.strip_prefix || rule.prefix.length === 0) return path;
   return path.length === rule.prefix.length ? "/" : path.slice(rule.prefix.length);
 }

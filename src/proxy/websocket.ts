@@ -10,7 +10,7 @@
  */
 import type { Logger } from "../log/logger.ts";
 import type { RequestContext } from "../http/types.ts";
-import type { Link } from "./client.ts";
+import type { BackendClient } from "./http1.ts";
 import { forwardHeaders } from "./forwarded_headers.ts";
 import { type BackendSocket, HandshakeError, openWebSocket } from "./ws_client.ts";
 
@@ -53,7 +53,8 @@ function closeQuietly(ws: WebSocket | BackendSocket, code?: number, reason?: str
 
 /** What the bridge needs to know about where it connects. */
 export interface BridgeOptions {
-  link: Link;
+  /** The backend's HTTP/1.1 client, whose connection carries the WebSocket. */
+  backendClient: BackendClient;
   target: string;
   preserveHost: boolean;
   /** Milliseconds to wait for the backend's handshake. */
@@ -72,7 +73,7 @@ export class BackendUnavailable extends Error {
 }
 
 async function openBackend(
-  link: Link,
+  client: BackendClient,
   handshake: Parameters<typeof openWebSocket>[1],
   timeoutMs: number,
   clientSignal: AbortSignal,
@@ -89,7 +90,7 @@ async function openBackend(
     } catch { /* closed */ }
   };
   try {
-    conn = await link.upstream.open();
+    conn = await client.open();
     if (clientSignal.aborted) throw new BackendUnavailable("client went away", false);
     timer = setTimeout(
       () =>
@@ -123,14 +124,16 @@ export async function bridgeWebSocket(
   ctx: RequestContext,
   options: BridgeOptions,
 ): Promise<Response> {
-  const { link, target, log, where } = options;
+  const { target, log, where } = options;
   const forwarded = forwardHeaders(request, ctx);
   const clientHost = forwarded.find(([name]) => name === "host")?.[1];
   const backend = await openBackend(
-    link,
+    options.backendClient,
     {
       target,
-      host: options.preserveHost && clientHost !== undefined ? clientHost : link.upstream.authority,
+      host: options.preserveHost && clientHost !== undefined
+        ? clientHost
+        : options.backendClient.authority,
       headers: forwarded.filter(([name]) => !HANDSHAKE.has(name)),
       protocols: request.headers.get("sec-websocket-protocol"),
     },

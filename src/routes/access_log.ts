@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { requestIdFor, withRequestId } from "../log/access.ts";
+import { setHeaders } from "../http/headers.ts";
+import { requestIdFor } from "../log/access.ts";
 import type { Logger } from "../log/logger.ts";
 import type { Handler, Wrapper } from "../http/types.ts";
 
@@ -37,7 +38,7 @@ export function withAccessLog(log: Logger): Wrapper {
           return response;
         }
         write(response);
-        return withRequestId(response, requestId);
+        return setHeaders(response, [["x-request-id", requestId]]);
       };
       const response = next(request, ctx);
       return response instanceof Promise ? response.then(logged) : logged(response);

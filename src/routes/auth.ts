@@ -133,7 +133,7 @@ const shownUser = (user: string) =>
 export function createAuthRoute(
   locations: Config["server"]["locations"],
   options: AuthOptions,
-): Route | undefined {
+): Route<Guard | null> | undefined {
   const guards: Guard[] = Object.entries(locations)
     .filter(([, l]) => l.auth !== undefined)
     .map(([key, l]) => makeGuard(key, l.auth!))
@@ -150,18 +150,17 @@ export function createAuthRoute(
     }
     return undefined;
   };
-  const match = (ctx: RequestContext) => {
+  /** The guard of the request's path; null for a path that cannot be decoded (answered 400). */
+  const match = (ctx: RequestContext): Guard | null | undefined => {
     const path = normalizePath(ctx.path);
-    return path === null || guardFor(path) !== undefined;
+    return path === null ? null : guardFor(path);
   };
 
   const deny = (request: Request, guard: Guard) =>
     errorResponse(401, request, { "www-authenticate": guard.challenge });
 
-  const handle: Handler = (request, ctx) => {
-    const path = normalizePath(ctx.path);
-    if (path === null) return errorResponse(400, request);
-    const guard = guardFor(path)!;
+  const handle = (request: Request, ctx: RequestContext, guard: Guard | null) => {
+    if (guard === null) return errorResponse(400, request);
     const client = ctx.remote.hostname;
     const header = request.headers.get("authorization");
     if (header === null) {

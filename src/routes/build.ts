@@ -19,7 +19,7 @@
 import { type Config, routingConfig, securityConfig } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { createProxy } from "../proxy/proxy.ts";
-import { createFileServer } from "../static/file_server.ts";
+import { createFileServer, fileServerOptions } from "../static/file_server.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
 import { withAccessLog } from "./access_log.ts";
 import { withCors } from "./cors.ts";
@@ -48,7 +48,10 @@ const hstsValue = (config: Config) => config.ssl.enabled ? config.ssl.hsts : und
 export function dispatch(routes: Route[], fallback: Handler): Handler {
   if (routes.length === 0) return fallback;
   return (request, ctx) => {
-    for (const route of routes) if (route.match(ctx)) return route.handle(request, ctx);
+    for (const route of routes) {
+      const match = route.match(ctx);
+      if (match !== undefined) return route.handle(request, ctx, match);
+    }
     return fallback(request, ctx);
   };
 }
@@ -61,13 +64,7 @@ export function buildApp(config: Config, log: Logger): App {
     log,
   });
   const files = createFileServer({
-    root: config.http.static_dir,
-    listing: config.http.directory_listing,
-    dotfiles: config.http.serve_dotfiles,
-    ttlMs: config.http.file_cache_ttl_ms,
-    maxFileSize: config.http.file_cache_max_file_size,
-    maxBytes: config.http.file_cache_max_bytes,
-    contentLength: log.accessEnabled,
+    ...fileServerOptions(config.http, log.accessEnabled),
     errorResponse,
   });
   const fallback: Handler = (request, ctx) => files(request, ctx.path, ctx.query);
@@ -80,6 +77,7 @@ export function buildApp(config: Config, log: Logger): App {
   if (proxy.route) guarded.push(proxy.route);
   const locations = createLocationRoute(routingConfig(config), {
     config,
+    contentLength: log.accessEnabled,
     errorResponse,
     forward,
     staticFiles: files,

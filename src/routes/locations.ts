@@ -15,7 +15,7 @@ import {
   type RoutingConfig,
   type RoutingLocation,
 } from "../config/schema.ts";
-import { createFileServer, type FileHandler } from "../static/file_server.ts";
+import { createFileServer, type FileHandler, fileServerOptions } from "../static/file_server.ts";
 import type { ErrorResponder, RequestContext, Route } from "../http/types.ts";
 import type { ProxyForward } from "../proxy/proxy_pass.ts";
 import { setHeaders } from "../http/headers.ts";
@@ -25,6 +25,8 @@ import { normalizePath } from "../http/paths.ts";
 export interface LocationOptions {
   /** For the file cache settings and the default root (`http.static_dir`). */
   config: Config;
+  /** Whether file answers must carry `Content-Length` (the access log reads it). */
+  contentLength: boolean;
   errorResponse: ErrorResponder;
   /** Carries `proxy_pass` requests to their backend. */
   forward: ProxyForward;
@@ -105,6 +107,12 @@ interface Compiled {
   handle: LocationHandler;
 }
 
+/** The location a request matched, with the named groups of its regex. */
+interface LocationMatch {
+  location: Compiled;
+  groups: Groups;
+}
+
 /**
  * The route of the V2 locations, or undefined when there are none. Requests that no location
  * matches (and no `__default__`) go on to the next route.
@@ -112,7 +120,7 @@ interface Compiled {
 export function createLocationRoute(
   routing: RoutingConfig | undefined,
   options: LocationOptions,
-): Route | undefined {
+): Route<LocationMatch> | undefined {
   const entries = Object.entries(routing?.regex_locations ?? {});
   if (entries.length === 0) return undefined;
   const fileServers = new Map<string, FileHandler>();
@@ -122,13 +130,7 @@ export function createLocationRoute(
     let files = fileServers.get(root);
     if (!files) {
       files = createFileServer({
-        root,
-        listing: http.directory_listing,
-        dotfiles: http.serve_dotfiles,
-        ttlMs: http.file_cache_ttl_ms,
-        maxFileSize: http.file_cache_max_file_size,
-        maxBytes: http.file_cache_max_bytes,
-        staticPrefix: root === http.static_dir,
+        ...fileServerOptions(http, options.contentLength, root),
         errorResponse: options.errorResponse,
       });
       fileServers.set(root, files);
@@ -164,7 +166,7 @@ export function createLocationRoute(
   }
   prefixes.sort((a, b) => b.path.length - a.path.length);
 
-  const find = (path: string): { location: Compiled; groups: Groups } | undefined => {
+  const find = (path: string): LocationMatch | undefined => {
     const e = exact.get(path);
     if (e) return { location: e, groups: {} };
     for (const { re, location } of regexes) {
@@ -177,28 +179,13 @@ export function createLocationRoute(
     return fallback && { location: fallback, groups: {} };
   };
 
-  // match() and handle() run back to back for one request, so the match is handed over here
-  // instead of being computed twice.
-  let pending: { ctx: RequestContext; location: Compiled; groups: Groups } | undefined;
   return {
     name: "locations",
     match(ctx) {
       const path = normalizePath(ctx.path);
-      const found = path === null ? undefined : find(path);
-      pending = found && { ctx, ...found };
-      return found !== undefined;
+      return path === null ? undefined : find(path);
     },
-    handle(request, ctx) {
-      let found = pending?.ctx === ctx ? pending : undefined;
-      pending = undefined;
-      if (!found) {
-        const path = normalizePath(ctx.path);
-        const again = path === null ? undefined : find(path);
-        if (!again) return options.errorResponse(404, request);
-        found = { ctx, ...again };
-      }
-      return found.location.handle(request, ctx, found.groups);
-    },
+    handle: (request, ctx, found) => found.location.handle(request, ctx, found.groups),
   };
 }
 

@@ -6,6 +6,14 @@
 import { type Config, redirectRule } from "../config/schema.ts";
 import type { Route } from "../http/types.ts";
 
+/** One redirect, ready to answer. */
+interface Redirect {
+  to: string;
+  /** What joins the request's query to `to`: "?", or "&" when `to` has a query already. */
+  joiner: string;
+  status: number;
+}
+
 /**
  * The redirect route, or undefined when there are no rules. The query string of the request is
  * carried over to the target.
@@ -17,9 +25,9 @@ import type { Route } from "../http/types.ts";
  */
 export function createRedirectRoute(
   rules: Config["server"]["redirect_instructions"],
-): Route | undefined {
+): Route<Redirect> | undefined {
   if (rules.length === 0) return undefined;
-  const table = new Map<string, { to: string; joiner: string; status: number }>();
+  const table = new Map<string, Redirect>();
   for (const r of rules.map(redirectRule)) {
     if (table.has(r.from)) continue;
     const hash = r.to.indexOf("#");
@@ -28,9 +36,8 @@ export function createRedirectRoute(
   }
   return {
     name: "redirect",
-    match: (ctx) => table.has(ctx.path),
-    handle(_request, ctx) {
-      const rule = table.get(ctx.path)!;
+    match: (ctx) => table.get(ctx.path),
+    handle(_request, ctx, rule) {
       let location = rule.to;
       if (ctx.query.length > 1) {
         const hash = location.indexOf("#");

@@ -8,6 +8,7 @@
  * @module
  */
 import mime from "mime";
+import type { Config } from "../config/schema.ts";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 import {
   builtInErrorResponse,
@@ -41,6 +42,29 @@ export interface FileServerOptions {
   contentLength?: boolean;
   /** Builds error responses; a plain built-in page when absent. */
   errorResponse?: (status: number, request: Request, headers?: HeadersInit) => Response;
+}
+
+/**
+ * The options `http` sets for a file server of `root` (`http.static_dir` unless given):
+ * listing, dot files, the cache. `contentLength` says whether something reads the answers'
+ * `Content-Length` (the access log does); `/static/x` is looked up as `/x` only under
+ * `http.static_dir`. The error pages are the caller's to add.
+ */
+export function fileServerOptions(
+  http: Config["http"],
+  contentLength: boolean,
+  root: string = http.static_dir,
+): FileServerOptions {
+  return {
+    root,
+    listing: http.directory_listing,
+    dotfiles: http.serve_dotfiles,
+    ttlMs: http.file_cache_ttl_ms,
+    maxFileSize: http.file_cache_max_file_size,
+    maxBytes: http.file_cache_max_bytes,
+    staticPrefix: root === http.static_dir,
+    contentLength,
+  };
 }
 
 /** Serves one request whose URL path (still percent-encoded) is `path`. */

@@ -12,22 +12,22 @@ import { isIP } from "node:net";
 import { Duplex } from "node:stream";
 import tls from "node:tls";
 import { readCaFile } from "../tls/certs.ts";
-import { createUpstream, type Upstream } from "./http1.ts";
-import type { Backend, CompiledRule } from "./rules.ts";
+import { type BackendClient, createBackendClient } from "./http1.ts";
+import type { BackendAddress, CompiledRule } from "./rules.ts";
 
 /** How requests reach one backend. */
-export interface Link {
+export interface BackendConnections {
   /** Requests, and connections for WebSockets. */
-  upstream: Upstream;
-  /** fetch, for health checks. */
-  client: Deno.HttpClient;
-  /** Base URL for fetch, without a trailing slash. */
-  base: string;
+  client: BackendClient;
+  /** fetch's client, for health checks. */
+  healthClient: Deno.HttpClient;
+  /** Base URL for the health checks' fetch, without a trailing slash. */
+  healthBase: string;
 }
 
-/** The links of one rule, in backend order. */
-export interface Links extends Disposable {
-  links: Link[];
+/** The connections of one rule's backends, in backend order. */
+export interface RuleConnections extends Disposable {
+  backends: BackendConnections[];
 }
 
 function readCa(rule: CompiledRule): string[] {
@@ -37,7 +37,7 @@ function readCa(rule: CompiledRule): string[] {
     : [readCaFile(`server.reverse_proxy[${rule.index}].ca_file`, file)];
 }
 
-function bridge(backend: Backend, caCerts: string[]): { port: number; close(): void } {
+function bridge(backend: BackendAddress, caCerts: string[]): { port: number; close(): void } {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const open = new Set<Deno.Conn>();
   const serve = async () => {
@@ -81,34 +81,34 @@ function bridge(backend: Backend, caCerts: string[]): { port: number; close(): v
 }
 
 /** Opens the clients for `rule`; dispose them when the configuration is replaced. */
-export function openLinks(rule: CompiledRule): Links {
+export function openConnections(rule: CompiledRule): RuleConnections {
   const caCerts = readCa(rule);
   const allowHost = rule.rule.preserve_host;
   const closers: (() => void)[] = [];
-  let links: Link[];
+  let backends: BackendConnections[];
   if (rule.rule.ssl && rule.rule.insecure_skip_verify) {
-    links = rule.backends.map((backend) => {
+    backends = rule.backends.map((backend) => {
       const b = bridge(backend, caCerts);
-      const client = Deno.createHttpClient({
+      const healthClient = Deno.createHttpClient({
         allowHost,
         proxy: { transport: "tcp", hostname: "127.0.0.1", port: b.port },
       });
-      const upstream = createUpstream({
+      const client = createBackendClient({
         hostname: "127.0.0.1",
         port: b.port,
         tls: false,
         connectTimeoutMs: rule.connectTimeoutMs,
         authority: backend.authority,
       });
-      closers.push(() => client.close(), b.close, () => upstream[Symbol.dispose]());
+      closers.push(() => healthClient.close(), b.close, () => client[Symbol.dispose]());
       const plain = backend.origin.replace(/^https:/, "http:");
-      return { upstream, client, base: plain };
+      return { client, healthClient, healthBase: plain };
     });
   } else {
-    const client = Deno.createHttpClient({ allowHost, caCerts });
-    closers.push(() => client.close());
-    links = rule.backends.map((backend) => {
-      const upstream = createUpstream({
+    const healthClient = Deno.createHttpClient({ allowHost, caCerts });
+    closers.push(() => healthClient.close());
+    backends = rule.backends.map((backend) => {
+      const client = createBackendClient({
         hostname: backend.host,
         port: backend.port,
         tls: rule.rule.ssl,
@@ -116,12 +116,12 @@ export function openLinks(rule: CompiledRule): Links {
         connectTimeoutMs: rule.connectTimeoutMs,
         authority: backend.authority,
       });
-      closers.push(() => upstream[Symbol.dispose]());
-      return { upstream, client, base: backend.origin };
+      closers.push(() => client[Symbol.dispose]());
+      return { client, healthClient, healthBase: backend.origin };
     });
   }
   return {
-    links,
+    backends,
     [Symbol.dispose]() {
       for (const close of closers) {
         try {
