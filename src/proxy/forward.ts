@@ -11,7 +11,7 @@
  * @module
  */
 import type { Logger } from "../log/logger.ts";
-import type { Handler, RequestContext } from "../http/types.ts";
+import type { ErrorResponder, Handler, RequestContext } from "../http/types.ts";
 import { clientHost, forwardHeaders, relocate } from "./forwarded_headers.ts";
 import {
   BackendError,
@@ -23,9 +23,6 @@ import {
 import type { Backend, Pool } from "./pool.ts";
 import type { CompiledRule } from "./rules.ts";
 import { backendPath } from "./rules.ts";
-
-/** Answers built by the proxy itself (502, 504). */
-export type ErrorResponse = (status: number, request: Request) => Response;
 
 /** Request and response bodies up to this size (with a Content-Length) are read whole first. */
 export const BUFFERED_BODY = 64 * 1024;
@@ -70,7 +67,7 @@ export interface ForwarderOptions {
   rule: CompiledRule;
   pool: Pool;
   log: Logger;
-  errorResponse: ErrorResponse;
+  errorResponse: ErrorResponder;
 }
 
 /** Creates the handler that forwards requests matching `rule`. */

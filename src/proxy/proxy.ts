@@ -5,9 +5,9 @@
  */
 import type { ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
-import type { Handler, RequestContext, Route } from "../http/types.ts";
+import type { ErrorResponder, Handler, RequestContext, Route } from "../http/types.ts";
 import { openConnections, type RuleConnections } from "./connections.ts";
-import { createForwarder, describeError, type ErrorResponse, isConnectError } from "./forward.ts";
+import { createForwarder, describeError, isConnectError } from "./forward.ts";
 import { createPool, type Pool } from "./pool.ts";
 import { backendPath, compileMatcher, compileRule } from "./rules.ts";
 import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./websocket.ts";
@@ -24,7 +24,7 @@ export interface Proxy {
 export function createProxy(
   rules: readonly ProxyRule[],
   log: Logger,
-  errorResponse: ErrorResponse,
+  errorResponse: ErrorResponder,
 ): Proxy {
   if (rules.length === 0) return { close() {} };
   const compiled = rules.map(compileRule);

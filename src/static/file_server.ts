@@ -10,6 +10,7 @@
 import mime from "mime";
 import type { Config } from "../config/schema.ts";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
+import type { ErrorResponder } from "../http/types.ts";
 import {
   builtInErrorResponse,
   type ListingEntry,
@@ -41,7 +42,7 @@ export interface FileServerOptions {
    */
   contentLength?: boolean;
   /** Builds error responses; a plain built-in page when absent. */
-  errorResponse?: (status: number, request: Request, headers?: HeadersInit) => Response;
+  errorResponse?: ErrorResponder;
 }
 
 /**
