@@ -13,17 +13,11 @@ import {
 } from "../src/tls/acme/mod.ts";
 import { AcmeError, explainAcmeError } from "../src/tls/acme/problems.ts";
 import { createRenewalScheduler } from "../src/tls/acme/renewal.ts";
-import {
-  type CapturedLog,
-  captureLogger,
-  curl,
-  makeCerts,
-  migrates,
-  servedFingerprint,
-  spawnCli,
-  startTestServer,
-  tempDir,
-} from "./helpers.ts";
+import { makeCerts, servedFingerprint } from "./support/certs.ts";
+import { curl, spawnCli } from "./support/cli.ts";
+import { migrates } from "./support/clients.ts";
+import { tempDir } from "./support/files.ts";
+import { type CapturedLog, captureLogger, startTestServer } from "./support/servers.ts";
 
 const have = (tool: string) => {
   try {

@@ -5,8 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { unsupported } from "../src/routes/build.ts";
-import { makeCerts, startTestServer, tempDir, writeFiles } from "./helpers.ts";
-import { hasCommand } from "./raw.ts";
+import { makeCerts } from "./support/certs.ts";
+import { hasCommand } from "./support/cli.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { startTestServer } from "./support/servers.ts";
 
 const chromium = hasCommand("chromium") ?? hasCommand("chromium-browser");
 if (!chromium) {

@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { ConfigError } from "../src/config/config_error.ts";
 import { loadConfig } from "../src/config/load.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir } from "./support/files.ts";
 
 async function load(yaml: string | null, flags = {}, env: Record<string, string> = {}) {
   await using dir = await tempDir();

@@ -4,8 +4,11 @@
  * timing and logging.
  */
 import assert from "node:assert/strict";
-import { makeCerts, startTestServer, tempDir, type TestServer, writeFiles } from "./helpers.ts";
-import { rawRequest, seeded } from "./raw.ts";
+import { makeCerts } from "./support/certs.ts";
+import { rawRequest } from "./support/clients.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { seeded } from "./support/random.ts";
+import { startTestServer, type TestServer } from "./support/servers.ts";
 
 /** A site folder with a canary file beside it (outside the root) and symlinks pointing out. */
 async function hostileSite(dir: string) {

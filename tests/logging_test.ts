@@ -11,7 +11,8 @@ import { openFileSink } from "../src/log/file_sink.ts";
 import { createLogger, type Logger, loggerOptions } from "../src/log/logger.ts";
 import { buildApp } from "../src/routes/build.ts";
 import { type RunningServer, startServer } from "../src/server/server.ts";
-import { MAIN, runCli, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { MAIN, runCli, spawnCli } from "./support/cli.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
 
 const readLines = async (path: string) =>
   (await Deno.readTextFile(path)).split("\n").filter((l) => l !== "");

@@ -4,8 +4,12 @@
  * reset, send garbage or close in the middle of a body.
  */
 import assert from "node:assert/strict";
-import { type CliServer, makeCerts, spawnCli, tempDir, writeFiles } from "./helpers.ts";
-import { eventually, fdCount, rawRequest, rssBytes } from "./raw.ts";
+import { makeCerts } from "./support/certs.ts";
+import { type CliServer, spawnCli } from "./support/cli.ts";
+import { rawRequest } from "./support/clients.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { fdCount, rssBytes } from "./support/proc.ts";
+import { eventually } from "./support/wait.ts";
 
 const enc = new TextEncoder();
 const MiB = 1024 * 1024;

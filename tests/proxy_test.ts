@@ -8,17 +8,11 @@ import { compileMatcher } from "../src/proxy/rules.ts";
 import { rewriteLocation } from "../src/proxy/forwarded_headers.ts";
 import { buildApp } from "../src/routes/build.ts";
 import { splitUrl } from "../src/http/types.ts";
-import {
-  captureLogger,
-  curl,
-  makeCerts,
-  runCli,
-  spawnCli,
-  startTestServer,
-  tempDir,
-  type TestServer,
-} from "./helpers.ts";
-import { rawRequest } from "./raw.ts";
+import { makeCerts } from "./support/certs.ts";
+import { curl, runCli, spawnCli } from "./support/cli.ts";
+import { rawRequest } from "./support/clients.ts";
+import { tempDir } from "./support/files.ts";
+import { captureLogger, startTestServer, type TestServer } from "./support/servers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Backends

@@ -9,15 +9,9 @@ import { buildApp, unsupported } from "../src/routes/build.ts";
 import { createErrorPages } from "../src/routes/error_pages.ts";
 import { createProxyForward } from "../src/proxy/proxy_pass.ts";
 import { startServer } from "../src/server/server.ts";
-import {
-  captureLogger,
-  ROOT,
-  runCli,
-  startTestServer,
-  tempDir,
-  type TestServer,
-  writeFiles,
-} from "./helpers.ts";
+import { runCli } from "./support/cli.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
+import { captureLogger, startTestServer, type TestServer } from "./support/servers.ts";
 
 const basic = (user: string, password: string) => `Basic ${btoa(`${user}:${password}`)}`;
 

@@ -5,7 +5,9 @@
  */
 import { strict as assert } from "node:assert";
 import { parse, stringify } from "yaml";
-import { makeCerts, ROOT, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { makeCerts } from "./support/certs.ts";
+import { spawnCli } from "./support/cli.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 
 type Raw = Record<string, unknown>;
 
