@@ -17,7 +17,7 @@ import { makeCerts, servedFingerprint } from "./support/certs.ts";
 import { curl, spawnCli } from "./support/cli.ts";
 import { migrates } from "./support/clients.ts";
 import { tempDir } from "./support/files.ts";
-import { type CapturedLog, captureLogger, startTestServer } from "./support/servers.ts";
+import { type CapturedLog, captureLogger, freePort, startTestServer } from "./support/servers.ts";
 
 const have = (tool: string) => {
   try {
@@ -32,13 +32,6 @@ if (!HAVE_PEBBLE) {
   console.warn(
     "acme_test: pebble, pebble-challtestsrv or openssl missing; install the Debian package pebble",
   );
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 interface Pebble extends AsyncDisposable {

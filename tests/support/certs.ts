@@ -209,3 +209,18 @@ export async function servedFingerprint(port: number): Promise<string> {
   const { X509Certificate } = await import("node:crypto");
   return new X509Certificate(pem[0]).fingerprint256;
 }
+
+/**
+ * {@link makeCerts} for a `Deno.serve` backend: the CA's file, and the leaf's certificate and key
+ * as PEM texts.
+ */
+export async function makeBackendCerts(
+  dir: string,
+): Promise<{ ca: string; cert: string; key: string }> {
+  const made = await makeCerts(dir);
+  return {
+    ca: made.ca,
+    cert: await Deno.readTextFile(made.cert),
+    key: await Deno.readTextFile(made.key),
+  };
+}

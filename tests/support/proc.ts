@@ -12,10 +12,16 @@ export function fdCount(pid: number | "self" = "self"): number {
   return n;
 }
 
-/** Resident memory of process `pid` in bytes, from /proc/PID/status. */
-export function rssBytes(pid: number | "self" = "self"): number {
+/**
+ * Resident memory of process `pid` in bytes, from /proc/PID/status: now (`VmRSS`), or the
+ * highest so far (`VmHWM`).
+ */
+export function rssBytes(
+  pid: number | "self" = "self",
+  field: "VmRSS" | "VmHWM" = "VmRSS",
+): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(status);
   return m ? Number(m[1]) * 1024 : 0;
 }
 
