@@ -140,3 +140,13 @@ export function clientLoop(url: string, caPem: string | undefined, fresh: boolea
     },
   };
 }
+
+/** Fetches `url` without following redirects and reads the body as text. */
+export async function get(url: string, init?: RequestInit) {
+  const res = await fetch(url, { redirect: "manual", ...init });
+  const body = await res.text();
+  return { res, body, status: res.status, headers: res.headers };
+}
+
+/** An `Authorization` value for HTTP Basic authentication. */
+export const basic = (user: string, password: string) => `Basic ${btoa(`${user}:${password}`)}`;
