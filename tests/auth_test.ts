@@ -4,19 +4,23 @@
  */
 import assert from "node:assert/strict";
 import bcrypt from "bcryptjs";
+import { testApp } from "./support/app.ts";
 import { basic, get } from "./support/clients.ts";
 import { configError } from "./support/config.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
 
+/** A site with a guarded /admin folder (and /administer.txt, not below it). */
+const SITE = {
+  "admin/index.html": "secret area",
+  "admin/report.txt": "secret report",
+  "administer.txt": "public",
+  "index.html": "home",
+};
+
 async function authServer(auth: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   const dir = await tempDir();
-  await writeFiles(dir.path, {
-    "admin/index.html": "secret area",
-    "admin/report.txt": "secret report",
-    "administer.txt": "public",
-    "index.html": "home",
-  });
+  await writeFiles(dir.path, SITE);
   const s = await startTestServer({
     http: { static_dir: dir.path },
     server: { locations: { "/admin": { auth } } },
@@ -33,36 +37,55 @@ async function authServer(auth: Record<string, unknown>, extra: Record<string, u
   };
 }
 
+/** The site of {@link authServer}, called in process. */
+async function authApp(auth: Record<string, unknown>) {
+  const dir = await tempDir();
+  await writeFiles(dir.path, SITE);
+  const app = testApp({
+    http: { static_dir: dir.path },
+    server: { locations: { "/admin": { auth } } },
+    // Successful logins are logged at DEBUG; the test reads those lines.
+    logging: { level: "DEBUG" },
+  });
+  return {
+    app,
+    async [Symbol.asyncDispose]() {
+      app[Symbol.dispose]();
+      await dir[Symbol.asyncDispose]();
+    },
+  };
+}
+
 Deno.test("auth: missing, wrong and right credentials; logs never hold the password", async () => {
-  await using t = await authServer({ type: "basic", username: "admin", password: "s3cret-pw" });
-  const { s } = t;
-  let r = await get(`${s.url}/admin/`);
+  await using t = await authApp({ type: "basic", username: "admin", password: "s3cret-pw" });
+  const { app } = t;
+  let r = await app.get("/admin/");
   assert.equal(r.status, 401);
   assert.equal(r.headers.get("www-authenticate"), 'Basic realm="Restricted Area", charset="UTF-8"');
   assert.match(r.headers.get("content-type")!, /text\/html/);
 
-  r = await get(`${s.url}/admin/report.txt`, {
+  r = await app.get("/admin/report.txt", {
     headers: { authorization: basic("admin", "wrong-guess") },
   });
   assert.equal(r.status, 401);
-  r = await get(`${s.url}/admin/report.txt`, {
+  r = await app.get("/admin/report.txt", {
     headers: { authorization: basic("mallory", "s3cret-pw") },
   });
   assert.equal(r.status, 401);
-  r = await get(`${s.url}/admin/report.txt`, { headers: { authorization: "Basic !!!" } });
+  r = await app.get("/admin/report.txt", { headers: { authorization: "Basic !!!" } });
   assert.equal(r.status, 401);
 
-  r = await get(`${s.url}/admin/report.txt`, {
+  r = await app.get("/admin/report.txt", {
     headers: { authorization: basic("admin", "s3cret-pw") },
   });
   assert.equal(r.status, 200);
   assert.equal(r.body, "secret report");
 
   // Segment boundary: /administer.txt is not below /admin.
-  r = await get(`${s.url}/administer.txt`);
+  r = await app.get("/administer.txt");
   assert.equal(r.status, 200);
 
-  const lines = s.log.lines;
+  const lines = app.log.lines;
   assert.ok(
     lines.some((l) => l === 'WARNING auth failed for user "admin" from 127.0.0.1 on /admin'),
     lines.join("\n"),
@@ -110,14 +133,14 @@ Deno.test("auth: encoded, dotted and /static/ spellings of a guarded path are gu
 
 Deno.test("auth: password_hash is checked with bcrypt and no plain-password warning", async () => {
   const hash = bcrypt.hashSync("hunter2", 4);
-  await using t = await authServer({
+  await using t = await authApp({
     type: "basic",
     username: "alice",
     password_hash: hash,
     realm: 'Staff "only"',
   });
-  const { s } = t;
-  let r = await get(`${s.url}/admin/report.txt`, {
+  const { app } = t;
+  let r = await app.get("/admin/report.txt", {
     headers: { authorization: basic("alice", "nope") },
   });
   assert.equal(r.status, 401);
@@ -126,17 +149,17 @@ Deno.test("auth: password_hash is checked with bcrypt and no plain-password warn
     'Basic realm="Staff \\"only\\"", charset="UTF-8"',
   );
   for (let i = 0; i < 2; i++) {
-    r = await get(`${s.url}/admin/report.txt`, {
+    r = await app.get("/admin/report.txt", {
       headers: { authorization: basic("alice", "hunter2") },
     });
     assert.equal(r.status, 200);
   }
-  r = await get(`${s.url}/admin/report.txt`, {
+  r = await app.get("/admin/report.txt", {
     headers: { authorization: basic("bob", "hunter2") },
   });
   assert.equal(r.status, 401);
-  assert.ok(!s.log.lines.some((l) => l.includes("plain password")));
-  assert.ok(!s.log.lines.some((l) => l.includes("hunter2")));
+  assert.ok(!app.log.lines.some((l) => l.includes("plain password")));
+  assert.ok(!app.log.lines.some((l) => l.includes("hunter2")));
 });
 
 Deno.test("auth: config errors for both/neither password and a malformed hash", () => {

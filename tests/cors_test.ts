@@ -2,6 +2,7 @@
  * CORS (`extensions: security`): preflights, listed and any origins, and origins refused at start.
  */
 import assert from "node:assert/strict";
+import { testApp } from "./support/app.ts";
 import { echoBackend } from "./support/backends.ts";
 import { basic, get } from "./support/clients.ts";
 import { configError } from "./support/config.ts";
@@ -27,8 +28,26 @@ function corsServer(cors: Record<string, unknown>, extra: Record<string, unknown
   })();
 }
 
+/** The site of {@link corsServer}, called in process. */
+async function corsApp(cors: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+  const dir = await tempDir();
+  await writeFiles(dir.path, { "data.json": "{}" });
+  const app = testApp({
+    version: 2,
+    http: { static_dir: dir.path },
+    extensions: [{ type: "security", config: { cors } }],
+    ...extra,
+  });
+  return Object.assign(app, {
+    async [Symbol.asyncDispose]() {
+      app[Symbol.dispose]();
+      await dir[Symbol.asyncDispose]();
+    },
+  });
+}
+
 Deno.test("CORS: preflight 204 and simple requests for listed origins, Vary: Origin", async () => {
-  await using s = await corsServer({
+  await using app = await corsApp({
     origins: ["https://app.example"],
     methods: ["GET", "POST"],
     headers: ["Content-Type", "X-Token"],
@@ -40,7 +59,7 @@ Deno.test("CORS: preflight 204 and simple requests for listed origins, Vary: Ori
       locations: { "/data.json": { auth: { type: "basic", username: "u", password: "p" } } },
     },
   });
-  let r = await get(`${s.url}/data.json`, {
+  let r = await app.get("/data.json", {
     method: "OPTIONS",
     headers: {
       origin: "https://app.example",
@@ -56,14 +75,14 @@ Deno.test("CORS: preflight 204 and simple requests for listed origins, Vary: Ori
   assert.equal(r.headers.get("access-control-max-age"), "600");
   assert.match(r.headers.get("vary")!, /Origin/);
 
-  r = await get(`${s.url}/data.json`, {
+  r = await app.get("/data.json", {
     method: "OPTIONS",
     headers: { origin: "https://evil.example", "access-control-request-method": "POST" },
   });
   assert.equal(r.status, 204);
   assert.equal(r.headers.get("access-control-allow-origin"), null);
 
-  r = await get(`${s.url}/data.json`, {
+  r = await app.get("/data.json", {
     headers: { origin: "https://app.example", authorization: basic("u", "p") },
   });
   assert.equal(r.status, 200);
@@ -71,15 +90,15 @@ Deno.test("CORS: preflight 204 and simple requests for listed origins, Vary: Ori
   assert.equal(r.headers.get("access-control-expose-headers"), "ETag");
   assert.equal(r.headers.get("vary"), "Origin");
 
-  r = await get(`${s.url}/data.json`, { headers: { origin: "https://app.example" } });
+  r = await app.get("/data.json", { headers: { origin: "https://app.example" } });
   assert.equal(r.status, 401, "the 401 carries CORS headers so the page can read it");
   assert.equal(r.headers.get("access-control-allow-origin"), "https://app.example");
 
-  r = await get(`${s.url}/missing`, { headers: { origin: "https://evil.example" } });
+  r = await app.get("/missing", { headers: { origin: "https://evil.example" } });
   assert.equal(r.status, 404);
   assert.equal(r.headers.get("access-control-allow-origin"), null);
   assert.equal(r.headers.get("vary"), "Origin");
-  r = await get(`${s.url}/missing`);
+  r = await app.get("/missing");
   assert.equal(r.headers.get("vary"), "Origin");
 });
 

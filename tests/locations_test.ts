@@ -7,6 +7,7 @@ import { ConfigError } from "../src/config/config_error.ts";
 import { loadConfig, validate } from "../src/config/load.ts";
 import { buildApp, unsupported } from "../src/routes/build.ts";
 import { startServer } from "../src/server/server.ts";
+import { testApp } from "./support/app.ts";
 import { echoBackend } from "./support/backends.ts";
 import { runCli } from "./support/cli.ts";
 import { get } from "./support/clients.ts";
@@ -17,7 +18,7 @@ import { captureLogger, startTestServer } from "./support/servers.ts";
 Deno.test("V2: priority order exact > regex (file order) > longest prefix > __default__", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, { "index.html": "home" });
-  await using s = await startTestServer({
+  using app = testApp({
     version: 2,
     http: { static_dir: dir.path },
     extensions: [{
@@ -35,7 +36,7 @@ Deno.test("V2: priority order exact > regex (file order) > longest prefix > __de
       },
     }],
   });
-  const body = async (path: string) => (await get(`${s.url}${path}`)).body;
+  const body = async (path: string) => (await app.get(path)).body;
   assert.equal(await body("/static/exact.png"), "exact");
   assert.equal(await body("/static/img/a.png"), "regex-png"); // regex beats ^~ (PyServe order)
   assert.equal(await body("/other/a.PNG"), "regex-any-png");

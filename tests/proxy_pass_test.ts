@@ -4,8 +4,9 @@
 import assert from "node:assert/strict";
 import { createErrorPages } from "../src/routes/error_pages.ts";
 import { createProxyForward } from "../src/proxy/proxy_pass.ts";
+import { appRequest } from "./support/app.ts";
 import { serveBackend } from "./support/backends.ts";
-import { basic, get } from "./support/clients.ts";
+import { answerOf, basic, get } from "./support/clients.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { freePort, startTestServer } from "./support/servers.ts";
 
@@ -38,15 +39,16 @@ Deno.test("V2: proxy_pass to a dead backend is 502 from the error templates", as
   await using dir = await tempDir();
   await writeFiles(dir.path, { "t/error_502.html": "bad gateway: {{status_code}}" });
   const port = freePort();
-  await using s = await startTestServer({
-    version: 2,
-    http: { static_dir: dir.path, templates_dir: `${dir.path}/t` },
-    extensions: [{
-      type: "routing",
-      config: { regex_locations: { "^~/api/": { proxy_pass: `http://127.0.0.1:${port}` } } },
-    }],
-  });
-  const r = await get(`${s.url}/api/x`);
+  const r = await answerOf(
+    await appRequest({
+      version: 2,
+      http: { static_dir: dir.path, templates_dir: `${dir.path}/t` },
+      extensions: [{
+        type: "routing",
+        config: { regex_locations: { "^~/api/": { proxy_pass: `http://127.0.0.1:${port}` } } },
+      }],
+    }, "/api/x"),
+  );
   assert.equal(r.status, 502);
   assert.equal(r.body, "bad gateway: 502");
 });

@@ -3,14 +3,13 @@
  * refused at start.
  */
 import assert from "node:assert/strict";
-import { get } from "./support/clients.ts";
+import { testApp } from "./support/app.ts";
 import { configError } from "./support/config.ts";
 import { tempDir } from "./support/files.ts";
-import { startTestServer } from "./support/servers.ts";
 
 Deno.test("redirects: exact path, 302 by default, query carried over, status and absolute URL", async () => {
   await using dir = await tempDir();
-  await using s = await startTestServer({
+  using app = testApp({
     http: { static_dir: dir.path },
     server: {
       redirect_instructions: [
@@ -21,19 +20,19 @@ Deno.test("redirects: exact path, 302 by default, query carried over, status and
       ],
     },
   });
-  let r = await get(`${s.url}/home?x=1&y=2`);
+  let r = await app.get("/home?x=1&y=2");
   assert.equal(r.status, 302);
   assert.equal(r.headers.get("location"), "/index.html?x=1&y=2");
-  r = await get(`${s.url}/blog?page=2`);
+  r = await app.get("/blog?page=2");
   assert.equal(r.headers.get("location"), "https://blog.example.com/posts?lang=en&page=2");
-  r = await get(`${s.url}/old`);
+  r = await app.get("/old");
   assert.equal(r.status, 301);
   assert.equal(r.headers.get("location"), "/new");
-  r = await get(`${s.url}/tmp?a=1`);
+  r = await app.get("/tmp?a=1");
   assert.equal(r.status, 307);
   assert.equal(r.headers.get("location"), "/elsewhere?a=1#top");
   // Exact match only.
-  r = await get(`${s.url}/home/x`);
+  r = await app.get("/home/x");
   assert.equal(r.status, 404);
 });
 

@@ -141,11 +141,24 @@ export function clientLoop(url: string, caPem: string | undefined, fresh: boolea
   };
 }
 
-/** Fetches `url` without following redirects and reads the body as text. */
-export async function get(url: string, init?: RequestInit) {
-  const res = await fetch(url, { redirect: "manual", ...init });
+/** An answer read whole. */
+export interface Answer {
+  res: Response;
+  status: number;
+  headers: Headers;
+  /** The body as text. */
+  body: string;
+}
+
+/** Reads `res` whole. */
+export async function answerOf(res: Response): Promise<Answer> {
   const body = await res.text();
   return { res, body, status: res.status, headers: res.headers };
+}
+
+/** Fetches `url` without following redirects and reads the answer whole. */
+export async function get(url: string, init?: RequestInit): Promise<Answer> {
+  return answerOf(await fetch(url, { redirect: "manual", ...init }));
 }
 
 /** An `Authorization` value for HTTP Basic authentication. */
