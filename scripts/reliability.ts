@@ -13,8 +13,11 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { clientLoop, makeCerts, ROOT, spawnCli, tempDir, writeFiles } from "../tests/helpers.ts";
-import { fdCount, hasCommand, rssBytes } from "../tests/raw.ts";
+import { makeCerts } from "../tests/support/certs.ts";
+import { hasCommand, spawnCli } from "../tests/support/cli.ts";
+import { clientLoop } from "../tests/support/clients.ts";
+import { ROOT, tempDir, writeFiles } from "../tests/support/files.ts";
+import { fdCount, rssBytes } from "../tests/support/proc.ts";
 import { validate } from "../src/config/load.ts";
 import { unsupported } from "../src/app/validate.ts";
 

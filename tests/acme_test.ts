@@ -13,17 +13,11 @@ import {
 } from "../src/tls/acme/mod.ts";
 import { AcmeError, explainAcmeError } from "../src/tls/acme/problems.ts";
 import { createRenewalScheduler } from "../src/tls/acme/renewal.ts";
-import {
-  type CapturedLog,
-  captureLogger,
-  curl,
-  makeCerts,
-  migrates,
-  servedFingerprint,
-  spawnCli,
-  startTestServer,
-  tempDir,
-} from "./helpers.ts";
+import { makeCerts, servedFingerprint } from "./support/certs.ts";
+import { curl, spawnCli } from "./support/cli.ts";
+import { migrates } from "./support/clients.ts";
+import { tempDir } from "./support/files.ts";
+import { type CapturedLog, captureLogger, freePort, startTestServer } from "./support/servers.ts";
 
 const have = (tool: string) => {
   try {
@@ -38,13 +32,6 @@ if (!HAVE_PEBBLE) {
   console.warn(
     "acme_test: pebble, pebble-challtestsrv or openssl missing; install the Debian package pebble",
   );
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 interface Pebble extends AsyncDisposable {

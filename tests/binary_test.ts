@@ -18,7 +18,8 @@ import {
 } from "../scripts/compile.ts";
 import { ENV_NAMES } from "../src/config/load.ts";
 import { page, welcomePage } from "../src/pages/html.ts";
-import { ROOT, runCli, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { runCli, spawnCli } from "./support/cli.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 
 const ENV_FLAG = "--allow-env=DENOSERVE_*,NO_COLOR,LOG_TOKENS,LOG_STREAM";
 const dec = new TextDecoder();

@@ -5,8 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { unsupported } from "../src/app/validate.ts";
-import { makeCerts, startTestServer, tempDir, writeFiles } from "./helpers.ts";
-import { hasCommand } from "./raw.ts";
+import { serveBackend } from "./support/backends.ts";
+import { makeCerts } from "./support/certs.ts";
+import { hasCommand } from "./support/cli.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { startTestServer } from "./support/servers.ts";
 
 const chromium = hasCommand("chromium") ?? hasCommand("chromium-browser");
 if (!chromium) {
@@ -42,7 +45,7 @@ const PAGE = `<!doctype html>
 function backend() {
   const reports: Record<string, unknown>[] = [];
   const waiting: (() => void)[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+  const server = serveBackend(async (req) => {
     const path = new URL(req.url).pathname;
     if (path.endsWith("/echo") && req.headers.get("upgrade") === "websocket") {
       const { socket, response } = Deno.upgradeWebSocket(req);
@@ -57,7 +60,7 @@ function backend() {
     return new Response("not here", { status: 404 });
   });
   return {
-    port: server.addr.port,
+    port: server.port,
     async report(ms: number) {
       if (!reports.length) {
         await new Promise<void>((resolve, reject) => {
@@ -70,9 +73,7 @@ function backend() {
       }
       return reports[0];
     },
-    async [Symbol.asyncDispose]() {
-      await server.shutdown();
-    },
+    [Symbol.asyncDispose]: () => server[Symbol.asyncDispose](),
   };
 }
 

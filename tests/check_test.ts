@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
 import { badHost, checkProxyTargets, checkTls } from "../src/app/validate.ts";
 import { formatResult } from "../src/cli/test_command.ts";
-import { makeCerts, runCli, tempDir, writeFiles } from "./helpers.ts";
+import { makeCerts } from "./support/certs.ts";
+import { runCli } from "./support/cli.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
 
 const hasOpenssl = (() => {
   try {

@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import denoJson from "../deno.json" with { type: "json" };
-import { runCli, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { runCli, spawnCli } from "./support/cli.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
 
 Deno.test("--version and --help", async () => {
   for (const flag of ["-v", "--version"]) {

@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { ConfigError } from "../src/config/config_error.ts";
 import { loadConfig } from "../src/config/load.ts";
-import { tempDir } from "./helpers.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
 
 async function load(yaml: string | null, flags = {}, env: Record<string, string> = {}) {
   await using dir = await tempDir();
@@ -168,5 +168,29 @@ Deno.test("without a default config.yaml the built-in defaults apply", async () 
     assert.equal(config.http.static_dir, `${await Deno.realPath(dir.path)}/static`);
   } finally {
     Deno.chdir(cwd);
+  }
+});
+
+Deno.test("${VAR} in config values comes from the environment; unset is an error naming it", async () => {
+  await using dir = await tempDir();
+  const name = `DENOSERVE_TEST_PASS_${crypto.randomUUID().replaceAll("-", "")}`;
+  const file = `${dir.path}/config.yaml`;
+  await writeFiles(dir.path, {
+    "config.yaml": `server:\n  locations:\n    /admin:\n      auth: { type: basic, ` +
+      `username: admin, password: "pre-\${${name}}" }\n`,
+  });
+  await assert.rejects(
+    () => loadConfig({ config: file }),
+    (e: Error) =>
+      e instanceof ConfigError && e.message.includes(`\${${name}}`) &&
+      e.message.includes("server.locations./admin.auth.password") &&
+      e.message.includes(`${name} is not set`),
+  );
+  Deno.env.set(name, "from-env");
+  try {
+    const { config } = await loadConfig({ config: file });
+    assert.equal(config.server.locations["/admin"].auth?.password, "pre-from-env");
+  } finally {
+    Deno.env.delete(name);
   }
 });

@@ -5,7 +5,7 @@
  */
 import { strict as assert } from "node:assert";
 import { relative, resolve } from "node:path";
-import { ROOT } from "./helpers.ts";
+import { ROOT } from "./support/files.ts";
 
 const SRC = `${ROOT}/src`;
 

@@ -6,7 +6,9 @@ import { openFileSink } from "../src/log/file_sink.ts";
 import { createLogger, type Logger, loggerOptions } from "../src/log/logger.ts";
 import { buildApp } from "../src/routes/build.ts";
 import { type RunningServer, startServer } from "../src/server/server.ts";
-import { MAIN, runCli, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { serveBackend } from "./support/backends.ts";
+import { MAIN, runCli, spawnCli } from "./support/cli.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
 
 const readLines = async (path: string) =>
   (await Deno.readTextFile(path)).split("\n").filter((l) => l !== "");
@@ -288,11 +290,10 @@ Deno.test("request ids: taken from X-Request-Id when safe, generated otherwise",
 });
 
 Deno.test("request ids reach responses whose headers cannot be changed", async () => {
-  await using backend = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () => new Response("b", { status: 201, headers: { "x-b": "1" } }),
+  await using backend = serveBackend(() =>
+    new Response("b", { status: 201, headers: { "x-b": "1" } })
   );
-  const fetched = await fetch(`http://127.0.0.1:${backend.addr.port}/`);
+  const fetched = await fetch(`${backend.url}/`);
   assert.throws(() => fetched.headers.set("x", "1"));
   const res = setHeaders(fetched, [["x-request-id", "id-1"]]);
   assert.equal(res.status, 201);

@@ -4,8 +4,13 @@
  * reset, send garbage or close in the middle of a body.
  */
 import assert from "node:assert/strict";
-import { type CliServer, makeCerts, spawnCli, tempDir, writeFiles } from "./helpers.ts";
-import { eventually, fdCount, rawRequest, rssBytes } from "./raw.ts";
+import { makeCerts } from "./support/certs.ts";
+import { brokenBackend, serveBackend } from "./support/backends.ts";
+import { type CliServer, spawnCli } from "./support/cli.ts";
+import { rawRequest } from "./support/clients.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { fdCount, rssBytes } from "./support/proc.ts";
+import { eventually } from "./support/wait.ts";
 
 const enc = new TextEncoder();
 const MiB = 1024 * 1024;
@@ -263,64 +268,6 @@ Deno.test("a slow reader of a large download does not grow the server's memory",
   await backToBaseline(pid, baselineFds, "after slow readers");
 });
 
-/** A raw TCP backend that misbehaves in the way `mode` says. */
-function brokenBackend(mode: "reset" | "close" | "garbage" | "mid-body" | "hang") {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const open = new Set<Deno.Conn>();
-  let accepted = 0;
-  let closed = false;
-  const loop = (async () => {
-    for await (const conn of listener) {
-      accepted++;
-      open.add(conn);
-      (async () => {
-        const buf = new Uint8Array(16 * 1024);
-        try {
-          if (mode === "reset") {
-            // Closing with unread bytes in the receive buffer makes Linux send RST.
-            await new Promise((r) => setTimeout(r, 20));
-            conn.close();
-            return;
-          }
-          await conn.read(buf);
-          if (mode === "close") conn.close();
-          else if (mode === "garbage") {
-            await conn.write(enc.encode("SSH-2.0-OpenSSH_9.2\r\n\x00\xff garbage\r\n\r\n"));
-            conn.close();
-          } else if (mode === "mid-body") {
-            await conn.write(
-              enc.encode(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n" +
-                  "x".repeat(1000),
-              ),
-            );
-            await new Promise((r) => setTimeout(r, 50));
-            conn.close();
-          } // "hang": keep the connection, say nothing
-        } catch { /* closed by the proxy */ }
-        if (mode !== "hang") open.delete(conn);
-      })();
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    get accepted() {
-      return accepted;
-    },
-    async [Symbol.asyncDispose]() {
-      if (closed) return;
-      closed = true;
-      listener.close();
-      for (const c of open) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      await loop.catch(() => {});
-    },
-  };
-}
-
 Deno.test("broken backends: reset, early close, garbage give 502, a cut body aborts; other routes keep serving", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, { "site/index.html": "home" });
@@ -328,42 +275,35 @@ Deno.test("broken backends: reset, early close, garbage give 502, a cut body abo
   await using close = brokenBackend("close");
   await using garbage = brokenBackend("garbage");
   await using midBody = brokenBackend("mid-body");
-  const good = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () => new Response("good"),
-  );
-  try {
-    const location = (port: number) => ({ proxy_pass: `http://127.0.0.1:${port}` });
-    await using srv = await serve(dir.path, {
-      version: 2,
-      http: { static_dir: `${dir.path}/site` },
-      extensions: [{
-        type: "routing",
-        config: {
-          regex_locations: {
-            "^~/reset/": location(reset.port),
-            "^~/close/": location(close.port),
-            "^~/garbage/": location(garbage.port),
-            "^~/midbody/": location(midBody.port),
-            "^~/good/": location(good.addr.port),
-          },
+  await using good = serveBackend(() => new Response("good"));
+  const location = (port: number) => ({ proxy_pass: `http://127.0.0.1:${port}` });
+  await using srv = await serve(dir.path, {
+    version: 2,
+    http: { static_dir: `${dir.path}/site` },
+    extensions: [{
+      type: "routing",
+      config: {
+        regex_locations: {
+          "^~/reset/": location(reset.port),
+          "^~/close/": location(close.port),
+          "^~/garbage/": location(garbage.port),
+          "^~/midbody/": location(midBody.port),
+          "^~/good/": location(good.port),
         },
-      }],
-    });
-    const pid = srv.process.pid;
-    assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
+      },
+    }],
+  });
+  const pid = srv.process.pid;
+  assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
+  assert.equal(await (await fetch(srv.url)).text(), "home");
+  const baseline = fdCount(pid);
+  const report: string[] = [];
+  for (let round = 0; round < 3; round++) {
+    await expectBrokenBackends(srv, round === 0 ? report : undefined);
     assert.equal(await (await fetch(srv.url)).text(), "home");
-    const baseline = fdCount(pid);
-    const report: string[] = [];
-    for (let round = 0; round < 3; round++) {
-      await expectBrokenBackends(srv, round === 0 ? report : undefined);
-      assert.equal(await (await fetch(srv.url)).text(), "home");
-    }
-    console.log(`broken backends: ${report.join("; ")}`);
-    await backToBaseline(pid, baseline, "after broken backends");
-  } finally {
-    await good.shutdown();
   }
+  console.log(`broken backends: ${report.join("; ")}`);
+  await backToBaseline(pid, baseline, "after broken backends");
 });
 
 Deno.test("broken backends behind server.reverse_proxy: 502, 504 on a hang, a cut body aborts; descriptors return", async () => {
@@ -374,74 +314,70 @@ Deno.test("broken backends behind server.reverse_proxy: 502, 504 on a hang, a cu
   await using garbage = brokenBackend("garbage");
   await using midBody = brokenBackend("mid-body");
   await using hang = brokenBackend("hang");
-  const good = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () => new Response("good"),
-  );
-  try {
-    // fail_timeout is short so that a backend marked down is tried again by the next round.
-    const rule = (path: string, port: number) => ({
-      path,
-      host: "127.0.0.1",
-      port,
-      response_timeout: 1,
-      connect_timeout: 2,
-      fail_timeout: 0.1,
-    });
-    await using srv = await serve(dir.path, {
-      http: { static_dir: `${dir.path}/site` },
-      server: {
-        reverse_proxy: [
-          rule("/reset", reset.port),
-          rule("/close", close.port),
-          rule("/garbage", garbage.port),
-          rule("/midbody", midBody.port),
-          rule("/hang", hang.port),
-          // The same backend, waited for long enough that the test, not a timeout, ends it.
-          { ...rule("/held", hang.port), response_timeout: 60 },
-          rule("/good", good.addr.port),
-        ],
-      },
-    });
-    const pid = srv.process.pid;
-    assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
-    assert.equal(await (await fetch(srv.url)).text(), "home");
-    const baseline = fdCount(pid);
-    const report: string[] = [];
-    for (let round = 0; round < 2; round++) {
-      // While a request waits on a backend that never answers, other routes answer.
-      const seen = hang.accepted;
-      const giveUp = new AbortController();
-      let heldSettled = false;
-      const held = fetch(`${srv.url}/held/x`, { signal: giveUp.signal })
-        .catch(() => undefined)
-        .finally(() => heldSettled = true);
-      assert.ok(await eventually(() => hang.accepted > seen, 10_000), "the backend got no request");
-      for (let i = 0; i < 5; i++) {
-        assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
-        assert.ok(!heldSettled, "other routes wait for the hanging one");
-      }
-      // A client that gives up on a hanging backend: the backend request is dropped with it.
-      giveUp.abort();
-      await held;
-      // 504 after response_timeout.
-      const t = performance.now();
-      const hung = await fetch(`${srv.url}/hang/x`);
-      await hung.body?.cancel();
-      if (round === 0) {
-        report.push(`hang: ${hung.status} after ${(performance.now() - t).toFixed(0)} ms`);
-      }
-      assert.equal(hung.status, 504);
-      await expectBrokenBackends(srv, round === 0 ? report : undefined);
-      await new Promise((r) => setTimeout(r, 150));
+  await using good = serveBackend(() => new Response("good"));
+  // fail_timeout is short so that a backend marked down is tried again by the next round.
+  const rule = (path: string, port: number) => ({
+    path,
+    host: "127.0.0.1",
+    port,
+    response_timeout: 1,
+    connect_timeout: 2,
+    fail_timeout: 0.1,
+  });
+  await using srv = await serve(dir.path, {
+    http: { static_dir: `${dir.path}/site` },
+    server: {
+      reverse_proxy: [
+        rule("/reset", reset.port),
+        rule("/close", close.port),
+        rule("/garbage", garbage.port),
+        rule("/midbody", midBody.port),
+        rule("/hang", hang.port),
+        // The same backend, waited for long enough that the test, not a timeout, ends it.
+        { ...rule("/held", hang.port), response_timeout: 60 },
+        rule("/good", good.port),
+      ],
+    },
+  });
+  const pid = srv.process.pid;
+  assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
+  assert.equal(await (await fetch(srv.url)).text(), "home");
+  const baseline = fdCount(pid);
+  const report: string[] = [];
+  for (let round = 0; round < 2; round++) {
+    // While a request waits on a backend that never answers, other routes answer.
+    const seen = hang.connections;
+    const giveUp = new AbortController();
+    let heldSettled = false;
+    const held = fetch(`${srv.url}/held/x`, { signal: giveUp.signal })
+      .catch(() => undefined)
+      .finally(() => heldSettled = true);
+    assert.ok(
+      await eventually(() => hang.connections > seen, 10_000),
+      "the backend got no request",
+    );
+    for (let i = 0; i < 5; i++) {
+      assert.equal(await (await fetch(`${srv.url}/good/`)).text(), "good");
+      assert.ok(!heldSettled, "other routes wait for the hanging one");
     }
-    console.log(`reverse_proxy broken backends: ${report.join("; ")}`);
-    // The hanging backend still holds its side of the connections; the server must not.
-    await hang[Symbol.asyncDispose]();
-    await backToBaseline(pid, baseline, "after broken backends (reverse_proxy)");
-  } finally {
-    await good.shutdown();
+    // A client that gives up on a hanging backend: the backend request is dropped with it.
+    giveUp.abort();
+    await held;
+    // 504 after response_timeout.
+    const t = performance.now();
+    const hung = await fetch(`${srv.url}/hang/x`);
+    await hung.body?.cancel();
+    if (round === 0) {
+      report.push(`hang: ${hung.status} after ${(performance.now() - t).toFixed(0)} ms`);
+    }
+    assert.equal(hung.status, 504);
+    await expectBrokenBackends(srv, round === 0 ? report : undefined);
+    await new Promise((r) => setTimeout(r, 150));
   }
+  console.log(`reverse_proxy broken backends: ${report.join("; ")}`);
+  // The hanging backend still holds its side of the connections; the server must not.
+  await hang[Symbol.asyncDispose]();
+  await backToBaseline(pid, baseline, "after broken backends (reverse_proxy)");
 });
 
 Deno.test("a slow reader of a large proxied download does not grow the server's memory", async () => {
@@ -449,7 +385,7 @@ Deno.test("a slow reader of a large proxied download does not grow the server's 
   await writeFiles(dir.path, { "site/index.html": "home" });
   const chunk = new Uint8Array(64 * 1024);
   // A backend that streams 256 MiB as fast as it is asked for.
-  const big = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+  await using big = serveBackend(() => {
     let left = 256 * MiB;
     return new Response(
       new ReadableStream({
@@ -462,34 +398,30 @@ Deno.test("a slow reader of a large proxied download does not grow the server's 
       { headers: { "content-length": String(256 * MiB) } },
     );
   });
-  try {
-    await using srv = await serve(dir.path, {
-      http: { static_dir: `${dir.path}/site` },
-      server: { reverse_proxy: [{ path: "/big", host: "127.0.0.1", port: big.addr.port }] },
-    });
-    const pid = srv.process.pid;
-    const port = portOf(srv.url);
-    assert.equal(await (await fetch(srv.url)).text(), "home");
-    const baselineFds = fdCount(pid);
-    const warm = await fetch(`${srv.url}/big/`);
-    await warm.body?.cancel();
-    await new Promise((r) => setTimeout(r, 300));
-    const before = rssBytes(pid);
-    const { readers, received, growth } = await slowReaders(pid, port, "/big/", 4, before);
-    console.log(
-      `slow readers through the proxy: 4 × 256 MiB, ${
-        (received / MiB).toFixed(1)
-      } MiB read in 3 s; ` +
-        `server RSS peak growth ${(growth / MiB).toFixed(1)} MiB`,
-    );
-    assert.ok(growth < 64 * MiB, `server RSS grew by ${growth / MiB} MiB`);
-    for (const c of readers) c.close();
-    // Kept-alive connections to the backend close with it.
-    await big.shutdown();
-    await backToBaseline(pid, baselineFds, "after slow readers through the proxy");
-  } finally {
-    await big.shutdown();
-  }
+  await using srv = await serve(dir.path, {
+    http: { static_dir: `${dir.path}/site` },
+    server: { reverse_proxy: [{ path: "/big", host: "127.0.0.1", port: big.port }] },
+  });
+  const pid = srv.process.pid;
+  const port = portOf(srv.url);
+  assert.equal(await (await fetch(srv.url)).text(), "home");
+  const baselineFds = fdCount(pid);
+  const warm = await fetch(`${srv.url}/big/`);
+  await warm.body?.cancel();
+  await new Promise((r) => setTimeout(r, 300));
+  const before = rssBytes(pid);
+  const { readers, received, growth } = await slowReaders(pid, port, "/big/", 4, before);
+  console.log(
+    `slow readers through the proxy: 4 × 256 MiB, ${
+      (received / MiB).toFixed(1)
+    } MiB read in 3 s; ` +
+      `server RSS peak growth ${(growth / MiB).toFixed(1)} MiB`,
+  );
+  assert.ok(growth < 64 * MiB, `server RSS grew by ${growth / MiB} MiB`);
+  for (const c of readers) c.close();
+  // Kept-alive connections to the backend close with it.
+  await big[Symbol.asyncDispose]();
+  await backToBaseline(pid, baselineFds, "after slow readers through the proxy");
 });
 
 Deno.test("slowloris over HTTPS: trickling TLS connections do not stop a normal client", async () => {

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { ENV_ALLOWED, START_PERMISSIONS, UNSTABLE, V8_FLAGS } from "../scripts/compile.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { ENV_NAMES } from "../src/config/load.ts";
-import { ROOT, runCli, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { runCli, spawnCli } from "./support/cli.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 
 const ENV = `--allow-env=${ENV_ALLOWED.join(",")}`;
 const NET = "--allow-net=127.0.0.1";

@@ -9,182 +9,20 @@ import { rewriteLocation } from "../src/proxy/forwarded_headers.ts";
 import { buildApp } from "../src/routes/build.ts";
 import { splitUrl } from "../src/http/types.ts";
 import {
-  captureLogger,
-  curl,
-  makeCerts,
-  runCli,
-  spawnCli,
-  startTestServer,
-  tempDir,
-  type TestServer,
-} from "./helpers.ts";
-import { rawRequest } from "./raw.ts";
-
-// ---------------------------------------------------------------------------------------------
-// Backends
-
-interface Backend extends AsyncDisposable {
-  port: number;
-  url: string;
-  /** Requests seen, newest last. */
-  seen: { method: string; url: string; headers: Headers }[];
-}
-
-/** A Deno.serve backend on 127.0.0.1:0. */
-function serveBackend(
-  handler: (request: Request) => Response | Promise<Response>,
-  tls?: { cert: string; key: string },
-): Backend {
-  const seen: Backend["seen"] = [];
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    onListen() {},
-    onError: () => new Response("backend error", { status: 500 }),
-    ...(tls ?? {}),
-  }, (request) => {
-    seen.push({ method: request.method, url: request.url, headers: new Headers(request.headers) });
-    return handler(request);
-  });
-  const port = server.addr.port;
-  return {
-    port,
-    url: `${tls ? "https" : "http"}://127.0.0.1:${port}`,
-    seen,
-    async [Symbol.asyncDispose]() {
-      await server.shutdown();
-    },
-  };
-}
-
-/** An echo backend: answers with what it received (the body is counted, not kept). */
-function echoBackend(name = "echo", tls?: { cert: string; key: string }): Backend {
-  return serveBackend(async (request) => {
-    let bytes = 0;
-    if (request.body) { for await (const chunk of request.body) bytes += chunk.byteLength; }
-    return Response.json({
-      name,
-      method: request.method,
-      path: request.url.slice(request.url.indexOf("/", 8)),
-      headers: Object.fromEntries(request.headers),
-      bytes,
-    }, { headers: { "x-backend": name } });
-  }, tls);
-}
-
-/**
- * A raw TCP backend: `serve` handles each connection, which is closed after it; `connections`
- * counts the connections accepted.
- */
-function tcpBackend(serve: (conn: Deno.Conn) => Promise<void>): Backend & { connections: number } {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  let connections = 0;
-  (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      connections++;
-      serve(conn).catch(() => {}).finally(() => {
-        conns.delete(conn);
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      });
-    }
-  })().catch(() => {});
-  const port = (listener.addr as Deno.NetAddr).port;
-  return {
-    get connections() {
-      return connections;
-    },
-    port,
-    url: `http://127.0.0.1:${port}`,
-    seen: [],
-    [Symbol.asyncDispose]() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      return Promise.resolve();
-    },
-  };
-}
-
-/** A raw TCP backend that answers every connection with `reply` (then closes it). */
-function rawBackend(reply: (conn: Deno.Conn) => Promise<void>): Backend {
-  return tcpBackend(async (conn) => {
-    const buf = new Uint8Array(65536);
-    let head = "";
-    while (!head.includes("\r\n\r\n")) {
-      const n = await conn.read(buf).catch(() => null);
-      if (n === null) break;
-      head += new TextDecoder().decode(buf.subarray(0, n));
-    }
-    await reply(conn);
-  });
-}
-
-/**
- * A raw TCP backend that records the header lines of each request as they arrived (names as
- * sent), reads the body (Content-Length or chunked), and answers with the body's length; an
- * upgrade to WebSocket gets its 101 and the connection is held until the proxy closes it.
- */
-function recordingBackend(): Backend & { heads: string[][] } {
-  const heads: string[][] = [];
-  const backend = tcpBackend(async (conn) => {
-    const buf = new Uint8Array(65536);
-    let text = "";
-    const more = async () => {
-      const n = await conn.read(buf);
-      if (n === null) throw new Error("closed");
-      text += new TextDecoder("latin1").decode(buf.subarray(0, n));
-    };
-    while (!text.includes("\r\n\r\n")) await more();
-    const end = text.indexOf("\r\n\r\n");
-    const lines = text.slice(0, end).split("\r\n").slice(1);
-    heads.push(lines);
-    text = text.slice(end + 4);
-    const value = (name: string) =>
-      lines.find((l) => l.toLowerCase().startsWith(name + ":"))?.slice(name.length + 1).trim();
-    const key = value("sec-websocket-key");
-    if (key !== undefined) {
-      const digest = await crypto.subtle.digest(
-        "SHA-1",
-        enc.encode(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"),
-      );
-      const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
-      await conn.write(enc.encode(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-          `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
-      ));
-      while ((await conn.read(buf)) !== null) { /* until the proxy closes */ }
-      return;
-    }
-    let bytes = 0;
-    const length = value("content-length");
-    if (length !== undefined) {
-      while (text.length < Number(length)) await more();
-      bytes = Number(length);
-    } else if (value("transfer-encoding") === "chunked") {
-      // The test bodies hold no digits, so the last chunk cannot be mistaken.
-      while (!text.endsWith("\r\n0\r\n\r\n")) await more();
-      for (let at = 0;;) {
-        const eol = text.indexOf("\r\n", at);
-        const size = parseInt(text.slice(at, eol), 16);
-        if (size === 0) break;
-        bytes += size;
-        at = eol + 2 + size + 2;
-      }
-    }
-    await conn.write(enc.encode(
-      `HTTP/1.1 200 OK\r\nContent-Length: ${String(bytes).length}\r\nConnection: close\r\n\r\n` +
-        bytes,
-    ));
-  });
-  return Object.assign(backend, { heads });
-}
+  type Backend,
+  blackhole,
+  echoBackend,
+  recordingBackend,
+  scriptedBackend,
+  serveBackend,
+  webSocketBackend,
+} from "./support/backends.ts";
+import { makeBackendCerts, makeCerts } from "./support/certs.ts";
+import { curl, hasCommand, runCli, spawnCli } from "./support/cli.ts";
+import { rawRequest } from "./support/clients.ts";
+import { tempDir } from "./support/files.ts";
+import { rssBytes } from "./support/proc.ts";
+import { captureLogger, freePort, startTestServer, type TestServer } from "./support/servers.ts";
 
 /** The names in `lines` (header lines as sent), lowercased and sorted. */
 const headerNames = (lines: string[]) =>
@@ -201,14 +39,6 @@ function assertOnlyClientHeaders(lines: string[], expected: string[], proto = "h
   assert.ok(lines.includes("x-forwarded-for: 127.0.0.1"), lines.join("\n"));
   assert.ok(lines.includes("x-real-ip: 127.0.0.1"), lines.join("\n"));
   assert.ok(lines.includes(`x-forwarded-proto: ${proto}`), lines.join("\n"));
-}
-
-/** A port nothing listens on. */
-function closedPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 const enc = new TextEncoder();
@@ -324,12 +154,12 @@ Deno.test("every method and body is forwarded, redirects are not followed", asyn
 
 Deno.test("headers: X-Forwarded-*, X-Real-IP, hop-by-hop dropped, backend's own Host", async () => {
   await using a = echoBackend();
-  await using raw = rawBackend(async (conn) => {
-    await conn.write(enc.encode(
+  await using raw = scriptedBackend(() => ({
+    bytes:
       "HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n" +
-        "Proxy-Authenticate: Basic\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok",
-    ));
-  });
+      "Proxy-Authenticate: Basic\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok",
+    close: true,
+  }));
   await using srv = await proxyServer([at(a, "/"), at(raw, "/raw")]);
   const port = new URL(srv.url).port;
   const res = await fetch(srv.url + "/h", {
@@ -563,7 +393,7 @@ Deno.test("502 when the backend refuses, 504 when headers take too long", async 
     return new Response("late");
   });
   await using srv = await proxyServer([
-    { path: "/down", host: "127.0.0.1", port: closedPort() },
+    { path: "/down", host: "127.0.0.1", port: freePort() },
     at(slow, "/slow", { connect_timeout: 0.1, response_timeout: 0.4 }),
     at(slow, "/slow2", { connect_timeout: 1, response_timeout: 0.3 }),
   ]);
@@ -583,44 +413,7 @@ Deno.test("502 when the backend refuses, 504 when headers take too long", async 
   await sleep(1200); // let the slow backend's handlers finish before it is shut down
 });
 
-/** A listener that never accepts and whose queue is full: connecting to it hangs. */
-async function blackhole(): Promise<{ port: number } & AsyncDisposable> {
-  const child = new Deno.Command("python3", {
-    args: [
-      "-c",
-      "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\n" +
-      "print(s.getsockname()[1],flush=True)\nsys.stdin.read()",
-    ],
-    stdin: "piped",
-    stdout: "piped",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const port = Number((await reader.read()).value!.trim());
-  reader.releaseLock();
-  // Fill the accept queue (room for one with backlog 0); later SYNs are dropped.
-  const fillers: Deno.Conn[] = [];
-  for (let i = 0; i < 2; i++) {
-    const attempt = Deno.connect({ hostname: "127.0.0.1", port });
-    const c = await Promise.race([attempt, sleep(300).then(() => null)]);
-    if (c === null) {
-      attempt.then((late) => late.close(), () => {});
-      break;
-    }
-    fillers.push(c);
-  }
-  return {
-    port,
-    async [Symbol.asyncDispose]() {
-      for (const c of fillers) c.close();
-      await child.stdin.close();
-      await child.stdout.cancel().catch(() => {});
-      await child.status;
-    },
-  };
-}
-
-const hasPython = new Deno.Command("python3", { args: ["-V"], stdout: "null", stderr: "null" })
-  .outputSync().success;
+const hasPython = hasCommand("python3") !== null;
 
 Deno.test({
   name: "504 when the backend cannot be connected within connect_timeout",
@@ -690,15 +483,15 @@ Deno.test("a client that goes away aborts the backend request", async () => {
 });
 
 Deno.test("a backend dying mid-body aborts the client's connection and is logged", async () => {
-  await using withLength = rawBackend(async (conn) => {
-    await conn.write(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"));
-    await conn.write(new Uint8Array(5000));
-  });
-  await using chunked = rawBackend(async (conn) => {
-    await conn.write(enc.encode(
-      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + "x".repeat(4096) + "\r\n",
-    ));
-  });
+  await using withLength = scriptedBackend(() => ({
+    bytes: "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + "\0".repeat(5000),
+    close: true,
+  }));
+  await using chunked = scriptedBackend(() => ({
+    bytes: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + "x".repeat(4096) +
+      "\r\n",
+    close: true,
+  }));
   await using srv = await proxyServer([at(withLength, "/len"), at(chunked, "/chunked")]);
   for (const path of ["/len/x", "/chunked/x"]) {
     const res = await fetch(srv.url + path);
@@ -729,9 +522,10 @@ Deno.test("only a GET with Upgrade: websocket is bridged; other methods are plai
 });
 
 Deno.test("a small answer the backend breaks off becomes a logged 502, never a short 200", async () => {
-  await using short = rawBackend(async (conn) => {
-    await conn.write(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this"));
-  });
+  await using short = scriptedBackend(() => ({
+    bytes: "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this",
+    close: true,
+  }));
   await using srv = await proxyServer([at(short, "/short")]);
   const res = await fetch(srv.url + "/short/x");
   assert.equal(res.status, 502);
@@ -741,46 +535,6 @@ Deno.test("a small answer the backend breaks off becomes a logged 502, never a s
 
 // ---------------------------------------------------------------------------------------------
 // HTTP/1.1 to backends
-
-/**
- * A raw keep-alive backend: answers each request head on a connection with `answer(head)` (which
- * may end the connection by returning `close: true`), and counts connections.
- */
-function scriptedBackend(
-  answer: (head: string) => { bytes: string | Uint8Array; close?: boolean; closeAfterMs?: number },
-): Backend & { connections: number } {
-  return tcpBackend(async (conn) => {
-    const buf = new Uint8Array(65536);
-    let text = "";
-    for (;;) {
-      const end = text.indexOf("\r\n\r\n");
-      if (end < 0) {
-        const n = await conn.read(buf).catch(() => null);
-        if (n === null) break;
-        text += new TextDecoder().decode(buf.subarray(0, n));
-        continue;
-      }
-      const head = text.slice(0, end);
-      const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
-      while (text.length < end + 4 + length) {
-        const n = await conn.read(buf).catch(() => null);
-        if (n === null) break;
-        text += new TextDecoder().decode(buf.subarray(0, n));
-      }
-      text = text.slice(end + 4 + length);
-      const a = answer(head);
-      await conn.write(typeof a.bytes === "string" ? enc.encode(a.bytes) : a.bytes);
-      if (a.close) break;
-      if (a.closeAfterMs !== undefined) {
-        setTimeout(() => {
-          try {
-            conn.close();
-          } catch { /* closed */ }
-        }, a.closeAfterMs);
-      }
-    }
-  });
-}
 
 const okAnswer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
@@ -911,7 +665,7 @@ Deno.test("an invalid backend answer is a logged 502", async () => {
 Deno.test("round robin spreads requests; a dead backend is skipped and retried later", async () => {
   await using a = echoBackend("a");
   await using b = echoBackend("b");
-  const dead = closedPort();
+  const dead = freePort();
   await using srv = await proxyServer([
     { path: "/rr", upstreams: [`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`] },
     {
@@ -991,19 +745,9 @@ Deno.test("active health check skips a backend whose health path fails", async (
 // ---------------------------------------------------------------------------------------------
 // TLS backends
 
-/** A test CA and a localhost certificate, as PEM texts for a Deno.serve backend. */
-async function makeCa(dir: string): Promise<{ ca: string; cert: string; key: string }> {
-  const made = await makeCerts(dir);
-  return {
-    ca: made.ca,
-    cert: await Deno.readTextFile(made.cert),
-    key: await Deno.readTextFile(made.key),
-  };
-}
-
 Deno.test("https backends: ca_file verifies, no CA fails, insecure_skip_verify warns", async () => {
   await using tmp = await tempDir();
-  const pki = await makeCa(tmp.path);
+  const pki = await makeBackendCerts(tmp.path);
   await using tlsBackend = echoBackend("tls", { cert: pki.cert, key: pki.key });
   await using srv = await proxyServer([
     at(tlsBackend, "/ca", { ssl: true, ca_file: pki.ca }),
@@ -1027,26 +771,6 @@ Deno.test("https backends: ca_file verifies, no CA fails, insecure_skip_verify w
 // ---------------------------------------------------------------------------------------------
 // WebSocket
 
-function wsEcho(tls?: { cert: string; key: string }) {
-  const closes: { code: number; reason: string }[] = [];
-  const backend = serveBackend((request) => {
-    if (request.headers.get("upgrade") !== "websocket") return new Response("plain");
-    const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(/,\s*/);
-    const cookie = request.headers.get("cookie") ?? "no cookie";
-    const { socket, response } = Deno.upgradeWebSocket(request, {
-      protocol: offered.includes("chat") ? "chat" : undefined,
-    });
-    socket.onmessage = (e) => {
-      if (e.data === "close-me") socket.close(4001, "asked to");
-      else if (e.data === "who") socket.send(cookie);
-      else socket.send(e.data);
-    };
-    socket.onclose = (e) => closes.push({ code: e.code, reason: e.reason });
-    return response;
-  }, tls);
-  return Object.assign(backend, { closes });
-}
-
 function openWs(url: string, protocols?: string[], headers?: HeadersInit): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { protocols, headers });
@@ -1066,7 +790,7 @@ const closed = (ws: WebSocket) =>
   );
 
 Deno.test("WebSocket: text and binary both ways, subprotocol, cookies, close codes", async () => {
-  await using b = wsEcho();
+  await using b = webSocketBackend();
   await using srv = await proxyServer([at(b, "/ws")]);
   const wsUrl = srv.url.replace("http:", "ws:") + "/ws/chat";
   const ws = await openWs(wsUrl, ["x-unknown", "chat"], { cookie: "session=abc" });
@@ -1104,11 +828,11 @@ Deno.test("WebSocket: text and binary both ways, subprotocol, cookies, close cod
 
 Deno.test("WebSocket: wss backend with ca_file; unreachable backend gets 502", async () => {
   await using tmp = await tempDir();
-  const pki = await makeCa(tmp.path);
-  await using b = wsEcho({ cert: pki.cert, key: pki.key });
+  const pki = await makeBackendCerts(tmp.path);
+  await using b = webSocketBackend({ cert: pki.cert, key: pki.key });
   await using srv = await proxyServer([
     at(b, "/wss", { ssl: true, ca_file: pki.ca }),
-    { path: "/nows", host: "127.0.0.1", port: closedPort() },
+    { path: "/nows", host: "127.0.0.1", port: freePort() },
   ]);
   const ws = await openWs(srv.url.replace("http:", "ws:") + "/wss/");
   ws.send("secure hello");
@@ -1161,11 +885,6 @@ Deno.test("WebSocket: a client that stops reading is disconnected, not buffered 
 // ---------------------------------------------------------------------------------------------
 // Big bodies through the real CLI, with its memory watched
 
-function rssKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)![1]);
-}
-
 const BIG = 256 * 1024 * 1024;
 
 Deno.test({
@@ -1202,7 +921,7 @@ Deno.test({
     ]);
     const pid = cli.process.pid;
     await (await fetch(cli.url + "/big/warm", { method: "POST", body: "x" })).text();
-    const base = rssKiB(pid, "VmRSS");
+    const base = rssBytes(pid) / 1024;
 
     // curl on both ends: a real client with its own flow control, streaming from a pipe.
     const upload = new Deno.Command("curl", {
@@ -1221,7 +940,7 @@ Deno.test({
     }).output();
     assert.equal(new TextDecoder().decode(down.stdout), `200 ${BIG}`);
 
-    const peak = rssKiB(pid, "VmHWM");
+    const peak = rssBytes(pid, "VmHWM") / 1024;
     const growthMiB = (peak - base) / 1024;
     console.log(
       `proxy RSS ${(base / 1024).toFixed(0)} MiB at rest, peak +${growthMiB.toFixed(0)} MiB ` +
@@ -1239,7 +958,7 @@ Deno.test({
 Deno.test("CLI: --proxy forwards; the start-up check warns about a dead backend", async () => {
   await using a = echoBackend();
   await using tmp = await tempDir();
-  const dead = closedPort();
+  const dead = freePort();
   await using cli = await spawnCli([
     "-p",
     "0",

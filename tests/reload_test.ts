@@ -6,15 +6,13 @@
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
 import { type App, buildApp } from "../src/routes/build.ts";
-import {
-  clientLoop,
-  makeCerts,
-  spawnCli,
-  startTestServer,
-  tempDir,
-  writeFiles,
-} from "./helpers.ts";
-import { eventually, listeningSockets } from "./raw.ts";
+import { makeCerts } from "./support/certs.ts";
+import { spawnCli } from "./support/cli.ts";
+import { clientLoop } from "./support/clients.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { listeningSockets } from "./support/proc.ts";
+import { freePort, startTestServer } from "./support/servers.ts";
+import { eventually } from "./support/wait.ts";
 
 const config = (port: number | string, dir: string) =>
   `# reload test\nserver:\n  host: 127.0.0.1\n  port: ${port}\nhttp:\n  static_dir: ./${dir}\n`;
@@ -23,14 +21,6 @@ const text = async (url: string) => {
   const res = await fetch(url);
   return `${res.status} ${await res.text()}`;
 };
-
-/** A port nothing listens on right now. */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = l.addr as Deno.NetAddr;
-  l.close();
-  return port;
-}
 
 Deno.test("reload: SIGHUP takes a valid new config for new requests, no request fails", async () => {
   await using tmp = await tempDir();

@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { RequestHeads } from "../src/server/request_heads.ts";
-import { seeded } from "./raw.ts";
+import { seeded } from "./support/random.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("latin1");

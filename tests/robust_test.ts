@@ -12,15 +12,10 @@ import { withErrorGuard } from "../src/routes/guard.ts";
 import { withHsts } from "../src/routes/hsts.ts";
 import type { Handler, RequestContext } from "../src/http/types.ts";
 import { startServer } from "../src/server/server.ts";
-import {
-  type CapturedLog,
-  captureLogger,
-  makeCerts,
-  spawnCli,
-  tempDir,
-  writeFiles,
-} from "./helpers.ts";
-import { hasCommand } from "./raw.ts";
+import { makeCerts } from "./support/certs.ts";
+import { hasCommand, spawnCli } from "./support/cli.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { type CapturedLog, captureLogger } from "./support/servers.ts";
 
 const ctxFor = (path: string, secure = false): RequestContext => ({
   path,

@@ -5,7 +5,10 @@
  */
 import { strict as assert } from "node:assert";
 import { parse, stringify } from "yaml";
-import { makeCerts, ROOT, spawnCli, tempDir, writeFiles } from "./helpers.ts";
+import { serveBackend } from "./support/backends.ts";
+import { makeCerts } from "./support/certs.ts";
+import { spawnCli } from "./support/cli.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 
 type Raw = Record<string, unknown>;
 
@@ -93,31 +96,27 @@ function echoOnce(url: string, text: string): Promise<string> {
 }
 
 Deno.test("shipped: WebSocket through reverse_proxy with the access log on, 1,000 sessions in a row and 100 at once", async () => {
-  const backend = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+  await using backend = serveBackend((request) => {
     if (request.headers.get("upgrade") !== "websocket") return new Response("backend");
     const { socket, response } = Deno.upgradeWebSocket(request);
     socket.onmessage = (e) => socket.send(`echo ${e.data}`);
     return response;
   });
-  try {
-    await using s = await shipped({
-      server: { reverse_proxy: [{ path: "/ws", host: "127.0.0.1", port: backend.addr.port }] },
-    });
-    const ws = `${s.url.replace("http", "ws")}/ws/chat`;
-    for (let i = 0; i < 1000; i++) assert.equal(await echoOnce(ws, `m${i}`), `echo m${i}`);
-    const together = await Promise.all(
-      Array.from({ length: 100 }, (_, i) => echoOnce(ws, `c${i}`)),
-    );
-    assert.deepEqual(together, Array.from({ length: 100 }, (_, i) => `echo c${i}`));
-    assert.equal(await status(`${s.url}/`), 200, "still serving files");
-    assert.equal(await status(`${s.url}/ws/plain`), 200, "still proxying");
-    const sessions = () => s.accessLines().filter((l) => l.includes('"GET /ws/chat" 101'));
-    await until(() => sessions().length === 1100, "1,100 session lines");
-    assert.match(sessions()[0], /"GET \/ws\/chat" 101 - id=\S+ ms=\d+\.\d/);
-    assert.doesNotMatch(s.cli.output(), /ERROR|Upgrade response was not returned/);
-  } finally {
-    await backend.shutdown();
-  }
+  await using s = await shipped({
+    server: { reverse_proxy: [{ path: "/ws", host: "127.0.0.1", port: backend.port }] },
+  });
+  const ws = `${s.url.replace("http", "ws")}/ws/chat`;
+  for (let i = 0; i < 1000; i++) assert.equal(await echoOnce(ws, `m${i}`), `echo m${i}`);
+  const together = await Promise.all(
+    Array.from({ length: 100 }, (_, i) => echoOnce(ws, `c${i}`)),
+  );
+  assert.deepEqual(together, Array.from({ length: 100 }, (_, i) => `echo c${i}`));
+  assert.equal(await status(`${s.url}/`), 200, "still serving files");
+  assert.equal(await status(`${s.url}/ws/plain`), 200, "still proxying");
+  const sessions = () => s.accessLines().filter((l) => l.includes('"GET /ws/chat" 101'));
+  await until(() => sessions().length === 1100, "1,100 session lines");
+  assert.match(sessions()[0], /"GET \/ws\/chat" 101 - id=\S+ ms=\d+\.\d/);
+  assert.doesNotMatch(s.cli.output(), /ERROR|Upgrade response was not returned/);
 });
 
 Deno.test("shipped: HTTPS with the bundled file's ssl section turned on", async () => {

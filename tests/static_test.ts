@@ -1,6 +1,8 @@
 import { strict as assert } from "node:assert";
-import { spawnCli, startTestServer, tempDir, writeFiles } from "./helpers.ts";
-import { rawRequest } from "./raw.ts";
+import { spawnCli } from "./support/cli.ts";
+import { rawRequest } from "./support/clients.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { startTestServer } from "./support/servers.ts";
 
 const SITE = {
   "index.html": "<h1>home</h1>",

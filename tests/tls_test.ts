@@ -6,20 +6,12 @@ import assert from "node:assert/strict";
 import { loadTlsMaterial, TlsError } from "../src/tls/certs.ts";
 import { rewriteSslSection } from "../src/cli/ssl_config.ts";
 import { watchReload } from "../src/server/reload.ts";
-import {
-  clientLoop,
-  curl,
-  makeCerts,
-  makeSpecCert,
-  ROOT,
-  runCli,
-  servedFingerprint,
-  spawnCli,
-  startTestServer,
-  tempDir,
-  writeFiles,
-} from "./helpers.ts";
-import { eventually } from "./raw.ts";
+import { makeCerts, makeSpecCert, servedFingerprint } from "./support/certs.ts";
+import { curl, runCli, spawnCli } from "./support/cli.ts";
+import { clientLoop } from "./support/clients.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
+import { startTestServer } from "./support/servers.ts";
+import { eventually } from "./support/wait.ts";
 
 const hasCurl = await new Deno.Command("curl", { args: ["--version"], stdout: "null" }).output()
   .then((o) => o.success, () => false);

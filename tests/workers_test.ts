@@ -1,6 +1,8 @@
 import { strict as assert } from "node:assert";
-import { spawnCli, tempDir, writeFiles } from "./helpers.ts";
-import { eventually, listeningSockets } from "./raw.ts";
+import { spawnCli } from "./support/cli.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { listeningSockets } from "./support/proc.ts";
+import { eventually } from "./support/wait.ts";
 
 Deno.test("server.workers: several event loops share the port, reload together, stop cleanly", async () => {
   await using dir = await tempDir();

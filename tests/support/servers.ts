@@ -1,0 +1,78 @@
+/**
+ * The real server started in this process on 127.0.0.1 and a free port, with a logger that
+ * keeps its lines for the test to read.
+ *
+ * @module
+ */
+import { validate } from "../../src/config/load.ts";
+import type { Config } from "../../src/config/schema.ts";
+import { createLogger, type Logger } from "../../src/log/logger.ts";
+import { buildApp } from "../../src/routes/build.ts";
+import { type RunningServer, startServer } from "../../src/server/server.ts";
+
+/** Lines a test logger collected. */
+export interface CapturedLog extends Logger {
+  lines: string[];
+}
+
+/**
+ * A logger that keeps lines in memory instead of printing them. Access lines (on, as shipped)
+ * are formatted by the real logger and kept as `ACCESS <line>` once it flushes them.
+ */
+export function captureLogger(level: Config["logging"]["level"] = "DEBUG"): CapturedLog {
+  const lines: string[] = [];
+  const base = createLogger({
+    level,
+    forward: (text) => {
+      for (const line of text.split("\n")) if (line) lines.push(`ACCESS ${line}`);
+    },
+  });
+  const keep = (lvl: string) => (m: string) => {
+    if (base.enabled(lvl as Config["logging"]["level"])) lines.push(`${lvl} ${m}`);
+  };
+  return {
+    ...base,
+    lines,
+    debug: keep("DEBUG"),
+    info: keep("INFO"),
+    warn: keep("WARNING"),
+    error: keep("ERROR"),
+  };
+}
+
+/** A server started in this process on 127.0.0.1 and a free port. */
+export interface TestServer extends AsyncDisposable {
+  url: string;
+  server: RunningServer;
+  config: Config;
+  log: CapturedLog;
+}
+
+/**
+ * Starts the real server with `raw` configuration merged over port 0 on 127.0.0.1, otherwise on
+ * the shipped defaults (access log on, to the test's logger); dispose it to stop it.
+ */
+export async function startTestServer(raw: Record<string, unknown>): Promise<TestServer> {
+  const merged = structuredClone(raw) as Record<string, Record<string, unknown>>;
+  merged.server = { host: "127.0.0.1", port: 0, ...merged.server };
+  const { config } = validate(merged);
+  const log = captureLogger(config.logging.level);
+  const server = await startServer(config, log, buildApp(config, log));
+  return {
+    url: server.url.replace(/\/$/, ""),
+    server,
+    config,
+    log,
+    async [Symbol.asyncDispose]() {
+      await server.shutdown(2000);
+    },
+  };
+}
+
+/** A port nothing listens on right now (a dead backend, or one to start a server on later). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = l.addr as Deno.NetAddr;
+  l.close();
+  return port;
+}
