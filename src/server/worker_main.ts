@@ -5,7 +5,7 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { loadChecked } from "../app/boot.ts";
+import { boot, loadChecked } from "../app/boot.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { buildApp } from "../routes/build.ts";
 import { type RunningServer, startServer } from "./server.ts";
@@ -20,15 +20,13 @@ const post = (message: WorkerMessage) => self.postMessage(message);
 const debug = () => flags?.flags.debug ?? false;
 
 /** The main thread's boot path, on the port it holds: a worker refuses what the main refuses. */
-async function load() {
-  return (await loadChecked({ ...flags.flags, port: flags.port })).config;
-}
+const overrides = () => ({ ...flags.flags, port: flags.port });
 
 async function handle(data: WorkerMessage) {
   try {
     if (data.type === "start") {
       flags = data;
-      const config = await load();
+      const { config } = await loadChecked(overrides());
       log = createLogger({
         ...loggerOptions(config.logging),
         forward: (console, file) => post({ type: "log", console, file }),
@@ -38,8 +36,7 @@ async function handle(data: WorkerMessage) {
       post({ type: "ready" });
     } else if (data.type === "reload") {
       if (!server || !log) throw new Error("it is not serving");
-      const config = await load();
-      const app = buildApp(config, log);
+      const { config, app } = await boot(overrides(), log);
       try {
         await server.reload(config, app);
       } catch (e) {
