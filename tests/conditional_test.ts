@@ -2,7 +2,12 @@
  * Conditional and range request rules (src/static/conditional.ts), called directly.
  */
 import assert from "node:assert/strict";
-import { byteRange, etagMatches, notModifiedSince } from "../src/static/conditional.ts";
+import {
+  byteRange,
+  etagMatches,
+  modifiedSince,
+  notModifiedSince,
+} from "../src/static/conditional.ts";
 
 Deno.test("etagMatches: strong comparison for If-Match, weak for If-None-Match, * and lists", () => {
   // [If-Match / If-None-Match value, the file's ETag, strong (If-Match) result, weak result]
@@ -46,10 +51,24 @@ Deno.test("notModifiedSince: whole seconds, either HTTP date form, unreadable da
     ["garbage", at, false],
     ["", at, false],
     ["Sun, 32 Nov 1994 08:49:37 GMT", at, false],
+    ["Sun Nov  6 08:49:37 1994", at, true], // asctime form
+    ["0", at, false], // not an HTTP date: ignored, never read as the year 2000
+    ["2030", at, false],
+    ["Sun, 06 Nov 1994 08:49:37 +0000", at, false], // HTTP dates are GMT
   ];
   for (const [header, mtime, unchanged] of cases) {
     assert.equal(notModifiedSince(header, mtime), unchanged, `${header} / ${mtime - at}`);
   }
+});
+
+Deno.test("modifiedSince (If-Unmodified-Since): a changed file, never for an unreadable date", () => {
+  const date = "Sun, 06 Nov 1994 08:49:37 GMT";
+  const at = Date.UTC(1994, 10, 6, 8, 49, 37);
+  assert.equal(modifiedSince(date, at + 1000), true);
+  assert.equal(modifiedSince(date, at + 999), false);
+  assert.equal(modifiedSince(date, at), false);
+  // An unreadable If-Unmodified-Since is ignored (RFC 9110 §13.1.4), not a 412.
+  for (const bad of ["garbage", "", "0", "2030"]) assert.equal(modifiedSince(bad, at), false, bad);
 });
 
 Deno.test("byteRange: one range, suffixes, open ends, past the end, and what is ignored", () => {

@@ -64,6 +64,9 @@ Deno.test("acceptsEncoding: listed or *, q=0 refuses, names without case, parame
     ["*;q=0", "br", false],
     ["gzip;q=0, *", "gzip", false], // the coding named is taken over *
     ["gzip;q=0, *", "br", true],
+    ["*;q=0, gzip", "gzip", true], // a named coding wins over *, wherever it stands
+    ["*, gzip;q=0", "gzip", false],
+    ["br;Q=0", "br", false], // the q parameter's name has no case
     ["x-gzip", "gzip", false],
     ["identity", "gzip", false],
     ["", "gzip", false],

@@ -129,6 +129,9 @@ Deno.test("conditional requests: If-None-Match and If-Modified-Since give 304", 
     [{ "if-match": '"other"' }, 412],
     [{ "if-match": etag }, 200],
     [{ "if-unmodified-since": "Thu, 01 Jan 1970 00:00:00 GMT" }, 412],
+    // Values that are not HTTP dates are ignored (RFC 9110 §13.1.3, §13.1.4).
+    [{ "if-unmodified-since": "garbage" }, 200],
+    [{ "if-modified-since": "2099" }, 200],
   ];
   for (const [headers, status] of cases) {
     const res = await fetch(s.url + "/a.txt", { headers });

@@ -24,10 +24,38 @@ export function etagMatches(header: string, etag: string, strong: boolean): bool
   return false;
 }
 
+const DAY = "(Mon|Tue|Wed|Thu|Fri|Sat|Sun)";
+const MONTH = "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)";
+const TIME = "\\d{2}:\\d{2}:\\d{2}";
+/** The three forms of RFC 9110 §5.6.7: IMF-fixdate, RFC 850 and asctime. */
+const HTTP_DATE = new RegExp(
+  `^(${DAY}, \\d{2} ${MONTH} \\d{4} ${TIME} GMT|` +
+    `(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), \\d{2}-${MONTH}-\\d{2} ${TIME} GMT|` +
+    `${DAY} ${MONTH} [ \\d]\\d ${TIME} \\d{4})$`,
+);
+
+/**
+ * The time an HTTP date stands for, or undefined when `text` is not one of its three forms:
+ * such a value is ignored (RFC 9110 §13.1.3), never read as some other date (`0`, `2030`).
+ */
+export function httpDate(text: string): number | undefined {
+  const trimmed = text.trim();
+  if (!HTTP_DATE.test(trimmed)) return undefined;
+  // asctime has no zone: it is UTC.
+  const time = Date.parse(/GMT$/.test(trimmed) ? trimmed : `${trimmed} GMT`);
+  return Number.isNaN(time) ? undefined : time;
+}
+
 /** Whether a file modified at `mtimeMs` is unchanged since the HTTP date `header`. */
 export function notModifiedSince(header: string, mtimeMs: number): boolean {
-  const since = Date.parse(header);
-  return !Number.isNaN(since) && Math.floor(mtimeMs / 1000) * 1000 <= since;
+  const since = httpDate(header);
+  return since !== undefined && Math.floor(mtimeMs / 1000) * 1000 <= since;
+}
+
+/** Whether a file modified at `mtimeMs` changed after the HTTP date `header`; false if none. */
+export function modifiedSince(header: string, mtimeMs: number): boolean {
+  const since = httpDate(header);
+  return since !== undefined && Math.floor(mtimeMs / 1000) * 1000 > since;
 }
 
 /**

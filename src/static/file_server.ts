@@ -17,7 +17,13 @@ import {
   listingPage,
   welcomePage,
 } from "../pages/html.ts";
-import { byteRange, etagMatches, notModifiedSince } from "./conditional.ts";
+import {
+  byteRange,
+  etagMatches,
+  httpDate,
+  modifiedSince,
+  notModifiedSince,
+} from "./conditional.ts";
 
 /** Options of {@link createFileServer}. */
 export interface FileServerOptions {
@@ -215,16 +221,22 @@ function heldBytes(entry: Entry | undefined): number {
   return entry.encoded.reduce((n, e) => n + heldBytes(e), entry.body?.byteLength ?? 0);
 }
 
-/** Whether an Accept-Encoding value accepts `coding` (a q of 0 refuses it). */
+/**
+ * Whether an Accept-Encoding value accepts `coding`: named with a q above 0, or not named and
+ * `*` allows it (a named coding wins over `*`, RFC 9110 §12.5.3).
+ */
 export function acceptsEncoding(header: string, coding: string): boolean {
+  let star: boolean | undefined;
   for (const part of header.split(",")) {
     const [name, ...params] = part.split(";");
     const token = name.trim().toLowerCase();
     if (token !== coding && token !== "*") continue;
-    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
-    return q === undefined || Number(q.slice(2)) > 0;
+    const q = params.map((p) => p.trim().toLowerCase()).find((p) => p.startsWith("q="));
+    const accepted = q === undefined || Number(q.slice(2)) > 0;
+    if (token === coding) return accepted;
+    star ??= accepted;
   }
-  return false;
+  return star ?? false;
 }
 
 /** A stream of `length` bytes of an open file from `start`; closes the file when done. */
@@ -500,7 +512,7 @@ function respondFile(request: Request, file: FileEntry): Response | Promise<Resp
   const ifMatch = h.get("if-match");
   if (ifMatch !== null && !etagMatches(ifMatch, e.etag, true)) return preconditionFailed(e);
   const ifUnmodified = h.get("if-unmodified-since");
-  if (ifMatch === null && ifUnmodified !== null && !notModifiedSince(ifUnmodified, e.mtimeMs)) {
+  if (ifMatch === null && ifUnmodified !== null && modifiedSince(ifUnmodified, e.mtimeMs)) {
     return preconditionFailed(e);
   }
   const ifNoneMatch = h.get("if-none-match");
@@ -549,8 +561,8 @@ function respondFile(request: Request, file: FileEntry): Response | Promise<Resp
 function ifRangeHolds(ifRange: string | null, e: FileEntry): boolean {
   if (ifRange === null) return true;
   if (ifRange.startsWith('"') || ifRange.startsWith("W/")) return ifRange === e.etag;
-  const date = Date.parse(ifRange);
-  return !Number.isNaN(date) && Math.floor(e.mtimeMs / 1000) * 1000 === date;
+  const date = httpDate(ifRange);
+  return date !== undefined && Math.floor(e.mtimeMs / 1000) * 1000 === date;
 }
 
 function notModified(e: FileEntry): Response {
