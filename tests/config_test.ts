@@ -124,6 +124,39 @@ Deno.test("precedence: flags > environment > file > defaults", async () => {
   assert.match(m2, /ssl\.cert_file is required/);
 });
 
+Deno.test("PyServe's PYSERVE_* variables are read; a DENOSERVE_* one of the same meaning wins", async () => {
+  const yaml = "server:\n  host: 10.0.0.1\n  port: 7000\n";
+  let r = await load(yaml, {}, {
+    PYSERVE_HOST: "10.0.0.2",
+    PYSERVE_PORT: "7300",
+    PYSERVE_STATIC_DIR: "pydir",
+    PYSERVE_TEMPLATES_DIR: "pytemplates",
+    PYSERVE_LOG_LEVEL: "WARNING",
+    PYSERVE_LOG_FILE: "py.log",
+  });
+  assert.equal(r.config.server.host, "10.0.0.2");
+  assert.equal(r.config.server.port, 7300);
+  assert.equal(r.config.http.static_dir, `${Deno.cwd()}/pydir`);
+  assert.equal(r.config.http.templates_dir, `${Deno.cwd()}/pytemplates`);
+  assert.equal(r.config.logging.level, "WARNING");
+  assert.equal(r.config.logging.log_file, `${Deno.cwd()}/py.log`);
+  r = await load(yaml, {}, {
+    PYSERVE_SSL_ENABLED: "true",
+    PYSERVE_SSL_CERT: "py-cert.pem",
+    PYSERVE_SSL_KEY: "py-key.pem",
+  });
+  assert.equal(r.config.ssl.enabled, true);
+  assert.equal(r.config.ssl.cert_file, `${Deno.cwd()}/py-cert.pem`);
+  assert.equal(r.config.ssl.key_file, `${Deno.cwd()}/py-key.pem`);
+  r = await load(yaml, {}, { PYSERVE_PORT: "7300", DENOSERVE_PORT: "7100", PYSERVE_HOST: "" });
+  assert.equal(r.config.server.port, 7100, "DENOSERVE_PORT wins over PYSERVE_PORT");
+  assert.equal(r.config.server.host, "10.0.0.1", "an empty value counts as unset");
+  r = await load(yaml, { port: 7200 }, { PYSERVE_PORT: "7300" });
+  assert.equal(r.config.server.port, 7200, "flags still win");
+  const m = await loadError(yaml, {}, { PYSERVE_PORT: "x80" });
+  assert.match(m, /PYSERVE_PORT must be a port number/);
+});
+
 Deno.test("--proxy flags add rules after the file's", async () => {
   const { config } = await load("server:\n  reverse_proxy:\n    - path: /a\n      port: 1\n", {
     proxy: [{ host: "b", port: 2, path: "/b" }],

@@ -24,6 +24,11 @@ export interface LoadedConfig {
 type Raw = Record<string, unknown>;
 type Path = (string | number)[];
 
+/**
+ * The settings read from the environment. Each also answers to PyServe's name for it
+ * (`PYSERVE_PORT` for `DENOSERVE_PORT`), so that PyServe's deployments keep working; when both
+ * are set, the `DENOSERVE_*` one wins.
+ */
 const ENV: Record<string, { path: string[]; kind: "string" | "port" | "bool" | "level" }> = {
   DENOSERVE_HOST: { path: ["server", "host"], kind: "string" },
   DENOSERVE_PORT: { path: ["server", "port"], kind: "port" },
@@ -36,8 +41,11 @@ const ENV: Record<string, { path: string[]; kind: "string" | "port" | "bool" | "
   DENOSERVE_SSL_KEY: { path: ["ssl", "key_file"], kind: "string" },
 };
 
-/** Names of the environment variables read, for permission lists and docs. */
-export const ENV_NAMES = Object.keys(ENV);
+/** PyServe's name for a `DENOSERVE_*` variable: `DENOSERVE_PORT` → `PYSERVE_PORT`. */
+const pyserveName = (name: string) => name.replace(/^DENOSERVE_/, "PYSERVE_");
+
+/** Names of the environment variables read, PyServe's aliases included, for permissions and docs. */
+export const ENV_NAMES = Object.keys(ENV).flatMap((name) => [name, pyserveName(name)]);
 
 /** `server.locations./admin`, `extensions[0].config.regex_locations["~^/api/"]`. */
 const pathString = (path: Path) =>
@@ -387,7 +395,7 @@ async function loadExtensionSources(
 
 /**
  * Loads the configuration: the file (`flags.config`, or `./config.yaml` when present), then
- * `DENOSERVE_*` variables, then flags. Relative paths in the file resolve against its folder;
+ * `DENOSERVE_*` variables (or PyServe's `PYSERVE_*` names for them), then flags. Relative paths in the file resolve against its folder;
  * those from the environment and flags against the working directory.
  */
 export async function loadConfig(
@@ -417,9 +425,10 @@ export async function loadConfig(
     setIn(raw, path, value);
     origin.set(path.join("."), source);
   };
-  for (const [name, { path, kind }] of Object.entries(ENV)) {
-    const text = env(name);
-    if (text === undefined || text === "") continue;
+  for (const [own, { path, kind }] of Object.entries(ENV)) {
+    const name = [own, pyserveName(own)].find((n) => (env(n) ?? "") !== "");
+    if (name === undefined) continue;
+    const text = env(name)!;
     const value = envValue(name, kind, text);
     const isPath = PATH_KEYS.some((k) => k.join(".") === path.join("."));
     override(path, isPath ? resolve(value as string) : value, name);
