@@ -157,6 +157,22 @@ Deno.test("PyServe's PYSERVE_* variables are read; a DENOSERVE_* one of the same
   assert.match(m, /PYSERVE_PORT must be a port number/);
 });
 
+Deno.test("an empty reverse_proxy: is no rules; a rule's websocket key defaults to true", async () => {
+  let r = await load("server:\n  port: 7000\n  reverse_proxy:\n");
+  assert.deepEqual(r.config.server.reverse_proxy, []);
+  assert.deepEqual(r.warnings, []);
+  r = await load("server:\n  reverse_proxy:\n", { proxy: [{ host: "b", port: 2, path: "/b" }] });
+  assert.deepEqual(r.config.server.reverse_proxy.map((p) => p.path), ["/b"]);
+  r = await load(
+    "server:\n  reverse_proxy:\n    - path: /a\n      port: 1\n      websocket: false\n" +
+      "    - path: /b\n      port: 2\n",
+  );
+  assert.deepEqual(r.warnings, []);
+  assert.deepEqual(r.config.server.reverse_proxy.map((p) => p.websocket), [false, true]);
+  const m = await loadError("server:\n  reverse_proxy:\n    - port: 1\n      websocket: maybe\n");
+  assert.match(m, /config\.yaml:4:18: server\.reverse_proxy\[0\]\.websocket/);
+});
+
 Deno.test("--proxy flags add rules after the file's", async () => {
   const { config } = await load("server:\n  reverse_proxy:\n    - path: /a\n      port: 1\n", {
     proxy: [{ host: "b", port: 2, path: "/b" }],

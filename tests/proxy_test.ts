@@ -521,6 +521,38 @@ Deno.test("only a GET with Upgrade: websocket is bridged; other methods are plai
   assert.equal(seen.headers.upgrade, undefined, "Upgrade is hop-by-hop");
 });
 
+Deno.test("websocket: false passes an upgrade on as a plain GET without Upgrade", async () => {
+  await using echo = echoBackend();
+  await using ws = webSocketBackend();
+  await using srv = await proxyServer([
+    at(echo, "/plain", { websocket: false }),
+    at(ws, "/ws", { websocket: true }),
+  ]);
+  assert.deepEqual(srv.config.server.reverse_proxy.map((r) => r.websocket), [false, true]);
+  const upgrade = {
+    upgrade: "websocket",
+    connection: "Upgrade",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "sec-websocket-version": "13",
+  };
+  const res = await fetch(srv.url + "/plain/chat", { headers: upgrade });
+  assert.equal(res.status, 200, "the backend's own answer, not a refused handshake");
+  const seen = await res.json();
+  assert.equal(seen.method, "GET");
+  assert.equal(seen.path, "/chat");
+  assert.equal(seen.headers.upgrade, undefined, "no Upgrade reaches the backend");
+  assert.equal(seen.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+  // `websocket: true` (as when absent) still bridges.
+  const socket = new WebSocket(srv.url.replace("http", "ws") + "/ws/x");
+  const opened = Promise.withResolvers<void>();
+  socket.onopen = () => opened.resolve();
+  socket.onerror = () => opened.reject(new Error("WebSocket through websocket: true failed"));
+  const closed = new Promise((r) => socket.onclose = r);
+  await opened.promise;
+  socket.close();
+  await closed;
+});
+
 Deno.test("a small answer the backend breaks off becomes a logged 502, never a short 200", async () => {
   await using short = scriptedBackend(() => ({
     bytes: "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this",

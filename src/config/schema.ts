@@ -64,6 +64,12 @@ export const ProxyRule = z.strictObject({
   connect_timeout: positive("a positive number of seconds").default(10),
   /** Seconds to wait for the backend's response headers. */
   response_timeout: positive("a positive number of seconds").default(30),
+  /**
+   * Bridge `Upgrade: websocket` requests to the backend (PyServe's key). When false the upgrade
+   * is not offered: the request goes on as plain HTTP without `Upgrade`, as nginx does when it
+   * is not told to pass upgrades on.
+   */
+  websocket: bool.default(true),
 });
 export type ProxyRule = z.infer<typeof ProxyRule>;
 
@@ -186,7 +192,8 @@ const Server = z.strictObject({
    * HTTP/1.1 request before the connection is closed (nginx's client_header_timeout).
    */
   header_timeout: positive("a positive number of seconds").default(60),
-  reverse_proxy: z.array(ProxyRule).default([]),
+  /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
+  reverse_proxy: z.preprocess((v) => v ?? [], z.array(ProxyRule)).default([]),
   redirect_instructions: z.array(Redirect).default([]).superRefine(checkRedirects),
   locations: z.record(urlPath, Location).default({}),
 });
