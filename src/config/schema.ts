@@ -192,6 +192,12 @@ const Server = z.strictObject({
    * HTTP/1.1 request before the connection is closed (nginx's client_header_timeout).
    */
   header_timeout: positive("a positive number of seconds").default(60),
+  /**
+   * PyServe's switch for its welcome page at `/`. Here, when true and the static folder has no
+   * index.html, `/` shows the built-in welcome page (instead of a listing or 404); a site's own
+   * index.html always wins.
+   */
+  default_root: bool.default(false),
   /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
   reverse_proxy: z.preprocess((v) => v ?? [], z.array(ProxyRule)).default([]),
   redirect_instructions: z.array(Redirect).default([]).superRefine(checkRedirects),
