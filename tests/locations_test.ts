@@ -184,13 +184,36 @@ Deno.test("V2: invalid regex, bad pattern, unknown or conflicting location keys 
   assert.match(m, /proxy_pass must be an http:\/\/ or https:\/\/ URL/);
   m = configError(routing({ "=/x": { headers: ["no colon here"] } }));
   assert.match(m, /headers\[0\] must be "Name: value"/);
-  m = configError({ extensions: [{ type: "routing", config: {} }] });
-  assert.match(m, /extensions needs "version: 2"/);
   m = configError({
     version: 2,
     extensions: [{ type: "routing", config: {} }, { type: "routing", config: {} }],
   });
   assert.match(m, /extensions\[1\] repeats type routing/);
+});
+
+Deno.test("V2: extensions without version: 2 are a warning naming the line, and apply", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "config.yaml": "server:\n  port: 0\nextensions:\n  - type: routing\n    config:\n" +
+      '      regex_locations:\n        "=/health":\n          return: "200 OK"\n',
+  });
+  const { config, warnings } = await loadConfig({ config: `${dir.path}/config.yaml` });
+  assert.equal(warnings.length, 1, warnings.join("\n"));
+  assert.match(warnings[0], /config\.yaml:3:1: extensions without "version: 2"/);
+  const log = captureLogger();
+  const app = buildApp(config, log);
+  try {
+    const res = await app.handle(new Request("http://localhost/health"), {
+      path: "/health",
+      query: "",
+      remote: { transport: "tcp", hostname: "127.0.0.1", port: 40000 },
+      secure: false,
+    });
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "OK");
+  } finally {
+    app.close();
+  }
 });
 
 Deno.test("V2: errors from the CLI name the key and exit 2", async () => {

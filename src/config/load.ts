@@ -230,6 +230,12 @@ export function validate(
         ssl.cert_file = `${ssl.acme.storage}/cert.pem`;
         ssl.key_file = `${ssl.acme.storage}/key.pem`;
       }
+      if (result.data.extensions.length > 0 && result.data.version !== 2) {
+        warnings.push(
+          `${where(["extensions"], true)}extensions without "version: 2" at the top of the ` +
+            `file; they are applied as PyServe V2 extensions (add "version: 2" to say so)`,
+        );
+      }
       return { config: deepFreeze(result.data) as Config, warnings };
     }
     // A value that came from `${VAR}` and is refused as a string is read as the literal would

@@ -493,13 +493,7 @@ export const Config = z.strictObject({
   logging: Logging.prefault({}),
   extensions: z.array(Extension).default([]),
 }).superRefine((c, ctx) => {
-  if (c.extensions.length && c.version !== 2) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["extensions"],
-      message: 'needs "version: 2" at the top of the file (PyServe V2 configuration)',
-    });
-  }
+  // `extensions` without `version: 2` is a warning (see load.ts): PyServe applies them too.
   const firstOfType = new Map<string, number>();
   c.extensions.forEach((e, i) => {
     const first = firstOfType.get(e.type);
