@@ -173,6 +173,36 @@ Deno.test("an empty reverse_proxy: is no rules; a rule's websocket key defaults 
   assert.match(m, /config\.yaml:4:18: server\.reverse_proxy\[0\]\.websocket/);
 });
 
+Deno.test("a key given twice is a warning naming both lines; the last one wins (PyYAML's rule)", async () => {
+  const yaml = [
+    "server:", //                   1
+    "  port: 7000", //              2
+    "  host: 10.0.0.1", //          3
+    "  port: 7001", //              4
+    "http:", //                     5
+    "  static_dir: ./a", //         6
+    "http:", //                     7
+    "  static_dir: ./b", //         8
+    "  directory_listing: yes", //  9 (not a boolean: the error must point here)
+    "",
+  ].join("\n");
+  let m = await loadError(yaml);
+  assert.match(m, /config\.yaml:9:22: http\.directory_listing/);
+  const { config, warnings, dir } = await load(yaml.replace("yes", "true"));
+  assert.equal(config.server.port, 7001);
+  assert.equal(config.server.host, "10.0.0.1");
+  assert.equal(config.http.static_dir, `${dir}/b`);
+  assert.equal(config.http.directory_listing, true);
+  assert.equal(warnings.length, 2, warnings.join("\n"));
+  assert.match(
+    warnings[0],
+    /config\.yaml:2:3: server\.port is given twice, on lines 2 and 4; the one on line 4 is used/,
+  );
+  assert.match(warnings[1], /config\.yaml:5:1: http is given twice, on lines 5 and 7;/);
+  m = await loadError("server:\n  port: 1\n  port: [\n");
+  assert.match(m, /invalid YAML/);
+});
+
 Deno.test("--proxy flags add rules after the file's", async () => {
   const { config } = await load("server:\n  reverse_proxy:\n    - path: /a\n      port: 1\n", {
     proxy: [{ host: "b", port: 2, path: "/b" }],

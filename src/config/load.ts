@@ -4,7 +4,7 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, type ParsedNode, parseDocument } from "yaml";
 import type { z } from "zod";
 import { permissionHint, permissionProblem } from "../http/errors.ts";
 import { ConfigError } from "./config_error.ts";
@@ -17,7 +17,7 @@ export interface LoadedConfig {
   config: Config;
   /** The file read, or undefined when built-in defaults were used. */
   file?: string;
-  /** Problems that do not stop the server (unknown keys). */
+  /** Problems that do not stop the server (unknown keys, keys given twice). */
   warnings: string[];
 }
 
@@ -287,19 +287,70 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
-/** Reads a YAML config file into a plain object, with a locator for error messages. */
+/** The line a `file:line:col: …` warning points at. */
+const lineOfWarning = (warning: string) => Number(/:(\d+):\d+: /.exec(warning)?.[1] ?? 0);
+
+/**
+ * Drops every pair of a mapping whose key comes again later in the same mapping, as PyYAML does
+ * (the last one wins), and returns a warning for each, naming both lines.
+ */
+function dropRepeatedKeys(
+  node: unknown,
+  path: Path,
+  file: string,
+  linePos: (offset: number) => { line: number; col: number },
+): string[] {
+  const warnings: string[] = [];
+  if (isMap(node)) {
+    const last = new Map<unknown, number>();
+    node.items.forEach((pair, i) => {
+      if (isScalar(pair.key)) last.set(pair.key.value, i);
+    });
+    const kept = node.items.filter((pair, i) => {
+      if (!isScalar(pair.key)) return true;
+      const winner = last.get(pair.key.value)!;
+      if (winner === i) return true;
+      const at = linePos((pair.key as ParsedNode).range[0]);
+      const line = at.line;
+      const winnerLine = linePos((node.items[winner].key as ParsedNode).range[0]).line;
+      warnings.push(
+        `${file}:${line}:${at.col}: ` +
+          `${pathString([...path, String(pair.key.value)])} is given twice, on lines ${line} and ` +
+          `${winnerLine}; the one on line ${winnerLine} is used`,
+      );
+      return false;
+    });
+    node.items = kept;
+    for (const pair of kept) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : "?";
+      warnings.push(...dropRepeatedKeys(pair.value, [...path, key], file, linePos));
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, i) => {
+      warnings.push(...dropRepeatedKeys(item, [...path, i], file, linePos));
+    });
+  }
+  return warnings;
+}
+
+/**
+ * Reads a YAML config file into a plain object, with a locator for error messages. A key given
+ * twice in one mapping is a warning, and the last one is used (PyYAML's rule).
+ */
 export async function readConfigFile(
   file: string,
-): Promise<{ raw: Raw; where: (path: Path, atKey?: boolean) => string }> {
+): Promise<{ raw: Raw; where: (path: Path, atKey?: boolean) => string; warnings: string[] }> {
   const text = await Deno.readTextFile(file);
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
   if (doc.errors.length > 0) {
     const e = doc.errors[0];
     const pos = lineCounter.linePos(e.pos[0]);
     const reason = e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
     throw new ConfigError(`${file}:${pos.line}:${pos.col}: invalid YAML: ${reason}`);
   }
+  const warnings = dropRepeatedKeys(doc.contents, [], file, (o) => lineCounter.linePos(o))
+    .sort((a, b) => lineOfWarning(a) - lineOfWarning(b));
   const raw = doc.toJS() ?? {};
   if (typeof raw !== "object" || Array.isArray(raw)) {
     throw new ConfigError(`${file}:1:1: the configuration must be a mapping of sections`);
@@ -334,7 +385,7 @@ export async function readConfigFile(
     }
     return `${file}: `;
   };
-  return { raw: raw as Raw, where };
+  return { raw: raw as Raw, where, warnings };
 }
 
 /**
@@ -347,6 +398,7 @@ async function loadExtensionSources(
   where: (path: Path, atKey?: boolean) => string,
   env: (name: string) => string | undefined,
   substituted: Substituted,
+  warnings: string[],
 ): Promise<(path: Path, atKey?: boolean) => string> {
   const extensions = raw.extensions;
   if (!Array.isArray(extensions)) return where;
@@ -357,6 +409,7 @@ async function loadExtensionSources(
     let loaded: Awaited<ReturnType<typeof readConfigFile>>;
     try {
       loaded = await readConfigFile(file);
+      warnings.push(...loaded.warnings);
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       throw new ConfigError(
@@ -412,8 +465,11 @@ export async function loadConfig(
   let raw: Raw = {};
   let where = (_: Path, _atKey?: boolean) => "";
   let used: string | undefined;
+  const fileWarnings: string[] = [];
   try {
-    ({ raw, where } = await readConfigFile(file));
+    let warnings: string[];
+    ({ raw, where, warnings } = await readConfigFile(file));
+    fileWarnings.push(...warnings);
     used = file;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
@@ -424,7 +480,7 @@ export async function loadConfig(
   const substituted: Substituted = new Map();
   raw = substituteEnv(raw, [], where, env, substituted) as Raw;
   const base = used ? resolve(file, "..") : Deno.cwd();
-  where = await loadExtensionSources(raw, base, where, env, substituted);
+  where = await loadExtensionSources(raw, base, where, env, substituted, fileWarnings);
 
   const origin = new Map<string, string>();
   const override = (path: string[], value: unknown, source: string) => {
@@ -463,5 +519,5 @@ export async function loadConfig(
     return source ? `${source}: ` : where(path, atKey);
   };
   const { config, warnings } = validate(raw, locate, base, substituted);
-  return { config, file: used, warnings };
+  return { config, file: used, warnings: [...fileWarnings, ...warnings] };
 }
