@@ -9,7 +9,7 @@ import type { z } from "zod";
 import { permissionHint, permissionProblem } from "../http/errors.ts";
 import { ConfigError } from "./config_error.ts";
 import type { Overrides } from "./overrides.ts";
-import { Config, PATH_KEYS } from "./schema.ts";
+import { Config, EXTENSION_SCHEMAS, PATH_KEYS } from "./schema.ts";
 import { didYouMean } from "./suggest.ts";
 
 /** The result of {@link loadConfig}. */
@@ -191,6 +191,16 @@ function keysAt(schema: z.ZodType, path: Path): string[] {
   return s?._zod?.def?.type === "object" ? Object.keys(s._zod.def.shape) : [];
 }
 
+/** {@link keysAt} for the whole file: an extension's `config` by the schema of its type. */
+function knownKeys(raw: Raw, path: Path): string[] {
+  if (path[0] === "extensions" && path[2] === "config" && typeof path[1] === "number") {
+    const type = (valueAt(raw, ["extensions", path[1], "type"]) ?? "") as string;
+    const schema = EXTENSION_SCHEMAS[type];
+    return schema ? keysAt(schema, path.slice(3)) : [];
+  }
+  return keysAt(Config, path);
+}
+
 function deleteAt(obj: unknown, path: Path, key: string) {
   let o = obj as Raw;
   for (const p of path) o = (o as Raw)[p as string] as Raw;
@@ -269,7 +279,7 @@ export function validate(
         const full = [...path, key];
         warnings.push(
           `${where(full, true)}unknown key ${pathString(full)} is ignored${
-            didYouMean(key, keysAt(Config, path))
+            didYouMean(key, knownKeys(raw, path))
           }`,
         );
         deleteAt(raw, path, key);

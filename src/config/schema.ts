@@ -5,7 +5,6 @@
  * @module
  */
 import { z } from "zod";
-import { didYouMean } from "./suggest.ts";
 
 const shown = (v: unknown) => JSON.stringify(v) ?? String(v);
 
@@ -434,12 +433,17 @@ export const SecurityConfig = z.strictObject({
 });
 export type SecurityConfig = z.infer<typeof SecurityConfig>;
 
-const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
+/** The schema of each extension type's `config`. */
+export const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
   routing: RoutingConfig,
   security: SecurityConfig,
 };
 
-/** An `extensions` entry; `config` of known types is validated (unknown location keys fail). */
+/**
+ * An `extensions` entry; `config` of known types is validated. Unknown keys in it (a location's
+ * `vibe_serving`, say) stay `unrecognized_keys` issues, which loading turns into warnings, as
+ * PyServe ignores them.
+ */
 const Extension = z.strictObject({
   type: nonEmpty,
   config: z.record(z.string(), z.unknown()).default({}),
@@ -450,23 +454,8 @@ const Extension = z.strictObject({
   const result = schema.safeParse(ext.config);
   if (result.success) return { ...ext, config: result.data as Record<string, unknown> };
   for (const issue of result.error.issues) {
-    const path = ["config", ...issue.path];
-    const inLocation = ext.type === "routing" && issue.path[0] === "regex_locations" &&
-      issue.path.length === 2;
-    if (issue.code === "unrecognized_keys" && inLocation) {
-      for (const key of issue.keys) {
-        ctx.addIssue({
-          code: "custom",
-          path: [...path, key],
-          message: `is not a location key${
-            didYouMean(key, Object.keys(RoutingLocation.shape))
-          }; known keys: ${Object.keys(RoutingLocation.shape).join(", ")}`,
-        });
-      }
-    } else {
-      // deno-lint-ignore no-explicit-any
-      ctx.addIssue({ ...issue, path } as any);
-    }
+    // deno-lint-ignore no-explicit-any
+    ctx.addIssue({ ...issue, path: ["config", ...issue.path] } as any);
   }
   return z.NEVER;
 });
