@@ -21,7 +21,7 @@ import { page, welcomePage } from "../src/pages/html.ts";
 import { runCli, spawnCli } from "./support/cli.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 
-const ENV_FLAG = "--allow-env=DENOSERVE_*,NO_COLOR,LOG_TOKENS,LOG_STREAM";
+const ENV_FLAG = "--allow-env=DENOSERVE_*,PYSERVE_*,NO_COLOR,LOG_TOKENS,LOG_STREAM";
 const dec = new TextDecoder();
 
 Deno.test("the compile command is exactly this", () => {
@@ -116,9 +116,15 @@ Deno.test("the baked-in permissions are no wider than the server needs", () => {
   for (const p of PERMISSIONS) {
     assert.doesNotMatch(p, /^(-A|--allow-all|--allow-(run|ffi|sys|import|hrtime))/);
   }
-  assert.deepEqual(ENV_ALLOWED, ["DENOSERVE_*", "NO_COLOR", "LOG_TOKENS", "LOG_STREAM"]);
-  // Every variable the configuration reads falls under DENOSERVE_*.
-  for (const name of ENV_NAMES) assert.ok(name.startsWith("DENOSERVE_"), name);
+  assert.deepEqual(ENV_ALLOWED, [
+    "DENOSERVE_*",
+    "PYSERVE_*",
+    "NO_COLOR",
+    "LOG_TOKENS",
+    "LOG_STREAM",
+  ]);
+  // Every variable the configuration reads falls under DENOSERVE_* or PyServe's PYSERVE_*.
+  for (const name of ENV_NAMES) assert.match(name, /^(DENOSERVE|PYSERVE)_/);
 });
 
 Deno.test("every environment variable named in src/ is inside the granted list", async () => {

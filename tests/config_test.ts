@@ -124,6 +124,85 @@ Deno.test("precedence: flags > environment > file > defaults", async () => {
   assert.match(m2, /ssl\.cert_file is required/);
 });
 
+Deno.test("PyServe's PYSERVE_* variables are read; a DENOSERVE_* one of the same meaning wins", async () => {
+  const yaml = "server:\n  host: 10.0.0.1\n  port: 7000\n";
+  let r = await load(yaml, {}, {
+    PYSERVE_HOST: "10.0.0.2",
+    PYSERVE_PORT: "7300",
+    PYSERVE_STATIC_DIR: "pydir",
+    PYSERVE_TEMPLATES_DIR: "pytemplates",
+    PYSERVE_LOG_LEVEL: "WARNING",
+    PYSERVE_LOG_FILE: "py.log",
+  });
+  assert.equal(r.config.server.host, "10.0.0.2");
+  assert.equal(r.config.server.port, 7300);
+  assert.equal(r.config.http.static_dir, `${Deno.cwd()}/pydir`);
+  assert.equal(r.config.http.templates_dir, `${Deno.cwd()}/pytemplates`);
+  assert.equal(r.config.logging.level, "WARNING");
+  assert.equal(r.config.logging.log_file, `${Deno.cwd()}/py.log`);
+  r = await load(yaml, {}, {
+    PYSERVE_SSL_ENABLED: "true",
+    PYSERVE_SSL_CERT: "py-cert.pem",
+    PYSERVE_SSL_KEY: "py-key.pem",
+  });
+  assert.equal(r.config.ssl.enabled, true);
+  assert.equal(r.config.ssl.cert_file, `${Deno.cwd()}/py-cert.pem`);
+  assert.equal(r.config.ssl.key_file, `${Deno.cwd()}/py-key.pem`);
+  r = await load(yaml, {}, { PYSERVE_PORT: "7300", DENOSERVE_PORT: "7100", PYSERVE_HOST: "" });
+  assert.equal(r.config.server.port, 7100, "DENOSERVE_PORT wins over PYSERVE_PORT");
+  assert.equal(r.config.server.host, "10.0.0.1", "an empty value counts as unset");
+  r = await load(yaml, { port: 7200 }, { PYSERVE_PORT: "7300" });
+  assert.equal(r.config.server.port, 7200, "flags still win");
+  const m = await loadError(yaml, {}, { PYSERVE_PORT: "x80" });
+  assert.match(m, /PYSERVE_PORT must be a port number/);
+});
+
+Deno.test("an empty reverse_proxy: is no rules; a rule's websocket key defaults to true", async () => {
+  let r = await load("server:\n  port: 7000\n  reverse_proxy:\n");
+  assert.deepEqual(r.config.server.reverse_proxy, []);
+  assert.deepEqual(r.warnings, []);
+  r = await load("server:\n  reverse_proxy:\n", { proxy: [{ host: "b", port: 2, path: "/b" }] });
+  assert.deepEqual(r.config.server.reverse_proxy.map((p) => p.path), ["/b"]);
+  r = await load(
+    "server:\n  reverse_proxy:\n    - path: /a\n      port: 1\n      websocket: false\n" +
+      "    - path: /b\n      port: 2\n",
+  );
+  assert.deepEqual(r.warnings, []);
+  assert.deepEqual(r.config.server.reverse_proxy.map((p) => p.websocket), [false, true]);
+  const m = await loadError("server:\n  reverse_proxy:\n    - port: 1\n      websocket: maybe\n");
+  assert.match(m, /config\.yaml:4:18: server\.reverse_proxy\[0\]\.websocket/);
+});
+
+Deno.test("a key given twice is a warning naming both lines; the last one wins (PyYAML's rule)", async () => {
+  const yaml = [
+    "server:", //                   1
+    "  port: 7000", //              2
+    "  host: 10.0.0.1", //          3
+    "  port: 7001", //              4
+    "http:", //                     5
+    "  static_dir: ./a", //         6
+    "http:", //                     7
+    "  static_dir: ./b", //         8
+    "  directory_listing: yes", //  9 (not a boolean: the error must point here)
+    "",
+  ].join("\n");
+  let m = await loadError(yaml);
+  assert.match(m, /config\.yaml:9:22: http\.directory_listing/);
+  const { config, warnings, dir } = await load(yaml.replace("yes", "true"));
+  assert.equal(config.server.port, 7001);
+  assert.equal(config.server.host, "10.0.0.1");
+  assert.equal(config.http.static_dir, `${dir}/b`);
+  assert.equal(config.http.directory_listing, true);
+  assert.equal(warnings.length, 2, warnings.join("\n"));
+  assert.match(
+    warnings[0],
+    /config\.yaml:2:3: server\.port is given twice, on lines 2 and 4; the one on line 4 is used/,
+  );
+  assert.match(warnings[1], /config\.yaml:5:1: http is given twice, on lines 5 and 7;/);
+  m = await loadError("server:\n  port: 1\n  port: [\n");
+  assert.match(m, /invalid YAML/);
+});
+
 Deno.test("--proxy flags add rules after the file's", async () => {
   const { config } = await load("server:\n  reverse_proxy:\n    - path: /a\n      port: 1\n", {
     proxy: [{ host: "b", port: 2, path: "/b" }],

@@ -43,8 +43,9 @@ Deno.test("deno task start grants exactly the permissions (and V8 flags) in scri
   assert.ok(START_PERMISSIONS.includes("--allow-net=127.0.0.1:8000"));
   assert.ok(START_PERMISSIONS.includes("--allow-read=./config.yaml,./static,./templates"));
   assert.ok(!START_PERMISSIONS.some((p) => p.startsWith("--allow-write")));
-  // Every variable the configuration reads is covered by the DENOSERVE_* grant.
-  for (const name of ENV_NAMES) assert.ok(name.startsWith("DENOSERVE_"), name);
+  // Every variable the configuration reads, PyServe's names included, is granted.
+  for (const name of ENV_NAMES) assert.match(name, /^(DENOSERVE|PYSERVE)_/);
+  assert.ok(ENV_NAMES.includes("PYSERVE_PORT") && ENV_ALLOWED.includes("PYSERVE_*"));
 });
 
 Deno.test("the bundled config serves with the start task's permissions", async () => {

@@ -105,7 +105,11 @@ Deno.test("Location: backend URLs become public ones, others stay", () => {
     rewriteLocation("http://10.0.0.1:80801/x", origins, pub, ""),
     "http://10.0.0.1:80801/x",
   );
-  assert.equal(rewriteLocation("/relative", origins, pub, "/api"), "/relative");
+  assert.equal(rewriteLocation("/login?next=/x", origins, pub, "/api"), "/api/login?next=/x");
+  assert.equal(rewriteLocation("/", origins, pub, "/api"), "/api/");
+  assert.equal(rewriteLocation("/relative", origins, pub, ""), "/relative", "nothing stripped");
+  assert.equal(rewriteLocation("//other.org/x", origins, pub, "/api"), "//other.org/x");
+  assert.equal(rewriteLocation("next", origins, pub, "/api"), "next");
   assert.equal(rewriteLocation("https://other.org/", origins, pub, ""), "https://other.org/");
 });
 
@@ -307,7 +311,7 @@ Deno.test("X-Forwarded-Host is the host the client named, never one made up", as
   assert.ok(lines.includes(`x-forwarded-host: localhost:${tls.server.addr.port}`));
 });
 
-Deno.test("redirects pass through; a Location naming the backend is rewritten", async () => {
+Deno.test("redirects pass through; a Location naming the backend or a path is rewritten", async () => {
   await using b = serveBackend((request) => {
     const path = new URL(request.url).pathname;
     const location = path === "/abs"
@@ -323,7 +327,11 @@ Deno.test("redirects pass through; a Location naming the backend is rewritten", 
   assert.equal(abs.status, 302);
   assert.equal(abs.headers.get("location"), `${srv.url}/app/login?next=1`);
   assert.equal((await get("/app/other")).headers.get("location"), "https://elsewhere.example/x");
-  assert.equal((await get("/app/rel")).headers.get("location"), "/relative");
+  assert.equal(
+    (await get("/app/rel")).headers.get("location"),
+    "/app/relative",
+    "a relative Location gets the stripped prefix back",
+  );
 });
 
 Deno.test("TLS front: X-Forwarded-Proto and Location say https (handler called directly)", async () => {
@@ -519,6 +527,38 @@ Deno.test("only a GET with Upgrade: websocket is bridged; other methods are plai
   const seen = await res.json();
   assert.equal(seen.method, "DELETE");
   assert.equal(seen.headers.upgrade, undefined, "Upgrade is hop-by-hop");
+});
+
+Deno.test("websocket: false passes an upgrade on as a plain GET without Upgrade", async () => {
+  await using echo = echoBackend();
+  await using ws = webSocketBackend();
+  await using srv = await proxyServer([
+    at(echo, "/plain", { websocket: false }),
+    at(ws, "/ws", { websocket: true }),
+  ]);
+  assert.deepEqual(srv.config.server.reverse_proxy.map((r) => r.websocket), [false, true]);
+  const upgrade = {
+    upgrade: "websocket",
+    connection: "Upgrade",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "sec-websocket-version": "13",
+  };
+  const res = await fetch(srv.url + "/plain/chat", { headers: upgrade });
+  assert.equal(res.status, 200, "the backend's own answer, not a refused handshake");
+  const seen = await res.json();
+  assert.equal(seen.method, "GET");
+  assert.equal(seen.path, "/chat");
+  assert.equal(seen.headers.upgrade, undefined, "no Upgrade reaches the backend");
+  assert.equal(seen.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+  // `websocket: true` (as when absent) still bridges.
+  const socket = new WebSocket(srv.url.replace("http", "ws") + "/ws/x");
+  const opened = Promise.withResolvers<void>();
+  socket.onopen = () => opened.resolve();
+  socket.onerror = () => opened.reject(new Error("WebSocket through websocket: true failed"));
+  const closed = new Promise((r) => socket.onclose = r);
+  await opened.promise;
+  socket.close();
+  await closed;
 });
 
 Deno.test("a small answer the backend breaks off becomes a logged 502, never a short 200", async () => {

@@ -294,6 +294,40 @@ Deno.test("without a static folder, / shows the welcome page and other paths 404
   assert.deepEqual([...Deno.readDirSync(dir.path)], [], "the server wrote nothing");
 });
 
+Deno.test("server.default_root: true shows the welcome page at / when there is no index.html", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "a.txt": "a", "sub/index.html": "<p>sub</p>" });
+  const status = async (url: string) => {
+    const res = await fetch(url);
+    return [res.status, await res.text()] as const;
+  };
+  {
+    // The shipped default: no index.html at / is a 404.
+    await using s = await startTestServer({ http: { static_dir: dir.path } });
+    assert.equal(s.config.server.default_root, false);
+    assert.equal((await status(s.url + "/"))[0], 404);
+  }
+  {
+    await using s = await startTestServer({
+      server: { default_root: true },
+      http: { static_dir: dir.path, directory_listing: true },
+    });
+    const [code, body] = await status(s.url + "/");
+    assert.equal(code, 200);
+    assert.match(body, /denoserve is running/, "the welcome page, before the listing");
+    assert.deepEqual(await status(s.url + "/a.txt"), [200, "a"]);
+    assert.deepEqual(await status(s.url + "/sub/"), [200, "<p>sub</p>"]);
+  }
+  await writeFiles(dir.path, { "index.html": "<h1>home</h1>" });
+  {
+    await using s = await startTestServer({
+      server: { default_root: true },
+      http: { static_dir: dir.path },
+    });
+    assert.deepEqual(await status(s.url + "/"), [200, "<h1>home</h1>"], "the site's index wins");
+  }
+});
+
 Deno.test("compressed forms: precompressed siblings and cached text, by Accept-Encoding", async () => {
   await using dir = await tempDir();
   const text = "denoserve compresses text once and serves it many times. ".repeat(200);

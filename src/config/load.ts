@@ -4,12 +4,12 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, type ParsedNode, parseDocument } from "yaml";
 import type { z } from "zod";
 import { permissionHint, permissionProblem } from "../http/errors.ts";
 import { ConfigError } from "./config_error.ts";
 import type { Overrides } from "./overrides.ts";
-import { Config, PATH_KEYS } from "./schema.ts";
+import { Config, EXTENSION_SCHEMAS, PATH_KEYS } from "./schema.ts";
 import { didYouMean } from "./suggest.ts";
 
 /** The result of {@link loadConfig}. */
@@ -17,13 +17,18 @@ export interface LoadedConfig {
   config: Config;
   /** The file read, or undefined when built-in defaults were used. */
   file?: string;
-  /** Problems that do not stop the server (unknown keys). */
+  /** Problems that do not stop the server (unknown keys, keys given twice). */
   warnings: string[];
 }
 
 type Raw = Record<string, unknown>;
 type Path = (string | number)[];
 
+/**
+ * The settings read from the environment. Each also answers to PyServe's name for it
+ * (`PYSERVE_PORT` for `DENOSERVE_PORT`), so that PyServe's deployments keep working; when both
+ * are set, the `DENOSERVE_*` one wins.
+ */
 const ENV: Record<string, { path: string[]; kind: "string" | "port" | "bool" | "level" }> = {
   DENOSERVE_HOST: { path: ["server", "host"], kind: "string" },
   DENOSERVE_PORT: { path: ["server", "port"], kind: "port" },
@@ -36,8 +41,11 @@ const ENV: Record<string, { path: string[]; kind: "string" | "port" | "bool" | "
   DENOSERVE_SSL_KEY: { path: ["ssl", "key_file"], kind: "string" },
 };
 
-/** Names of the environment variables read, for permission lists and docs. */
-export const ENV_NAMES = Object.keys(ENV);
+/** PyServe's name for a `DENOSERVE_*` variable: `DENOSERVE_PORT` → `PYSERVE_PORT`. */
+const pyserveName = (name: string) => name.replace(/^DENOSERVE_/, "PYSERVE_");
+
+/** Names of the environment variables read, PyServe's aliases included, for permissions and docs. */
+export const ENV_NAMES = Object.keys(ENV).flatMap((name) => [name, pyserveName(name)]);
 
 /** `server.locations./admin`, `extensions[0].config.regex_locations["~^/api/"]`. */
 const pathString = (path: Path) =>
@@ -183,6 +191,16 @@ function keysAt(schema: z.ZodType, path: Path): string[] {
   return s?._zod?.def?.type === "object" ? Object.keys(s._zod.def.shape) : [];
 }
 
+/** {@link keysAt} for the whole file: an extension's `config` by the schema of its type. */
+function knownKeys(raw: Raw, path: Path): string[] {
+  if (path[0] === "extensions" && path[2] === "config" && typeof path[1] === "number") {
+    const type = (valueAt(raw, ["extensions", path[1], "type"]) ?? "") as string;
+    const schema = EXTENSION_SCHEMAS[type];
+    return schema ? keysAt(schema, path.slice(3)) : [];
+  }
+  return keysAt(Config, path);
+}
+
 function deleteAt(obj: unknown, path: Path, key: string) {
   let o = obj as Raw;
   for (const p of path) o = (o as Raw)[p as string] as Raw;
@@ -222,6 +240,12 @@ export function validate(
         ssl.cert_file = `${ssl.acme.storage}/cert.pem`;
         ssl.key_file = `${ssl.acme.storage}/key.pem`;
       }
+      if (result.data.extensions.length > 0 && result.data.version !== 2) {
+        warnings.push(
+          `${where(["extensions"], true)}extensions without "version: 2" at the top of the ` +
+            `file; they are applied as PyServe V2 extensions (add "version: 2" to say so)`,
+        );
+      }
       return { config: deepFreeze(result.data) as Config, warnings };
     }
     // A value that came from `${VAR}` and is refused as a string is read as the literal would
@@ -255,7 +279,7 @@ export function validate(
         const full = [...path, key];
         warnings.push(
           `${where(full, true)}unknown key ${pathString(full)} is ignored${
-            didYouMean(key, keysAt(Config, path))
+            didYouMean(key, knownKeys(raw, path))
           }`,
         );
         deleteAt(raw, path, key);
@@ -273,19 +297,70 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
-/** Reads a YAML config file into a plain object, with a locator for error messages. */
+/** The line a `file:line:col: …` warning points at. */
+const lineOfWarning = (warning: string) => Number(/:(\d+):\d+: /.exec(warning)?.[1] ?? 0);
+
+/**
+ * Drops every pair of a mapping whose key comes again later in the same mapping, as PyYAML does
+ * (the last one wins), and returns a warning for each, naming both lines.
+ */
+function dropRepeatedKeys(
+  node: unknown,
+  path: Path,
+  file: string,
+  linePos: (offset: number) => { line: number; col: number },
+): string[] {
+  const warnings: string[] = [];
+  if (isMap(node)) {
+    const last = new Map<unknown, number>();
+    node.items.forEach((pair, i) => {
+      if (isScalar(pair.key)) last.set(pair.key.value, i);
+    });
+    const kept = node.items.filter((pair, i) => {
+      if (!isScalar(pair.key)) return true;
+      const winner = last.get(pair.key.value)!;
+      if (winner === i) return true;
+      const at = linePos((pair.key as ParsedNode).range[0]);
+      const line = at.line;
+      const winnerLine = linePos((node.items[winner].key as ParsedNode).range[0]).line;
+      warnings.push(
+        `${file}:${line}:${at.col}: ` +
+          `${pathString([...path, String(pair.key.value)])} is given twice, on lines ${line} and ` +
+          `${winnerLine}; the one on line ${winnerLine} is used`,
+      );
+      return false;
+    });
+    node.items = kept;
+    for (const pair of kept) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : "?";
+      warnings.push(...dropRepeatedKeys(pair.value, [...path, key], file, linePos));
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, i) => {
+      warnings.push(...dropRepeatedKeys(item, [...path, i], file, linePos));
+    });
+  }
+  return warnings;
+}
+
+/**
+ * Reads a YAML config file into a plain object, with a locator for error messages. A key given
+ * twice in one mapping is a warning, and the last one is used (PyYAML's rule).
+ */
 export async function readConfigFile(
   file: string,
-): Promise<{ raw: Raw; where: (path: Path, atKey?: boolean) => string }> {
+): Promise<{ raw: Raw; where: (path: Path, atKey?: boolean) => string; warnings: string[] }> {
   const text = await Deno.readTextFile(file);
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
   if (doc.errors.length > 0) {
     const e = doc.errors[0];
     const pos = lineCounter.linePos(e.pos[0]);
     const reason = e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
     throw new ConfigError(`${file}:${pos.line}:${pos.col}: invalid YAML: ${reason}`);
   }
+  const warnings = dropRepeatedKeys(doc.contents, [], file, (o) => lineCounter.linePos(o))
+    .sort((a, b) => lineOfWarning(a) - lineOfWarning(b));
   const raw = doc.toJS() ?? {};
   if (typeof raw !== "object" || Array.isArray(raw)) {
     throw new ConfigError(`${file}:1:1: the configuration must be a mapping of sections`);
@@ -320,7 +395,7 @@ export async function readConfigFile(
     }
     return `${file}: `;
   };
-  return { raw: raw as Raw, where };
+  return { raw: raw as Raw, where, warnings };
 }
 
 /**
@@ -333,6 +408,7 @@ async function loadExtensionSources(
   where: (path: Path, atKey?: boolean) => string,
   env: (name: string) => string | undefined,
   substituted: Substituted,
+  warnings: string[],
 ): Promise<(path: Path, atKey?: boolean) => string> {
   const extensions = raw.extensions;
   if (!Array.isArray(extensions)) return where;
@@ -343,6 +419,7 @@ async function loadExtensionSources(
     let loaded: Awaited<ReturnType<typeof readConfigFile>>;
     try {
       loaded = await readConfigFile(file);
+      warnings.push(...loaded.warnings);
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       throw new ConfigError(
@@ -387,7 +464,7 @@ async function loadExtensionSources(
 
 /**
  * Loads the configuration: the file (`flags.config`, or `./config.yaml` when present), then
- * `DENOSERVE_*` variables, then flags. Relative paths in the file resolve against its folder;
+ * `DENOSERVE_*` variables (or PyServe's `PYSERVE_*` names for them), then flags. Relative paths in the file resolve against its folder;
  * those from the environment and flags against the working directory.
  */
 export async function loadConfig(
@@ -398,8 +475,11 @@ export async function loadConfig(
   let raw: Raw = {};
   let where = (_: Path, _atKey?: boolean) => "";
   let used: string | undefined;
+  const fileWarnings: string[] = [];
   try {
-    ({ raw, where } = await readConfigFile(file));
+    let warnings: string[];
+    ({ raw, where, warnings } = await readConfigFile(file));
+    fileWarnings.push(...warnings);
     used = file;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
@@ -410,16 +490,17 @@ export async function loadConfig(
   const substituted: Substituted = new Map();
   raw = substituteEnv(raw, [], where, env, substituted) as Raw;
   const base = used ? resolve(file, "..") : Deno.cwd();
-  where = await loadExtensionSources(raw, base, where, env, substituted);
+  where = await loadExtensionSources(raw, base, where, env, substituted, fileWarnings);
 
   const origin = new Map<string, string>();
   const override = (path: string[], value: unknown, source: string) => {
     setIn(raw, path, value);
     origin.set(path.join("."), source);
   };
-  for (const [name, { path, kind }] of Object.entries(ENV)) {
-    const text = env(name);
-    if (text === undefined || text === "") continue;
+  for (const [own, { path, kind }] of Object.entries(ENV)) {
+    const name = [own, pyserveName(own)].find((n) => (env(n) ?? "") !== "");
+    if (name === undefined) continue;
+    const text = env(name)!;
     const value = envValue(name, kind, text);
     const isPath = PATH_KEYS.some((k) => k.join(".") === path.join("."));
     override(path, isPath ? resolve(value as string) : value, name);
@@ -448,5 +529,5 @@ export async function loadConfig(
     return source ? `${source}: ` : where(path, atKey);
   };
   const { config, warnings } = validate(raw, locate, base, substituted);
-  return { config, file: used, warnings };
+  return { config, file: used, warnings: [...fileWarnings, ...warnings] };
 }

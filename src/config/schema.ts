@@ -5,7 +5,6 @@
  * @module
  */
 import { z } from "zod";
-import { didYouMean } from "./suggest.ts";
 
 const shown = (v: unknown) => JSON.stringify(v) ?? String(v);
 
@@ -64,6 +63,12 @@ export const ProxyRule = z.strictObject({
   connect_timeout: positive("a positive number of seconds").default(10),
   /** Seconds to wait for the backend's response headers. */
   response_timeout: positive("a positive number of seconds").default(30),
+  /**
+   * Bridge `Upgrade: websocket` requests to the backend (PyServe's key). When false the upgrade
+   * is not offered: the request goes on as plain HTTP without `Upgrade`, as nginx does when it
+   * is not told to pass upgrades on.
+   */
+  websocket: bool.default(true),
 });
 export type ProxyRule = z.infer<typeof ProxyRule>;
 
@@ -186,7 +191,14 @@ const Server = z.strictObject({
    * HTTP/1.1 request before the connection is closed (nginx's client_header_timeout).
    */
   header_timeout: positive("a positive number of seconds").default(60),
-  reverse_proxy: z.array(ProxyRule).default([]),
+  /**
+   * PyServe's switch for its welcome page at `/`. Here, when true and the static folder has no
+   * index.html, `/` shows the built-in welcome page (instead of a listing or 404); a site's own
+   * index.html always wins.
+   */
+  default_root: bool.default(false),
+  /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
+  reverse_proxy: z.preprocess((v) => v ?? [], z.array(ProxyRule)).default([]),
   redirect_instructions: z.array(Redirect).default([]).superRefine(checkRedirects),
   locations: z.record(urlPath, Location).default({}),
 });
@@ -421,12 +433,17 @@ export const SecurityConfig = z.strictObject({
 });
 export type SecurityConfig = z.infer<typeof SecurityConfig>;
 
-const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
+/** The schema of each extension type's `config`. */
+export const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
   routing: RoutingConfig,
   security: SecurityConfig,
 };
 
-/** An `extensions` entry; `config` of known types is validated (unknown location keys fail). */
+/**
+ * An `extensions` entry; `config` of known types is validated. Unknown keys in it (a location's
+ * `vibe_serving`, say) stay `unrecognized_keys` issues, which loading turns into warnings, as
+ * PyServe ignores them.
+ */
 const Extension = z.strictObject({
   type: nonEmpty,
   config: z.record(z.string(), z.unknown()).default({}),
@@ -437,23 +454,8 @@ const Extension = z.strictObject({
   const result = schema.safeParse(ext.config);
   if (result.success) return { ...ext, config: result.data as Record<string, unknown> };
   for (const issue of result.error.issues) {
-    const path = ["config", ...issue.path];
-    const inLocation = ext.type === "routing" && issue.path[0] === "regex_locations" &&
-      issue.path.length === 2;
-    if (issue.code === "unrecognized_keys" && inLocation) {
-      for (const key of issue.keys) {
-        ctx.addIssue({
-          code: "custom",
-          path: [...path, key],
-          message: `is not a location key${
-            didYouMean(key, Object.keys(RoutingLocation.shape))
-          }; known keys: ${Object.keys(RoutingLocation.shape).join(", ")}`,
-        });
-      }
-    } else {
-      // deno-lint-ignore no-explicit-any
-      ctx.addIssue({ ...issue, path } as any);
-    }
+    // deno-lint-ignore no-explicit-any
+    ctx.addIssue({ ...issue, path: ["config", ...issue.path] } as any);
   }
   return z.NEVER;
 });
@@ -480,13 +482,7 @@ export const Config = z.strictObject({
   logging: Logging.prefault({}),
   extensions: z.array(Extension).default([]),
 }).superRefine((c, ctx) => {
-  if (c.extensions.length && c.version !== 2) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["extensions"],
-      message: 'needs "version: 2" at the top of the file (PyServe V2 configuration)',
-    });
-  }
+  // `extensions` without `version: 2` is a warning (see load.ts): PyServe applies them too.
   const firstOfType = new Map<string, number>();
   c.extensions.forEach((e, i) => {
     const first = firstOfType.get(e.type);

@@ -5,12 +5,14 @@
  */
 
 /**
- * Environment variables denoserve reads: its own `DENOSERVE_*` settings, `NO_COLOR`, and the two
- * debug switches the `yaml` package looks up each time it parses (`LOG_TOKENS`, `LOG_STREAM`).
+ * Environment variables denoserve reads: its own `DENOSERVE_*` settings and PyServe's `PYSERVE_*`
+ * names for them, `NO_COLOR`, and the two debug switches the `yaml` package looks up each time it
+ * parses (`LOG_TOKENS`, `LOG_STREAM`).
  * The compiled binary and `deno task start` grant exactly these.
  */
 export const ENV_ALLOWED: readonly string[] = [
   "DENOSERVE_*",
+  "PYSERVE_*",
   "NO_COLOR",
   "LOG_TOKENS",
   "LOG_STREAM",

@@ -78,7 +78,9 @@ export function forwardHeaders(request: Request, ctx: RequestContext): [string, 
 
 /**
  * The `Location` to send to the client: one that points at the backend (`origins`) becomes the
- * public URL (the prefix put back when it was stripped); anything else is left alone.
+ * public URL, and an absolute path (`/login`) gets the stripped prefix back (`/api/login`), as
+ * PyServe does; `prefix` is "" when nothing was stripped. Anything else (another host, `//host`,
+ * a path relative to the request's) is left alone.
  */
 export function rewriteLocation(
   location: string,
@@ -86,6 +88,9 @@ export function rewriteLocation(
   publicOrigin: string,
   prefix: string,
 ): string {
+  if (location.startsWith("/") && !location.startsWith("//") && !location.startsWith("/\\")) {
+    return prefix + location;
+  }
   for (const origin of origins) {
     if (location.length < origin.length) continue;
     if (location.slice(0, origin.length).toLowerCase() !== origin) continue;

@@ -95,8 +95,13 @@ export function createProxy(
           return errorResponse(502, request);
         }
       };
-      handlers.push((request, ctx) =>
-        isWebSocketUpgrade(request) ? websocket(request, ctx) : forward(request, ctx)
+      // With `websocket: false` an upgrade is forwarded as a plain request: Upgrade and
+      // Connection are hop-by-hop, so the backend sees an ordinary GET.
+      handlers.push(
+        rule.rule.websocket
+          ? (request, ctx) =>
+            isWebSocketUpgrade(request) ? websocket(request, ctx) : forward(request, ctx)
+          : forward,
       );
     }
   } catch (e) {

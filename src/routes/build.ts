@@ -65,6 +65,7 @@ export function buildApp(config: Config, log: Logger): App {
   });
   const files = createFileServer({
     ...fileServerOptions(config.http, log.accessEnabled),
+    welcome: config.server.default_root,
     errorResponse,
   });
   const fallback: Handler = (request, ctx) => files(request, ctx.path, ctx.query);

@@ -31,6 +31,11 @@ export interface FileServerOptions {
   root: string;
   /** Answer folders without index.html with a listing. Default false. */
   listing?: boolean;
+  /**
+   * Answer `/` with the built-in welcome page when the root has no index.html (before a
+   * listing). Without the root folder `/` is the welcome page anyway. Default false.
+   */
+  welcome?: boolean;
   /** Serve names starting with a dot (`.well-known` always is). Default false. */
   dotfiles?: boolean;
   /** How long cached metadata is trusted, in ms; 0 checks on every request. Default 1000. */
@@ -291,6 +296,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
   const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
   const dotfiles = options.dotfiles ?? false;
   const listing = options.listing ?? false;
+  const welcome = options.welcome ?? false;
   const staticPrefix = options.staticPrefix ?? true;
   const errorResponse = options.errorResponse ?? builtInErrorResponse;
   const cache = new Map<string, Entry>();
@@ -359,6 +365,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
         real = await Deno.realPath(fsPath);
       } catch (e) {
         if (!(e instanceof Deno.errors.NotFound)) throw e;
+        if (welcome && segments.length === 0) return { kind: "welcome", checkedAt: now };
         return listing
           ? { kind: "listing", fsPath: dir, checkedAt: now }
           : { kind: "missing", status: 404, checkedAt: now };
