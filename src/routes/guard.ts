@@ -6,23 +6,18 @@
  *
  * @module
  */
-import { explainError, permissionProblem } from "../http/errors.ts";
+import { explainError } from "../http/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { builtInErrorResponse } from "../pages/html.ts";
 import type { ErrorResponder, Handler, RequestContext, Wrapper } from "../http/types.ts";
-
-const describe = (error: unknown) =>
-  permissionProblem(error)
-    ? explainError(error)
-    : error instanceof Error
-    ? (error.stack ?? error.message)
-    : String(error);
 
 /** Wraps `next` so that a throw or a rejection is answered instead of escaping. */
 export function withErrorGuard(log: Logger, errorResponse: ErrorResponder): Wrapper {
   return (next: Handler): Handler => (request, ctx) => {
     const fail = (error: unknown): Response => {
-      log.error(`request failed: ${request.method} ${ctx.path}: ${describe(error)}`, ctx);
+      // The stack only at DEBUG (-d), as everywhere else.
+      const why = explainError(error, log.enabled("DEBUG"));
+      log.error(`request failed: ${request.method} ${ctx.path}: ${why}`, ctx);
       return answerAfterFailure(request, ctx, errorResponse);
     };
     const settle = (response: Response): Response =>

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { explainError, permissionProblem } from "../http/errors.ts";
+import { explainError } from "../http/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
@@ -209,11 +209,7 @@ export async function startServer(
   };
 
   const onError = (error: unknown) => {
-    log.error(
-      permissionProblem(error)
-        ? `request failed: ${explainError(error)}`
-        : `request failed: ${error instanceof Error ? (error.stack ?? error.message) : error}`,
-    );
+    log.error(`request failed: ${explainError(error, log.enabled("DEBUG"))}`);
     return current.errorResponse(500, new Request("http://x/"));
   };
 
