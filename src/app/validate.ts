@@ -181,13 +181,16 @@ export async function checkAcme(config: Config): Promise<CheckResult[]> {
   return results;
 }
 
+/** The `security` extension's blocks this build serves. */
+const SERVED_SECURITY = new Set(["cors", "ip_filtering", "trusted_proxies"]);
+
 /** Configuration this build cannot serve yet, named so that it is never silently ignored. */
 export function unsupported(config: Config): string[] {
   const found: string[] = [];
   config.extensions.forEach((e, i) => {
     if (e.type === "security") {
       for (const [key, value] of Object.entries(e.config)) {
-        if (key === "cors" || value === undefined) continue;
+        if (SERVED_SECURITY.has(key) || value === undefined) continue;
         const off = typeof value === "object" && value !== null &&
           (value as { enabled?: unknown }).enabled === false;
         if (!off) found.push(`extensions[${i}].config.${key} (security)`);

@@ -4,7 +4,8 @@
  * The pipeline, outermost first:
  *
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, the guard
- *    again, HSTS on answers over TLS, 400 for an empty Host.
+ *    again, HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
+ *    (403 before anything else); then 400 for an empty Host.
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
  * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
  * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
@@ -29,6 +30,8 @@ import { createProxyForward } from "../proxy/proxy_pass.ts";
 import { withErrorGuard } from "./guard.ts";
 import { withHostRequired } from "./host.ts";
 import { withHsts } from "./hsts.ts";
+import { clientAddress } from "./client_address.ts";
+import { withIpFilter } from "./ip_filter.ts";
 import { createLocationRoute } from "./locations.ts";
 import { createRedirectRoute } from "./redirects.ts";
 
@@ -94,14 +97,17 @@ export function buildApp(config: Config, log: Logger): App {
   for (const w of authWarnings(config)) log.warn(w);
 
   let handle = dispatch(routes, inner);
-  const cors = securityConfig(config)?.cors;
-  if (cors) handle = withCors(cors, handle);
+  const security = securityConfig(config);
+  const client = clientAddress(security?.trusted_proxies ?? []);
+  if (security?.cors) handle = withCors(security.cors, handle);
+  handle = withHostRequired(errorResponse)(handle);
+  if (security?.ip_filtering) {
+    handle = withIpFilter(security.ip_filtering, client, errorResponse)(handle);
+  }
   // A throw in a route or in HSTS is answered with 500 and still logged; a throw in the access
   // log itself is caught by the outer guard.
   const guard = withErrorGuard(log, errorResponse);
-  handle = guard(
-    withAccessLog(log)(guard(withHsts(hstsValue(config))(withHostRequired(errorResponse)(handle)))),
-  );
+  handle = guard(withAccessLog(log)(guard(withHsts(hstsValue(config))(handle))));
   const close = () => {
     proxy.close();
     forward[Symbol.dispose]();
