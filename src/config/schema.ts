@@ -456,7 +456,13 @@ const headerValue = z.string({ error: (i) => `must be a string, got ${shown(i.in
 export const SecurityHeaders = z.strictObject({
   enabled: bool.default(true),
   /** Header name → value. */
-  headers: z.record(word, headerValue).default({
+  headers: z.record(z.string(), headerValue).superRefine((h, ctx) => {
+    for (const name of Object.keys(h)) {
+      if (!word.safeParse(name).success) {
+        ctx.addIssue({ code: "custom", path: [name], message: "is not a valid header name" });
+      }
+    }
+  }).default({
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "strict-origin-when-cross-origin",

@@ -4,7 +4,8 @@
  * The pipeline, outermost first:
  *
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, the guard
- *    again, HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
+ *    again (`security_headers` on every answer sit between the two), HSTS on answers over
+ *    TLS; then, from the `security` extension, `ip_filtering`
  *    (403 before anything else); then 400 for an empty Host.
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
  * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
@@ -32,6 +33,7 @@ import { withHostRequired } from "./host.ts";
 import { withHsts } from "./hsts.ts";
 import { clientAddress } from "./client_address.ts";
 import { withIpFilter } from "./ip_filter.ts";
+import { withSecurityHeaders } from "./security_headers.ts";
 import { createLocationRoute } from "./locations.ts";
 import { createRedirectRoute } from "./redirects.ts";
 
@@ -107,7 +109,10 @@ export function buildApp(config: Config, log: Logger): App {
   // A throw in a route or in HSTS is answered with 500 and still logged; a throw in the access
   // log itself is caught by the outer guard.
   const guard = withErrorGuard(log, errorResponse);
-  handle = guard(withAccessLog(log)(guard(withHsts(hstsValue(config))(handle))));
+  handle = guard(withHsts(hstsValue(config))(handle));
+  // Outside the inner guard, so that its 500 carries them too.
+  if (security?.security_headers) handle = withSecurityHeaders(security.security_headers)(handle);
+  handle = guard(withAccessLog(log)(handle));
   const close = () => {
     proxy.close();
     forward[Symbol.dispose]();
