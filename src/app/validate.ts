@@ -182,7 +182,13 @@ export async function checkAcme(config: Config): Promise<CheckResult[]> {
 }
 
 /** The `security` extension's blocks this build serves. */
-const SERVED_SECURITY = new Set(["cors", "ip_filtering", "security_headers", "trusted_proxies"]);
+const SERVED_SECURITY = new Set([
+  "cors",
+  "ip_filtering",
+  "rate_limiting",
+  "security_headers",
+  "trusted_proxies",
+]);
 
 /** Configuration this build cannot serve yet, named so that it is never silently ignored. */
 export function unsupported(config: Config): string[] {

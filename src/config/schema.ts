@@ -483,7 +483,13 @@ export const RateLimiting = z.strictObject({
   requests_per_minute: wholeAtLeast(1).default(60),
   burst: wholeAtLeast(1).default(10),
   /** Path prefix → its own limit, longest prefix first; requests under it count only there. */
-  rules: z.record(urlPath, RateLimit).default({}),
+  rules: z.record(z.string(), RateLimit).superRefine((rules, ctx) => {
+    for (const prefix of Object.keys(rules)) {
+      if (!prefix.startsWith("/")) {
+        ctx.addIssue({ code: "custom", path: [prefix], message: 'must start with "/"' });
+      }
+    }
+  }).default({}),
   /** Buckets kept at most; the least recently used idle ones go first. */
   max_clients: wholeAtLeast(1).default(10000),
 });

@@ -6,7 +6,7 @@
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, the guard
  *    again (`security_headers` on every answer sit between the two), HSTS on answers over
  *    TLS; then, from the `security` extension, `ip_filtering`
- *    (403 before anything else); then 400 for an empty Host.
+ *    (403 before anything else); then 400 for an empty Host; then `rate_limiting` (429).
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
  * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
  * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
@@ -33,6 +33,7 @@ import { withHostRequired } from "./host.ts";
 import { withHsts } from "./hsts.ts";
 import { clientAddress } from "./client_address.ts";
 import { withIpFilter } from "./ip_filter.ts";
+import { withRateLimit } from "./rate_limit.ts";
 import { withSecurityHeaders } from "./security_headers.ts";
 import { createLocationRoute } from "./locations.ts";
 import { createRedirectRoute } from "./redirects.ts";
@@ -102,6 +103,9 @@ export function buildApp(config: Config, log: Logger): App {
   const security = securityConfig(config);
   const client = clientAddress(security?.trusted_proxies ?? []);
   if (security?.cors) handle = withCors(security.cors, handle);
+  if (security?.rate_limiting) {
+    handle = withRateLimit(security.rate_limiting, { client, errorResponse })(handle);
+  }
   handle = withHostRequired(errorResponse)(handle);
   if (security?.ip_filtering) {
     handle = withIpFilter(security.ip_filtering, client, errorResponse)(handle);
