@@ -7,7 +7,8 @@
  *    again (`security_headers` on every answer sit between the two), HSTS on answers over
  *    TLS; then, from the `security` extension, `ip_filtering`
  *    (403 before anything else); then 400 for an empty Host; then `rate_limiting` (429).
- * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
+ * 1. CORS (`security` extension): answers preflights, adds headers to every answer below; then
+ *    `csrf_protection` (its cookie on safe requests, 403 for unsafe ones without the token).
  * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
  * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
  * 4. Reverse proxy rules (`server.reverse_proxy`), longest prefix first.
@@ -25,6 +26,7 @@ import { createFileServer, fileServerOptions } from "../static/file_server.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
 import { withAccessLog } from "./access_log.ts";
 import { withCors } from "./cors.ts";
+import { withCsrf } from "./csrf.ts";
 import { createErrorPages } from "./error_pages.ts";
 import type { ErrorResponder, Handler, Route } from "../http/types.ts";
 import { createProxyForward } from "../proxy/proxy_pass.ts";
@@ -102,6 +104,7 @@ export function buildApp(config: Config, log: Logger): App {
   let handle = dispatch(routes, inner);
   const security = securityConfig(config);
   const client = clientAddress(security?.trusted_proxies ?? []);
+  if (security?.csrf_protection) handle = withCsrf(security.csrf_protection, errorResponse)(handle);
   if (security?.cors) handle = withCors(security.cors, handle);
   if (security?.rate_limiting) {
     handle = withRateLimit(security.rate_limiting, { client, errorResponse })(handle);
