@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import { parseCidr } from "../http/ip.ts";
 
 const shown = (v: unknown) => JSON.stringify(v) ?? String(v);
 
@@ -423,13 +424,105 @@ export const Cors = z.strictObject({
 });
 export type Cors = z.infer<typeof Cors>;
 
-/** `extensions: [{ type: security, config: … }]`; only `cors` is served, the rest is reported. */
+/** An address or a CIDR range, IPv4 or IPv6. */
+const cidr = nonEmpty.refine((c) => parseCidr(c) !== undefined, {
+  error: (i) =>
+    `must be an IP address or CIDR like 192.168.1.0/24 or 2001:db8::/32, got ${shown(i.input)}`,
+});
+
+const cidrList = z.array(cidr, {
+  error: (i) => `must be a list of addresses, got ${shown(i.input)}`,
+});
+
+const wholeAtLeast = (min: number) =>
+  z.int({ error: (i) => `must be a whole number ≥ ${min}, got ${shown(i.input)}` })
+    .min(min, { error: (i) => `must be a whole number ≥ ${min}, got ${shown(i.input)}` });
+
+/** `ip_filtering:` addresses refused, or the only ones let in. */
+export const IpFiltering = z.strictObject({
+  /** Whether the filter applies. */
+  enabled: bool.default(true),
+  /** When not empty, only these addresses and ranges are served. */
+  whitelist: cidrList.default([]),
+  /** These addresses and ranges are refused (even when also whitelisted). */
+  blacklist: cidrList.default([]),
+});
+export type IpFiltering = z.infer<typeof IpFiltering>;
+
+const headerValue = z.string({ error: (i) => `must be a string, got ${shown(i.input)}` })
+  .refine((v) => !/[\r\n\0]/.test(v), "must not contain line breaks");
+
+/** `security_headers:` headers added to every answer. */
+export const SecurityHeaders = z.strictObject({
+  enabled: bool.default(true),
+  /** Header name → value. */
+  headers: z.record(z.string(), headerValue).superRefine((h, ctx) => {
+    for (const name of Object.keys(h)) {
+      if (!word.safeParse(name).success) {
+        ctx.addIssue({ code: "custom", path: [name], message: "is not a valid header name" });
+      }
+    }
+  }).default({
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+  }),
+});
+export type SecurityHeaders = z.infer<typeof SecurityHeaders>;
+
+const RateLimit = z.strictObject({
+  /** Tokens added per minute. */
+  requests_per_minute: wholeAtLeast(1).default(60),
+  /** Bucket size: requests a client may send at once. */
+  burst: wholeAtLeast(1).default(10),
+});
+
+/** `rate_limiting:` a token bucket per client address (and per rule). */
+export const RateLimiting = z.strictObject({
+  enabled: bool.default(true),
+  requests_per_minute: wholeAtLeast(1).default(60),
+  burst: wholeAtLeast(1).default(10),
+  /** Path prefix → its own limit, longest prefix first; requests under it count only there. */
+  rules: z.record(z.string(), RateLimit).superRefine((rules, ctx) => {
+    for (const prefix of Object.keys(rules)) {
+      if (!prefix.startsWith("/")) {
+        ctx.addIssue({ code: "custom", path: [prefix], message: 'must start with "/"' });
+      }
+    }
+  }).default({}),
+  /** Buckets kept at most; the least recently used idle ones go first. */
+  max_clients: wholeAtLeast(1).default(10000),
+});
+export type RateLimiting = z.infer<typeof RateLimiting>;
+
+/** `csrf_protection:` a double-submit cookie with an HMAC-signed token. */
+export const CsrfProtection = z.strictObject({
+  enabled: bool.default(true),
+  /** The HMAC key; required (use `${VAR}` to keep it out of the file). */
+  secret: nonEmpty.min(16, "must be at least 16 characters").optional(),
+  cookie_name: word.default("csrf_token"),
+  header_name: word.default("X-CSRF-Token"),
+  /** Path prefixes whose unsafe requests are not checked. */
+  exempt_paths: z.array(urlPath).default([]),
+}).superRefine((c, ctx) => {
+  if (c.enabled && c.secret === undefined) {
+    ctx.addIssue({ code: "custom", path: ["secret"], message: "is required when enabled" });
+  }
+});
+export type CsrfProtection = z.infer<typeof CsrfProtection>;
+
+/** `extensions: [{ type: security, config: … }]`. */
 export const SecurityConfig = z.strictObject({
   cors: Cors.optional(),
-  rate_limiting: z.unknown().optional(),
-  csrf_protection: z.unknown().optional(),
-  security_headers: z.unknown().optional(),
-  ip_filtering: z.unknown().optional(),
+  rate_limiting: RateLimiting.optional(),
+  csrf_protection: CsrfProtection.optional(),
+  security_headers: SecurityHeaders.optional(),
+  ip_filtering: IpFiltering.optional(),
+  /**
+   * Peers whose `X-Forwarded-For` names the client, for `ip_filtering` and `rate_limiting`;
+   * by default none, and the socket's address counts.
+   */
+  trusted_proxies: cidrList.default([]),
 });
 export type SecurityConfig = z.infer<typeof SecurityConfig>;
 

@@ -12,12 +12,14 @@ function apply(headers: Headers, pairs: readonly (readonly [string, string])[]) 
       else if (old !== "*" && !old.toLowerCase().includes(value.toLowerCase())) {
         headers.set("vary", `${old}, ${value}`);
       }
-    } else headers.set(name, value);
+    } else if (name === "set-cookie") headers.append(name, value);
+    else headers.set(name, value);
   }
 }
 
 /**
- * Sets `pairs` on `response` (`vary` is merged with what is there) and returns it, or a copy
+ * Sets `pairs` on `response` (`vary` is merged with what is there, `set-cookie` is added to the
+ * cookies already set) and returns it, or a copy
  * when its headers cannot be changed. The one place for a header on an answer that may be
  * immutable: every wrapper that adds one goes through here.
  */

@@ -4,8 +4,11 @@
  * The pipeline, outermost first:
  *
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, the guard
- *    again, HSTS on answers over TLS, 400 for an empty Host.
- * 1. CORS (`security` extension): answers preflights, adds headers to every answer below.
+ *    again (`security_headers` on every answer sit between the two), HSTS on answers over
+ *    TLS; then, from the `security` extension, `ip_filtering`
+ *    (403 before anything else); then 400 for an empty Host; then `rate_limiting` (429).
+ * 1. CORS (`security` extension): answers preflights, adds headers to every answer below; then
+ *    `csrf_protection` (its cookie on safe requests, 403 for unsafe ones without the token).
  * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
  * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
  * 4. Reverse proxy rules (`server.reverse_proxy`), longest prefix first.
@@ -23,12 +26,17 @@ import { createFileServer, fileServerOptions } from "../static/file_server.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
 import { withAccessLog } from "./access_log.ts";
 import { withCors } from "./cors.ts";
+import { withCsrf } from "./csrf.ts";
 import { createErrorPages } from "./error_pages.ts";
 import type { ErrorResponder, Handler, Route } from "../http/types.ts";
 import { createProxyForward } from "../proxy/proxy_pass.ts";
 import { withErrorGuard } from "./guard.ts";
 import { withHostRequired } from "./host.ts";
 import { withHsts } from "./hsts.ts";
+import { clientAddress } from "./client_address.ts";
+import { withIpFilter } from "./ip_filter.ts";
+import { withRateLimit } from "./rate_limit.ts";
+import { withSecurityHeaders } from "./security_headers.ts";
 import { createLocationRoute } from "./locations.ts";
 import { createRedirectRoute } from "./redirects.ts";
 
@@ -94,14 +102,24 @@ export function buildApp(config: Config, log: Logger): App {
   for (const w of authWarnings(config)) log.warn(w);
 
   let handle = dispatch(routes, inner);
-  const cors = securityConfig(config)?.cors;
-  if (cors) handle = withCors(cors, handle);
+  const security = securityConfig(config);
+  const client = clientAddress(security?.trusted_proxies ?? []);
+  if (security?.csrf_protection) handle = withCsrf(security.csrf_protection, errorResponse)(handle);
+  if (security?.cors) handle = withCors(security.cors, handle);
+  if (security?.rate_limiting) {
+    handle = withRateLimit(security.rate_limiting, { client, errorResponse })(handle);
+  }
+  handle = withHostRequired(errorResponse)(handle);
+  if (security?.ip_filtering) {
+    handle = withIpFilter(security.ip_filtering, client, errorResponse)(handle);
+  }
   // A throw in a route or in HSTS is answered with 500 and still logged; a throw in the access
   // log itself is caught by the outer guard.
   const guard = withErrorGuard(log, errorResponse);
-  handle = guard(
-    withAccessLog(log)(guard(withHsts(hstsValue(config))(withHostRequired(errorResponse)(handle)))),
-  );
+  handle = guard(withHsts(hstsValue(config))(handle));
+  // Outside the inner guard, so that its 500 carries them too.
+  if (security?.security_headers) handle = withSecurityHeaders(security.security_headers)(handle);
+  handle = guard(withAccessLog(log)(handle));
   const close = () => {
     proxy.close();
     forward[Symbol.dispose]();

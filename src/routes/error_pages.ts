@@ -89,6 +89,8 @@ export function defaultDetails(status: number, request: Request): string {
       return `The requested URL ${path()} was not found on this server.`;
     case 405:
       return `The method ${request.method} is not allowed for ${path()}.`;
+    case 429:
+      return "Too many requests; try again later.";
     case 502:
       return "The upstream server could not be reached or sent an invalid answer.";
     case 503:

@@ -1,0 +1,35 @@
+/**
+ * Which address a request comes from, for address filters and per-client limits.
+ *
+ * @module
+ */
+import { type IpAddress, IpSet, parseIp } from "../http/ip.ts";
+import type { RequestContext } from "../http/types.ts";
+
+/** Finds a request's client address; undefined when none parses. */
+export type ClientAddress = (request: Request, ctx: RequestContext) => IpAddress | undefined;
+
+/**
+ * The socket's address, or, when the socket's peer is one of `trustedProxies`, the address in
+ * `X-Forwarded-For` that the nearest untrusted hop wrote: read from the right, skipping trusted
+ * proxies, since everything left of them is what the client itself claimed.
+ */
+export function clientAddress(trustedProxies: readonly string[]): ClientAddress {
+  const trusted = new IpSet(trustedProxies);
+  if (trusted.size === 0) return (_request, ctx) => parseIp(ctx.remote.hostname);
+  return (request, ctx) => {
+    const peer = parseIp(ctx.remote.hostname);
+    if (!peer || !trusted.has(peer)) return peer;
+    const header = request.headers.get("x-forwarded-for");
+    if (header === null) return peer;
+    const hops = header.split(",");
+    let found = peer;
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = parseIp(hops[i].trim());
+      if (!hop) break;
+      found = hop;
+      if (!trusted.has(hop)) break;
+    }
+    return found;
+  };
+}

@@ -1,0 +1,30 @@
+/**
+ * `security_headers` from the `security` extension: fixed headers on every answer.
+ *
+ * @module
+ */
+import type { SecurityHeaders } from "../config/schema.ts";
+import { setHeaders } from "../http/headers.ts";
+import type { Handler, Wrapper } from "../http/types.ts";
+
+/**
+ * Wraps `next` so that every answer (errors, redirects and proxied answers included) carries the
+ * configured headers. A header the answer already has is kept: a backend or a location that
+ * sets its own `Content-Security-Policy` knows its page better than a site-wide default does.
+ * A WebSocket's 101 is left alone.
+ */
+export function withSecurityHeaders(config: SecurityHeaders): Wrapper {
+  return (next: Handler): Handler => {
+    const pairs = Object.entries(config.headers).map(([k, v]) => [k.toLowerCase(), v] as const);
+    if (!config.enabled || pairs.length === 0) return next;
+    const add = (response: Response): Response => {
+      if (response.status === 101) return response;
+      const missing = pairs.filter(([name]) => !response.headers.has(name));
+      return setHeaders(response, missing);
+    };
+    return (request, ctx) => {
+      const response = next(request, ctx);
+      return response instanceof Promise ? response.then(add) : add(response);
+    };
+  };
+}

@@ -1,0 +1,174 @@
+/**
+ * `csrf_protection` (`extensions: security`): the signed double-submit cookie against a real
+ * server, its attributes over HTTP and TLS, exempt paths, and its settings checked at start.
+ */
+import assert from "node:assert/strict";
+import { CsrfTokens, readCookie } from "../src/routes/csrf.ts";
+import { testApp } from "./support/app.ts";
+import { echoBackend, serveBackend } from "./support/backends.ts";
+import { runCli } from "./support/cli.ts";
+import { get } from "./support/clients.ts";
+import { configError } from "./support/config.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { startTestServer } from "./support/servers.ts";
+
+const SECRET = "a-secret-of-sixteen-or-more";
+
+Deno.test("csrf: tokens verify only under their secret and unchanged", async () => {
+  const tokens = new CsrfTokens(SECRET);
+  const token = await tokens.issue();
+  assert.match(token, /^[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/);
+  assert.ok(await tokens.verify(token));
+  assert.notEqual(await tokens.issue(), token, "each token is new");
+  assert.ok(!await new CsrfTokens("another-secret-entirely").verify(token));
+  const [nonce, sig] = token.split(".");
+  assert.ok(!await tokens.verify(`${nonce}x.${sig}`));
+  const flipped = (sig[0] === "A" ? "B" : "A") + sig.slice(1);
+  assert.ok(!await tokens.verify(`${nonce}.${flipped}`));
+  for (const bad of ["", ".", nonce, `${nonce}.`, `.${sig}`, `${nonce}.${sig}!`]) {
+    assert.ok(!await tokens.verify(bad), bad);
+  }
+  assert.equal(readCookie("a=1; csrf_token=xyz; b=2", "csrf_token"), "xyz");
+  assert.equal(readCookie("xcsrf_token=1", "csrf_token"), undefined);
+  assert.equal(readCookie(null, "csrf_token"), undefined);
+});
+
+Deno.test("csrf: GET sets the cookie, unsafe requests need the header to match it", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "index.html": "home" });
+  await using backend = echoBackend();
+  await using s = await startTestServer({
+    version: 2,
+    http: { static_dir: dir.path },
+    extensions: [
+      {
+        type: "security",
+        config: {
+          csrf_protection: {
+            secret: SECRET,
+            header_name: "X-CSRF-Token",
+            exempt_paths: ["/api/public/", "/health"],
+          },
+        },
+      },
+      { type: "routing", config: { regex_locations: { "^~/api/": { proxy_pass: backend.url } } } },
+    ],
+  });
+  let r = await get(`${s.url}/`);
+  assert.equal(r.body, "home");
+  const setCookie = r.headers.get("set-cookie")!;
+  assert.match(setCookie, /^csrf_token=[\w-]+\.[\w-]+; Path=\/; SameSite=Lax$/);
+  assert.doesNotMatch(setCookie, /HttpOnly|Secure/i, "scripts read it; no Secure over HTTP");
+  const token = setCookie.slice("csrf_token=".length, setCookie.indexOf(";"));
+  const cookie = `csrf_token=${token}`;
+
+  r = await get(`${s.url}/`, { headers: { cookie } });
+  assert.equal(r.headers.get("set-cookie"), null, "a valid cookie is not replaced");
+  r = await get(`${s.url}/`, { headers: { cookie: "csrf_token=forged.token" } });
+  assert.match(r.headers.get("set-cookie")!, /^csrf_token=/, "an invalid one is");
+
+  const post = (path: string, headers: Record<string, string>) =>
+    get(`${s.url}${path}`, { method: "POST", body: "x=1", headers });
+  r = await post("/api/items", {});
+  assert.equal(r.status, 403);
+  assert.match(r.body, /CSRF token is missing or invalid/);
+  r = await post("/api/items", { cookie });
+  assert.equal(r.status, 403, "the cookie alone is what a cross-site form sends");
+  r = await post("/api/items", { "x-csrf-token": token });
+  assert.equal(r.status, 403, "the header alone");
+  r = await post("/api/items", { cookie, "x-csrf-token": `${token}x` });
+  assert.equal(r.status, 403, "a header that differs");
+  const forged = `${token.split(".")[0]}.${"A".repeat(43)}`;
+  r = await post("/api/items", { cookie: `csrf_token=${forged}`, "x-csrf-token": forged });
+  assert.equal(r.status, 403, "a matching pair with a forged signature");
+  r = await post("/api/items", { cookie, "x-csrf-token": token });
+  assert.equal(r.status, 200);
+  assert.equal(JSON.parse(r.body).method, "POST");
+  r = await get(`${s.url}/api/items`, {
+    method: "DELETE",
+    headers: { cookie, "x-csrf-token": token },
+  });
+  assert.equal(r.status, 200);
+  r = await post("/api/public/ping", {});
+  assert.equal(r.status, 200, "exempt path");
+  r = await post("/health", {});
+  assert.notEqual(r.status, 403, "exempt path");
+  s.log.flush();
+  assert.ok(
+    s.log.lines.some((l) => l.startsWith("ACCESS ") && /"POST \/api\/items[^"]*" 403 /.test(l)),
+  );
+});
+
+Deno.test("csrf: the cookie is Secure over TLS, keeps a backend's cookies, and enabled: false is off", async () => {
+  {
+    using app = testApp({
+      version: 2,
+      extensions: [{
+        type: "security",
+        config: { csrf_protection: { secret: SECRET, cookie_name: "xsrf" } },
+      }],
+    });
+    const r = await app.get("https://localhost/");
+    assert.match(r.headers.get("set-cookie")!, /^xsrf=[^;]+; Path=\/; SameSite=Lax; Secure$/);
+  }
+  {
+    await using cookieBackend = serveBackend(() =>
+      new Response("ok", { headers: { "set-cookie": "session=abc; HttpOnly" } })
+    );
+    await using s = await startTestServer({
+      version: 2,
+      extensions: [
+        { type: "security", config: { csrf_protection: { secret: SECRET } } },
+        {
+          type: "routing",
+          config: { regex_locations: { "^~/": { proxy_pass: cookieBackend.url } } },
+        },
+      ],
+    });
+    const r = await fetch(`${s.url}/`);
+    await r.body?.cancel();
+    const cookies = r.headers.getSetCookie();
+    assert.equal(cookies.length, 2, cookies.join(" | "));
+    assert.ok(cookies.includes("session=abc; HttpOnly"));
+    assert.ok(cookies.some((c) => c.startsWith("csrf_token=")));
+  }
+  {
+    using app = testApp({
+      version: 2,
+      extensions: [{ type: "security", config: { csrf_protection: { enabled: false } } }],
+    });
+    const r = await app.get("/", { method: "POST", body: "x" });
+    assert.notEqual(r.status, 403);
+    assert.equal(r.headers.get("set-cookie"), null);
+  }
+});
+
+Deno.test("csrf: settings are checked at start; the secret takes ${VAR}", async () => {
+  const sec = (csrf_protection: unknown) => ({
+    version: 2,
+    extensions: [{ type: "security", config: { csrf_protection } }],
+  });
+  assert.match(configError(sec({})), /csrf_protection\.secret is required when enabled/);
+  assert.match(
+    configError(sec({ secret: "short" })),
+    /csrf_protection\.secret must be at least 16/,
+  );
+  assert.match(
+    configError(sec({ secret: SECRET, exempt_paths: ["health"] })),
+    /exempt_paths\[0\] must start with "\/"/,
+  );
+  assert.match(
+    configError(sec({ secret: SECRET, header_name: "X CSRF" })),
+    /header_name must be a header/,
+  );
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "config.yaml": "version: 2\nextensions:\n  - type: security\n    config:\n" +
+      "      csrf_protection:\n        secret: ${CSRF_SECRET}\n",
+  });
+  let out = await runCli(["--test", "configuration"], { cwd: dir.path });
+  assert.equal(out.code, 2, out.stdout);
+  assert.match(out.stdout + out.stderr, /CSRF_SECRET/);
+  out = await runCli(["--test", "configuration"], { cwd: dir.path, env: { CSRF_SECRET: SECRET } });
+  assert.equal(out.code, 0, out.stdout + out.stderr);
+});
