@@ -330,11 +330,12 @@ Deno.test("extensions: unimplemented types and security blocks are reported as u
         },
       },
       { type: "monitoring", config: { metrics: { enabled: true } } },
+      { type: "caching", config: { backend: "redis" } },
     ],
   });
   assert.deepEqual(unsupported(config), [
     "extensions[1].config.rate_limiting (security)",
-    "extensions[2] (type monitoring)",
+    "extensions[3] (type caching)",
   ]);
   assert.equal(warnings.length, 1);
   assert.match(

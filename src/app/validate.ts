@@ -192,7 +192,7 @@ export function unsupported(config: Config): string[] {
           (value as { enabled?: unknown }).enabled === false;
         if (!off) found.push(`extensions[${i}].config.${key} (security)`);
       }
-    } else if (e.type !== "routing") {
+    } else if (e.type !== "routing" && e.type !== "monitoring") {
       found.push(`extensions[${i}] (type ${e.type})`);
     }
   });
