@@ -4,6 +4,7 @@
  * errors and warnings of the extension.
  */
 import assert from "node:assert/strict";
+import { parse } from "yaml";
 import { validate } from "../src/config/load.ts";
 import { buildApp } from "../src/routes/build.ts";
 import { watchReload } from "../src/server/reload.ts";
@@ -12,7 +13,7 @@ import { makeCerts } from "./support/certs.ts";
 import { runCli } from "./support/cli.ts";
 import { get } from "./support/clients.ts";
 import { configError } from "./support/config.ts";
-import { tempDir, writeFiles } from "./support/files.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { type Exposition, parseExposition, valueOf } from "./support/prometheus.ts";
 import { freePort, startTestServer } from "./support/servers.ts";
 
@@ -331,4 +332,31 @@ Deno.test("monitoring config: --test configuration exits 2 naming the colliding 
   const out = await runCli(["-c", `${dir.path}/config.yaml`, "--test", "configuration"]);
   assert.equal(out.code, 2, out.stdout + out.stderr);
   assert.match(out.stdout + out.stderr, /config\.yaml:7:\d+: .*metrics\.endpoint/);
+});
+
+Deno.test("README: the monitoring example loads, warning about the two unknown checks", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
+  const start = readme.indexOf("## Monitoring");
+  assert.ok(start > 0, "README has the monitoring section");
+  const block = /```yaml\n([\s\S]*?)```/.exec(readme.slice(start));
+  assert.ok(block);
+  const { config, warnings } = validate(parse(block[1]) as Record<string, unknown>);
+  assert.equal(warnings.length, 2, warnings.join("\n"));
+  assert.match(warnings[0], /"database"/);
+  assert.match(warnings[1], /"external_api"/);
+  assert.equal(
+    (config.extensions[0].config as { metrics: { endpoint: string } }).metrics.endpoint,
+    "/internal/metrics",
+  );
+});
+
+Deno.test("metrics: label values are escaped as the format requires", async () => {
+  await using backend = echoBackend();
+  const path = '/a"b\\c';
+  await using srv = await startTestServer({
+    server: { reverse_proxy: [{ path, host: "127.0.0.1", port: backend.port }] },
+    ...monitoring({ metrics: {} }),
+  });
+  const e = await scrape(`${srv.url}/metrics`);
+  assert.equal(valueOf(e, "denoserve_backend_up", { path }), 1);
 });
