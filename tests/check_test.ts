@@ -121,14 +121,14 @@ Deno.test("--test configuration: unknown keys warn (exit 1), unsupported feature
   assert.match(out.stdout, /^WARN configuration: .*unknown key http\.static_dri .*"static_dir"/m);
 
   await writeFiles(dir.path, {
-    "config.yaml": "version: 2\nextensions:\n  - type: monitoring\n" +
-      "    config:\n      metrics: { enabled: true }\n",
+    "config.yaml": "version: 2\nextensions:\n  - type: caching\n" +
+      "    config:\n      backend: memory\n",
   });
   out = await test(dir.path, ["configuration"]);
   assert.equal(out.code, 2, out.stdout);
   assert.match(
     out.stdout,
-    /^FAIL configuration: not supported by this build: extensions\[0\] \(type monitoring\)/m,
+    /^FAIL configuration: not supported by this build: extensions\[0\] \(type caching\)/m,
   );
 });
 

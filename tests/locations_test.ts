@@ -330,10 +330,11 @@ Deno.test("extensions: unimplemented types are reported as unsupported, served s
         },
       },
       { type: "monitoring", config: { metrics: { enabled: true } } },
+      { type: "caching", config: { backend: "redis" } },
     ],
   });
   assert.deepEqual(unsupported(config), [
-    "extensions[2] (type monitoring)",
+    "extensions[3] (type caching)",
   ]);
   assert.equal(warnings.length, 1);
   assert.match(

@@ -66,7 +66,7 @@ Deno.test("server.workers: several event loops share the port, reload together, 
   const before = server.output().length;
   await Deno.writeTextFile(
     `${dir.path}/one.yaml`,
-    "version: 2\n" + yaml("one") + "extensions:\n  - type: monitoring\n    config: {}\n",
+    "version: 2\n" + yaml("one") + "extensions:\n  - type: caching\n    config: {}\n",
   );
   server.process.kill("SIGHUP");
   const after = () => server.output().slice(before);
@@ -77,7 +77,7 @@ Deno.test("server.workers: several event loops share the port, reload together, 
     ),
     after(),
   );
-  assert.match(after(), /not supported by this build: extensions\[0\] \(type monitoring\)/);
+  assert.match(after(), /not supported by this build: extensions\[0\] \(type caching\)/);
   assert.doesNotMatch(after(), /reloaded configuration in/);
   assert.deepEqual(await served(), new Set(["two"]));
 

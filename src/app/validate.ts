@@ -186,7 +186,7 @@ export function unsupported(config: Config): string[] {
   const found: string[] = [];
   config.extensions.forEach((e, i) => {
     // Every block of `security` is served (unknown keys in it are warned about by loading).
-    if (e.type !== "routing" && e.type !== "security") {
+    if (e.type !== "routing" && e.type !== "security" && e.type !== "monitoring") {
       found.push(`extensions[${i}] (type ${e.type})`);
     }
   });

@@ -9,7 +9,13 @@ import type { z } from "zod";
 import { permissionHint, permissionProblem } from "../http/errors.ts";
 import { ConfigError } from "./config_error.ts";
 import type { Overrides } from "./overrides.ts";
-import { Config, EXTENSION_SCHEMAS, PATH_KEYS } from "./schema.ts";
+import {
+  Config,
+  EXTENSION_SCHEMAS,
+  KNOWN_HEALTH_CHECKS,
+  type MonitoringConfig,
+  PATH_KEYS,
+} from "./schema.ts";
 import { didYouMean } from "./suggest.ts";
 
 /** The result of {@link loadConfig}. */
@@ -246,6 +252,19 @@ export function validate(
             `file; they are applied as PyServe V2 extensions (add "version: 2" to say so)`,
         );
       }
+      result.data.extensions.forEach((e, i) => {
+        if (e.type !== "monitoring") return;
+        (e.config as MonitoringConfig).health_checks.forEach((h, j) => {
+          h.checks.forEach((name, k) => {
+            if (KNOWN_HEALTH_CHECKS.includes(name)) return;
+            const at = ["extensions", i, "config", "health_checks", j, "checks", k];
+            warnings.push(
+              `${where(at)}${pathString(at)}: denoserve has no "${name}" check; ${h.path} ` +
+                `reports it as "unknown" (known: ${KNOWN_HEALTH_CHECKS.join(", ")})`,
+            );
+          });
+        });
+      });
       return { config: deepFreeze(result.data) as Config, warnings };
     }
     // A value that came from `${VAR}` and is refused as a string is read as the literal would

@@ -526,10 +526,58 @@ export const SecurityConfig = z.strictObject({
 });
 export type SecurityConfig = z.infer<typeof SecurityConfig>;
 
+/** Health check names denoserve answers for; any other name is reported as "unknown". */
+export const KNOWN_HEALTH_CHECKS: readonly string[] = ["server", "reverse_proxy"];
+
+const HealthCheck = z.strictObject({
+  /** Exact path the JSON answer is served at. */
+  path: urlPath,
+  /**
+   * Names of extra checks. The server itself and every `server.reverse_proxy` pool are always
+   * reported; a name outside {@link KNOWN_HEALTH_CHECKS} is warned about and answered "unknown".
+   */
+  checks: z.array(nonEmpty).default([]),
+});
+
+/** `extensions: [{ type: monitoring, config: … }]`. */
+export const MonitoringConfig = z.strictObject({
+  metrics: z.strictObject({
+    /** Serve Prometheus metrics. */
+    enabled: bool.default(true),
+    /** Exact path of the metrics. */
+    endpoint: urlPath.default("/metrics"),
+  }).optional(),
+  health_checks: z.array(HealthCheck).default([]),
+}).superRefine((c, ctx) => {
+  const seen = new Map<string, number>();
+  c.health_checks.forEach((h, i) => {
+    const first = seen.get(h.path);
+    if (first !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["health_checks", i, "path"],
+        message: `repeats ${h.path} of health_checks[${first}]; merge the two`,
+      });
+    } else seen.set(h.path, i);
+  });
+  const metrics = c.metrics;
+  if (metrics?.enabled && seen.has(metrics.endpoint)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["metrics", "endpoint"],
+      message: `${metrics.endpoint} is also health_checks[${
+        seen.get(metrics.endpoint)
+      }].path; give the metrics and the health check different paths`,
+    });
+  }
+});
+export type MonitoringConfig = z.infer<typeof MonitoringConfig>;
+
 /** The schema of each extension type's `config`. */
 export const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
   routing: RoutingConfig,
   security: SecurityConfig,
+  monitoring: MonitoringConfig,
 };
 
 /**
@@ -562,6 +610,13 @@ export function routingConfig(config: Config): RoutingConfig | undefined {
 export function securityConfig(config: Config): SecurityConfig | undefined {
   return config.extensions.find((e) => e.type === "security")?.config as
     | SecurityConfig
+    | undefined;
+}
+
+/** The monitoring extension's validated config, when there is one. */
+export function monitoringConfig(config: Config): MonitoringConfig | undefined {
+  return config.extensions.find((e) => e.type === "monitoring")?.config as
+    | MonitoringConfig
     | undefined;
 }
 

@@ -14,6 +14,8 @@ export interface RequestContext {
   remote: Deno.NetAddr;
   /** Whether the client connected over TLS. */
   secure: boolean;
+  /** {@link Route.name} of the route that took the request (`static` for the files); metrics read it. */
+  route?: string;
   /** The request's id when access logging is on; pass the context to log calls to tag lines. */
   requestId?: string;
   /**

@@ -25,6 +25,10 @@ export interface Backend {
   healthy: boolean;
 }
 
+/** Whether `backend` is taken by picks at `now`: its health check passes and it is not down. */
+export const backendUp = (backend: Backend, now = Date.now()): boolean =>
+  backend.healthy && backend.downUntil <= now;
+
 /** Picks backends for one rule. */
 export interface Pool {
   backends: Backend[];

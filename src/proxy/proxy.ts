@@ -16,8 +16,19 @@ import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./webso
 export interface Proxy {
   /** Undefined when no rule is configured; a match is the handler of the rule. */
   route?: Route<Handler>;
+  /** The pool of each rule, in rule order, for metrics and health answers. */
+  pools: readonly RulePool[];
   /** Stops health checks and closes backend connections. */
   close(): void;
+}
+
+/** A rule's pool with what names it. */
+export interface RulePool {
+  /** Position in `server.reverse_proxy`. */
+  index: number;
+  /** The rule's `path`. */
+  path: string;
+  pool: Pool;
 }
 
 /** Builds the proxy route for `rules`; throws ConfigError for a rule that cannot be used. */
@@ -26,7 +37,7 @@ export function createProxy(
   log: Logger,
   errorResponse: ErrorResponder,
 ): Proxy {
-  if (rules.length === 0) return { close() {} };
+  if (rules.length === 0) return { pools: [], close() {} };
   const compiled = rules.map(compileRule);
   const opened: RuleConnections[] = [];
   const pools: Pool[] = [];
@@ -115,5 +126,6 @@ export function createProxy(
     match: (ctx) => handlers[match(ctx.path)],
     handle: (request, ctx, handler) => handler(request, ctx),
   };
-  return { route, close };
+  const named = pools.map((pool, i) => ({ index: i, path: rules[i].path, pool }));
+  return { route, pools: named, close };
 }

@@ -3,13 +3,14 @@
  *
  * The pipeline, outermost first:
  *
- * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, the guard
- *    again (`security_headers` on every answer sit between the two), HSTS on answers over
- *    TLS; then, from the `security` extension, `ip_filtering`
+ * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, metrics
+ *    (`monitoring` extension), the guard again (`security_headers` on every answer sit between
+ *    the two), HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
  *    (403 before anything else); then 400 for an empty Host; then `rate_limiting` (429).
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below; then
  *    `csrf_protection` (its cookie on safe requests, 403 for unsafe ones without the token).
- * 2. Redirects (`server.redirect_instructions`): exact paths, before anything else.
+ * 2. The metrics endpoint and health paths (`monitoring` extension), then redirects
+ *    (`server.redirect_instructions`): exact paths, before anything else.
  * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
  * 4. Reverse proxy rules (`server.reverse_proxy`), longest prefix first.
  * 5. V2 locations (`routing` extension): exact, regex, prefix, `__default__`.
@@ -19,7 +20,7 @@
  *
  * @module
  */
-import { type Config, routingConfig, securityConfig } from "../config/schema.ts";
+import { type Config, monitoringConfig, routingConfig, securityConfig } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { createProxy } from "../proxy/proxy.ts";
 import { createFileServer, fileServerOptions } from "../static/file_server.ts";
@@ -34,10 +35,12 @@ import { withErrorGuard } from "./guard.ts";
 import { withHostRequired } from "./host.ts";
 import { withHsts } from "./hsts.ts";
 import { clientAddress } from "./client_address.ts";
+import { createHealthRoute } from "./health.ts";
 import { withIpFilter } from "./ip_filter.ts";
 import { withRateLimit } from "./rate_limit.ts";
 import { withSecurityHeaders } from "./security_headers.ts";
 import { createLocationRoute } from "./locations.ts";
+import { addBackendSource, createMetricsRoute, withMetrics } from "./metrics.ts";
 import { createRedirectRoute } from "./redirects.ts";
 
 /** Everything the server needs to answer requests under one configuration. */
@@ -58,7 +61,10 @@ export function dispatch(routes: Route[], fallback: Handler): Handler {
   return (request, ctx) => {
     for (const route of routes) {
       const match = route.match(ctx);
-      if (match !== undefined) return route.handle(request, ctx, match);
+      if (match !== undefined) {
+        ctx.route = route.name;
+        return route.handle(request, ctx, match);
+      }
     }
     return fallback(request, ctx);
   };
@@ -66,17 +72,24 @@ export function dispatch(routes: Route[], fallback: Handler): Handler {
 
 /** Builds the route table for `config`. */
 export function buildApp(config: Config, log: Logger): App {
+  const monitoring = monitoringConfig(config);
+  const metrics = monitoring?.metrics?.enabled ? monitoring.metrics : undefined;
+  // Whether something reads the answers' Content-Length: the access log and the byte counter.
+  const contentLength = log.accessEnabled || metrics !== undefined;
   const { errorResponse } = createErrorPages({
     templatesDir: config.http.templates_dir,
     ttlMs: config.http.file_cache_ttl_ms,
     log,
   });
   const files = createFileServer({
-    ...fileServerOptions(config.http, log.accessEnabled),
+    ...fileServerOptions(config.http, contentLength),
     welcome: config.server.default_root,
     errorResponse,
   });
-  const fallback: Handler = (request, ctx) => files(request, ctx.path, ctx.query);
+  const fallback: Handler = (request, ctx) => {
+    ctx.route = "static";
+    return files(request, ctx.path, ctx.query);
+  };
   // The forwarder behind `proxy_pass`.
   const forward = createProxyForward({ errorResponse });
 
@@ -86,7 +99,7 @@ export function buildApp(config: Config, log: Logger): App {
   if (proxy.route) guarded.push(proxy.route);
   const locations = createLocationRoute(routingConfig(config), {
     config,
-    contentLength: log.accessEnabled,
+    contentLength,
     errorResponse,
     forward,
     staticFiles: files,
@@ -95,6 +108,10 @@ export function buildApp(config: Config, log: Logger): App {
   const inner = dispatch(guarded, fallback);
 
   const routes: Route[] = [];
+  if (metrics) routes.push(createMetricsRoute(metrics.endpoint));
+  const health = createHealthRoute(monitoring?.health_checks ?? [], () => proxy.pools);
+  if (health) routes.push(health);
+  const removeBackends = metrics ? addBackendSource(() => proxy.pools) : () => {};
   const redirects = createRedirectRoute(config.server.redirect_instructions);
   if (redirects) routes.push(redirects);
   const auth = createAuthRoute(config.server.locations, { log, errorResponse, next: inner });
@@ -119,8 +136,10 @@ export function buildApp(config: Config, log: Logger): App {
   handle = guard(withHsts(hstsValue(config))(handle));
   // Outside the inner guard, so that its 500 carries them too.
   if (security?.security_headers) handle = withSecurityHeaders(security.security_headers)(handle);
+  if (metrics) handle = withMetrics(handle);
   handle = guard(withAccessLog(log)(handle));
   const close = () => {
+    removeBackends();
     proxy.close();
     forward[Symbol.dispose]();
   };

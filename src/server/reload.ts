@@ -9,6 +9,7 @@ import { explainError } from "../http/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
+import { countReload } from "../routes/metrics.ts";
 import { TlsError } from "../tls/certs.ts";
 import type { RunningServer } from "./server.ts";
 
@@ -74,6 +75,7 @@ export function watchReload(options: ReloadOptions): Reloader {
         prepared = await options.prepare();
       } catch (e) {
         log.error(`reload failed, still serving the previous configuration: ${oneLine(e, debug)}`);
+        countReload(false);
         return false;
       }
       for (const w of prepared.warnings) log.warn(w);
@@ -86,10 +88,12 @@ export function watchReload(options: ReloadOptions): Reloader {
               ? ` (new listeners${before !== server.url ? `, was ${before}` : ""})`
               : ""),
         );
+        countReload(true);
         return true;
       } catch (e) {
         prepared.app.close();
         log.error(`reload failed, still serving the previous configuration: ${oneLine(e, debug)}`);
+        countReload(false);
         return false;
       }
     });

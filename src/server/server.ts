@@ -8,6 +8,7 @@ import { explainError } from "../http/errors.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
+import { addCertificateSource } from "../routes/metrics.ts";
 import { type RequestContext, splitUrl, type Upgrade, urlAuthority } from "../http/types.ts";
 import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
 import { redirectToHttps } from "./redirect_http.ts";
@@ -18,6 +19,7 @@ import { type Listening, serveTls } from "./tls_front.ts";
  * something reads it (a proxy header, a log line): asking costs about 6% of a small answer.
  */
 class ServedContext implements RequestContext {
+  route?: string;
   requestId?: string;
   upgrade?: Upgrade;
   constructor(
@@ -344,6 +346,9 @@ export async function startServer(
 
   let gen = watch(open(config, await loadConfiguredTls(config, log), config.server.port));
   options.onListen?.(gen.main.addr);
+  const removeCertificate = addCertificateSource(() =>
+    gen.tls ? { file: gen.tls.certFile, notAfter: gen.tls.info.notAfter } : undefined
+  );
 
   const server: RunningServer = {
     get addr() {
@@ -426,6 +431,7 @@ export async function startServer(
       closing = true;
       await Promise.all([stopGen(gen, timeoutMs), ...retiring]);
       current.close();
+      removeCertificate();
       log.flush();
       stopped.resolve();
     },

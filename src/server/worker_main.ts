@@ -9,6 +9,7 @@ import { boot, loadChecked } from "../app/boot.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { buildApp } from "../routes/build.ts";
 import { type RunningServer, startServer } from "./server.ts";
+import { countReload } from "../routes/metrics.ts";
 import { oneLine } from "./reload.ts";
 import type { WorkerMessage } from "./workers.ts";
 
@@ -36,13 +37,22 @@ async function handle(data: WorkerMessage) {
       post({ type: "ready" });
     } else if (data.type === "reload") {
       if (!server || !log) throw new Error("it is not serving");
-      const { config, app } = await boot(overrides(), log);
+      let booted;
+      try {
+        booted = await boot(overrides(), log);
+      } catch (e) {
+        countReload(false);
+        throw e;
+      }
+      const { config, app } = booted;
       try {
         await server.reload(config, app);
       } catch (e) {
         app.close();
+        countReload(false);
         throw e;
       }
+      countReload(true);
       post({ type: "reloaded", id: data.id });
     } else if (data.type === "stop") {
       await server?.shutdown(data.timeoutMs);
