@@ -122,13 +122,13 @@ Deno.test("--test configuration: unknown keys warn (exit 1), unsupported feature
 
   await writeFiles(dir.path, {
     "config.yaml": "version: 2\nextensions:\n  - type: caching\n" +
-      "    config:\n      backend: memory\n",
+      "    config:\n      backend: redis\n",
   });
   out = await test(dir.path, ["configuration"]);
   assert.equal(out.code, 2, out.stdout);
   assert.match(
     out.stdout,
-    /^FAIL configuration: not supported by this build: extensions\[0\] \(type caching\)/m,
+    /^FAIL configuration: not supported by this build: extensions\[0\]\.config\.backend \(redis; only memory for now\)/m,
   );
 });
 

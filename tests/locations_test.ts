@@ -334,7 +334,7 @@ Deno.test("extensions: unimplemented types are reported as unsupported, served s
     ],
   });
   assert.deepEqual(unsupported(config), [
-    "extensions[3] (type caching)",
+    "extensions[3].config.backend (redis; only memory for now)",
   ]);
   assert.equal(warnings.length, 1);
   assert.match(

@@ -573,11 +573,54 @@ export const MonitoringConfig = z.strictObject({
 });
 export type MonitoringConfig = z.infer<typeof MonitoringConfig>;
 
+/** Cache backends PyServe names; this build serves `memory` only (see app/validate.ts). */
+export const CACHE_BACKENDS = ["memory", "redis"] as const;
+
+const seconds = wholeAtLeast(0);
+
+/** `extensions: [{ type: caching, config: … }]`: answers of proxied routes kept in memory. */
+export const CachingConfig = z.strictObject({
+  /** Where entries live: this process's memory (`redis` is not served by this build yet). */
+  backend: z.enum(CACHE_BACKENDS, {
+    error: (i) => `must be "memory" or "redis", got ${shown(i.input)}`,
+  }).default("memory"),
+  /** Seconds an answer is fresh when neither the backend nor a rule says otherwise. */
+  default_ttl: seconds.default(300),
+  /**
+   * `~regex` / `~*regex` (as in V2 locations) → seconds; the first that matches the path
+   * decides, `0` = do not cache.
+   */
+  rules: z.record(z.string(), seconds).superRefine((rules, ctx) => {
+    for (const key of Object.keys(rules)) {
+      try {
+        const p = parseLocationPattern(key);
+        if (p.kind !== "regex") throw new Error(`must be "~regex" or "~*regex", got ${shown(key)}`);
+      } catch (e) {
+        ctx.addIssue({ code: "custom", path: [key], message: (e as Error).message });
+      }
+    }
+  }).default({}),
+  /** Bytes of bodies and headers kept at most; the least recently used entries go first. */
+  max_bytes: wholeAtLeast(1).default(64 * 1024 * 1024),
+  /** Bytes one answer may have to be kept; larger ones pass through uncached. */
+  max_entry_bytes: wholeAtLeast(1).default(1024 * 1024),
+}).superRefine((c, ctx) => {
+  if (c.max_entry_bytes > c.max_bytes) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["max_entry_bytes"],
+      message: `must not exceed max_bytes (${c.max_bytes})`,
+    });
+  }
+});
+export type CachingConfig = z.infer<typeof CachingConfig>;
+
 /** The schema of each extension type's `config`. */
 export const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
   routing: RoutingConfig,
   security: SecurityConfig,
   monitoring: MonitoringConfig,
+  caching: CachingConfig,
 };
 
 /**
@@ -617,6 +660,13 @@ export function securityConfig(config: Config): SecurityConfig | undefined {
 export function monitoringConfig(config: Config): MonitoringConfig | undefined {
   return config.extensions.find((e) => e.type === "monitoring")?.config as
     | MonitoringConfig
+    | undefined;
+}
+
+/** The caching extension's validated config, when there is one. */
+export function cachingConfig(config: Config): CachingConfig | undefined {
+  return config.extensions.find((e) => e.type === "caching")?.config as
+    | CachingConfig
     | undefined;
 }
 
