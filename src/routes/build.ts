@@ -14,18 +14,26 @@
  * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
  * 4. Reverse proxy rules (`server.reverse_proxy`), longest prefix first.
  * 5. V2 locations (`routing` extension): exact, regex, prefix, `__default__`.
+ *    The `caching` extension wraps the handlers of 4 and of `proxy_pass` in 5.
  * 6. Static files from `http.static_dir` for everything else.
  *
  * Every error answer comes from {@link App.errorResponse}, which uses the templates folder.
  *
  * @module
  */
-import { type Config, monitoringConfig, routingConfig, securityConfig } from "../config/schema.ts";
+import {
+  cachingConfig,
+  type Config,
+  monitoringConfig,
+  routingConfig,
+  securityConfig,
+} from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { createProxy } from "../proxy/proxy.ts";
 import { createFileServer, fileServerOptions } from "../static/file_server.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
 import { withAccessLog } from "./access_log.ts";
+import { createCache } from "./cache.ts";
 import { withCors } from "./cors.ts";
 import { withCsrf } from "./csrf.ts";
 import { createErrorPages } from "./error_pages.ts";
@@ -92,16 +100,24 @@ export function buildApp(config: Config, log: Logger): App {
   };
   // The forwarder behind `proxy_pass`.
   const forward = createProxyForward({ errorResponse });
+  // The `caching` extension sits in front of the proxied handlers only, behind authentication.
+  const caching = cachingConfig(config);
+  const cache = caching && createCache(caching);
+  const cachedForward = cache
+    ? Object.assign(cache.wrap(forward), { [Symbol.dispose]: () => forward[Symbol.dispose]() })
+    : forward;
 
   // Behind authentication: `server.reverse_proxy` rules, then V2 locations, then static files.
   const guarded: Route[] = [];
   const proxy = createProxy(config.server.reverse_proxy, log, errorResponse);
-  if (proxy.route) guarded.push(proxy.route);
+  if (proxy.route) {
+    guarded.push(cache ? { ...proxy.route, handle: cache.wrap(proxy.route.handle) } : proxy.route);
+  }
   const locations = createLocationRoute(routingConfig(config), {
     config,
     contentLength,
     errorResponse,
-    forward,
+    forward: cachedForward,
     staticFiles: files,
   });
   if (locations) guarded.push(locations);
