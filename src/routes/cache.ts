@@ -252,7 +252,7 @@ export function createCache(config: CachingConfig, options: CacheOptions = {}): 
     <A extends unknown[]>(handler: Proxied<A>) =>
     async (request: Request, ctx: RequestContext, ...rest: A): Promise<Response> => {
       const host = (ctx.authority ?? urlAuthority(request.url)).toLowerCase();
-      const key = `${host} ${ctx.path}${ctx.query}`;
+      const key = `${ctx.secure ? "https" : "http"}://${host}${ctx.path}${ctx.query}`;
       const policy = requestPolicy(request);
       if (policy.bypass) {
         const response = await handler(request, ctx, ...rest);
