@@ -3,6 +3,7 @@
  * injected clock, and the real server in front of a backend that counts its requests.
  */
 import assert from "node:assert/strict";
+import { parse } from "yaml";
 import { validate } from "../src/config/load.ts";
 import { CachingConfig } from "../src/config/schema.ts";
 import { unsupported } from "../src/app/validate.ts";
@@ -21,7 +22,7 @@ import { serveBackend } from "./support/backends.ts";
 import { runCli } from "./support/cli.ts";
 import { get } from "./support/clients.ts";
 import { configError } from "./support/config.ts";
-import { tempDir, writeFiles } from "./support/files.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
 
 const h = (init: Record<string, string> = {}) => new Headers(init);
@@ -358,4 +359,18 @@ Deno.test("caching through the server: V2 proxy_pass locations are cached, stati
   const f = await get(`${s.url}/`);
   assert.equal(f.body, "home");
   assert.equal(f.headers.get("x-cache"), null);
+});
+
+Deno.test("README: the caching example loads without warnings, its rules as written", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
+  const start = readme.indexOf("## Caching");
+  assert.ok(start > 0, "README has the caching section");
+  const block = /```yaml\n([\s\S]*?)```/.exec(readme.slice(start));
+  assert.ok(block);
+  const { config, warnings } = validate(parse(block[1]) as Record<string, unknown>);
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(unsupported(config), []);
+  const caching = config.extensions[1].config as CachingConfig;
+  assert.deepEqual(caching.rules, { "~*\\.(css|js|png|svg)$": 86400, "~^/api/live/": 0 });
+  assert.equal(caching.max_bytes, 64 * 1024 * 1024);
 });
