@@ -108,7 +108,12 @@ export function buildApp(config: Config, log: Logger): App {
   const linkTo = (url: string | undefined) => {
     if (url === undefined) return undefined;
     let link = links.get(url);
-    if (!link) links.set(url, link = redisLink(url, { warn: (m) => log.warn(m) }));
+    if (!link) {
+      links.set(
+        url,
+        link = redisLink(url, { warn: (m) => log.warn(m), info: (m) => log.info(m) }),
+      );
+    }
     return link;
   };
   const cache = caching &&

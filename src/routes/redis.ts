@@ -33,6 +33,8 @@ export interface RedisLink {
 /** Options of {@link redisLink}. */
 export interface RedisLinkOptions {
   warn: (message: string) => void;
+  /** Told each time the client is connected (the first time and after each reconnect). */
+  info?: (message: string) => void;
   /** Milliseconds since the epoch, for tests. @default Date.now */
   now?: () => number;
 }
@@ -78,7 +80,10 @@ export function redisLink(url: string, options: RedisLinkOptions): RedisLink {
       },
     }) as unknown as RedisClient;
     c.on("error", (e: Error) => warn(e.message || String(e)));
-    c.on("ready", () => ready.resolve());
+    c.on("ready", () => {
+      ready.resolve();
+      options.info?.(`redis ${shownUrl(url)}: connected`);
+    });
     c.connect().catch((e: Error) => warn(e.message || String(e)));
     client = c;
     return c;
