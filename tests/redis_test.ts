@@ -51,7 +51,8 @@ async function startRedis(port: number) {
     await stop();
     throw new Error(`redis-server did not listen on ${port}`);
   }
-  return { stop, [Symbol.asyncDispose]: stop };
+  const signal = (sig: Deno.Signal) => child.kill(sig);
+  return { stop, signal, [Symbol.asyncDispose]: stop };
 }
 
 /** Lines of `s`'s log matching `re`. */
@@ -140,6 +141,40 @@ Deno.test({
       assert.equal(warned(one) + warned(two), 2, "no more warnings within the minute");
     } finally {
       await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "redis backend: a stalled Redis (SIGSTOP) still lets requests through, with one warning",
+  ignore: !redisServer,
+  async fn() {
+    const port = freePort();
+    await using redis = await startRedis(port);
+    await using b = serveBackend(() =>
+      new Response("ok", { headers: { "cache-control": "max-age=60" } })
+    );
+    const url = `redis://127.0.0.1:${port}/0`;
+    await using s = await startTestServer({
+      version: 2,
+      server: { reverse_proxy: [{ path: "/", host: "127.0.0.1", port: b.port }] },
+      extensions: [
+        { type: "caching", config: { backend: "redis", url } },
+        { type: "security", config: { rate_limiting: { backend: "redis", url, burst: 1000 } } },
+      ],
+    });
+    assert.ok(await eventually(() => logged(s, /^INFO redis .*: connected$/) === 1, 10_000));
+    // Stopped, not dead: the connection stays open and nothing answers on it.
+    redis.signal("SIGSTOP");
+    try {
+      for (let i = 0; i < 5; i++) {
+        const r = await fetch(`${s.url}/slow${i}`);
+        assert.equal(r.status, 200);
+        assert.equal(await r.text(), "ok");
+      }
+      assert.equal(logged(s, /^WARNING redis .*no answer in 150 ms/), 1);
+    } finally {
+      redis.signal("SIGCONT");
     }
   },
 });
