@@ -3,7 +3,12 @@
  * `redis-server` on a free loopback port, through an outage and a restart.
  */
 import assert from "node:assert/strict";
+import { parse } from "yaml";
+import { validate } from "../src/config/load.ts";
+import { unsupported } from "../src/app/validate.ts";
 import { serveBackend } from "./support/backends.ts";
+import { runCli } from "./support/cli.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { freePort, startTestServer, type TestServer } from "./support/servers.ts";
 import { eventually } from "./support/wait.ts";
 
@@ -177,4 +182,47 @@ Deno.test({
       redis.signal("SIGCONT");
     }
   },
+});
+
+Deno.test("redis backend: no url or a bad one is a configuration error naming the key, exit 2", async () => {
+  await using dir = await tempDir();
+  const cases: [string, RegExp][] = [
+    [
+      "  - type: security\n    config:\n      rate_limiting: { backend: redis }\n",
+      /rate_limiting\.url is required with backend: redis/,
+    ],
+    [
+      '  - type: caching\n    config: { backend: redis, url: "http://127.0.0.1:6379" }\n',
+      /config\.url must be redis:\/\/host:port\/db .*got "http:\/\/127\.0\.0\.1:6379"/,
+    ],
+  ];
+  for (const [ext, re] of cases) {
+    await writeFiles(dir.path, { "config.yaml": `version: 2\nextensions:\n${ext}` });
+    const test = await runCli(["--test", "configuration"], { cwd: dir.path });
+    assert.equal(test.code, 2, test.stdout);
+    assert.match(test.stdout, re);
+    const start = await runCli(["-p", "0"], { cwd: dir.path });
+    assert.equal(start.code, 2, start.stderr);
+    assert.match(start.stderr, re);
+  }
+});
+
+Deno.test("README: the Redis backend example loads without warnings", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
+  const start = readme.indexOf("### Redis backend");
+  assert.ok(start > 0, "README has the Redis backend section");
+  const block = /```yaml\n([\s\S]*?)```/.exec(readme.slice(start));
+  assert.ok(block);
+  const { config, warnings } = validate({ version: 2, ...parse(block[1]) });
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(unsupported(config), []);
+  const [caching, security] = config.extensions.map((e) => e.config) as [
+    { backend: string; url: string },
+    { rate_limiting: { backend: string; url: string } },
+  ];
+  assert.deepEqual([caching.backend, caching.url], ["redis", "redis://127.0.0.1:6379/0"]);
+  assert.deepEqual(
+    [security.rate_limiting.backend, security.rate_limiting.url],
+    ["redis", "redis://127.0.0.1:6379/0"],
+  );
 });
