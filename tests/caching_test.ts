@@ -215,10 +215,10 @@ Deno.test("cache: answers over max_entry_bytes pass through whole and are not ke
     assert.equal(await r.text(), `a body longer than ten bytes ${i}`);
   }
   assert.equal(calls.n, 2);
-  assert.equal(cache.store.bytes, 0);
+  assert.equal((cache.store as MemoryCache).bytes, 0);
 });
 
-Deno.test("caching config: wrong types, negative TTLs and bad regexes name the key; redis is unsupported", async () => {
+Deno.test("caching config: wrong types, negative TTLs, bad regexes and redis without a good url name the key", async () => {
   const ext = (config: unknown) => ({ version: 2, extensions: [{ type: "caching", config }] });
   assert.match(configError(ext({ default_ttl: -1 })), /default_ttl must be a whole number ≥ 0/);
   assert.match(configError(ext({ default_ttl: "60" })), /default_ttl must be a whole number/);
@@ -246,9 +246,20 @@ Deno.test("caching config: wrong types, negative TTLs and bad regexes name the k
     max_entry_bytes: 1024 * 1024,
   });
   assert.deepEqual(unsupported(config), []);
-  assert.deepEqual(unsupported(validate(ext({ backend: "redis" })).config), [
-    "extensions[0].config.backend (redis; only memory for now)",
-  ]);
+  assert.match(
+    configError(ext({ backend: "redis" })),
+    /config\.url is required with backend: redis/,
+  );
+  for (const url of ["http://127.0.0.1:6379", "redis://127.0.0.1:6379/x", "redis://", "nope"]) {
+    assert.match(
+      configError(ext({ backend: "redis", url })),
+      /config\.url must be redis:\/\/host:port\/db/,
+    );
+  }
+  assert.deepEqual(
+    unsupported(validate(ext({ backend: "redis", url: "redis://127.0.0.1:6379/0" })).config),
+    [],
+  );
 
   await using dir = await tempDir();
   await writeFiles(dir.path, {

@@ -128,7 +128,17 @@ Deno.test("--test configuration: unknown keys warn (exit 1), unsupported feature
   assert.equal(out.code, 2, out.stdout);
   assert.match(
     out.stdout,
-    /^FAIL configuration: not supported by this build: extensions\[0\]\.config\.backend \(redis; only memory for now\)/m,
+    /^FAIL configuration: .*extensions\[0\]\.config\.url is required with backend: redis/m,
+  );
+
+  await writeFiles(dir.path, {
+    "config.yaml": "version: 2\nextensions:\n  - type: custom\n    config: {}\n",
+  });
+  out = await test(dir.path, ["configuration"]);
+  assert.equal(out.code, 2, out.stdout);
+  assert.match(
+    out.stdout,
+    /^FAIL configuration: not supported by this build: extensions\[0\] \(type custom\)/m,
   );
 });
 

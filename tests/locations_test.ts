@@ -330,11 +330,11 @@ Deno.test("extensions: unimplemented types are reported as unsupported, served s
         },
       },
       { type: "monitoring", config: { metrics: { enabled: true } } },
-      { type: "caching", config: { backend: "redis" } },
+      { type: "custom", config: {} },
     ],
   });
   assert.deepEqual(unsupported(config), [
-    "extensions[3].config.backend (redis; only memory for now)",
+    "extensions[3] (type custom)",
   ]);
   assert.equal(warnings.length, 1);
   assert.match(

@@ -6,7 +6,7 @@
  * @module
  */
 import type { LoadedConfig } from "../config/load.ts";
-import type { CachingConfig, Config } from "../config/schema.ts";
+import type { Config } from "../config/schema.ts";
 import { explainError } from "../http/errors.ts";
 import { ConfigError } from "../config/config_error.ts";
 import { loadTlsMaterial, readCaFile, TlsError } from "../tls/certs.ts";
@@ -186,15 +186,10 @@ export function unsupported(config: Config): string[] {
   const found: string[] = [];
   config.extensions.forEach((e, i) => {
     // Every block of `security` is served (unknown keys in it are warned about by loading).
-    if (e.type === "caching") {
-      // Valid PyServe configuration, but only the memory backend is served so far.
-      if ((e.config as CachingConfig).backend !== "memory") {
-        found.push(
-          `extensions[${i}].config.backend (${(e.config as CachingConfig).backend}; ` +
-            `only memory for now)`,
-        );
-      }
-    } else if (e.type !== "routing" && e.type !== "security" && e.type !== "monitoring") {
+    if (
+      e.type !== "routing" && e.type !== "security" && e.type !== "monitoring" &&
+      e.type !== "caching"
+    ) {
       found.push(`extensions[${i}] (type ${e.type})`);
     }
   });

@@ -477,6 +477,31 @@ const RateLimit = z.strictObject({
   burst: wholeAtLeast(1).default(10),
 });
 
+/** `redis://[user:password@]host[:port][/db]` (or `rediss://`), checked where it is written. */
+export const redisUrl = z.string().superRefine((v, ctx) => {
+  let u: URL | undefined;
+  try {
+    u = new URL(v);
+  } catch { /* reported below */ }
+  const db = u?.pathname.replace(/^\//, "") ?? "";
+  if (
+    !u || (u.protocol !== "redis:" && u.protocol !== "rediss:") || u.hostname === "" ||
+    !/^\d*$/.test(db) || u.search !== "" || u.hash !== ""
+  ) {
+    ctx.addIssue({
+      code: "custom",
+      message: `must be redis://host:port/db (or rediss://), got ${shown(v)}`,
+    });
+  }
+});
+
+/** A redis `backend` needs its `url`. */
+function redisNeedsUrl(c: { backend: string; url?: string }, ctx: z.RefinementCtx) {
+  if (c.backend === "redis" && c.url === undefined) {
+    ctx.addIssue({ code: "custom", path: ["url"], message: "is required with backend: redis" });
+  }
+}
+
 /** `rate_limiting:` a token bucket per client address (and per rule). */
 export const RateLimiting = z.strictObject({
   enabled: bool.default(true),
@@ -492,7 +517,13 @@ export const RateLimiting = z.strictObject({
   }).default({}),
   /** Buckets kept at most; the least recently used idle ones go first. */
   max_clients: wholeAtLeast(1).default(10000),
-});
+  /** Where the buckets live: this process's memory, or Redis shared by several processes. */
+  backend: z.enum(["memory", "redis"], {
+    error: (i) => `must be "memory" or "redis", got ${shown(i.input)}`,
+  }).default("memory"),
+  /** The Redis server of `backend: redis`. */
+  url: redisUrl.optional(),
+}).superRefine(redisNeedsUrl);
 export type RateLimiting = z.infer<typeof RateLimiting>;
 
 /** `csrf_protection:` a double-submit cookie with an HMAC-signed token. */
@@ -573,17 +604,19 @@ export const MonitoringConfig = z.strictObject({
 });
 export type MonitoringConfig = z.infer<typeof MonitoringConfig>;
 
-/** Cache backends PyServe names; this build serves `memory` only (see app/validate.ts). */
+/** Cache backends PyServe names. */
 export const CACHE_BACKENDS = ["memory", "redis"] as const;
 
 const seconds = wholeAtLeast(0);
 
 /** `extensions: [{ type: caching, config: … }]`: answers of proxied routes kept in memory. */
 export const CachingConfig = z.strictObject({
-  /** Where entries live: this process's memory (`redis` is not served by this build yet). */
+  /** Where entries live: this process's memory, or Redis shared by several processes. */
   backend: z.enum(CACHE_BACKENDS, {
     error: (i) => `must be "memory" or "redis", got ${shown(i.input)}`,
   }).default("memory"),
+  /** The Redis server of `backend: redis`. */
+  url: redisUrl.optional(),
   /** Seconds an answer is fresh when neither the backend nor a rule says otherwise. */
   default_ttl: seconds.default(300),
   /**
@@ -612,6 +645,7 @@ export const CachingConfig = z.strictObject({
       message: `must not exceed max_bytes (${c.max_bytes})`,
     });
   }
+  redisNeedsUrl(c, ctx);
 });
 export type CachingConfig = z.infer<typeof CachingConfig>;
 

@@ -46,6 +46,7 @@ import { clientAddress } from "./client_address.ts";
 import { createHealthRoute } from "./health.ts";
 import { withIpFilter } from "./ip_filter.ts";
 import { withRateLimit } from "./rate_limit.ts";
+import { type RedisLink, redisLink } from "./redis.ts";
 import { withSecurityHeaders } from "./security_headers.ts";
 import { createLocationRoute } from "./locations.ts";
 import { addBackendSource, createMetricsRoute, withMetrics } from "./metrics.ts";
@@ -102,7 +103,21 @@ export function buildApp(config: Config, log: Logger): App {
   const forward = createProxyForward({ errorResponse });
   // The `caching` extension sits in front of the proxied handlers only, behind authentication.
   const caching = cachingConfig(config);
-  const cache = caching && createCache(caching);
+  // One Redis connection per server URL for the caching extension and rate_limiting.
+  const links = new Map<string, RedisLink>();
+  const linkTo = (url: string | undefined) => {
+    if (url === undefined) return undefined;
+    let link = links.get(url);
+    if (!link) {
+      links.set(
+        url,
+        link = redisLink(url, { warn: (m) => log.warn(m), info: (m) => log.info(m) }),
+      );
+    }
+    return link;
+  };
+  const cache = caching &&
+    createCache(caching, { redis: caching.backend === "redis" ? linkTo(caching.url) : undefined });
   const cachedForward = cache
     ? Object.assign(cache.wrap(forward), { [Symbol.dispose]: () => forward[Symbol.dispose]() })
     : forward;
@@ -140,7 +155,9 @@ export function buildApp(config: Config, log: Logger): App {
   if (security?.csrf_protection) handle = withCsrf(security.csrf_protection, errorResponse)(handle);
   if (security?.cors) handle = withCors(security.cors, handle);
   if (security?.rate_limiting) {
-    handle = withRateLimit(security.rate_limiting, { client, errorResponse })(handle);
+    const rl = security.rate_limiting;
+    const redis = rl.enabled && rl.backend === "redis" ? linkTo(rl.url) : undefined;
+    handle = withRateLimit(rl, { client, errorResponse, redis })(handle);
   }
   handle = withHostRequired(errorResponse)(handle);
   if (security?.ip_filtering) {
@@ -158,6 +175,7 @@ export function buildApp(config: Config, log: Logger): App {
     removeBackends();
     proxy.close();
     forward[Symbol.dispose]();
+    for (const link of links.values()) link.close();
   };
   return { handle, errorResponse, close };
 }

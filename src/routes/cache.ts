@@ -10,9 +10,10 @@ import type { RequestContext } from "../http/types.ts";
 import { urlAuthority } from "../http/types.ts";
 import { normalizePath } from "../http/paths.ts";
 import { currentAge, isFresh, notModified, requestPolicy, storeDecision } from "./cache_policy.ts";
+import type { RedisLink } from "./redis.ts";
 
 /** One stored answer. */
-interface Entry {
+export interface Entry {
   status: number;
   statusText: string;
   headers: [string, string][];
@@ -32,8 +33,25 @@ const MAX_VARIANTS = 16;
 /** Headers of an answer that are not kept with it (set per answer). */
 const NOT_STORED = new Set(["age", "x-cache", "connection", "keep-alive", "transfer-encoding"]);
 
+/** Where entries live: this process's memory or Redis. */
+export interface CacheStore {
+  get(key: string, headers: Headers): Entry | undefined | Promise<Entry | undefined>;
+  set(key: string, entry: Entry): void | Promise<void>;
+  delete(key: string): void | Promise<void>;
+}
+
+/** Whether `a` and `b` are the same variant (same varied request headers and values). */
+function sameVariant(a: Entry, b: Entry): boolean {
+  return a.vary.join() === b.vary.join() && a.varyValues.every((v, i) => v === b.varyValues[i]);
+}
+
+/** The variant of `list` whose varied request headers match `headers`. */
+function variantFor(list: Entry[], headers: Headers): Entry | undefined {
+  return list.find((e) => e.vary.every((n, i) => (headers.get(n) ?? "") === e.varyValues[i]));
+}
+
 /** An LRU map of entries by host, path and query, each with its variants, bounded in bytes. */
-export class MemoryCache {
+export class MemoryCache implements CacheStore {
   #entries = new Map<string, Entry[]>();
   #bytes = 0;
   constructor(readonly maxBytes: number) {}
@@ -49,14 +67,13 @@ export class MemoryCache {
     if (!list) return undefined;
     this.#entries.delete(key);
     this.#entries.set(key, list);
-    return list.find((e) => e.vary.every((n, i) => (headers.get(n) ?? "") === e.varyValues[i]));
+    return variantFor(list, headers);
   }
 
   /** Keeps `entry` under `key`, replacing the variant with the same varied values. */
   set(key: string, entry: Entry): void {
     const list = (this.#entries.get(key) ?? []).filter((e) => {
-      const same = e.vary.join() === entry.vary.join() &&
-        e.varyValues.every((v, i) => v === entry.varyValues[i]);
+      const same = sameVariant(e, entry);
       if (same) this.#bytes -= e.bytes;
       return !same;
     });
@@ -79,10 +96,76 @@ export class MemoryCache {
   }
 }
 
+/** Prefix of the cache's keys in Redis. */
+export const REDIS_CACHE_PREFIX = "denoserve:cache:";
+
+/** An entry as Redis keeps it: JSON, the body in base64. */
+type StoredEntry = Omit<Entry, "body"> & { body: string };
+
+/** Milliseconds `entry` stays fresh after `nowMs`. */
+function freshFor(entry: Entry, nowMs: number): number {
+  return (entry.ttlSeconds - currentAge(entry.storedAtMs, entry.initialAge, nowMs)) * 1000;
+}
+
+/**
+ * Entries in Redis, shared by every process that uses the same server: one key per URL (the
+ * memory cache's key, prefixed) holding its variants as JSON, expiring when the freshest variant
+ * does. A lookup is one GET; a store reads the variants and writes them back. Redis down or slow:
+ * a lookup finds nothing and a store is skipped (see redis.ts).
+ */
+export class RedisCache implements CacheStore {
+  constructor(readonly link: RedisLink, readonly now: () => number = Date.now) {}
+
+  async #list(key: string): Promise<Entry[] | undefined> {
+    const raw = await this.link.run((c) => c.get(REDIS_CACHE_PREFIX + key));
+    if (typeof raw !== "string") return raw === null ? [] : undefined;
+    try {
+      return (JSON.parse(raw) as StoredEntry[]).map((e) => ({
+        ...e,
+        body: Uint8Array.from(atob(e.body), (ch) => ch.charCodeAt(0)),
+      }));
+    } catch {
+      return [];
+    }
+  }
+
+  async get(key: string, headers: Headers): Promise<Entry | undefined> {
+    const list = await this.#list(key);
+    return list && variantFor(list, headers);
+  }
+
+  async set(key: string, entry: Entry): Promise<void> {
+    const old = await this.#list(key);
+    if (old === undefined) return;
+    const t = this.now();
+    const list = [entry, ...old.filter((e) => !sameVariant(e, entry) && freshFor(e, t) > 0)]
+      .slice(0, MAX_VARIANTS);
+    const ms = Math.ceil(Math.max(...list.map((e) => freshFor(e, t))));
+    if (ms <= 0) return;
+    const value = JSON.stringify(list.map((e) => ({ ...e, body: toBase64(e.body) })));
+    await this.link.run((c) => c.set(REDIS_CACHE_PREFIX + key, value, { PX: ms }));
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.link.run((c) => c.del(REDIS_CACHE_PREFIX + key));
+  }
+}
+
+/** `bytes` in base64. */
+function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+}
+
 /** Options of {@link createCache}. */
 export interface CacheOptions {
   /** Milliseconds since the epoch, for tests. @default Date.now */
   now?: () => number;
+  /** With `backend: redis`: the link to its server. */
+  redis?: RedisLink;
 }
 
 /** A handler of a proxied route: the request, its context, and what the route matched. */
@@ -97,7 +180,7 @@ export interface Cache {
   wrap<A extends unknown[]>(
     handler: Proxied<A>,
   ): (request: Request, ctx: RequestContext, ...rest: A) => Promise<Response>;
-  store: MemoryCache;
+  store: CacheStore;
 }
 
 /** The TTL `rules` and `default_ttl` give a path (percent-decoded, as V2 locations see it). */
@@ -169,7 +252,9 @@ async function buffer(
 /** Builds the cache of one configuration (a reload starts empty). */
 export function createCache(config: CachingConfig, options: CacheOptions = {}): Cache {
   const now = options.now ?? Date.now;
-  const store = new MemoryCache(config.max_bytes);
+  const store: CacheStore = config.backend === "redis" && options.redis
+    ? new RedisCache(options.redis, now)
+    : new MemoryCache(config.max_bytes);
   const ttlFor = ruleTtl(config);
   const limit = config.max_entry_bytes;
 
@@ -237,7 +322,8 @@ export function createCache(config: CachingConfig, options: CacheOptions = {}): 
       varyValues: decision.vary.map((n) => request.headers.get(n) ?? ""),
       bytes,
     };
-    if (bytes <= config.max_bytes) store.set(key, entry);
+    // Redis writes go on in the background: the client does not wait for them.
+    if (bytes <= config.max_bytes) Promise.resolve(store.set(key, entry)).catch(() => {});
     const out = new Headers(response.headers);
     out.set("x-cache", "MISS");
     out.set("age", String(decision.initialAge));
@@ -260,11 +346,11 @@ export function createCache(config: CachingConfig, options: CacheOptions = {}): 
         if (
           request.method !== "GET" && request.method !== "HEAD" && request.method !== "OPTIONS" &&
           response.status < 400
-        ) store.delete(key);
+        ) await store.delete(key);
         return response;
       }
       if (!policy.revalidate) {
-        const entry = store.get(key, request.headers);
+        const entry = await store.get(key, request.headers);
         if (entry && isFresh(entry, now())) return answer(request, entry);
       }
       const response = await handler(request, ctx, ...rest);

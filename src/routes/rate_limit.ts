@@ -6,10 +6,49 @@
  */
 import type { RateLimiting } from "../config/schema.ts";
 import { ipKey } from "../http/ip.ts";
-import type { ErrorResponder, Handler, Wrapper } from "../http/types.ts";
+import type { ErrorResponder, Handler, RequestContext, Wrapper } from "../http/types.ts";
 import { underPrefix } from "../http/types.ts";
 import type { ClientAddress } from "./client_address.ts";
-import { type BucketLimit, TokenBuckets } from "./token_bucket.ts";
+import type { RedisLink } from "./redis.ts";
+import {
+  type BucketLimit,
+  REDIS_RATE_PREFIX,
+  TAKE_SCRIPT,
+  type Taken,
+  takenFrom,
+  TokenBuckets,
+} from "./token_bucket.ts";
+
+/** SHA-1 of {@link TAKE_SCRIPT}, for EVALSHA. */
+let scriptSha: Promise<string> | undefined;
+function takeSha(): Promise<string> {
+  scriptSha ??= crypto.subtle.digest("SHA-1", new TextEncoder().encode(TAKE_SCRIPT)).then((d) =>
+    Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("")
+  );
+  return scriptSha;
+}
+
+/**
+ * Takes a token from the bucket of `key` in Redis: EVALSHA, or EVAL when the server does not
+ * know the script yet (after a restart). Redis down or slow: allowed (fail open).
+ */
+async function takeShared(link: RedisLink, key: string, limit: BucketLimit): Promise<Taken> {
+  const sha = await takeSha();
+  const args = {
+    keys: [REDIS_RATE_PREFIX + key],
+    arguments: [String(limit.burst), String(limit.perMinute / 60_000)],
+  };
+  const reply = await link.run(async (c) => {
+    try {
+      return await c.evalSha(sha, args);
+    } catch (e) {
+      if (!String((e as Error).message).includes("NOSCRIPT")) throw e;
+      return await c.eval(TAKE_SCRIPT, args);
+    }
+  });
+  if (!Array.isArray(reply)) return takenFrom(true, limit.burst, limit);
+  return takenFrom(Number(reply[0]) === 1, Number(reply[1]), limit);
+}
 
 /** Options of {@link withRateLimit}. */
 export interface RateLimitOptions {
@@ -17,6 +56,8 @@ export interface RateLimitOptions {
   errorResponse: ErrorResponder;
   /** Milliseconds, for tests. @default performance.now */
   now?: () => number;
+  /** With `backend: redis`: the link to its server. */
+  redis?: RedisLink;
 }
 
 /**
@@ -38,12 +79,8 @@ export function withRateLimit(config: RateLimiting, options: RateLimitOptions): 
     const site: BucketLimit = { perMinute: config.requests_per_minute, burst: config.burst };
     const buckets = new TokenBuckets(config.max_clients, options.now);
     const { client, errorResponse } = options;
-    return (request, ctx) => {
-      const ip = client(request, ctx);
-      const address = ip ? ipKey(ip) : "?";
-      const rule = rules.find((r) => underPrefix(ctx.path, r.prefix));
-      const limit = rule?.limit ?? site;
-      const taken = buckets.take(rule ? `${rule.prefix} ${address}` : address, limit);
+    const shared = config.backend === "redis" ? options.redis : undefined;
+    const answer = (request: Request, ctx: RequestContext, limit: BucketLimit, taken: Taken) => {
       if (taken.allowed) return next(request, ctx);
       const retry = String(Math.max(1, Math.ceil(taken.retryAfterMs / 1000)));
       return errorResponse(429, request, {
@@ -52,6 +89,17 @@ export function withRateLimit(config: RateLimiting, options: RateLimitOptions): 
         "ratelimit-remaining": String(taken.remaining),
         "ratelimit-reset": String(Math.max(1, Math.ceil(taken.resetMs / 1000))),
       });
+    };
+    return (request, ctx) => {
+      const ip = client(request, ctx);
+      const address = ip ? ipKey(ip) : "?";
+      const rule = rules.find((r) => underPrefix(ctx.path, r.prefix));
+      const limit = rule?.limit ?? site;
+      const key = rule ? `${rule.prefix} ${address}` : address;
+      if (shared) {
+        return takeShared(shared, key, limit).then((t) => answer(request, ctx, limit, t));
+      }
+      return answer(request, ctx, limit, buckets.take(key, limit));
     };
   };
 }

@@ -84,3 +84,43 @@ export class TokenBuckets {
     }
   }
 }
+
+/** Prefix of the buckets' keys in Redis. */
+export const REDIS_RATE_PREFIX = "denoserve:ratelimit:";
+
+/**
+ * The token bucket of {@link TokenBuckets.take} as one Lua script, so that a take is atomic and
+ * one round trip whichever process sends it. The clock is the Redis server's (`TIME`), so the
+ * processes' clocks need not agree. A bucket is a hash of tokens and time, expiring when it is
+ * full again (a full bucket says nothing a missing one would not).
+ */
+export const TAKE_SCRIPT = `
+local burst = tonumber(ARGV[1])
+local per_ms = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 't', 'a')
+local tokens = burst
+if b[1] then
+  tokens = math.min(burst, tonumber(b[1]) + math.max(0, now - tonumber(b[2])) * per_ms)
+end
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'a', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / per_ms) + 1000)
+return {allowed, tostring(tokens)}
+`;
+
+/** What the script's answer says, in the form of {@link TokenBuckets.take}. */
+export function takenFrom(allowed: boolean, tokens: number, limit: BucketLimit): Taken {
+  const perMs = limit.perMinute / 60_000;
+  return {
+    allowed,
+    remaining: Math.floor(tokens),
+    retryAfterMs: tokens >= 1 ? 0 : (1 - tokens) / perMs,
+    resetMs: (limit.burst - tokens) / perMs,
+  };
+}

@@ -1,0 +1,228 @@
+/**
+ * `backend: redis` for the caching extension and rate_limiting: two servers sharing one real
+ * `redis-server` on a free loopback port, through an outage and a restart.
+ */
+import assert from "node:assert/strict";
+import { parse } from "yaml";
+import { validate } from "../src/config/load.ts";
+import { unsupported } from "../src/app/validate.ts";
+import { serveBackend } from "./support/backends.ts";
+import { runCli } from "./support/cli.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
+import { freePort, startTestServer, type TestServer } from "./support/servers.ts";
+import { eventually } from "./support/wait.ts";
+
+/** Where redis-server is, or why the test cannot run. */
+const redisServer = (() => {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/redis-server`).isFile) return `${dir}/redis-server`;
+    } catch { /* not here */ }
+  }
+  return undefined;
+})();
+if (!redisServer) console.log("redis_test: ignored, redis-server is not on PATH");
+
+/** Whether something accepts connections on `port`. */
+async function listening(port: number): Promise<boolean> {
+  try {
+    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A throwaway redis-server on `port`, without persistence; stopped on dispose. */
+async function startRedis(port: number) {
+  const child = new Deno.Command(redisServer!, {
+    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* already gone */ }
+    await child.status;
+  };
+  let up = false;
+  const deadline = Date.now() + 10_000;
+  while (!up && Date.now() < deadline) {
+    up = await listening(port);
+    if (!up) await new Promise((r) => setTimeout(r, 20));
+  }
+  if (!up) {
+    await stop();
+    throw new Error(`redis-server did not listen on ${port}`);
+  }
+  const signal = (sig: Deno.Signal) => child.kill(sig);
+  return { stop, signal, [Symbol.asyncDispose]: stop };
+}
+
+/** Lines of `s`'s log matching `re`. */
+const logged = (s: TestServer, re: RegExp) => s.log.lines.filter((l) => re.test(l)).length;
+
+Deno.test({
+  name:
+    "redis backend: two servers share cached answers and limits, fail open while Redis is down, recover",
+  ignore: !redisServer,
+  async fn() {
+    const port = freePort();
+    let redis = await startRedis(port);
+    try {
+      let hits = 0;
+      await using b = serveBackend(() => {
+        hits++;
+        return new Response("from backend", { headers: { "cache-control": "max-age=60" } });
+      });
+      const url = `redis://127.0.0.1:${port}/0`;
+      const config = {
+        version: 2,
+        server: { reverse_proxy: [{ path: "/", host: "127.0.0.1", port: b.port }] },
+        extensions: [
+          { type: "caching", config: { backend: "redis", url } },
+          {
+            type: "security",
+            config: {
+              rate_limiting: {
+                backend: "redis",
+                url,
+                requests_per_minute: 6000,
+                burst: 1000,
+                rules: { "/limited": { requests_per_minute: 1, burst: 3 } },
+              },
+            },
+          },
+        ],
+      };
+      await using one = await startTestServer(config);
+      await using two = await startTestServer(config);
+      const connected = (s: TestServer) => logged(s, /^INFO redis .*: connected$/);
+      assert.ok(await eventually(() => connected(one) === 1 && connected(two) === 1, 10_000));
+
+      // Both servers are reached under the same name, as behind a load balancer.
+      const get = async (s: TestServer, path: string) => {
+        const r = await fetch(`${s.url}${path}`, { headers: { host: "site.test" } });
+        return { status: r.status, cache: r.headers.get("x-cache"), body: await r.text() };
+      };
+
+      // Cached through one, a HIT through the other (the store goes on in the background).
+      assert.equal((await get(one, "/page")).cache, "MISS");
+      let seen = await get(two, "/page");
+      const deadline = Date.now() + 5000;
+      while (seen.cache !== "HIT" && Date.now() < deadline) seen = await get(two, "/page");
+      assert.deepEqual(seen, { status: 200, cache: "HIT", body: "from backend" });
+      const backendHits = hits;
+
+      // A client alternating between the two spends one bucket: 3 answers, then 429 from both.
+      const statuses = [];
+      for (let i = 0; i < 6; i++) statuses.push((await get(i % 2 ? two : one, "/limited")).status);
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429, 429]);
+
+      // Redis stopped: answers go on (no cache, limits allow), one warning per server.
+      await redis.stop();
+      for (let i = 0; i < 6; i++) {
+        const s = i % 2 ? two : one;
+        assert.equal((await get(s, "/page")).status, 200);
+        assert.equal((await get(s, "/limited")).status, 200);
+      }
+      assert.ok(hits > backendHits, "without Redis the backend answers");
+      const warned = (s: TestServer) => logged(s, /^WARNING redis /);
+      assert.ok(await eventually(() => warned(one) === 1 && warned(two) === 1, 5000));
+      assert.equal(logged(one, /^ERROR/) + logged(two, /^ERROR/), 0);
+
+      // Restarted: both reconnect by themselves, and caching and limits work again.
+      redis = await startRedis(port);
+      assert.ok(await eventually(() => connected(one) === 2 && connected(two) === 2, 10_000));
+      assert.equal((await get(two, "/again")).cache, "MISS");
+      seen = await get(one, "/again");
+      const again = Date.now() + 5000;
+      while (seen.cache !== "HIT" && Date.now() < again) seen = await get(one, "/again");
+      assert.equal(seen.cache, "HIT");
+      const after = [];
+      for (let i = 0; i < 4; i++) after.push((await get(i % 2 ? one : two, "/limited")).status);
+      assert.deepEqual(after, [200, 200, 200, 429]);
+      assert.equal(warned(one) + warned(two), 2, "no more warnings within the minute");
+    } finally {
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "redis backend: a stalled Redis (SIGSTOP) still lets requests through, with one warning",
+  ignore: !redisServer,
+  async fn() {
+    const port = freePort();
+    await using redis = await startRedis(port);
+    await using b = serveBackend(() =>
+      new Response("ok", { headers: { "cache-control": "max-age=60" } })
+    );
+    const url = `redis://127.0.0.1:${port}/0`;
+    await using s = await startTestServer({
+      version: 2,
+      server: { reverse_proxy: [{ path: "/", host: "127.0.0.1", port: b.port }] },
+      extensions: [
+        { type: "caching", config: { backend: "redis", url } },
+        { type: "security", config: { rate_limiting: { backend: "redis", url, burst: 1000 } } },
+      ],
+    });
+    assert.ok(await eventually(() => logged(s, /^INFO redis .*: connected$/) === 1, 10_000));
+    // Stopped, not dead: the connection stays open and nothing answers on it.
+    redis.signal("SIGSTOP");
+    try {
+      for (let i = 0; i < 5; i++) {
+        const r = await fetch(`${s.url}/slow${i}`);
+        assert.equal(r.status, 200);
+        assert.equal(await r.text(), "ok");
+      }
+      assert.equal(logged(s, /^WARNING redis .*no answer in 150 ms/), 1);
+    } finally {
+      redis.signal("SIGCONT");
+    }
+  },
+});
+
+Deno.test("redis backend: no url or a bad one is a configuration error naming the key, exit 2", async () => {
+  await using dir = await tempDir();
+  const cases: [string, RegExp][] = [
+    [
+      "  - type: security\n    config:\n      rate_limiting: { backend: redis }\n",
+      /rate_limiting\.url is required with backend: redis/,
+    ],
+    [
+      '  - type: caching\n    config: { backend: redis, url: "http://127.0.0.1:6379" }\n',
+      /config\.url must be redis:\/\/host:port\/db .*got "http:\/\/127\.0\.0\.1:6379"/,
+    ],
+  ];
+  for (const [ext, re] of cases) {
+    await writeFiles(dir.path, { "config.yaml": `version: 2\nextensions:\n${ext}` });
+    const test = await runCli(["--test", "configuration"], { cwd: dir.path });
+    assert.equal(test.code, 2, test.stdout);
+    assert.match(test.stdout, re);
+    const start = await runCli(["-p", "0"], { cwd: dir.path });
+    assert.equal(start.code, 2, start.stderr);
+    assert.match(start.stderr, re);
+  }
+});
+
+Deno.test("README: the Redis backend example loads without warnings", async () => {
+  const readme = await Deno.readTextFile(`${ROOT}/README.md`);
+  const start = readme.indexOf("### Redis backend");
+  assert.ok(start > 0, "README has the Redis backend section");
+  const block = /```yaml\n([\s\S]*?)```/.exec(readme.slice(start));
+  assert.ok(block);
+  const { config, warnings } = validate({ version: 2, ...parse(block[1]) });
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(unsupported(config), []);
+  const [caching, security] = config.extensions.map((e) => e.config) as [
+    { backend: string; url: string },
+    { rate_limiting: { backend: string; url: string } },
+  ];
+  assert.deepEqual([caching.backend, caching.url], ["redis", "redis://127.0.0.1:6379/0"]);
+  assert.deepEqual(
+    [security.rate_limiting.backend, security.rate_limiting.url],
+    ["redis", "redis://127.0.0.1:6379/0"],
+  );
+});
