@@ -5,7 +5,9 @@
  *   deno task bench            full run, writes bench/results.md
  *   deno task bench --quick    one short round of each workload, prints only
  *
- * Installs wrk, nginx-light, caddy and nghttp2-client (h2load) with apt-get when missing.
+ * Installs wrk, nginx-light, caddy and nghttp2-client (h2load) with apt-get when missing, and the
+ * Node static servers of PEERS with npm into the temporary folder (never the project's
+ * dependencies).
  *
  * @module
  */
@@ -28,6 +30,51 @@ const DURATION = Number(args.values.duration ?? (QUICK ? 1 : 4));
 const CONNECTIONS = 50;
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const DENO = Deno.execPath();
+
+/**
+ * The static servers JavaScript users pick from npm, run on Node, pinned. sirv-cli is the third:
+ * a production file server (files indexed at start, as the Svelte and Vite templates use it),
+ * where live-server is a development server that watches files and injects a reload script.
+ * Compression off or moot (wrk sends no Accept-Encoding), ETags on as nginx and Caddy send them,
+ * request logging off.
+ */
+const PEERS = [
+  {
+    name: "serve",
+    pkg: "serve@14.2.7",
+    bin: "serve",
+    args: (port: number, site: string) => [
+      "-l",
+      `tcp://127.0.0.1:${port}`,
+      "--no-request-logging",
+      "--no-compression",
+      "--no-clipboard",
+      "--no-port-switching",
+      site,
+    ],
+  },
+  {
+    name: "http-server",
+    pkg: "http-server@14.1.1",
+    bin: "http-server",
+    args: (port: number, site: string) => [site, "-a", "127.0.0.1", "-p", String(port), "-s"],
+  },
+  {
+    name: "sirv",
+    pkg: "sirv-cli@3.0.1",
+    bin: "sirv",
+    args: (port: number, site: string) => [
+      site,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--etag",
+      "--quiet",
+    ],
+  },
+];
+const PEER_NAMES = new Set(PEERS.map((p) => p.name));
 
 // ---------------------------------------------------------------- setup
 
@@ -62,6 +109,22 @@ async function ensurePackages() {
   console.error(`installing ${missing.join(" ")} …`);
   await sh(["apt-get", "update", "-qq"]);
   await sh(["apt-get", "install", "-y", "-qq", ...missing]);
+}
+
+/** Installs PEERS into WORK/npm; false (and the peers are skipped) without npm or the registry. */
+async function installPeers(): Promise<boolean> {
+  const r = await sh([
+    "npm",
+    "install",
+    "--prefix",
+    `${WORK}/npm`,
+    "--no-audit",
+    "--no-fund",
+    "--silent",
+    ...PEERS.map((p) => p.pkg),
+  ], { quiet: true }).catch((e) => ({ ok: false, text: String(e) }));
+  if (!r.ok) console.error(`npm peers skipped: ${r.text.trim()}`);
+  return r.ok;
 }
 
 function freePort(): number {
@@ -125,6 +188,8 @@ interface Server {
   variant?: Variant;
   /** For the bare Deno.serve ceiling: the one workload it answers. */
   ceilingOf?: string;
+  /** A Node static server from npm: the static workloads only. */
+  peer?: boolean;
 }
 
 async function waitReady(url: string, ms = 10_000): Promise<number> {
@@ -191,7 +256,7 @@ http {
 `;
 }
 
-async function startServers(): Promise<{ servers: Server[]; startupMs: number }> {
+async function startServers(peers: boolean): Promise<{ servers: Server[]; startupMs: number }> {
   BACKEND = await freePort();
   await startNginx(
     "backend",
@@ -326,6 +391,17 @@ https://127.0.0.1:${s} {
     servers.push({ name: "caddy", http: h, https: s, process: p, variant });
   }
 
+  // The Node static servers from npm.
+  for (const peer of peers ? PEERS : []) {
+    const port = await freePort();
+    const p = spawn(
+      [`${WORK}/npm/node_modules/.bin/${peer.bin}`, ...peer.args(port, `${WORK}/site`)],
+      { PATH: Deno.env.get("PATH") ?? "", HOME: WORK, NODE_ENV: "production" },
+      `${WORK}/${peer.name}.log`,
+    );
+    servers.push({ name: peer.name, http: port, process: p, peer: true });
+  }
+
   // The runtime's ceiling: a bare Deno.serve answering a constant in-memory body the fastest way
   // it can, a prebuilt Response cloned (about 1.1x faster for 1 KiB and 2.4x for 100 KiB than a
   // new Response per request), and without looking at the request: one process per size.
@@ -423,10 +499,14 @@ function ms(text: string): number {
 async function measure(pid: number, run: () => Promise<Omit<Result, "rss">>): Promise<Result> {
   let peak = 0;
   let sampling = true;
+  let wake = () => {};
   const sampler = (async () => {
     while (sampling) {
       peak = Math.max(peak, await rssMb(pid));
-      await new Promise((r) => setTimeout(r, 250));
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, 250);
+        wake = () => (clearTimeout(t), r());
+      });
     }
   })();
   try {
@@ -434,6 +514,7 @@ async function measure(pid: number, run: () => Promise<Omit<Result, "rss">>): Pr
     return { ...r, rss: peak };
   } finally {
     sampling = false;
+    wake(); // stop at once rather than after the rest of a 250 ms sleep
     await sampler;
   }
 }
@@ -487,6 +568,8 @@ interface Workload {
   /** Which servers (by name) and how to hit them; undefined = skip that server. */
   run: (s: Server) => (() => Promise<Omit<Result, "rss">>) | undefined;
   variant?: Variant;
+  /** A plain static workload, which the npm peers run too. */
+  static?: boolean;
 }
 
 const plain = (path: string, extra: string[] = []) => (s: Server) =>
@@ -500,10 +583,10 @@ const tls = (path: string, extra: string[] = []) => (s: Server) => {
 const HANDSHAKES = "TLS handshakes (Connection: close)";
 
 const WORKLOADS: Workload[] = [
-  { name: "1 KiB file", run: plain("/1k.html") },
-  { name: "100 KiB file", run: plain("/100k.bin") },
-  { name: "10 MiB file", run: plain("/10m.bin") },
-  { name: "404", run: plain("/missing.html") },
+  { name: "1 KiB file", run: plain("/1k.html"), static: true },
+  { name: "100 KiB file", run: plain("/100k.bin"), static: true },
+  { name: "10 MiB file", run: plain("/10m.bin"), static: true },
+  { name: "404", run: plain("/missing.html"), static: true },
   { name: "HTTPS 1 KiB keep-alive", run: tls("/1k.html") },
   { name: HANDSHAKES, run: tls("/1k.html", ["-H", "Connection: close"]) },
   {
@@ -530,6 +613,7 @@ async function main() {
   await ensurePackages();
   WORK = await Deno.makeTempDir({ prefix: "denoserve-bench-" });
   await Deno.chmod(WORK, 0o755); // nginx workers read the site as an unprivileged user
+  const peersInstalled = installPeers(); // meanwhile
   await makeCerts(WORK);
   await Deno.mkdir(`${WORK}/site`);
   await Deno.writeTextFile(`${WORK}/site/1k.html`, "x".repeat(1024));
@@ -537,7 +621,7 @@ async function main() {
   await Deno.writeFile(`${WORK}/site/10m.bin`, new Uint8Array(10 * 1024 * 1024).fill(98));
   await Deno.writeTextFile(`${WORK}/site/index.html`, "index");
 
-  const { servers, startupMs } = await startServers();
+  const { servers, startupMs } = await startServers(await peersInstalled);
   const idle: Record<string, number> = {};
   for (const s of servers) if (!s.variant) idle[s.name] = await rssMb(s.process.pid);
   const started = Date.now();
@@ -551,9 +635,10 @@ async function main() {
       if (args.values.only && !w.name.includes(args.values.only)) continue;
       const targets = servers.filter((s) =>
         s.variant === w.variant && w.run(s) !== undefined &&
-        (s.ceilingOf === undefined || s.ceilingOf === w.name)
+        (s.ceilingOf === undefined || s.ceilingOf === w.name) && (!s.peer || w.static)
       );
       const results = new Map<Server, Result[]>(targets.map((s) => [s, []]));
+      // Rounds alternate between the servers, so that a slow spell of the machine falls on all.
       for (let round = 0; round < ROUNDS; round++) {
         for (const s of targets) {
           results.get(s)!.push(await measure(s.process.pid, w.run(s)!));
@@ -564,6 +649,8 @@ async function main() {
           const rs = results.get(s)!;
           return [s.name.replace("-tls", ""), {
             rps: median(rs.map((r) => r.rps)),
+            min: Math.min(...rs.map((r) => r.rps)),
+            max: Math.max(...rs.map((r) => r.rps)),
             p50: median(rs.map((r) => r.p50)),
             p99: median(rs.map((r) => r.p99)),
             errors: rs.reduce((a, r) => a + r.errors, 0),
@@ -572,7 +659,7 @@ async function main() {
         }),
       );
       const ds = summary.get("denoserve")?.rps ?? NaN;
-      const ratio = (other: string) => ds / (summary.get(other)?.rps ?? NaN);
+      const ratio = (other: string, of = ds) => of / (summary.get(other)?.rps ?? NaN);
       ratios[w.name] = {
         nginx: ratio("nginx"),
         caddy: ratio("caddy"),
@@ -582,11 +669,14 @@ async function main() {
           : undefined,
       };
       for (const [name, r] of summary) {
-        const row = `| ${w.name} | ${name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${
+        // The ratio columns: this row's req/s against nginx's and Caddy's, for denoserve and peers.
+        const rated = name === "denoserve" || PEER_NAMES.has(name);
+        const spread = ROUNDS > 1 ? `${fmt(r.min)}–${fmt(r.max)}` : "";
+        const row = `| ${w.name} | ${name} | ${fmt(r.rps)} | ${spread} | ${fmt(r.p50, 2)} | ${
           fmt(r.p99, 2)
-        } | ${fmt(r.errors)} | ${fmt(r.rss)} | ${
-          name === "denoserve" ? fmt(ratios[w.name].nginx, 2) : ""
-        } | ${name === "denoserve" ? fmt(ratios[w.name].caddy, 2) : ""} |`;
+        } | ${fmt(r.errors)} | ${fmt(r.rss)} | ${rated ? fmt(ratio("nginx", r.rps), 2) : ""} | ${
+          rated ? fmt(ratio("caddy", r.rps), 2) : ""
+        } |`;
         rows.push(row);
         console.error(row);
       }
@@ -609,6 +699,8 @@ async function main() {
     (await sh(["nginx", "-v"], { quiet: true })).text.trim(),
     `caddy ${(await sh(["caddy", "version"], { quiet: true })).text.trim().split(" ")[0]}`,
     (await sh(["wrk", "-v"], { quiet: true })).text.split("\n")[0].trim(),
+    `node ${(await sh(["node", "--version"], { quiet: true })).text.trim()}`,
+    ...PEERS.map((p) => p.pkg),
   ];
   const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1];
   const report = `# Benchmark results
@@ -621,13 +713,21 @@ Command: \`deno task bench${
     Deno.args.length ? " " + Deno.args.join(" ") : ""
   }\` (${ROUNDS} rounds of ${DURATION} s per workload and server, took ${fmt(elapsed)} s)
 Load: \`wrk -t1 -c${CONNECTIONS} -d${DURATION}s --latency URL\`; HTTP/2: \`h2load -c ${CONNECTIONS} -m 10 -D ${DURATION} -t 1 URL\`
+Rounds alternate between the servers within each workload; req/s is the median of the rounds and
+min–max their spread. ×nginx and ×Caddy: the row's req/s against nginx's and Caddy's (denoserve
+and the Node peers).
+Node peers (npm, static workloads only, one process each): ${
+    PEERS.map((p) => `\`${p.bin} ${p.args(-1, "SITE").join(" ").replace("-1", "PORT")}\``).join(
+      "; ",
+    )
+  }.
 Each server runs one worker (nginx \`worker_processes 1\`, Caddy \`GOMAXPROCS=1\`, denoserve \`workers: ${args.values.workers}\`), all on 127.0.0.1; the proxy backend is one nginx worker returning a fixed 1 KiB body.
 
 Start-up of denoserve to its first answered request: ${fmt(startupMs)} ms.
 Idle RSS (MB): ${Object.entries(idle).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")}.
 
-| workload | server | req/s | p50 ms | p99 ms | errors | peak RSS MB | ×nginx | ×Caddy |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| workload | server | req/s | min–max | p50 ms | p99 ms | errors | peak RSS MB | ×nginx | ×Caddy |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 ${rows.join("\n")}
 
 Against the bare \`Deno.serve\` ceiling: 1 KiB file ${
