@@ -19,9 +19,8 @@ import {
 } from "../src/routes/cache_policy.ts";
 import type { RequestContext } from "../src/http/types.ts";
 import { serveBackend } from "./support/backends.ts";
-import { runCli } from "./support/cli.ts";
 import { get } from "./support/clients.ts";
-import { configError } from "./support/config.ts";
+import { assertCheckRefuses, configError } from "./support/config.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
 
@@ -261,14 +260,11 @@ Deno.test("caching config: wrong types, negative TTLs, bad regexes and redis wit
     [],
   );
 
-  await using dir = await tempDir();
-  await writeFiles(dir.path, {
-    "config.yaml": "version: 2\nextensions:\n  - type: caching\n    config:\n" +
+  await assertCheckRefuses(
+    "version: 2\nextensions:\n  - type: caching\n    config:\n" +
       "      default_ttl: -1\n",
-  });
-  const out = await runCli(["--test", "configuration"], { cwd: dir.path });
-  assert.equal(out.code, 2, out.stdout);
-  assert.match(out.stdout, /config\.yaml:5:20: .*default_ttl must be a whole number ≥ 0/);
+    /config\.yaml:5:20: .*default_ttl must be a whole number ≥ 0/,
+  );
 });
 
 /** A backend answering each path with the headers the test gives it, counting hits per path. */

@@ -7,9 +7,8 @@ import { inRange, IpSet, parseCidr, parseIp } from "../src/http/ip.ts";
 import { clientAddress } from "../src/routes/client_address.ts";
 import { validate } from "../src/config/load.ts";
 import { buildApp } from "../src/routes/build.ts";
-import { runCli } from "./support/cli.ts";
 import { get, rawRequest } from "./support/clients.ts";
-import { configError } from "./support/config.ts";
+import { assertCheckRefuses, configError } from "./support/config.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { captureLogger, startTestServer } from "./support/servers.ts";
 import type { RequestContext } from "../src/http/types.ts";
@@ -223,12 +222,9 @@ Deno.test("ip_filtering: bad entries are configuration errors naming the key; --
     configError(sec({ ip_filtering: { enabled: "yes" } })),
     /enabled must be true or false/,
   );
-  await using dir = await tempDir();
-  await writeFiles(dir.path, {
-    "config.yaml": "version: 2\nextensions:\n  - type: security\n    config:\n" +
+  await assertCheckRefuses(
+    "version: 2\nextensions:\n  - type: security\n    config:\n" +
       "      ip_filtering:\n        blacklist: [1.2.3.4/40]\n",
-  });
-  const out = await runCli(["--test", "configuration"], { cwd: dir.path });
-  assert.equal(out.code, 2, out.stdout);
-  assert.match(out.stdout, /config\.yaml:6:21: .*ip_filtering\.blacklist\[0\] must be an IP/);
+    /config\.yaml:6:21: .*ip_filtering\.blacklist\[0\] must be an IP/,
+  );
 });

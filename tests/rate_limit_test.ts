@@ -5,9 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { TokenBuckets } from "../src/routes/token_bucket.ts";
-import { runCli } from "./support/cli.ts";
 import { get } from "./support/clients.ts";
-import { configError } from "./support/config.ts";
+import { assertCheckRefuses, configError } from "./support/config.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
 
@@ -127,12 +126,9 @@ Deno.test("rate_limiting: negative or fractional rates and bad rules are errors 
     /rate_limiting\.rules\.\/api\/\.requests_per_minute must be a whole number ≥ 1, got 0/,
   );
   assert.match(configError(sec({ rules: { "api": {} } })), /rate_limiting\.rules.*must start with/);
-  await using dir = await tempDir();
-  await writeFiles(dir.path, {
-    "config.yaml": "version: 2\nextensions:\n  - type: security\n    config:\n" +
+  await assertCheckRefuses(
+    "version: 2\nextensions:\n  - type: security\n    config:\n" +
       "      rate_limiting:\n        requests_per_minute: -1\n",
-  });
-  const out = await runCli(["--test", "configuration"], { cwd: dir.path });
-  assert.equal(out.code, 2, out.stdout);
-  assert.match(out.stdout, /config\.yaml:6:30: .*requests_per_minute must be a whole number ≥ 1/);
+    /config\.yaml:6:30: .*requests_per_minute must be a whole number ≥ 1/,
+  );
 });
