@@ -40,10 +40,12 @@ const HOST_NAME =
   /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 const IPV6 = /^[0-9A-Fa-f:.]+$/;
+/** A URL scheme in front of a host (`http://x`). */
+const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
 
 /** Why `host` is not a usable backend host name or address, or undefined when it is. */
 export function badHost(host: string): string | undefined {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(host)) {
+  if (SCHEME.test(host)) {
     return `must be a host name without a scheme, got "${host}" (use ssl: true for https)`;
   }
   const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
@@ -140,7 +142,7 @@ export async function checkTls(config: Config, now = new Date()): Promise<CheckR
 /** `server.host` must be something a listener can bind: a host name or an IP address. */
 export function checkServerHost(config: Config): CheckResult[] {
   const { host } = config.server;
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(host)) {
+  if (SCHEME.test(host)) {
     return [fail("server.host", `server.host must be an address without a scheme, got "${host}"`)];
   }
   const bad = badHost(host);

@@ -208,9 +208,7 @@ function knownKeys(raw: Raw, path: Path): string[] {
 }
 
 function deleteAt(obj: unknown, path: Path, key: string) {
-  let o = obj as Raw;
-  for (const p of path) o = (o as Raw)[p as string] as Raw;
-  delete o[key];
+  delete (valueAt(obj, path) as Raw)[key];
 }
 
 /** Joins a schema message to its key path: "must…" reads on, anything else after a colon. */

@@ -196,17 +196,20 @@ export async function startServer(
     );
   };
 
-  /** `parsedBy`: the port of the Deno.serve that parses the requests (behind TLS, the inner one). */
+  /**
+   * `madeUp`: what the Deno.serve that parses the requests (behind TLS, the inner one) puts in
+   * the URL of a request naming no host, `localhost:PORT`; known once that server listens.
+   */
   const handlerFor = (
     secure: boolean,
-    parsedBy: () => number,
+    madeUp: () => string,
   ): Deno.ServeHandler<Deno.NetAddr> =>
   (request, info) => {
     if (debugConnections) noteConnection(info.remoteAddr, secure, request);
     const { path, query } = splitUrl(request.url);
     return current.handle(
       request,
-      new ServedContext(path, query, secure, info, request, `localhost:${parsedBy()}`),
+      new ServedContext(path, query, secure, info, request, madeUp()),
     );
   };
 
@@ -263,10 +266,10 @@ export async function startServer(
     const redirectPort = tls && !redirectIsAcme(cfg) ? cfg.ssl.redirect_http : undefined;
     probe(cfg.server.host, port, held);
     if (redirectPort !== undefined) probe(cfg.server.host, redirectPort, held);
-    let parsedBy = 0;
-    const handler = handlerFor(tls !== undefined, () => parsedBy);
+    let madeUp = "";
+    const handler = handlerFor(tls !== undefined, () => madeUp);
     const main = listen(cfg.server.host, port, tls, handler, cfg);
-    parsedBy = main.httpPort ?? main.addr.port;
+    madeUp = `localhost:${main.httpPort ?? main.addr.port}`;
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
     if (redirectPort !== undefined) {
