@@ -303,7 +303,7 @@ Deno.test("https: -d logs the certificate at start and each connection", async (
   using client = Deno.createHttpClient({ caCerts: [certs.caPem] });
   await (await fetch(`${cli.url}/a.txt`, { client })).text();
   await cli.waitFor(
-    /DEBUG connection from 127\.0\.0\.1:\d+ over TLS: HTTP\/2 \(ALPN h2\) \(inferred\)/,
+    /DEBUG connection from 127\.0\.0\.1:\d+ over TLS, ALPN h2, first request GET \/a\.txt/,
   );
 });
 

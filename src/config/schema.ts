@@ -187,11 +187,30 @@ const Server = z.strictObject({
   }).default(1),
   /** Seconds in-flight requests get to finish on SIGINT/SIGTERM. */
   shutdown_timeout: positive("a positive number of seconds").default(10),
+  /** Seconds a TLS client has to finish its handshake (nginx's ssl_handshake_timeout). */
+  handshake_timeout: positive("a positive number of seconds").default(60),
   /**
-   * Seconds an HTTPS client has, once its TLS handshake is done, to send the head of its first
-   * HTTP/1.1 request before the connection is closed (nginx's client_header_timeout).
+   * Seconds a client has, once connected (over TLS: once its handshake is done), to send its
+   * first request (nginx's client_header_timeout).
    */
   header_timeout: positive("a positive number of seconds").default(60),
+  /**
+   * Seconds a kept-alive connection may wait for its next request before it is closed
+   * (nginx's keepalive_timeout).
+   */
+  idle_timeout: positive("a positive number of seconds").default(75),
+  /**
+   * Seconds a request body may send nothing before the request is given up and the connection
+   * closed (nginx's client_body_timeout).
+   */
+  body_timeout: positive("a positive number of seconds").default(60),
+  /**
+   * Most connections open at once in the whole process; beyond it new ones are closed at once.
+   * Default: the open-files limit less a tenth of it (at least 128).
+   */
+  max_connections: z.int().positive().optional(),
+  /** Most connections open at once from one client address; 0 = no limit. */
+  max_connections_per_ip: z.int().min(0).default(0),
   /**
    * PyServe's switch for its welcome page at `/`. Here, when true and the static folder has no
    * index.html, `/` shows the built-in welcome page (instead of a listing or 404); a site's own

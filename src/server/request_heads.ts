@@ -131,8 +131,25 @@ export class RequestHeads {
   #tail = 0;
   #line = "";
 
-  /** `onHead` is called each time a whole request head has been seen. */
-  constructor(private readonly onHead?: () => void) {}
+  /** Set when a request came that this connection may not carry: it is to be closed. */
+  refused = false;
+
+  /**
+   * `onHead` is called each time a whole request head has been seen. With `http11Only` (ALPN
+   * chose http/1.1) an HTTP/2 preface is refused rather than passed on.
+   */
+  constructor(private readonly onHead?: () => void, private readonly http11Only = false) {}
+
+  /** Whether the bytes now expected are a request body (or its chunked framing). */
+  get inBody(): boolean {
+    const kind = this.#state.kind;
+    return kind !== "head" && kind !== "through";
+  }
+
+  /** Whether part of a request head has come and its end has not. */
+  get partial(): boolean {
+    return this.#state.kind === "head" && (this.#heldBytes > 0 || this.#tail > 0);
+  }
 
   /** The bytes to send on for `chunk` (possibly none yet, possibly with a Host line added). */
   feed(chunk: Uint8Array): Uint8Array[] {
@@ -172,6 +189,10 @@ export class RequestHeads {
           head = this.#joinHeld();
         }
         i = end;
+        if (this.http11Only && decoder.decode(head.subarray(0, 14)) === "PRI * HTTP/2.0") {
+          this.refused = true;
+          return out;
+        }
         this.onHead?.();
         const parsed = parseHead(head);
         if (parsed.http11 && !parsed.host && parsed.lineEnd >= 0) {

@@ -1,6 +1,7 @@
 /**
- * The listening side: Deno.serve over HTTP or TLS, access logging around the route table,
- * swapping the table and the listeners on reload, and a bounded graceful stop.
+ * The listening side: our own listeners over HTTP or TLS (`listener.ts`), the route table
+ * answering their requests, swapping the table and the listeners on reload, and a bounded
+ * graceful stop.
  *
  * @module
  */
@@ -11,8 +12,16 @@ import type { App } from "../routes/build.ts";
 import { addCertificateSource } from "../routes/metrics.ts";
 import { type RequestContext, splitUrl, type Upgrade, urlAuthority } from "../http/types.ts";
 import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
+import {
+  canServeConnections,
+  Connections,
+  type Exchange,
+  type ExchangeHandler,
+  listen,
+  type Listening,
+} from "./listener.ts";
 import { redirectToHttps } from "./redirect_http.ts";
-import { type Listening, serveTls } from "./tls_front.ts";
+import { openFilesLimit } from "./sockets.ts";
 
 /**
  * The context of a served request. The client's address is asked of the runtime only when
@@ -21,24 +30,29 @@ import { type Listening, serveTls } from "./tls_front.ts";
 class ServedContext implements RequestContext {
   route?: string;
   requestId?: string;
-  upgrade?: Upgrade;
+  private session?: Upgrade;
   constructor(
     readonly path: string,
     readonly query: string,
     readonly secure: boolean,
-    private readonly info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+    private readonly exchange: Exchange,
     private readonly request: Request,
-    /** What Deno puts in the URL of a request that names no authority: `localhost:PORT`. */
-    private readonly madeUp: string,
   ) {}
   get remote(): Deno.NetAddr {
-    return this.info.remoteAddr;
+    return this.exchange.remoteAddr;
+  }
+  get upgrade(): Upgrade | undefined {
+    return this.session;
+  }
+  set upgrade(upgrade: Upgrade | undefined) {
+    this.session = upgrade;
+    if (upgrade) this.exchange.upgraded(upgrade.ended);
   }
   get authority(): string | null {
     const host = this.request.headers.get("host");
     if (host !== null) return host;
     const named = urlAuthority(this.request.url);
-    return named === this.madeUp ? null : named;
+    return named === this.exchange.madeUp ? null : named;
   }
 }
 
@@ -59,6 +73,8 @@ export interface RunningServer {
    * opened it (not when the ACME challenge listener holds that port).
    */
   readonly redirectAddr: Deno.NetAddr | undefined;
+  /** The connections of all its listeners: limits, timeouts and counts. */
+  readonly connections: Connections;
   /** Serves new requests with `app` from now on; in-flight ones finish with the old one. */
   swap(app: App): void;
   /**
@@ -100,6 +116,52 @@ interface Generation {
   redirect?: Listening;
   tls?: TlsMaterial;
   url: string;
+}
+
+/** How many listening threads the process runs: the main one and the workers. */
+const threadsOf = (config: Config) =>
+  config.server.workers === "auto" ? navigator.hardwareConcurrency : config.server.workers;
+
+/**
+ * The connection limits of the whole process: `server.max_connections`, or by default the
+ * open-files limit less a tenth of it (at least 128) for files, backends and logs; and
+ * `server.max_connections_per_ip`. 0 is no limit.
+ */
+export function connectionLimits(config: Config): { max: number; perIp: number; files?: number } {
+  const files = openFilesLimit();
+  const max = config.server.max_connections ??
+    (files === undefined ? 0 : Math.max(files - Math.max(128, Math.floor(files / 10)), 1));
+  return { max, perIp: config.server.max_connections_per_ip, files };
+}
+
+/** Each thread of the process takes its share of the process's connection limit. */
+function setLimits(connections: Connections, config: Config) {
+  const { max, perIp } = connectionLimits(config);
+  connections.max = max === 0 ? 0 : Math.max(1, Math.floor(max / threadsOf(config)));
+  connections.maxPerIp = perIp;
+  const s = config.server;
+  connections.timeouts = {
+    handshake: s.handshake_timeout * 1000,
+    header: s.header_timeout * 1000,
+    idle: s.idle_timeout * 1000,
+    body: s.body_timeout * 1000,
+  };
+}
+
+/** With `-d`: what the connection layer did, every 10 s when something changed. */
+function reportConnections(connections: Connections, log: Logger): () => void {
+  let last = "";
+  const timer = setInterval(() => {
+    const { open, accepted, refused, timedOut, acceptErrors } = connections.stats;
+    const line = `connections: ${open} open, ${accepted} accepted, ${refused.total} refused ` +
+      `(${refused.perIp} over the per-client limit), closed by timeout: ` +
+      Object.entries(timedOut).map(([stage, n]) => `${stage} ${n}`).join(", ") +
+      `, accept errors ${acceptErrors}`;
+    if (line !== last) log.debug(line);
+    last = line;
+  }, 10_000);
+  Deno.unrefTimer(timer);
+  return () => clearInterval(timer);
 }
 
 /** Loads the certificates `config` names, logging warnings and (at debug) what they hold. */
@@ -166,6 +228,12 @@ export async function startServer(
   app: App,
   options: StartOptions = {},
 ): Promise<RunningServer> {
+  if (!canServeConnections) {
+    throw new Error(
+      `Deno ${Deno.version.deno} has no per-connection HTTP server ` +
+        "(Deno[Deno.internal].serveHttpOnConnection); run denoserve on Deno 2.9",
+    );
+  }
   let current = app;
   let active = config;
   // SO_REUSEPORT lets a new listener bind the port before the old one closes. Deno gates it
@@ -177,40 +245,29 @@ export async function startServer(
     "function";
   const debugConnections = log.enabled("DEBUG");
   const seen = new Set<string>();
+  const connections = new Connections();
+  setLimits(connections, config);
+  const stopReporting = debugConnections ? reportConnections(connections, log) : undefined;
 
-  const noteConnection = (remote: Deno.NetAddr, secure: boolean, request: Request) => {
+  const noteConnection = (exchange: Exchange, secure: boolean, request: Request) => {
+    const remote = exchange.remoteAddr;
     const id = `${displayHost(remote.hostname)}:${remote.port}`;
     if (seen.has(id)) return;
     if (seen.size >= 4096) seen.clear();
     seen.add(id);
-    // Deno.serve exposes neither the HTTP version nor the ALPN result; an HTTP/2 request carries
-    // its authority in the URL and arrives without a Host header, which HTTP/1.1 requires.
-    const protocol = request.headers.has("host")
-      ? "HTTP/1.1"
-      : secure
-      ? "HTTP/2 (ALPN h2)"
-      : "HTTP/2 or HTTP/1.0";
+    const over = secure
+      ? `TLS, ALPN ${exchange.alpn ?? "not used"}`
+      : `plain TCP, ${request.headers.has("host") ? "HTTP/1.x" : "HTTP/2 or HTTP/1.0"}`;
     log.debug(
-      `connection from ${id} over ${secure ? "TLS" : "plain TCP"}: ${protocol} (inferred), ` +
-        `first request ${request.method} ${splitUrl(request.url).path}`,
+      `connection from ${id} over ${over}, first request ${request.method} ` +
+        splitUrl(request.url).path,
     );
   };
 
-  /**
-   * `madeUp`: what the Deno.serve that parses the requests (behind TLS, the inner one) puts in
-   * the URL of a request naming no host, `localhost:PORT`; known once that server listens.
-   */
-  const handlerFor = (
-    secure: boolean,
-    madeUp: () => string,
-  ): Deno.ServeHandler<Deno.NetAddr> =>
-  (request, info) => {
-    if (debugConnections) noteConnection(info.remoteAddr, secure, request);
+  const handlerFor = (secure: boolean): ExchangeHandler => (request, exchange) => {
+    if (debugConnections) noteConnection(exchange, secure, request);
     const { path, query } = splitUrl(request.url);
-    return current.handle(
-      request,
-      new ServedContext(path, query, secure, info, request, madeUp()),
-    );
+    return current.handle(request, new ServedContext(path, query, secure, exchange, request));
   };
 
   const onError = (error: unknown) => {
@@ -218,24 +275,24 @@ export async function startServer(
     return current.errorResponse(500, new Request("http://x/"));
   };
 
-  const listen = (
+  const listenOn = (
     hostname: string,
     port: number,
     tls: TlsMaterial | undefined,
-    handler: Deno.ServeHandler<Deno.NetAddr>,
+    handler: ExchangeHandler,
     cfg: Config,
   ): Listening => {
-    const tcpBacklog = cfg.server.backlog;
-    const options = { hostname, port, reusePort, tcpBacklog, onListen() {}, onError };
     try {
-      return tls
-        ? serveTls({
-          ...options,
-          cert: tls.cert,
-          key: tls.key,
-          headerTimeoutMs: cfg.server.header_timeout * 1000,
-        }, handler)
-        : Deno.serve(options, handler);
+      return listen({
+        hostname,
+        port,
+        reusePort,
+        tcpBacklog: cfg.server.backlog,
+        tls: tls && { cert: tls.cert, key: tls.key },
+        connections,
+        onError,
+        log,
+      }, handler);
     } catch (e) {
       if (
         tls && !(e instanceof Deno.errors.AddrInUse) && !(e instanceof Deno.errors.NotCapable) &&
@@ -266,15 +323,12 @@ export async function startServer(
     const redirectPort = tls && !redirectIsAcme(cfg) ? cfg.ssl.redirect_http : undefined;
     probe(cfg.server.host, port, held);
     if (redirectPort !== undefined) probe(cfg.server.host, redirectPort, held);
-    let madeUp = "";
-    const handler = handlerFor(tls !== undefined, () => madeUp);
-    const main = listen(cfg.server.host, port, tls, handler, cfg);
-    madeUp = `localhost:${main.httpPort ?? main.addr.port}`;
+    const main = listenOn(cfg.server.host, port, tls, handlerFor(tls !== undefined), cfg);
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
     if (redirectPort !== undefined) {
       try {
-        redirect = listen(
+        redirect = listenOn(
           cfg.server.host,
           redirectPort,
           undefined,
@@ -369,6 +423,7 @@ export async function startServer(
     get redirectAddr() {
       return gen.redirect?.addr;
     },
+    connections,
     swap(next) {
       const old = current;
       current = next;
@@ -426,6 +481,7 @@ export async function startServer(
         retiring.add(retired);
       }
       active = next;
+      setLimits(connections, next);
       if (nextApp) server.swap(nextApp);
       return { listenersReplaced: replace };
     },
@@ -435,6 +491,7 @@ export async function startServer(
       await Promise.all([stopGen(gen, timeoutMs), ...retiring]);
       current.close();
       removeCertificate();
+      stopReporting?.();
       log.flush();
       stopped.resolve();
     },

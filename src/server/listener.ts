@@ -1,0 +1,632 @@
+/**
+ * Listeners: plain HTTP through `Deno.serve`, HTTPS through accept loops of our own.
+ *
+ * **HTTPS.** Connections are accepted by `Deno.listenTls` here, counted against
+ * `server.max_connections(_per_ip)` and timed through their stages. Where ALPN chose h2, the
+ * connection is served by the runtime's server for one connection (the one `Deno.serve` runs on
+ * each connection it accepts, kept by Deno 2 as `Deno[Deno.internal].serveHttpOnConnection`):
+ * HTTP/2 only, as RFC 9113 §3.3 asks. HTTP/1.x connections are relayed to an inner `Deno.serve`
+ * on loopback instead: that server's per-connection twin closes a WebSocket the moment the
+ * upgrade completes (Deno 2.9.6), and the relay follows the request heads
+ * (`request_heads.ts`) for the header and idle timeouts and for HTTP/1.1 without Host.
+ * TCP_NODELAY is set once on the listening socket (`sockets.ts`), which Linux hands to every
+ * accepted connection: `Deno.TlsConn` has no `setNoDelay`, and Nagle's algorithm would make each
+ * answer written in pieces wait for the client's delayed ACK (about 40 ms).
+ *
+ * An accept error (EMFILE when a flood of idle clients uses up the open-files limit) is logged at
+ * most once a second and retried after a short back-off; the listener goes on.
+ *
+ * **Plain HTTP** is `Deno.serve`, whose accept loop is its own: when it fails (EMFILE) the
+ * listener is opened again on the same port after a back-off, so the server refuses clients
+ * while flooded and serves again once the flood is over. It has no limits and no timeouts.
+ *
+ * @module
+ */
+import type { Logger } from "../log/logger.ts";
+import { RequestHeads } from "./request_heads.ts";
+import { setListenerNoDelay, shutdownSockets } from "./sockets.ts";
+
+/** What a handler learns of the connection a request came on. */
+export interface Exchange {
+  readonly remoteAddr: Deno.NetAddr;
+  /** The protocol ALPN chose on a TLS connection (`h2`, `http/1.1`), or null. */
+  readonly alpn: string | null;
+  /**
+   * What the runtime puts in the URL of a request that names no authority (`localhost:PORT`),
+   * or undefined where a request always names one (HTTP/2).
+   */
+  readonly madeUp?: string;
+  /**
+   * Told by the handler that upgraded the connection (a WebSocket): it counts as open until
+   * `ended` settles.
+   */
+  upgraded(ended: Promise<unknown>): void;
+}
+
+/** Answers the requests of a listener. */
+export type ExchangeHandler = (
+  request: Request,
+  exchange: Exchange,
+) => Response | Promise<Response>;
+
+/** Time limits of a connection's stages, in ms; 0 turns one off. */
+export interface Timeouts {
+  /** The TLS handshake must finish. */
+  handshake: number;
+  /** The first request head must arrive once the connection is ready. */
+  header: number;
+  /** A kept-alive connection with no request in flight is closed. */
+  idle: number;
+  /** A request body that sends nothing for this long is given up. */
+  body: number;
+}
+
+type Stage = keyof Timeouts;
+
+/** Counts of what the connection layer did, for `-d` and the metrics. */
+export interface ConnectionStats {
+  open: number;
+  accepted: number;
+  /** Closed at once because `max_connections` or `max_connections_per_ip` was reached. */
+  refused: { total: number; perIp: number };
+  /** Closed because a stage took too long. */
+  timedOut: Record<Stage, number>;
+  /** Accept calls that failed (EMFILE and the like) and were retried. */
+  acceptErrors: number;
+}
+
+/**
+ * The connections of one server across all its listeners and reloads: the limits they share,
+ * the deadlines of their stages and the counts.
+ */
+export class Connections {
+  readonly stats: ConnectionStats = {
+    open: 0,
+    accepted: 0,
+    refused: { total: 0, perIp: 0 },
+    timedOut: { handshake: 0, header: 0, idle: 0, body: 0 },
+    acceptErrors: 0,
+  };
+  private readonly perIp = new Map<string, number>();
+  private readonly timed = new Set<Timed>();
+  private ticker?: ReturnType<typeof setInterval>;
+  /** Coarse clock for deadlines, advanced by the ticker: reading the time per request costs. */
+  now = Date.now();
+
+  /** Most open connections; 0 = no limit. */
+  max = 0;
+  /** Most open connections from one client address; 0 = no limit. */
+  maxPerIp = 0;
+  timeouts: Timeouts = { handshake: 0, header: 0, idle: 0, body: 0 };
+
+  /** Takes a new connection from `ip` into the count, or says why not. */
+  admit(ip: string): boolean {
+    this.stats.accepted++;
+    if (this.max > 0 && this.stats.open >= this.max) {
+      this.stats.refused.total++;
+      return false;
+    }
+    if (this.maxPerIp > 0) {
+      const n = this.perIp.get(ip) ?? 0;
+      if (n >= this.maxPerIp) {
+        this.stats.refused.total++;
+        this.stats.refused.perIp++;
+        return false;
+      }
+      this.perIp.set(ip, n + 1);
+    }
+    this.stats.open++;
+    return true;
+  }
+
+  release(ip: string) {
+    this.stats.open--;
+    if (this.maxPerIp > 0 || this.perIp.size > 0) {
+      const n = this.perIp.get(ip);
+      if (n !== undefined) n > 1 ? this.perIp.set(ip, n - 1) : this.perIp.delete(ip);
+    }
+  }
+
+  /** Watches `t`'s deadline from now on (until {@link unwatch}). */
+  watch(t: Timed) {
+    this.timed.add(t);
+    if (this.ticker === undefined) {
+      this.now = Date.now();
+      this.ticker = setInterval(() => this.tick(), 250);
+      Deno.unrefTimer(this.ticker);
+    }
+  }
+
+  unwatch(t: Timed) {
+    this.timed.delete(t);
+    if (this.timed.size === 0 && this.ticker !== undefined) {
+      clearInterval(this.ticker);
+      this.ticker = undefined;
+    }
+  }
+
+  private tick() {
+    const now = this.now = Date.now();
+    const expired: Timed[] = [];
+    for (const t of this.timed) if (t.deadline > 0 && t.deadline <= now) expired.push(t);
+    if (expired.length === 0) return;
+    const stuck: Deno.NetAddr[][] = [];
+    for (const t of expired) {
+      this.stats.timedOut[t.stage]++;
+      t.deadline = 0;
+      const pair = t.expire();
+      if (pair) stuck.push(pair);
+    }
+    // A TLS handshake the runtime is waiting on cannot be cancelled from here: closing the
+    // connection leaves its socket open until the client sends something. Shutting the socket
+    // down makes that wait end.
+    if (stuck.length > 0) shutdownSockets(stuck);
+  }
+}
+
+/** Something with a deadline the ticker of {@link Connections} checks. */
+interface Timed {
+  /** When it expires (ms since the epoch), or 0. */
+  deadline: number;
+  stage: Stage;
+  /**
+   * Ends what took too long; returns the local and remote address of a socket that could not be
+   * closed from here (a TLS handshake in progress).
+   */
+  expire(): Deno.NetAddr[] | undefined;
+}
+
+/** A listening socket and its accept loop. */
+export interface Listening {
+  readonly addr: Deno.NetAddr;
+  /** Stops accepting, lets in-flight requests finish, then closes every connection. */
+  shutdown(): Promise<void>;
+  /**
+   * Settles when the listener has stopped: after {@link shutdown}, or by itself when accepting
+   * failed for good (then it rejects with the reason).
+   */
+  readonly finished: Promise<void>;
+  /**
+   * TLS only: new connections get this certificate from now on. A new TLS listener takes the
+   * port (SO_REUSEPORT) before the old one closes; open connections keep theirs and go on.
+   */
+  replaceCertificate?(cert: string, key: string): void;
+}
+
+/** Options of {@link listen}. */
+export interface ListenOptions {
+  hostname: string;
+  port: number;
+  reusePort: boolean;
+  /** Listen queue length. */
+  tcpBacklog: number;
+  /** Certificate and key in PEM: TLS with ALPN (h2, http/1.1). */
+  tls?: { cert: string; key: string };
+  connections: Connections;
+  /** Answer for a handler that threw. */
+  onError: (error: unknown) => Response | Promise<Response>;
+  log: Logger;
+}
+
+/** What the runtime's server for one connection returns. */
+interface HttpConnection {
+  /** Settles when the connection has closed. */
+  finished: Promise<void>;
+  /** Stops taking requests, lets in-flight ones finish, then closes. */
+  shutdown(): Promise<void>;
+}
+
+type ServeOnConnection = (
+  conn: Deno.Conn,
+  signal: AbortSignal,
+  handler: (
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ) => Response | Promise<Response>,
+  onError: (error: unknown) => Response | Promise<Response>,
+  onListen: () => void,
+) => HttpConnection;
+
+const internals = (Deno as unknown as Record<symbol, Record<string, unknown> | undefined>)[
+  (Deno as unknown as { internal: symbol }).internal
+];
+/** `Deno.serve`'s server for one accepted connection (Deno 2.9 keeps it among its internals). */
+const serveOnConnection = internals?.serveHttpOnConnection as ServeOnConnection | undefined;
+
+/** Whether this runtime has the per-connection server HTTP/2 over TLS is served with. */
+export const canServeConnections = typeof serveOnConnection === "function";
+
+/**
+ * Errors of an accept call that leave the listener usable: out of descriptors or memory
+ * (EMFILE, ENFILE, ENOBUFS, ENOMEM), or a client that left the queue (ECONNABORTED, EPROTO,
+ * EPERM, EINTR, EAGAIN); wait, then accept again. Any other (EINVAL: the socket no longer
+ * listens) ends it.
+ */
+const passing = (e: unknown) =>
+  e instanceof Deno.errors.ConnectionAborted ||
+  /\(os error (24|23|105|12|103|71|1|4|11)\)/.test((e as Error)?.message ?? "");
+
+const close = (resource: { close(): void }) => {
+  try {
+    resource.close();
+  } catch { /* already closed */ }
+};
+
+/** Says an accept failure at most once a second. */
+function acceptFailures(addr: Deno.NetAddr, log: Logger, table: Connections) {
+  let last = 0;
+  return (e: unknown) => {
+    table.stats.acceptErrors++;
+    const now = Date.now();
+    if (now - last < 1000) return;
+    last = now;
+    log.warn(
+      `accepting a connection on ${addr.hostname}:${addr.port} failed ` +
+        `(${String((e as Error)?.message ?? e).split("\n")[0]}); retrying`,
+    );
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Bytes relayed per read: one TLS record holds at most 16 KiB. */
+const CHUNK = 16 * 1024;
+
+/** One accepted TLS connection from accept to close. */
+class Connection implements Timed {
+  deadline = 0;
+  stage: Stage = "handshake";
+  alpn: string | null = null;
+  inFlight = 0;
+  ended = false;
+  /** Set when a WebSocket took the connection; it counts as open until this settles. */
+  session?: Promise<unknown>;
+  private http?: HttpConnection;
+  private up?: Deno.TcpConn;
+  private readonly cut = new AbortController();
+  private handshaking = false;
+  readonly ip: string;
+
+  constructor(readonly conn: Deno.TlsConn, readonly table: Connections) {
+    this.ip = (conn.remoteAddr as Deno.NetAddr).hostname;
+  }
+
+  /** Starts the clock of `stage`. */
+  arm(stage: Stage) {
+    const ms = this.table.timeouts[stage];
+    this.stage = stage;
+    this.deadline = ms > 0 ? this.table.now + ms : 0;
+  }
+
+  expire(): Deno.NetAddr[] | undefined {
+    const handshaking = this.handshaking;
+    this.close();
+    if (handshaking) {
+      return [this.conn.localAddr as Deno.NetAddr, this.conn.remoteAddr as Deno.NetAddr];
+    }
+  }
+
+  /** Ends the connection now, whatever is in flight. */
+  close() {
+    if (this.ended) return;
+    this.ended = true;
+    this.cut.abort();
+    if (this.up) close(this.up);
+    if (!this.http) close(this.conn);
+  }
+
+  async serve(handler: ExchangeHandler, relayTo: Relay, onError: ListenOptions["onError"]) {
+    const table = this.table;
+    table.watch(this);
+    try {
+      this.arm("handshake");
+      this.handshaking = true;
+      this.alpn = (await this.conn.handshake()).alpnProtocol;
+      this.handshaking = false;
+      if (!this.ended) {
+        this.arm("header");
+        if (this.alpn === "h2") await this.serveH2(handler, onError);
+        else await this.relay(relayTo);
+      }
+    } catch { /* a failed handshake (TLS 1.1, plain HTTP) or a reset: the connection is done */ }
+    if (this.session) {
+      this.deadline = 0;
+      await this.session.catch(() => {});
+    }
+    this.ended = true;
+    table.unwatch(this);
+    if (this.up) close(this.up);
+    if (!this.http) close(this.conn);
+    table.release(this.ip);
+  }
+
+  private serveH2(handler: ExchangeHandler, onError: ListenOptions["onError"]) {
+    const exchange: Exchange = {
+      remoteAddr: this.conn.remoteAddr as Deno.NetAddr,
+      alpn: "h2",
+      upgraded: () => {},
+    };
+    this.http = serveOnConnection!(
+      this.conn,
+      this.cut.signal,
+      (request, info) => {
+        this.deadline = 0;
+        this.inFlight++;
+        info.completed.finally(() => {
+          if (--this.inFlight === 0 && !this.ended) this.arm("idle");
+        });
+        return handler(request, exchange);
+      },
+      onError,
+      () => {},
+    );
+    return this.http.finished;
+  }
+
+  /**
+   * HTTP/1.x: bytes both ways between the client and the inner server. The request heads are
+   * followed: the header clock runs until a head is whole, the idle clock while no request is
+   * open, and a request that is not HTTP/1.x on a connection ALPN made HTTP/1.1 ends it.
+   */
+  private async relay(to: Relay) {
+    const up = this.up = await Deno.connect({ hostname: "127.0.0.1", port: to.port });
+    up.setNoDelay(true);
+    const port = up.localAddr.port;
+    to.clients.set(port, this);
+    const heads = new RequestHeads(
+      () => {
+        this.deadline = 0;
+        this.inFlight++;
+      },
+      this.alpn === "http/1.1",
+    );
+    try {
+      await Promise.all([this.copy(this.conn, up, heads), this.copy(up, this.conn)]);
+    } finally {
+      to.clients.delete(port);
+    }
+  }
+
+  /**
+   * The clock after bytes from the client: a body must keep coming (`body`); a head that has
+   * begun must end in time (`header`, started once, so that dripping bytes gains nothing);
+   * otherwise a request is open and waits for its answer, or the connection is idle.
+   */
+  private follow(heads: RequestHeads) {
+    if (heads.inBody) this.arm("body");
+    else if (heads.partial) {
+      if (this.stage !== "header" || this.deadline === 0) this.arm("header");
+    } else if (this.inFlight > 0) this.deadline = 0;
+  }
+
+  /** Called by the inner server when it has answered a relayed request. */
+  answered() {
+    if (--this.inFlight <= 0 && !this.ended && !this.session) {
+      this.inFlight = 0;
+      this.arm("idle");
+    }
+  }
+
+  private async copy(from: Deno.Conn, to: Deno.Conn, heads?: RequestHeads) {
+    const buf = new Uint8Array(CHUNK);
+    const write = async (bytes: Uint8Array) => {
+      let off = 0;
+      while (off < bytes.length) off += await to.write(bytes.subarray(off));
+    };
+    try {
+      for (;;) {
+        const n = await from.read(buf);
+        if (n === null) break;
+        if (heads) {
+          const parts = heads.feed(buf.subarray(0, n));
+          if (heads.refused) return this.close();
+          this.follow(heads);
+          for (const part of parts) await write(part);
+        } else await write(buf.subarray(0, n));
+      }
+    } catch { /* reset or closed: the other direction ends too */ }
+    try {
+      await to.closeWrite();
+    } catch { /* already closed */ }
+  }
+
+  /** Stops taking requests and lets in-flight ones finish (a graceful stop). */
+  drain(): Promise<void> {
+    if (this.http && !this.ended) return this.http.shutdown().catch(() => {});
+    if (this.inFlight === 0 && !this.session) this.close();
+    return Promise.resolve();
+  }
+}
+
+/** The inner server HTTP/1.x over TLS is relayed to, and whose connection each port is. */
+interface Relay {
+  port: number;
+  clients: Map<number, Connection>;
+}
+
+/** Listens on `hostname:port` (over TLS when `options.tls`) and serves with `handler`. */
+export function listen(options: ListenOptions, handler: ExchangeHandler): Listening {
+  return options.tls ? listenTls(options, options.tls, handler) : listenPlain(options, handler);
+}
+
+function listenPlain(options: ListenOptions, handler: ExchangeHandler): Listening {
+  const { hostname, reusePort, tcpBacklog, onError, log } = options;
+  let madeUp = "";
+  const serve = (port: number) =>
+    Deno.serve(
+      { hostname, port, reusePort, tcpBacklog, onListen() {}, onError },
+      (r, info) =>
+        handler(r, {
+          remoteAddr: info.remoteAddr,
+          alpn: null,
+          madeUp,
+          upgraded: () => {},
+        }),
+    );
+  let server = serve(options.port);
+  const addr = server.addr;
+  madeUp = `localhost:${addr.port}`;
+  let stopping = false;
+  const ended = Promise.withResolvers<void>();
+  ended.promise.catch(() => {});
+  const failed = acceptFailures(addr, log, options.connections);
+  // Deno.serve's accept loop ends at its first accept error. What could pass (EMFILE) opens
+  // the port again after a back-off; anything else is the end of the listener.
+  const watch = (s: Deno.HttpServer<Deno.NetAddr>): void => {
+    s.finished.then(
+      () => stopping || ended.reject(new Error("it closed")),
+      async (e) => {
+        if (stopping) return;
+        if (!passing(e) && !passing((e as Error)?.cause)) return ended.reject(e);
+        failed(e);
+        await s.shutdown().catch(() => {});
+        for (let backoff = 5; !stopping; backoff = Math.min(backoff * 2, 100)) {
+          await sleep(backoff);
+          try {
+            server = serve(addr.port);
+            return watch(server);
+          } catch (again) {
+            if (!passing(again)) return ended.reject(again);
+            failed(again);
+          }
+        }
+      },
+    );
+  };
+  watch(server);
+  return {
+    addr,
+    finished: ended.promise,
+    async shutdown() {
+      stopping = true;
+      await server.shutdown().catch(() => {});
+      ended.resolve();
+    },
+  };
+}
+
+function listenTls(
+  options: ListenOptions,
+  tls: { cert: string; key: string },
+  handler: ExchangeHandler,
+): Listening {
+  const { connections: table, log } = options;
+  const relay: Relay = { port: 0, clients: new Map() };
+  let madeUp = "";
+  const inner = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen() {},
+    onError: options.onError,
+  }, (request, info) => {
+    const connection = relay.clients.get(info.remoteAddr.port);
+    if (connection === undefined) return new Response(null, { status: 421 });
+    info.completed.finally(() => connection.answered());
+    return handler(request, {
+      remoteAddr: connection.conn.remoteAddr as Deno.NetAddr,
+      alpn: connection.alpn,
+      madeUp,
+      upgraded(ended) {
+        connection.session = ended;
+        connection.deadline = 0;
+      },
+    });
+  });
+  relay.port = inner.addr.port;
+  madeUp = `localhost:${inner.addr.port}`;
+  const open = (cert: string, key: string, port: number) => {
+    const listener = Deno.listenTls(
+      {
+        hostname: options.hostname,
+        port,
+        cert,
+        key,
+        tcpBacklog: options.tcpBacklog,
+        alpnProtocols: ["h2", "http/1.1"],
+        ...(options.reusePort ? { reusePort: true } : {}),
+      } as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
+    );
+    noDelay((listener.addr as Deno.NetAddr).port, log);
+    return listener;
+  };
+  let listener = open(tls.cert, tls.key, options.port);
+  const addr = listener.addr as Deno.NetAddr;
+  const live = new Set<Connection>();
+  const serving = new Set<Promise<void>>();
+  const failed = acceptFailures(addr, log, table);
+
+  // Listeners this code closed on purpose (shutdown, a certificate swap); any other end of an
+  // accept loop, or of the inner server, means the listener is gone.
+  const retired = new WeakSet<Deno.TlsListener>();
+  let stopping = false;
+  const ended = Promise.withResolvers<void>();
+  ended.promise.catch(() => {});
+  const lost = (reason: unknown) => {
+    if (!stopping) ended.reject(reason ?? new Error("the listener closed"));
+  };
+  inner.finished.then(() => lost(new Error("the inner HTTP server stopped")), lost);
+
+  const accept = async (from: Deno.TlsListener) => {
+    for (let backoff = 5;;) {
+      let conn: Deno.TlsConn;
+      try {
+        conn = await from.accept();
+        backoff = 5;
+      } catch (e) {
+        if (retired.has(from)) return;
+        if (!passing(e)) return lost(e);
+        failed(e);
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 100);
+        continue;
+      }
+      if (stopping || !table.admit((conn.remoteAddr as Deno.NetAddr).hostname)) {
+        close(conn);
+        continue;
+      }
+      const connection = new Connection(conn, table);
+      live.add(connection);
+      const done = connection.serve(handler, relay, options.onError).finally(() => {
+        live.delete(connection);
+        serving.delete(done);
+      });
+      serving.add(done);
+    }
+  };
+  const accepting = new Set([accept(listener)]);
+
+  return {
+    addr,
+    replaceCertificate(cert, key) {
+      const next = open(cert, key, addr.port);
+      const old = listener;
+      listener = next;
+      accepting.add(accept(next));
+      retired.add(old);
+      close(old);
+    },
+    finished: ended.promise,
+    async shutdown() {
+      stopping = true;
+      retired.add(listener);
+      close(listener);
+      await Promise.all(accepting);
+      // The inner server finishes in-flight requests and closes idle connections; each relay
+      // then sees its inner side end and closes the client's connection.
+      await Promise.all([inner.shutdown(), ...[...live].map((c) => c.drain())]);
+      await Promise.all(serving);
+      ended.resolve();
+    },
+  };
+}
+
+let noDelayWarned = false;
+function noDelay(port: number, log: Logger) {
+  const result = setListenerNoDelay(port);
+  if (typeof result === "number" || noDelayWarned) return;
+  noDelayWarned = true;
+  log.warn(
+    `TCP_NODELAY could not be set on the TLS listener (${result}): answers over TLS may ` +
+      `wait up to 40 ms for the client's ACK`,
+  );
+}
