@@ -1,6 +1,7 @@
 /**
  * `backend: redis` for the caching extension and rate_limiting: two servers sharing one real
- * `redis-server` on a free loopback port, through an outage and a restart.
+ * `redis-server` on a free loopback port, through an outage and a restart, in this process and as
+ * two CLI processes.
  */
 import assert from "node:assert/strict";
 import { parse } from "yaml";
@@ -9,7 +10,7 @@ import { unsupported } from "../src/app/validate.ts";
 import { REDIS_CACHE_PREFIX } from "../src/routes/cache.ts";
 import { serveBackend } from "./support/backends.ts";
 import { rawRequest } from "./support/clients.ts";
-import { runCli } from "./support/cli.ts";
+import { type CliServer, runCli, spawnCli } from "./support/cli.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { freePort, startTestServer, type TestServer } from "./support/servers.ts";
 import { REDIS_SERVER, startRedis, watchKeys } from "./support/redis.ts";
@@ -127,6 +128,91 @@ Deno.test({
       assert.equal(warned(one) + warned(two), 2, "no more warnings within the minute");
     } finally {
       await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "redis backend: two CLI processes on one Redis limit a client spread over both once, and one serves what the other cached",
+  ignore: !REDIS_SERVER,
+  async fn() {
+    await using redis = await startRedis(freePort());
+    const backendSaw: string[] = [];
+    await using backend = serveBackend((request) => {
+      const path = new URL(request.url).pathname;
+      backendSaw.push(path);
+      return new Response(`from backend ${path}`, { headers: { "cache-control": "max-age=60" } });
+    });
+    // Each process has its own folder and config file; they share the Redis server.
+    const config = `version: 2
+server:
+  host: 127.0.0.1
+  port: 0
+  reverse_proxy:
+    - path: /
+      host: 127.0.0.1
+      port: ${backend.port}
+extensions:
+  - type: caching
+    config:
+      backend: redis
+      url: ${redis.url}
+  - type: security
+    config:
+      rate_limiting:
+        backend: redis
+        url: ${redis.url}
+        requests_per_minute: 6000
+        burst: 1000
+        rules:
+          "/limited": { requests_per_minute: 1, burst: 4 }
+`;
+    await using dir = await tempDir();
+    await writeFiles(dir.path, {
+      "a/config.yaml": config,
+      "a/static/index.html": "a",
+      "b/config.yaml": config,
+      "b/static/index.html": "b",
+    });
+    const cli = (name: string) =>
+      spawnCli(["-c", `${dir.path}/${name}/config.yaml`], { cwd: `${dir.path}/${name}` });
+    await using a = await cli("a");
+    await using b = await cli("b");
+    // The first requests would go on without Redis if it were not connected yet (fail open).
+    await Promise.all([a, b].map((p) => p.waitFor(/INFO redis \S+: connected/)));
+
+    const get = (p: CliServer, path: string) => getSite(p.url, path);
+
+    // Alternating a, b, a, b: four pass, the fifth (a) and sixth (b) are over the one limit.
+    const limited = [];
+    for (let i = 0; i < 6; i++) limited.push(await get(i % 2 ? b : a, "/limited"));
+    assert.deepEqual(limited.map((r) => r.status), [200, 200, 200, 200, 429, 429]);
+    assert.deepEqual(limited.slice(4).map((r) => r.limit), ["4", "4"]);
+
+    // Fetched through a: a MISS, stored in the background (its SET is waited for); then b
+    // answers it from Redis without asking the backend.
+    {
+      await using writes = await watchKeys(redis.port, `${REDIS_CACHE_PREFIX}*`);
+      const first = await get(a, "/page");
+      assert.deepEqual([first.status, first.cache, first.body], [
+        200,
+        "MISS",
+        "from backend /page",
+      ]);
+      assert.equal(await writes.written(), `${REDIS_CACHE_PREFIX}http://site.test/page`);
+    }
+    const second = await get(b, "/page");
+    assert.deepEqual([second.status, second.cache, second.body], [
+      200,
+      "HIT",
+      "from backend /page",
+    ]);
+    assert.equal(backendSaw.filter((p) => p === "/page").length, 1);
+
+    for (const p of [a, b]) {
+      assert.equal(await p.stop("SIGTERM"), 0, p.output());
+      assert.doesNotMatch(p.output(), /^\S+ (WARNING|ERROR) /m, p.output());
     }
   },
 });
