@@ -218,6 +218,49 @@ extensions:
 });
 
 Deno.test({
+  name:
+    "redis backend: with server.workers: 2 each loop connects, and a client on new connections is limited once",
+  ignore: !REDIS_SERVER,
+  async fn() {
+    await using redis = await startRedis(freePort());
+    await using dir = await tempDir();
+    await writeFiles(dir.path, {
+      "config.yaml": `version: 2
+server:
+  port: 0
+  workers: 2
+extensions:
+  - type: security
+    config:
+      rate_limiting:
+        backend: redis
+        url: ${redis.url}
+        requests_per_minute: 1
+        burst: 4
+`,
+      "static/index.html": "home",
+    });
+    await using p = await spawnCli([], { cwd: dir.path });
+    assert.match(p.output(), /with 2 workers/);
+    await p.waitFor(/(INFO redis \S+: connected[\s\S]*){2}/);
+    const port = Number(new URL(p.url).port);
+    const statuses = [];
+    for (let i = 0; i < 24; i++) {
+      statuses.push(
+        (await rawRequest(port, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")).status,
+      );
+    }
+    assert.deepEqual(statuses, [200, 200, 200, 200, ...Array(20).fill(429)]);
+    // Each loop numbers its requests under its own prefix; the kernel spread the 24 connections
+    // over both (all on one: a chance of 2·2⁻²⁴).
+    await p.waitFor(/(" (200|429) [\s\S]*){24}/);
+    const loops = new Set(p.output().match(/ id=\w+-/g));
+    assert.equal(loops.size, 2, p.output());
+    assert.equal(await p.stop("SIGTERM"), 0, p.output());
+  },
+});
+
+Deno.test({
   name: "redis backend: a stalled Redis (SIGSTOP) still lets requests through, with one warning",
   ignore: !REDIS_SERVER,
   async fn() {
