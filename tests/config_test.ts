@@ -102,6 +102,19 @@ Deno.test("unknown keys are warnings naming them, with a suggestion", async () =
   assert.match(warnings.join("\n"), /unknown key servr is ignored \(did you mean "server"\?\)/);
 });
 
+Deno.test("a key written under the wrong section names the section it belongs to", async () => {
+  // PyServe's older documentation: `static_dir` under `server` (PyServe ignored it there too).
+  const { config, warnings } = await load(
+    'server:\n  host: "0.0.0.0"\n  static_dir: "./public"\nhttp:\n  port: 8001\n',
+  );
+  assert.equal(config.http.static_dir.endsWith("/static"), true, "the default stays");
+  assert.equal(config.server.port, 8000);
+  assert.deepEqual(warnings.map((w) => w.replace(/^.*?:(\d+:\d+: )/, "$1")), [
+    '3:3: unknown key server.static_dir is ignored (did you mean "http.static_dir"?)',
+    '5:3: unknown key http.port is ignored (did you mean "server.port"?)',
+  ]);
+});
+
 Deno.test("precedence: flags > environment > file > defaults", async () => {
   const yaml = "server:\n  host: 10.0.0.1\n  port: 7000\nhttp:\n  static_dir: ./fromfile\n";
   let r = await load(yaml);

@@ -207,6 +207,21 @@ function knownKeys(raw: Raw, path: Path): string[] {
   return keysAt(Config, path);
 }
 
+/** The file's top-level sections, whose keys are looked for elsewhere when misplaced. */
+const SECTIONS = ["server", "http", "ssl", "logging"];
+
+/**
+ * ` (did you mean "http.static_dir"?)` for a key of one section written in another (PyServe's
+ * old docs put `static_dir` under `server`), else the closest key of its own section, if any.
+ */
+function suggestion(raw: Raw, path: Path, key: string): string {
+  if (path.length === 1 && SECTIONS.includes(path[0] as string)) {
+    const home = SECTIONS.find((s) => s !== path[0] && keysAt(Config, [s]).includes(key));
+    if (home) return ` (did you mean "${home}.${key}"?)`;
+  }
+  return didYouMean(key, knownKeys(raw, path));
+}
+
 function deleteAt(obj: unknown, path: Path, key: string) {
   delete (valueAt(obj, path) as Raw)[key];
 }
@@ -247,7 +262,7 @@ export function validate(
       if (result.data.extensions.length > 0 && result.data.version !== 2) {
         warnings.push(
           `${where(["extensions"], true)}extensions without "version: 2" at the top of the ` +
-            `file; they are applied as PyServe V2 extensions (add "version: 2" to say so)`,
+            `file; PyServe ignores them, denoserve applies them (add "version: 2" to say so)`,
         );
       }
       result.data.extensions.forEach((e, i) => {
@@ -296,7 +311,7 @@ export function validate(
         const full = [...path, key];
         warnings.push(
           `${where(full, true)}unknown key ${pathString(full)} is ignored${
-            didYouMean(key, knownKeys(raw, path))
+            suggestion(raw, path, key)
           }`,
         );
         deleteAt(raw, path, key);
