@@ -4,7 +4,16 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { isMap, isScalar, isSeq, LineCounter, type ParsedNode, parseDocument } from "yaml";
+import {
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  type ParsedNode,
+  parseDocument,
+  type ScalarTag,
+  type Tags,
+} from "yaml";
 import type { z } from "zod";
 import { permissionHint, permissionProblem } from "../http/errors.ts";
 import { ConfigError } from "./config_error.ts";
@@ -136,14 +145,18 @@ function substituteEnv(
   return value;
 }
 
+/** PyYAML's booleans (YAML 1.1 without the lone y and n). */
+const PYYAML_TRUE = /^(?:[Yy]es|YES|[Tt]rue|TRUE|[Oo]n|ON)$/;
+const PYYAML_FALSE = /^(?:[Nn]o|NO|[Ff]alse|FALSE|[Oo]ff|OFF)$/;
+
 /**
  * The number or boolean a substituted string stands for, as YAML would have read the literal
  * (`port: ${PORT}` with PORT=8123 is `port: 8123`); undefined when it stands for neither.
  */
 function scalarOf(text: string): number | boolean | undefined {
   if (/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text.trim())) return Number(text);
-  if (/^(true|True|TRUE)$/.test(text)) return true;
-  if (/^(false|False|FALSE)$/.test(text)) return false;
+  if (PYYAML_TRUE.test(text)) return true;
+  if (PYYAML_FALSE.test(text)) return false;
   return undefined;
 }
 
@@ -376,15 +389,40 @@ function dropRepeatedKeys(
 }
 
 /**
- * Reads a YAML config file into a plain object, with a locator for error messages. A key given
- * twice in one mapping is a warning, and the last one is used (PyYAML's rule).
+ * The scalars of PyYAML's `safe_load`, which PyServe reads its files with (YAML 1.1): `yes`,
+ * `no`, `on` and `off` are booleans, `0755` is octal, `1_000` a thousand, `1:30` is 90, `<<`
+ * merges a mapping. The yaml package's 1.1 schema also reads a lone `y` or `n` as a boolean,
+ * which PyYAML does not; those stay strings here, and so do dates (no key takes one).
+ */
+function pyyamlTags(tags: Tags): Tags {
+  const bool = (value: boolean, test: RegExp) => (tag: ScalarTag): ScalarTag =>
+    tag.identify?.(value) ? { ...tag, test } : tag;
+  return tags
+    .filter((t) => typeof t === "string" || t.tag !== "tag:yaml.org,2002:timestamp")
+    .map((t) => {
+      if (typeof t === "string" || t.tag !== "tag:yaml.org,2002:bool") return t;
+      const tag = t as ScalarTag;
+      return tag.identify?.(true) ? bool(true, PYYAML_TRUE)(tag) : bool(false, PYYAML_FALSE)(tag);
+    });
+}
+
+/**
+ * Reads a YAML config file into a plain object, with a locator for error messages. Scalars are
+ * read as PyYAML reads them ({@link pyyamlTags}). A key given twice in one mapping is a
+ * warning, and the last one is used (PyYAML's rule).
  */
 export async function readConfigFile(
   file: string,
 ): Promise<{ raw: Raw; where: (path: Path, atKey?: boolean) => string; warnings: string[] }> {
   const text = await Deno.readTextFile(file);
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
+  const doc = parseDocument(text, {
+    lineCounter,
+    prettyErrors: false,
+    uniqueKeys: false,
+    version: "1.1",
+    customTags: pyyamlTags,
+  });
   if (doc.errors.length > 0) {
     const e = doc.errors[0];
     const pos = lineCounter.linePos(e.pos[0]);
