@@ -106,7 +106,7 @@ Deno.test("scalars are read as PyYAML reads them (YAML 1.1), as PyServe did", as
   const { config, warnings } = await load([
     "server:",
     "  backlog: 1_024", // PyYAML: 1024
-    "  shutdown_timeout: 0:30", // sexagesimal: 30
+    "  shutdown_timeout: 1:30", // sexagesimal: 90
     "  default_root: Yes",
     "http:",
     "  directory_listing: on",
@@ -119,7 +119,7 @@ Deno.test("scalars are read as PyYAML reads them (YAML 1.1), as PyServe did", as
     "",
   ].join("\n"));
   assert.equal(config.server.backlog, 1024);
-  assert.equal(config.server.shutdown_timeout, 30);
+  assert.equal(config.server.shutdown_timeout, 90);
   assert.equal(config.server.default_root, true);
   assert.equal(config.http.directory_listing, true);
   assert.equal(config.http.serve_dotfiles, false);
@@ -134,6 +134,12 @@ Deno.test("scalars are read as PyYAML reads them (YAML 1.1), as PyServe did", as
     /must be true or false, got "y"/,
   );
   assert.match(await loadError("server:\n  port: 0o17\n"), /server\.port must be .*got "0o17"/);
+  // The yaml package's 1.1 schema reads more as numbers than PyYAML does: `.` (the current
+  // folder), `08` and `1e3` are strings to PyYAML, and so here.
+  const dot = await load("http:\n  static_dir: .\n  templates_dir: 08\nssl:\n  cert_file: 1e3\n");
+  assert.equal(dot.config.http.static_dir, dot.dir);
+  assert.equal(dot.config.http.templates_dir, `${dot.dir}/08`);
+  assert.equal(dot.config.ssl.cert_file, `${dot.dir}/1e3`);
   // A date stays the text it was (PyYAML would make it a date, which no key takes).
   const dated = await load("http:\n  static_dir: ./2025-01-01\n  templates_dir: 2025-01-01\n");
   assert.equal(dated.config.http.templates_dir.endsWith("/2025-01-01"), true);

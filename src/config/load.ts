@@ -388,21 +388,37 @@ function dropRepeatedKeys(
   return warnings;
 }
 
+/** What PyYAML's resolver reads as an int and as a float (its `resolver.py`), anchored. */
+const PYYAML_NUMBERS: Record<string, RegExp> = {
+  "tag:yaml.org,2002:int": new RegExp(
+    "^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+" +
+      "|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$",
+  ),
+  "tag:yaml.org,2002:float": new RegExp(
+    "^(?:[-+]?(?:[0-9][0-9_]*)\\.[0-9_]*(?:[eE][-+][0-9]+)?|\\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?" +
+      "|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\\.[0-9_]*|[-+]?\\.(?:inf|Inf|INF)|\\.(?:nan|NaN|NAN))$",
+  ),
+};
+
 /**
  * The scalars of PyYAML's `safe_load`, which PyServe reads its files with (YAML 1.1): `yes`,
  * `no`, `on` and `off` are booleans, `0755` is octal, `1_000` a thousand, `1:30` is 90, `<<`
- * merges a mapping. The yaml package's 1.1 schema also reads a lone `y` or `n` as a boolean,
- * which PyYAML does not; those stay strings here, and so do dates (no key takes one).
+ * merges a mapping. The yaml package's 1.1 schema reads more as booleans and numbers than
+ * PyYAML does (a lone `y` or `n`, `.`, `08`, `1e3`); each of its tags is narrowed to what PyYAML
+ * accepts, so those stay strings, and so do dates (no key takes one).
  */
 function pyyamlTags(tags: Tags): Tags {
-  const bool = (value: boolean, test: RegExp) => (tag: ScalarTag): ScalarTag =>
-    tag.identify?.(value) ? { ...tag, test } : tag;
   return tags
     .filter((t) => typeof t === "string" || t.tag !== "tag:yaml.org,2002:timestamp")
     .map((t) => {
-      if (typeof t === "string" || t.tag !== "tag:yaml.org,2002:bool") return t;
-      const tag = t as ScalarTag;
-      return tag.identify?.(true) ? bool(true, PYYAML_TRUE)(tag) : bool(false, PYYAML_FALSE)(tag);
+      if (typeof t === "string" || !("test" in t) || !t.test) return t;
+      const tag = t as ScalarTag & { test: RegExp };
+      if (tag.tag === "tag:yaml.org,2002:bool") {
+        return { ...tag, test: tag.identify?.(true) ? PYYAML_TRUE : PYYAML_FALSE };
+      }
+      const py = PYYAML_NUMBERS[tag.tag];
+      // Both must match: the lookahead is PyYAML's rule, the rest the tag's own.
+      return py ? { ...tag, test: new RegExp(`(?=${py.source})(?:${tag.test.source})`) } : tag;
     });
 }
 
