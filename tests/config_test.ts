@@ -102,6 +102,62 @@ Deno.test("unknown keys are warnings naming them, with a suggestion", async () =
   assert.match(warnings.join("\n"), /unknown key servr is ignored \(did you mean "server"\?\)/);
 });
 
+Deno.test("scalars are read as PyYAML reads them (YAML 1.1), as PyServe did", async () => {
+  const { config, warnings } = await load([
+    "server:",
+    "  backlog: 1_024", // PyYAML: 1024
+    "  shutdown_timeout: 1:30", // sexagesimal: 90
+    "  default_root: Yes",
+    "http:",
+    "  directory_listing: on",
+    "  serve_dotfiles: OFF",
+    "base: &quiet",
+    "  console_output: false",
+    "logging:",
+    "  <<: *quiet", // PyYAML merges the anchored mapping
+    "  use_colors: no",
+    "",
+  ].join("\n"));
+  assert.equal(config.server.backlog, 1024);
+  assert.equal(config.server.shutdown_timeout, 90);
+  assert.equal(config.server.default_root, true);
+  assert.equal(config.http.directory_listing, true);
+  assert.equal(config.http.serve_dotfiles, false);
+  assert.equal(config.logging.use_colors, false);
+  assert.equal(config.logging.console_output, false);
+  assert.deepEqual(warnings.map((w) => w.replace(/^.*?:\d+:\d+: /, "")), [
+    "unknown key base is ignored",
+  ]);
+  // A lone y or n, and 0o17, are strings to PyYAML: errors, as PyServe would have choked on them.
+  assert.match(
+    await loadError("http:\n  directory_listing: y\n"),
+    /must be true or false, got "y"/,
+  );
+  assert.match(await loadError("server:\n  port: 0o17\n"), /server\.port must be .*got "0o17"/);
+  // The yaml package's 1.1 schema reads more as numbers than PyYAML does: `.` (the current
+  // folder), `08` and `1e3` are strings to PyYAML, and so here.
+  const dot = await load("http:\n  static_dir: .\n  templates_dir: 08\nssl:\n  cert_file: 1e3\n");
+  assert.equal(dot.config.http.static_dir, dot.dir);
+  assert.equal(dot.config.http.templates_dir, `${dot.dir}/08`);
+  assert.equal(dot.config.ssl.cert_file, `${dot.dir}/1e3`);
+  // A date stays the text it was (PyYAML would make it a date, which no key takes).
+  const dated = await load("http:\n  static_dir: ./2025-01-01\n  templates_dir: 2025-01-01\n");
+  assert.equal(dated.config.http.templates_dir.endsWith("/2025-01-01"), true);
+});
+
+Deno.test("a key written under the wrong section names the section it belongs to", async () => {
+  // PyServe's older documentation: `static_dir` under `server` (PyServe ignored it there too).
+  const { config, warnings } = await load(
+    'server:\n  host: "0.0.0.0"\n  static_dir: "./public"\nhttp:\n  port: 8001\n',
+  );
+  assert.equal(config.http.static_dir.endsWith("/static"), true, "the default stays");
+  assert.equal(config.server.port, 8000);
+  assert.deepEqual(warnings.map((w) => w.replace(/^.*?:(\d+:\d+: )/, "$1")), [
+    '3:3: unknown key server.static_dir is ignored (did you mean "http.static_dir"?)',
+    '5:3: unknown key http.port is ignored (did you mean "server.port"?)',
+  ]);
+});
+
 Deno.test("precedence: flags > environment > file > defaults", async () => {
   const yaml = "server:\n  host: 10.0.0.1\n  port: 7000\nhttp:\n  static_dir: ./fromfile\n";
   let r = await load(yaml);
@@ -183,12 +239,12 @@ Deno.test("a key given twice is a warning naming both lines; the last one wins (
     "  static_dir: ./a", //         6
     "http:", //                     7
     "  static_dir: ./b", //         8
-    "  directory_listing: yes", //  9 (not a boolean: the error must point here)
+    "  directory_listing: sure", // 9 (not a boolean: the error must point here)
     "",
   ].join("\n");
   let m = await loadError(yaml);
   assert.match(m, /config\.yaml:9:22: http\.directory_listing/);
-  const { config, warnings, dir } = await load(yaml.replace("yes", "true"));
+  const { config, warnings, dir } = await load(yaml.replace("sure", "true"));
   assert.equal(config.server.port, 7001);
   assert.equal(config.server.host, "10.0.0.1");
   assert.equal(config.http.static_dir, `${dir}/b`);
@@ -230,6 +286,8 @@ Deno.test("${VAR} in a number or boolean key reads as the literal would; a bad v
   assert.equal(config.server.shutdown_timeout, 2.5);
   assert.equal(config.http.directory_listing, true);
   assert.match(config.http.static_dir, /\/8123$/, "a string key stays a string");
+  const off = await load(yaml, {}, { PORT: "1", GRACE: "1", LISTING: "off" });
+  assert.equal(off.config.http.directory_listing, false, "off is a boolean, as PyYAML reads it");
   let m = await loadError(yaml, {}, { PORT: "eighty", GRACE: "1", LISTING: "false" });
   assert.match(m, /config\.yaml:2:9: server\.port must be .*"eighty" \(from \$\{PORT\}\)/);
   m = await loadError(yaml, {}, { PORT: "80", GRACE: "1", LISTING: "maybe" });

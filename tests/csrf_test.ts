@@ -3,7 +3,7 @@
  * server, its attributes over HTTP and TLS, exempt paths, and its settings checked at start.
  */
 import assert from "node:assert/strict";
-import { CsrfTokens, readCookie } from "../src/routes/csrf.ts";
+import { CsrfTokens, privateCacheControl, readCookie } from "../src/routes/csrf.ts";
 import { testApp } from "./support/app.ts";
 import { echoBackend, serveBackend } from "./support/backends.ts";
 import { runCli } from "./support/cli.ts";
@@ -141,6 +141,89 @@ Deno.test("csrf: the cookie is Secure over TLS, keeps a backend's cookies, and e
     assert.notEqual(r.status, 403);
     assert.equal(r.headers.get("set-cookie"), null);
   }
+});
+
+Deno.test("csrf: privateCacheControl keeps what a browser may do and drops what shared caches would", () => {
+  assert.equal(privateCacheControl(null), "private");
+  assert.equal(
+    privateCacheControl("public, max-age=31536000, immutable"),
+    "private, max-age=31536000, immutable",
+  );
+  assert.equal(privateCacheControl("public, s-maxage=600, max-age=60"), "private, max-age=60");
+  assert.equal(privateCacheControl('private="set-cookie", max-age=5'), "private, max-age=5");
+  assert.equal(privateCacheControl("s-maxage=10, no-cache, proxy-revalidate"), "private, no-cache");
+  assert.equal(privateCacheControl("no-store"), "no-store");
+  assert.equal(privateCacheControl("Private, max-age=3"), "Private, max-age=3");
+});
+
+Deno.test("csrf: an answer that hands out a token is private and varies on Cookie; answers to requests with one are left alone", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "index.html": "home", "app.js": "console.log(1);\n" });
+  await using backend = serveBackend((request) =>
+    new Response("api", {
+      headers: {
+        "cache-control": new URL(request.url).pathname.startsWith("/nostore/")
+          ? "no-store"
+          : "public, s-maxage=600, max-age=60",
+      },
+    })
+  );
+  await using s = await startTestServer({
+    version: 2,
+    http: { static_dir: dir.path },
+    extensions: [
+      { type: "security", config: { csrf_protection: { secret: SECRET } } },
+      {
+        type: "routing",
+        config: {
+          regex_locations: {
+            "~*\\.js$": { cache_control: "public, max-age=31536000, immutable" },
+            "^~/api/": { proxy_pass: backend.url },
+            "^~/nostore/": { proxy_pass: backend.url },
+          },
+        },
+      },
+      { type: "caching", config: {} },
+    ],
+  });
+  const first = await get(`${s.url}/app.js`);
+  const setCookie = first.headers.get("set-cookie")!;
+  assert.match(setCookie, /^csrf_token=/);
+  assert.equal(first.headers.get("cache-control"), "private, max-age=31536000, immutable");
+  assert.match(first.headers.get("vary") ?? "", /\bCookie\b/);
+  const cookie = setCookie.slice(0, setCookie.indexOf(";"));
+
+  // With the token: nothing set, so nothing private about it; shared caches may keep it.
+  const again = await get(`${s.url}/app.js`, { headers: { cookie } });
+  assert.equal(again.headers.get("set-cookie"), null);
+  assert.equal(again.headers.get("cache-control"), "public, max-age=31536000, immutable");
+  assert.doesNotMatch(again.headers.get("vary") ?? "", /cookie/i);
+
+  // A file without Cache-Control (heuristically cacheable by its Last-Modified).
+  assert.equal((await get(`${s.url}/`)).headers.get("cache-control"), "private");
+
+  // Proxied and cached by denoserve: the entry keeps the backend's header; only the answer
+  // carrying a token is private.
+  const miss = await get(`${s.url}/api/x`);
+  assert.deepEqual(
+    [miss.headers.get("x-cache"), miss.headers.get("cache-control")],
+    ["MISS", "private, max-age=60"],
+  );
+  const hit = await get(`${s.url}/api/x`, { headers: { cookie } });
+  assert.deepEqual(
+    [hit.headers.get("x-cache"), hit.headers.get("cache-control"), hit.headers.get("set-cookie")],
+    ["HIT", "public, s-maxage=600, max-age=60", null],
+  );
+  const hitNew = await get(`${s.url}/api/x`);
+  assert.deepEqual(
+    [hitNew.headers.get("x-cache"), hitNew.headers.get("cache-control")],
+    ["HIT", "private, max-age=60"],
+  );
+  assert.match(hitNew.headers.get("set-cookie")!, /^csrf_token=/);
+
+  const noStore = await get(`${s.url}/nostore/x`);
+  assert.equal(noStore.headers.get("cache-control"), "no-store");
+  assert.match(noStore.headers.get("vary") ?? "", /\bCookie\b/);
 });
 
 Deno.test("csrf: settings are checked at start; the secret takes ${VAR}", async () => {

@@ -194,7 +194,10 @@ Deno.test("V2: extensions without version: 2 are a warning naming the line, and 
   });
   const { config, warnings } = await loadConfig({ config: `${dir.path}/config.yaml` });
   assert.equal(warnings.length, 1, warnings.join("\n"));
-  assert.match(warnings[0], /config\.yaml:3:1: extensions without "version: 2"/);
+  assert.match(
+    warnings[0],
+    /config\.yaml:3:1: extensions without "version: 2" at the top of the file; PyServe ignores them, denoserve applies them/,
+  );
   const log = captureLogger();
   const app = buildApp(config, log);
   try {

@@ -8,7 +8,7 @@ import { appRequest } from "./support/app.ts";
 import { serveBackend } from "./support/backends.ts";
 import { answerOf, basic, get } from "./support/clients.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
-import { freePort, startTestServer } from "./support/servers.ts";
+import { captureLogger, freePort, startTestServer } from "./support/servers.ts";
 
 Deno.test("V2: authentication runs before proxy_pass; the backend sees only allowed requests", async () => {
   await using backend = serveBackend(() => new Response("from backend"));
@@ -53,6 +53,31 @@ Deno.test("V2: proxy_pass to a dead backend is 502 from the error templates", as
   assert.equal(r.body, "bad gateway: 502");
 });
 
+Deno.test("V2: a proxy_pass backend that cannot be reached is logged with the reason, once", async () => {
+  await using dir = await tempDir();
+  const port = freePort();
+  await using s = await startTestServer({
+    version: 2,
+    http: { static_dir: dir.path },
+    extensions: [{
+      type: "routing",
+      config: { regex_locations: { "^~/api/": { proxy_pass: `http://127.0.0.1:${port}` } } },
+    }],
+  });
+  const r = await fetch(`${s.url}/api/x?q=1`);
+  assert.equal(r.status, 502);
+  await r.body?.cancel();
+  const warned = s.log.lines.filter((l) => l.startsWith("WARNING "));
+  assert.equal(warned.length, 1, s.log.lines.join("\n"));
+  assert.match(
+    warned[0],
+    new RegExp(
+      `^WARNING proxy_pass: cannot reach http://127\\.0\\.0\\.1:${port} for GET /api/x: .*refused`,
+      "i",
+    ),
+  );
+});
+
 Deno.test("V2: proxied bodies stream whole both ways; a slow backend is 504", async () => {
   const big = new Uint8Array(3 * 1024 * 1024).map((_, i) => i % 251);
   await using backend = serveBackend(async (req) => {
@@ -83,7 +108,8 @@ Deno.test("V2: proxied bodies stream whole both ways; a slow backend is 504", as
   assert.equal(await up.text(), String(big.byteLength));
 
   const { errorResponse } = createErrorPages();
-  using forward = createProxyForward({ errorResponse, timeoutSeconds: 0.1 });
+  const log = captureLogger();
+  using forward = createProxyForward({ errorResponse, timeoutSeconds: 0.1, log });
   const ctx = {
     path: "/slow",
     query: "",
@@ -93,4 +119,7 @@ Deno.test("V2: proxied bodies stream whole both ways; a slow backend is 504", as
   const slow = await forward(new Request("http://x/slow"), ctx, new URL(`${origin}/slow`));
   assert.equal(slow.status, 504);
   await slow.body?.cancel();
+  assert.deepEqual(log.lines, [
+    `WARNING proxy_pass ${origin} sent no response headers within 0.1s for GET /slow`,
+  ]);
 });

@@ -8,6 +8,8 @@ import { compileMatcher } from "../src/proxy/rules.ts";
 import { rewriteLocation } from "../src/proxy/forwarded_headers.ts";
 import { buildApp } from "../src/routes/build.ts";
 import { splitUrl } from "../src/http/types.ts";
+import { describeError } from "../src/proxy/forward.ts";
+import { ConnectError } from "../src/proxy/http1.ts";
 import {
   type Backend,
   blackhole,
@@ -419,6 +421,33 @@ Deno.test("502 when the backend refuses, 504 when headers take too long", async 
   assert.ok(srv.log.lines.some((l) => /no response headers within 0.4s/.test(l)));
   assert.ok(srv.log.lines.some((l) => /127\.0\.0\.1:\d+ is down/.test(l)));
   await sleep(1200); // let the slow backend's handlers finish before it is shut down
+});
+
+Deno.test("a backend name that does not resolve is 502, and the log gives the reason once", async () => {
+  // .invalid never resolves (RFC 2606).
+  await using srv = await proxyServer([{ path: "/gone", host: "backend.invalid", port: 80 }]);
+  const r = await fetch(srv.url + "/gone/x");
+  assert.equal(r.status, 502);
+  await r.body?.cancel();
+  const lines = srv.log.lines.filter((l) => /backend\.invalid/.test(l) && /: [^:]+$/.test(l));
+  assert.ok(lines.length > 0, srv.log.lines.join("\n"));
+  for (const line of lines) {
+    const reason = line.slice(line.lastIndexOf(": ") + 2);
+    assert.equal(line.split(reason).length, 2, line);
+  }
+});
+
+Deno.test("describeError: the cause is added when it says more, not when it repeats", () => {
+  const os = new Error("failed to lookup address information: Name or service not known");
+  assert.equal(
+    describeError(new ConnectError(os.message, false, { cause: os })),
+    "failed to lookup address information: Name or service not known",
+  );
+  assert.equal(
+    describeError(new Error("fetch failed", { cause: new Error("reset\nby peer") })),
+    "fetch failed: reset",
+  );
+  assert.equal(describeError("plain"), "plain");
 });
 
 const hasPython = hasCommand("python3") !== null;

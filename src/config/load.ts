@@ -4,7 +4,16 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { isMap, isScalar, isSeq, LineCounter, type ParsedNode, parseDocument } from "yaml";
+import {
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  type ParsedNode,
+  parseDocument,
+  type ScalarTag,
+  type Tags,
+} from "yaml";
 import type { z } from "zod";
 import { permissionHint, permissionProblem } from "../http/errors.ts";
 import { ConfigError } from "./config_error.ts";
@@ -136,14 +145,18 @@ function substituteEnv(
   return value;
 }
 
+/** PyYAML's booleans (YAML 1.1 without the lone y and n). */
+const PYYAML_TRUE = /^(?:[Yy]es|YES|[Tt]rue|TRUE|[Oo]n|ON)$/;
+const PYYAML_FALSE = /^(?:[Nn]o|NO|[Ff]alse|FALSE|[Oo]ff|OFF)$/;
+
 /**
  * The number or boolean a substituted string stands for, as YAML would have read the literal
  * (`port: ${PORT}` with PORT=8123 is `port: 8123`); undefined when it stands for neither.
  */
 function scalarOf(text: string): number | boolean | undefined {
   if (/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text.trim())) return Number(text);
-  if (/^(true|True|TRUE)$/.test(text)) return true;
-  if (/^(false|False|FALSE)$/.test(text)) return false;
+  if (PYYAML_TRUE.test(text)) return true;
+  if (PYYAML_FALSE.test(text)) return false;
   return undefined;
 }
 
@@ -207,6 +220,21 @@ function knownKeys(raw: Raw, path: Path): string[] {
   return keysAt(Config, path);
 }
 
+/** The file's top-level sections, whose keys are looked for elsewhere when misplaced. */
+const SECTIONS = ["server", "http", "ssl", "logging"];
+
+/**
+ * ` (did you mean "http.static_dir"?)` for a key of one section written in another (PyServe's
+ * old docs put `static_dir` under `server`), else the closest key of its own section, if any.
+ */
+function suggestion(raw: Raw, path: Path, key: string): string {
+  if (path.length === 1 && SECTIONS.includes(path[0] as string)) {
+    const home = SECTIONS.find((s) => s !== path[0] && keysAt(Config, [s]).includes(key));
+    if (home) return ` (did you mean "${home}.${key}"?)`;
+  }
+  return didYouMean(key, knownKeys(raw, path));
+}
+
 function deleteAt(obj: unknown, path: Path, key: string) {
   delete (valueAt(obj, path) as Raw)[key];
 }
@@ -247,7 +275,7 @@ export function validate(
       if (result.data.extensions.length > 0 && result.data.version !== 2) {
         warnings.push(
           `${where(["extensions"], true)}extensions without "version: 2" at the top of the ` +
-            `file; they are applied as PyServe V2 extensions (add "version: 2" to say so)`,
+            `file; PyServe ignores them, denoserve applies them (add "version: 2" to say so)`,
         );
       }
       result.data.extensions.forEach((e, i) => {
@@ -296,7 +324,7 @@ export function validate(
         const full = [...path, key];
         warnings.push(
           `${where(full, true)}unknown key ${pathString(full)} is ignored${
-            didYouMean(key, knownKeys(raw, path))
+            suggestion(raw, path, key)
           }`,
         );
         deleteAt(raw, path, key);
@@ -360,16 +388,57 @@ function dropRepeatedKeys(
   return warnings;
 }
 
+/** What PyYAML's resolver reads as an int and as a float (its `resolver.py`), anchored. */
+const PYYAML_NUMBERS: Record<string, RegExp> = {
+  "tag:yaml.org,2002:int": new RegExp(
+    "^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+" +
+      "|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$",
+  ),
+  "tag:yaml.org,2002:float": new RegExp(
+    "^(?:[-+]?(?:[0-9][0-9_]*)\\.[0-9_]*(?:[eE][-+][0-9]+)?|\\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?" +
+      "|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\\.[0-9_]*|[-+]?\\.(?:inf|Inf|INF)|\\.(?:nan|NaN|NAN))$",
+  ),
+};
+
 /**
- * Reads a YAML config file into a plain object, with a locator for error messages. A key given
- * twice in one mapping is a warning, and the last one is used (PyYAML's rule).
+ * The scalars of PyYAML's `safe_load`, which PyServe reads its files with (YAML 1.1): `yes`,
+ * `no`, `on` and `off` are booleans, `0755` is octal, `1_000` a thousand, `1:30` is 90, `<<`
+ * merges a mapping. The yaml package's 1.1 schema reads more as booleans and numbers than
+ * PyYAML does (a lone `y` or `n`, `.`, `08`, `1e3`); each of its tags is narrowed to what PyYAML
+ * accepts, so those stay strings, and so do dates (no key takes one).
+ */
+function pyyamlTags(tags: Tags): Tags {
+  return tags
+    .filter((t) => typeof t === "string" || t.tag !== "tag:yaml.org,2002:timestamp")
+    .map((t) => {
+      if (typeof t === "string" || !("test" in t) || !t.test) return t;
+      const tag = t as ScalarTag & { test: RegExp };
+      if (tag.tag === "tag:yaml.org,2002:bool") {
+        return { ...tag, test: tag.identify?.(true) ? PYYAML_TRUE : PYYAML_FALSE };
+      }
+      const py = PYYAML_NUMBERS[tag.tag];
+      // Both must match: the lookahead is PyYAML's rule, the rest the tag's own.
+      return py ? { ...tag, test: new RegExp(`(?=${py.source})(?:${tag.test.source})`) } : tag;
+    });
+}
+
+/**
+ * Reads a YAML config file into a plain object, with a locator for error messages. Scalars are
+ * read as PyYAML reads them ({@link pyyamlTags}). A key given twice in one mapping is a
+ * warning, and the last one is used (PyYAML's rule).
  */
 export async function readConfigFile(
   file: string,
 ): Promise<{ raw: Raw; where: (path: Path, atKey?: boolean) => string; warnings: string[] }> {
   const text = await Deno.readTextFile(file);
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: false });
+  const doc = parseDocument(text, {
+    lineCounter,
+    prettyErrors: false,
+    uniqueKeys: false,
+    version: "1.1",
+    customTags: pyyamlTags,
+  });
   if (doc.errors.length > 0) {
     const e = doc.errors[0];
     const pos = lineCounter.linePos(e.pos[0]);

@@ -48,10 +48,12 @@ export function streamLength(request: Request): number | undefined {
 }
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
-/** One line for a failure, with its cause (where the useful part is). */
+/** One line for a failure, with its cause (where the useful part is) unless it says the same. */
 export function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
-  const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
+  const cause = error.cause instanceof Error && !error.message.includes(error.cause.message)
+    ? `: ${error.cause.message}`
+    : "";
   return (error.message + cause).split("\n")[0];
 }
 

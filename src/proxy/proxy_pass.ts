@@ -7,9 +7,16 @@
  * @module
  */
 import { forwardHeaders, relocate } from "./forwarded_headers.ts";
-import { BUFFERED_BODY, readPayload, streamLength } from "./forward.ts";
-import { type BackendClient, ConnectError, createBackendClient, TimeoutError } from "./http1.ts";
+import { BUFFERED_BODY, describeError, readPayload, streamLength } from "./forward.ts";
+import {
+  type BackendClient,
+  ClientBodyError,
+  ConnectError,
+  createBackendClient,
+  TimeoutError,
+} from "./http1.ts";
 import type { ErrorResponder, RequestContext } from "../http/types.ts";
+import type { Logger } from "../log/logger.ts";
 
 /** Backend origins whose connection pools are kept; the oldest is closed to make room. */
 const MAX_ORIGINS = 64;
@@ -28,6 +35,8 @@ export interface ProxyForwardOptions {
   errorResponse: ErrorResponder;
   /** Seconds to connect, and again to wait for the backend's answer headers. Default 30. */
   timeoutSeconds?: number;
+  /** Where a backend that cannot be reached or does not answer is reported (one line each). */
+  log?: Logger;
 }
 
 /**
@@ -78,6 +87,24 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
       }, false);
     } catch (e) {
       const late = e instanceof TimeoutError || (e instanceof ConnectError && e.timedOut);
+      const what = `${request.method} ${ctx.path}`;
+      const seconds = timeoutMs / 1000;
+      if (request.signal.aborted || e instanceof ClientBodyError) {
+        options.log?.debug(`proxy_pass ${target.origin}: ${what}: ${describeError(e)}`, ctx);
+      } else if (e instanceof TimeoutError) {
+        options.log?.warn(
+          `proxy_pass ${target.origin} sent no response headers within ${seconds}s for ${what}`,
+          ctx,
+        );
+      } else if (e instanceof ConnectError) {
+        options.log?.warn(
+          `proxy_pass: cannot reach ${target.origin} for ${what}: ` +
+            (e.timedOut ? `no connection within ${seconds}s` : describeError(e)),
+          ctx,
+        );
+      } else {
+        options.log?.warn(`proxy_pass ${target.origin}: ${what}: ${describeError(e)}`, ctx);
+      }
       return options.errorResponse(late ? 504 : 502, request);
     }
     return new Response(answer.body, {

@@ -100,7 +100,7 @@ export function buildApp(config: Config, log: Logger): App {
     return files(request, ctx.path, ctx.query);
   };
   // The forwarder behind `proxy_pass`.
-  const forward = createProxyForward({ errorResponse });
+  const forward = createProxyForward({ errorResponse, log });
   // The `caching` extension sits in front of the proxied handlers only, behind authentication.
   const caching = cachingConfig(config);
   // One Redis connection per server URL for the caching extension and rate_limiting.

@@ -70,12 +70,30 @@ export function readCookie(header: string | null, name: string): string | undefi
   return undefined;
 }
 
+/** Directives a shared cache acts on that `private` makes moot or that a private answer drops. */
+const SHARED_ONLY = /^(public|private\s*=.*|s-maxage\s*=.*|proxy-revalidate)$/i;
+
+/**
+ * `Cache-Control` for an answer that hands out a new token: `private`, so that no shared cache
+ * (a CDN, nginx's `proxy_cache`, a company proxy) keeps one visitor's token and gives it to the
+ * next. What the answer lets the visitor's own browser do (`max-age`, `immutable`, `no-cache`…)
+ * is kept; `public`, `s-maxage` and a `private="…"` that names fields are dropped. An answer
+ * that is already `private` or `no-store` keeps its header as it is.
+ */
+export function privateCacheControl(value: string | null): string {
+  if (value === null) return "private";
+  const directives = value.split(",").map((d) => d.trim()).filter((d) => d !== "");
+  if (directives.some((d) => /^(private|no-store)$/i.test(d))) return value;
+  return ["private", ...directives.filter((d) => !SHARED_ONLY.test(d))].join(", ");
+}
+
 /**
  * Wraps `next` so that:
  *
  * - a safe request (GET, HEAD, OPTIONS) without a valid token cookie gets one, `SameSite=Lax`,
  *   `Secure` over TLS and readable by scripts (not `HttpOnly`), which must send it back in the
- *   header;
+ *   header; that answer is made `private` ({@link privateCacheControl}) and says
+ *   `Vary: Cookie`, since what it carries depends on the cookie the request did not have;
  * - an unsafe request outside `exempt_paths` is served only when the header equals the cookie
  *   and its signature verifies; otherwise it is answered with 403 from the error pages.
  *
@@ -98,7 +116,11 @@ export function withCsrf(config: CsrfProtection, errorResponse: ErrorResponder):
         if (cookie !== undefined && await tokens.verify(cookie)) return next(request, ctx);
         const [token, response] = await Promise.all([tokens.issue(), next(request, ctx)]);
         if (ctx.upgrade) return response;
-        return setHeaders(response, [["set-cookie", cookieOf(token, ctx.secure)]]);
+        return setHeaders(response, [
+          ["set-cookie", cookieOf(token, ctx.secure)],
+          ["cache-control", privateCacheControl(response.headers.get("cache-control"))],
+          ["vary", "Cookie"],
+        ]);
       }
       if (exempt.some((p) => underPrefix(ctx.path, p))) return next(request, ctx);
       const sent = request.headers.get(headerName);
