@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { makeCerts } from "./support/certs.ts";
 import { brokenBackend, serveBackend } from "./support/backends.ts";
 import { type CliServer, spawnCli } from "./support/cli.ts";
-import { rawRequest } from "./support/clients.ts";
+import { closedWithin, rawRequest } from "./support/clients.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { fdCount, rssBytes } from "./support/proc.ts";
 import { eventually } from "./support/wait.ts";
@@ -162,20 +162,6 @@ Deno.test("slowloris over HTTPS: server.header_timeout closes what never finishe
   });
   const port = portOf(srv.url);
   const baseline = fdCount(srv.process.pid);
-  const closedWithin = async (conn: Deno.Conn, ms: number) => {
-    const buf = new Uint8Array(1024);
-    const closed = (async () => {
-      try {
-        while ((await conn.read(buf)) !== null) { /* nothing is expected */ }
-      } catch { /* reset counts as closed */ }
-      return true;
-    })();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), ms));
-    const result = await Promise.race([closed, late]);
-    clearTimeout(timer);
-    return result;
-  };
   // A TLS client that trickles a head and never ends it.
   const trickle = await Deno.connectTls({ hostname: "localhost", port, caCerts: [certs.caPem] });
   await trickle.write(enc.encode("GET / HTTP/1.1\r\nHost: localhost\r\nX-a: "));

@@ -24,7 +24,7 @@
  */
 import type { Logger } from "../log/logger.ts";
 import { RequestHeads } from "./request_heads.ts";
-import { setListenerNoDelay, shutdownSockets } from "./sockets.ts";
+import { NEEDED, setListenerNoDelay, shutdownSockets } from "./sockets.ts";
 
 /** What a handler learns of the connection a request came on. */
 export interface Exchange {
@@ -89,6 +89,8 @@ export class Connections {
   };
   private readonly perIp = new Map<string, number>();
   private readonly timed = new Set<Timed>();
+  /** Sockets to shut down at the next tick (see {@link shutDownLater}). */
+  private stuck: Deno.NetAddr[][] = [];
   private ticker?: ReturnType<typeof setInterval>;
   /** Coarse clock for deadlines, advanced by the ticker: reading the time per request costs. */
   now = Date.now();
@@ -137,9 +139,20 @@ export class Connections {
     }
   }
 
+  /**
+   * A TLS connection closed before its handshake keeps its socket until the client sends
+   * something; its socket is shut down at the next tick.
+   */
+  shutDownLater(conn: Deno.Conn) {
+    this.stuck.push([conn.localAddr as Deno.NetAddr, conn.remoteAddr as Deno.NetAddr]);
+    const keep: Timed = { deadline: 0, stage: "handshake", expire: () => undefined };
+    this.watch(keep);
+    queueMicrotask(() => this.unwatch(keep));
+  }
+
   unwatch(t: Timed) {
     this.timed.delete(t);
-    if (this.timed.size === 0 && this.ticker !== undefined) {
+    if (this.timed.size === 0 && this.stuck.length === 0 && this.ticker !== undefined) {
       clearInterval(this.ticker);
       this.ticker = undefined;
     }
@@ -149,8 +162,15 @@ export class Connections {
     const now = this.now = Date.now();
     const expired: Timed[] = [];
     for (const t of this.timed) if (t.deadline > 0 && t.deadline <= now) expired.push(t);
-    if (expired.length === 0) return;
-    const stuck: Deno.NetAddr[][] = [];
+    const stuck = this.stuck;
+    this.stuck = [];
+    if (expired.length === 0 && stuck.length === 0) {
+      if (this.timed.size === 0 && this.ticker !== undefined) {
+        clearInterval(this.ticker);
+        this.ticker = undefined;
+      }
+      return;
+    }
     for (const t of expired) {
       this.stats.timedOut[t.stage]++;
       t.deadline = 0;
@@ -283,6 +303,7 @@ class Connection implements Timed {
   session?: Promise<unknown>;
   private http?: HttpConnection;
   private up?: Deno.TcpConn;
+  private heads?: RequestHeads;
   private readonly cut = new AbortController();
   private handshaking = false;
   readonly ip: string;
@@ -373,7 +394,7 @@ class Connection implements Timed {
     up.setNoDelay(true);
     const port = up.localAddr.port;
     to.clients.set(port, this);
-    const heads = new RequestHeads(
+    const heads = this.heads = new RequestHeads(
       () => {
         this.deadline = 0;
         this.inFlight++;
@@ -403,7 +424,8 @@ class Connection implements Timed {
   answered() {
     if (--this.inFlight <= 0 && !this.ended && !this.session) {
       this.inFlight = 0;
-      this.arm("idle");
+      // Answered before its body came whole: the client still owes the rest.
+      this.arm(this.heads?.inBody ? "body" : "idle");
     }
   }
 
@@ -582,6 +604,7 @@ function listenTls(
       }
       if (stopping || !table.admit((conn.remoteAddr as Deno.NetAddr).hostname)) {
         close(conn);
+        table.shutDownLater(conn);
         continue;
       }
       const connection = new Connection(conn, table);
@@ -627,6 +650,7 @@ function noDelay(port: number, log: Logger) {
   noDelayWarned = true;
   log.warn(
     `TCP_NODELAY could not be set on the TLS listener (${result}): answers over TLS may ` +
-      `wait up to 40 ms for the client's ACK`,
+      `wait up to 40 ms for the client's ACK, and a TLS handshake that never starts is not ` +
+      `cut off by handshake_timeout; grant ${NEEDED}`,
   );
 }

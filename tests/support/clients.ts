@@ -163,3 +163,22 @@ export async function get(url: string, init?: RequestInit): Promise<Answer> {
 
 /** An `Authorization` value for HTTP Basic authentication. */
 export const basic = (user: string, password: string) => `Basic ${btoa(`${user}:${password}`)}`;
+
+/**
+ * Whether `conn` is closed by the other side (end of stream or a reset) within `ms`; the bound
+ * only turns a connection that is never closed into a failure.
+ */
+export async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
+  const buf = new Uint8Array(16 * 1024);
+  const closed = (async () => {
+    try {
+      while ((await conn.read(buf)) !== null) { /* whatever comes is not looked at */ }
+    } catch { /* a reset counts as closed */ }
+    return true;
+  })();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), ms));
+  const result = await Promise.race([closed, late]);
+  clearTimeout(timer);
+  return result;
+}
