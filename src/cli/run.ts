@@ -6,12 +6,18 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError } from "../config/config_error.ts";
 import type { LoadedConfig } from "../config/load.ts";
+import type { Config } from "../config/schema.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { checkBackends } from "../proxy/startup_check.ts";
 import { type App, buildApp } from "../routes/build.ts";
 import { boot, loadChecked } from "../app/boot.ts";
 import { watchReload } from "../server/reload.ts";
-import { ListenerLost, type RunningServer, startServer } from "../server/server.ts";
+import {
+  connectionLimits,
+  ListenerLost,
+  type RunningServer,
+  startServer,
+} from "../server/server.ts";
 import { startWorkers, workerCount, type WorkerPool } from "../server/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
@@ -152,7 +158,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   log.info(
     `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +
       (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)") +
-      (pool ? ` with ${pool.size + 1} workers` : ""),
+      (pool ? ` with ${pool.size + 1} workers` : "") + limitsOf(config),
   );
   log.flush();
   const stop = () => {
@@ -177,4 +183,12 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   return status;
+}
+
+/** The connection limits for the start banner (HTTPS listeners; plain HTTP has none). */
+function limitsOf(config: Config): string {
+  if (!config.ssl.enabled) return "";
+  const { max, perIp } = connectionLimits(config);
+  return `, up to ${max === 0 ? "unlimited" : max} connections` +
+    (perIp > 0 ? ` (${perIp} per client address)` : "");
 }
