@@ -4,6 +4,7 @@
  * open-files limit lowered with prlimit.
  */
 import assert from "node:assert/strict";
+import { echoBackend } from "./support/backends.ts";
 import { makeCerts, type TestCerts } from "./support/certs.ts";
 import { hasCommand, spawnCli } from "./support/cli.ts";
 import { closedWithin } from "./support/clients.ts";
@@ -198,11 +199,28 @@ Deno.test({
   ignore: !hasH2spec,
   async fn() {
     await using dir = await tempDir();
-    const { srv, port } = await tlsServer(dir.path);
+    // h2spec's requests go to a proxied path, whose handler reads the request body: a body that
+    // does not match its content-length is then seen, where a static 405 would answer first.
+    await using echo = echoBackend();
+    const { srv, port } = await tlsServer(dir.path, {
+      reverse_proxy: [{ path: "/echo", host: "127.0.0.1", port: echo.port }],
+    });
     await using _ = srv;
     const run = async (...cases: string[]) => {
       const out = await new Deno.Command(H2SPEC, {
-        args: ["-t", "-k", "-h", "127.0.0.1", "-p", String(port), "-o", "10", ...cases],
+        args: [
+          "-t",
+          "-k",
+          "-h",
+          "127.0.0.1",
+          "-p",
+          String(port),
+          "-P",
+          "/echo/",
+          "-o",
+          "10",
+          ...cases,
+        ],
         stdout: "piped",
         stderr: "piped",
       }).output();
