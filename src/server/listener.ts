@@ -43,6 +43,19 @@ export interface Exchange {
   upgraded(ended: Promise<unknown>): void;
 }
 
+/** A plain request's exchange: the address is asked of the runtime only when read (it costs). */
+class PlainExchange implements Exchange {
+  readonly alpn = null;
+  constructor(
+    private readonly info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+    readonly madeUp: string,
+  ) {}
+  get remoteAddr() {
+    return this.info.remoteAddr;
+  }
+  upgraded() {}
+}
+
 /** Answers the requests of a listener. */
 export type ExchangeHandler = (
   request: Request,
@@ -123,20 +136,19 @@ export class Connections {
 
   release(ip: string) {
     this.stats.open--;
-    if (this.maxPerIp > 0 || this.perIp.size > 0) {
-      const n = this.perIp.get(ip);
-      if (n !== undefined) n > 1 ? this.perIp.set(ip, n - 1) : this.perIp.delete(ip);
-    }
+    const n = this.perIp.get(ip);
+    if (n !== undefined) n > 1 ? this.perIp.set(ip, n - 1) : this.perIp.delete(ip);
   }
 
   /** Watches `t`'s deadline from now on (until {@link unwatch}). */
   watch(t: Timed) {
     this.timed.add(t);
-    if (this.ticker === undefined) {
-      this.now = Date.now();
-      this.ticker = setInterval(() => this.tick(), 250);
-      Deno.unrefTimer(this.ticker);
-    }
+    this.tickWhileNeeded();
+  }
+
+  unwatch(t: Timed) {
+    this.timed.delete(t);
+    this.tickWhileNeeded();
   }
 
   /**
@@ -145,14 +157,17 @@ export class Connections {
    */
   shutDownLater(conn: Deno.Conn) {
     this.stuck.push([conn.localAddr as Deno.NetAddr, conn.remoteAddr as Deno.NetAddr]);
-    const keep: Timed = { deadline: 0, stage: "handshake", expire: () => undefined };
-    this.watch(keep);
-    queueMicrotask(() => this.unwatch(keep));
+    this.tickWhileNeeded();
   }
 
-  unwatch(t: Timed) {
-    this.timed.delete(t);
-    if (this.timed.size === 0 && this.stuck.length === 0 && this.ticker !== undefined) {
+  /** Runs the ticker while something has a deadline or a socket waits to be shut down. */
+  private tickWhileNeeded() {
+    const needed = this.timed.size > 0 || this.stuck.length > 0;
+    if (needed && this.ticker === undefined) {
+      this.now = Date.now();
+      this.ticker = setInterval(() => this.tick(), 250);
+      Deno.unrefTimer(this.ticker);
+    } else if (!needed && this.ticker !== undefined) {
       clearInterval(this.ticker);
       this.ticker = undefined;
     }
@@ -164,13 +179,6 @@ export class Connections {
     for (const t of this.timed) if (t.deadline > 0 && t.deadline <= now) expired.push(t);
     const stuck = this.stuck;
     this.stuck = [];
-    if (expired.length === 0 && stuck.length === 0) {
-      if (this.timed.size === 0 && this.ticker !== undefined) {
-        clearInterval(this.ticker);
-        this.ticker = undefined;
-      }
-      return;
-    }
     for (const t of expired) {
       this.stats.timedOut[t.stage]++;
       t.deadline = 0;
@@ -181,6 +189,7 @@ export class Connections {
     // connection leaves its socket open until the client sends something. Shutting the socket
     // down makes that wait end.
     if (stuck.length > 0) shutdownSockets(stuck);
+    this.tickWhileNeeded();
   }
 }
 
@@ -253,9 +262,6 @@ const internals = (Deno as unknown as Record<symbol, Record<string, unknown> | u
 /** `Deno.serve`'s server for one accepted connection (Deno 2.9 keeps it among its internals). */
 const serveOnConnection = internals?.serveHttpOnConnection as ServeOnConnection | undefined;
 
-/** Whether this runtime has the per-connection server HTTP/2 over TLS is served with. */
-export const canServeConnections = typeof serveOnConnection === "function";
-
 /**
  * Errors of an accept call that leave the listener usable: out of descriptors or memory
  * (EMFILE, ENFILE, ENOBUFS, ENOMEM), or a client that left the queue (ECONNABORTED, EPROTO,
@@ -304,6 +310,7 @@ class Connection implements Timed {
   private http?: HttpConnection;
   private up?: Deno.TcpConn;
   private heads?: RequestHeads;
+  private served?: Exchange;
   private readonly cut = new AbortController();
   private handshaking = false;
   readonly ip: string;
@@ -362,11 +369,7 @@ class Connection implements Timed {
   }
 
   private serveH2(handler: ExchangeHandler, onError: ListenOptions["onError"]) {
-    const exchange: Exchange = {
-      remoteAddr: this.conn.remoteAddr as Deno.NetAddr,
-      alpn: "h2",
-      upgraded: () => {},
-    };
+    const exchange = this.exchange();
     this.http = serveOnConnection!(
       this.conn,
       this.cut.signal,
@@ -418,6 +421,22 @@ class Connection implements Timed {
     else if (heads.partial) {
       if (this.stage !== "header" || this.deadline === 0) this.arm("header");
     } else if (this.inFlight > 0) this.deadline = 0;
+  }
+
+  /**
+   * What every request of this connection tells its handler; `madeUp` is the inner server's
+   * authority for a request without one (HTTP/1.x through the relay).
+   */
+  exchange(madeUp?: string): Exchange {
+    return this.served ??= {
+      remoteAddr: this.conn.remoteAddr as Deno.NetAddr,
+      alpn: this.alpn,
+      madeUp,
+      upgraded: (ended) => {
+        this.session = ended;
+        this.deadline = 0;
+      },
+    };
   }
 
   /** Called by the inner server when it has answered a relayed request. */
@@ -477,13 +496,7 @@ function listenPlain(options: ListenOptions, handler: ExchangeHandler): Listenin
   const serve = (port: number) =>
     Deno.serve(
       { hostname, port, reusePort, tcpBacklog, onListen() {}, onError },
-      (r, info) =>
-        handler(r, {
-          remoteAddr: info.remoteAddr,
-          alpn: null,
-          madeUp,
-          upgraded: () => {},
-        }),
+      (request, info) => handler(request, new PlainExchange(info, madeUp)),
     );
   let server = serve(options.port);
   const addr = server.addr;
@@ -532,6 +545,12 @@ function listenTls(
   tls: { cert: string; key: string },
   handler: ExchangeHandler,
 ): Listening {
+  if (!serveOnConnection) {
+    throw new Error(
+      `Deno ${Deno.version.deno} has no per-connection HTTP server ` +
+        "(Deno[Deno.internal].serveHttpOnConnection) for HTTP/2; run denoserve on Deno 2.9",
+    );
+  }
   const { connections: table, log } = options;
   const relay: Relay = { port: 0, clients: new Map() };
   let madeUp = "";
@@ -544,15 +563,7 @@ function listenTls(
     const connection = relay.clients.get(info.remoteAddr.port);
     if (connection === undefined) return new Response(null, { status: 421 });
     info.completed.finally(() => connection.answered());
-    return handler(request, {
-      remoteAddr: connection.conn.remoteAddr as Deno.NetAddr,
-      alpn: connection.alpn,
-      madeUp,
-      upgraded(ended) {
-        connection.session = ended;
-        connection.deadline = 0;
-      },
-    });
+    return handler(request, connection.exchange(madeUp));
   });
   relay.port = inner.addr.port;
   madeUp = `localhost:${inner.addr.port}`;

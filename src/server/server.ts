@@ -13,7 +13,6 @@ import { addCertificateSource } from "../routes/metrics.ts";
 import { type RequestContext, splitUrl, type Upgrade, urlAuthority } from "../http/types.ts";
 import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
 import {
-  canServeConnections,
   Connections,
   type Exchange,
   type ExchangeHandler,
@@ -228,12 +227,6 @@ export async function startServer(
   app: App,
   options: StartOptions = {},
 ): Promise<RunningServer> {
-  if (!canServeConnections) {
-    throw new Error(
-      `Deno ${Deno.version.deno} has no per-connection HTTP server ` +
-        "(Deno[Deno.internal].serveHttpOnConnection); run denoserve on Deno 2.9",
-    );
-  }
   let current = app;
   let active = config;
   // SO_REUSEPORT lets a new listener bind the port before the old one closes. Deno gates it
