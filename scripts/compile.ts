@@ -26,7 +26,8 @@ export { ENV_ALLOWED };
  * `--ssl-config` rewrites are all chosen at run time, after the binary is built. Confine them
  * with the operating system instead (see scripts/denoserve.service). The environment is not
  * narrowed either: the ACME client library (`ssl.acme`) lists every variable when it loads.
- * No `--allow-run`, `--allow-ffi`, `--allow-sys` or `--allow-import`: the server needs none.
+ * No `--allow-run`, `--allow-sys` or `--allow-import`: the server needs none. `--allow-ffi` only
+ * for libc on Linux ({@link ffiFor}).
  */
 export const PERMISSIONS: readonly string[] = [
   "--allow-net",
@@ -62,6 +63,15 @@ export function outputFor(target: string): string {
   return `dist/denoserve-${target}${target.includes("windows") ? ".exe" : ""}`;
 }
 
+/**
+ * On Linux, FFI for libc alone: TCP_NODELAY on the TLS listening socket, shutting down sockets
+ * the runtime cannot close, and the open-files limit (`src/server/sockets.ts`).
+ */
+export function ffiFor(target: string): string[] {
+  const linux = /^(x86_64|aarch64)-unknown-linux-gnu$/.exec(target);
+  return linux ? [`--allow-ffi=/lib/${linux[1]}-linux-gnu/libc.so.6`] : [];
+}
+
 /** The `deno` arguments that build the binary (`target` undefined: this machine). */
 export function compileArgs(
   options: { output?: string; target?: string } = {},
@@ -71,6 +81,7 @@ export function compileArgs(
     ...UNSTABLE,
     ...V8_FLAGS,
     ...PERMISSIONS,
+    ...ffiFor(options.target ?? Deno.build.target),
     ...(options.target ? ["--target", options.target] : []),
     ...INCLUDES.flatMap((file) => ["--include", file]),
     "--output",

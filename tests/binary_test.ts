@@ -9,6 +9,7 @@ import {
   baseFor,
   compileArgs,
   ENV_ALLOWED,
+  ffiFor,
   INCLUDES,
   outputFor,
   PERMISSIONS,
@@ -35,12 +36,21 @@ Deno.test("the compile command is exactly this", () => {
     "--allow-write",
     "--allow-env",
     "--no-prompt",
+    ...ffiFor(Deno.build.target),
     "--include",
     "src/server/worker_main.ts",
     "--output",
     "dist/denoserve",
     "main.ts",
   ]);
+  // FFI for libc alone, on Linux only.
+  assert.deepEqual(ffiFor("x86_64-unknown-linux-gnu"), [
+    "--allow-ffi=/lib/x86_64-linux-gnu/libc.so.6",
+  ]);
+  assert.deepEqual(ffiFor("aarch64-unknown-linux-gnu"), [
+    "--allow-ffi=/lib/aarch64-linux-gnu/libc.so.6",
+  ]);
+  assert.deepEqual(ffiFor("x86_64-pc-windows-msvc"), []);
   assert.deepEqual(compileArgs({ target: "aarch64-apple-darwin", output: "/x/y" }), [
     "compile",
     ...UNSTABLE,

@@ -10,6 +10,7 @@ import { hasCommand, spawnCli } from "./support/cli.ts";
 import { closedWithin } from "./support/clients.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
+import { NEEDED } from "../src/server/sockets.ts";
 import { eventually } from "./support/wait.ts";
 
 const enc = new TextEncoder();
@@ -301,4 +302,34 @@ Deno.test({
       await cli.stop();
     }
   },
+});
+
+Deno.test("HTTPS with the permissions README names: TCP_NODELAY is set, the limit is derived, no warning", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  const certs = await makeCerts(dir.path);
+  await using cli = await spawnCli([
+    "-p",
+    "0",
+    "-s",
+    "site",
+    "--ssl",
+    "--cert",
+    certs.cert,
+    "--key",
+    certs.key,
+  ], {
+    cwd: dir.path,
+    permissions: [
+      "--unstable-no-legacy-abort",
+      "--allow-net=127.0.0.1",
+      `--allow-read=${dir.path}`,
+      "--allow-env",
+      NEEDED,
+    ],
+  });
+  await served(Number(new URL(cli.url).port), certs);
+  // The default max_connections comes from the open-files limit, read through libc.
+  assert.match(cli.output(), /, up to \d+ connections/);
+  assert.doesNotMatch(cli.output(), /WARNING|TCP_NODELAY/);
 });
