@@ -235,7 +235,7 @@ function nginxConf(http: number, https: number, accessLog: boolean, pid: string)
   return `worker_processes 1;
 daemon off;
 pid ${WORK}/${pid}.pid;
-events { worker_connections 4096; }
+events { worker_connections 19000; }
 http {
   include /etc/nginx/mime.types;
   access_log ${accessLog ? `${WORK}/nginx-access.log` : "off"};
@@ -609,6 +609,210 @@ function median(xs: number[]): number {
 
 const fmt = (n: number, digits = 0) => Number.isNaN(n) ? "n/a" : n.toFixed(digits);
 
+// ---------------------------------------------------------------- connections
+
+const DOWNLOADS = 20;
+const IDLE_PLAIN = 5000;
+const IDLE_TLS = 3000;
+const FLOOD = 20000;
+const FLOOD_HOLD_S = 3;
+let FILES = 0;
+
+/** Where one server listens for plain HTTP and for HTTPS, and the process that holds each. */
+interface Endpoints {
+  name: string;
+  plain: { port: number; pid: number };
+  tls: { port: number; pid: number };
+}
+
+function endpointsOf(servers: Server[]): Endpoints[] {
+  const main = servers.filter((s) => !s.variant && !s.peer && s.ceilingOf === undefined);
+  const out: Endpoints[] = [];
+  for (const s of main) {
+    if (s.name === "denoserve-tls") continue;
+    if (s.name === "denoserve") {
+      const t = main.find((x) => x.name === "denoserve-tls")!;
+      out.push({
+        name: s.name,
+        plain: { port: s.http, pid: s.process.pid },
+        tls: { port: t.http, pid: t.process.pid },
+      });
+    } else if (s.https) {
+      out.push({
+        name: s.name,
+        plain: { port: s.http, pid: s.process.pid },
+        tls: { port: s.https, pid: s.process.pid },
+      });
+    }
+  }
+  return out;
+}
+
+/** ms per 2 MiB download over HTTP/2 by a client with 64 KiB windows. */
+async function smallWindowDownload(port: number): Promise<number> {
+  const { text } = await sh([
+    "h2load",
+    "-n",
+    String(DOWNLOADS),
+    "-c",
+    "1",
+    "-w",
+    "16",
+    "-W",
+    "16",
+    `https://127.0.0.1:${port}/2m.bin`,
+  ], { quiet: true });
+  const done = Number(/(\d+) succeeded/.exec(text)?.[1] ?? 0);
+  const total = ms(/finished in (\S+),/.exec(text)?.[1] ?? "");
+  return done === DOWNLOADS ? total / DOWNLOADS : NaN;
+}
+
+/** A client connection over plain TCP or TLS (HTTP/1.1). */
+async function connectTo(port: number, secure: boolean, ca: string): Promise<Deno.Conn> {
+  return secure
+    ? await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port,
+      caCerts: [ca],
+      alpnProtocols: ["http/1.1"],
+    })
+    : await Deno.connect({ hostname: "127.0.0.1", port });
+}
+
+/** KiB of server RSS per kept-alive connection that had one answer and now waits. */
+async function idleMemory(port: number, pid: number, secure: boolean, n: number) {
+  const ca = await Deno.readTextFile(`${WORK}/ca.pem`);
+  // The Host each server's site answers for (Caddy matches it).
+  const request = new TextEncoder().encode(
+    `GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`,
+  );
+  await new Promise((r) => setTimeout(r, 1000));
+  const before = await rssMb(pid);
+  const conns: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < n; i += 100) {
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(100, n - i) }, async () => {
+          const c = await connectTo(port, secure, ca);
+          await c.write(request);
+          // Read one whole answer (its head, then Content-Length bytes), whatever it is.
+          const buf = new Uint8Array(4096);
+          let text = "";
+          for (;;) {
+            const end = text.indexOf("\r\n\r\n");
+            const length = Number(/content-length:\s*(\d+)/i.exec(text)?.[1] ?? 0);
+            if (end >= 0 && text.length >= end + 4 + length) break;
+            const got = await c.read(buf);
+            if (got === null) throw new Error(`closed after ${JSON.stringify(text.slice(0, 80))}`);
+            text += new TextDecoder().decode(buf.subarray(0, got));
+          }
+          return c;
+        }),
+      );
+      conns.push(...batch);
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    return ((await rssMb(pid)) - before) * 1024 / n;
+  } catch (e) {
+    console.error(`idle connections on ${port}: ${(e as Error).message}`);
+    return NaN;
+  } finally {
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/** Whether one normal request to `url` is answered within `ms`. */
+async function answers(url: string, client: Deno.HttpClient, timeout: number) {
+  try {
+    const res = await fetch(url, { client, signal: AbortSignal.timeout(timeout) });
+    await res.body?.cancel();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+const FLOODER = `
+import socket, sys, time
+socks = []
+for i in range(int(sys.argv[2])):
+    try:
+        s = socket.socket()
+    except OSError:
+        break
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", int(sys.argv[1])))
+    socks.append(s)
+time.sleep(0.5)
+print(len(socks), flush=True)
+sys.stdin.readline()
+for s in socks:
+    s.close()
+`;
+
+/** Idle connections up to FLOOD from another process; a normal client during and after. */
+async function flood(port: number, secure: boolean): Promise<string> {
+  const url = `${secure ? "https" : "http"}://127.0.0.1:${port}/index.html`;
+  const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(`${WORK}/ca.pem`)] });
+  const child = new Deno.Command("python3", {
+    args: ["-c", FLOODER, String(port), String(FLOOD)],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const opened = Number((await lines.read()).value?.trim() ?? NaN);
+  const during = await answers(url, client, 2000);
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("\n")).catch(() => {});
+  await writer.close().catch(() => {});
+  const ended = performance.now();
+  await child.status;
+  let after = NaN;
+  while (performance.now() - ended < 10_000) {
+    if (await answers(url, client, 1000)) {
+      after = performance.now() - ended;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  lines.releaseLock();
+  client.close();
+  await new Promise((r) => setTimeout(r, 2000));
+  return `${opened}, ${during ? "answered" : "not answered"}, ${fmt(after)}`;
+}
+
+async function connectionWorkloads(servers: Server[]): Promise<string[]> {
+  FILES = Number(/Max open files\s+(\d+)/.exec(await Deno.readTextFile("/proc/self/limits"))?.[1]);
+  const rows: string[] = [];
+  for (const e of endpointsOf(servers)) {
+    const download = await smallWindowDownload(e.tls.port);
+    const plainKiB = await idleMemory(e.plain.port, e.plain.pid, false, IDLE_PLAIN);
+    const tlsKiB = await idleMemory(e.tls.port, e.tls.pid, true, IDLE_TLS);
+    const floodPlain = await flood(e.plain.port, false);
+    const floodTls = await flood(e.tls.port, true);
+    const alive = [e.plain.pid, e.tls.pid].every((pid) => {
+      try {
+        Deno.statSync(`/proc/${pid}`);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    const row = `| ${e.name} | ${fmt(download, 1)} | ${fmt(plainKiB, 1)} | ${
+      fmt(tlsKiB, 1)
+    } | ${floodPlain} | ${floodTls} | ${alive ? "yes" : "no"} |`;
+    rows.push(row);
+    console.error(row);
+  }
+  return rows;
+}
+
 async function main() {
   await ensurePackages();
   WORK = await Deno.makeTempDir({ prefix: "denoserve-bench-" });
@@ -621,12 +825,14 @@ async function main() {
   await Deno.writeFile(`${WORK}/site/100k.bin`, new Uint8Array(100 * 1024).fill(97));
   await Deno.writeFile(`${WORK}/site/10m.bin`, new Uint8Array(10 * 1024 * 1024).fill(98));
   await Deno.writeTextFile(`${WORK}/site/index.html`, "index");
+  await Deno.writeFile(`${WORK}/site/2m.bin`, new Uint8Array(2 * 1024 * 1024).fill(99));
 
   const { servers, startupMs } = await startServers(await peersInstalled);
   const idle: Record<string, number> = {};
   for (const s of servers) if (!s.variant) idle[s.name] = await rssMb(s.process.pid);
   const started = Date.now();
   const rows: string[] = [];
+  let connectionRows: string[] = [];
   const ratios: Record<
     string,
     { nginx: number; caddy: number; bare?: number; reads?: number }
@@ -681,6 +887,9 @@ async function main() {
         rows.push(row);
         console.error(row);
       }
+    }
+    if (!args.values.only || "connections".includes(args.values.only)) {
+      connectionRows = await connectionWorkloads(servers);
     }
   } finally {
     for (const s of servers) {
@@ -740,7 +949,23 @@ server that also reads the URL, the method and one header (what any file server 
     fmt(ratios[HANDSHAKES]?.bare ?? NaN, 2)
   }×.
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
-`;
+${
+    connectionRows.length === 0 ? "" : `
+## Connections
+
+- **2 MiB over h2, 64 KiB windows**: \`h2load -n ${DOWNLOADS} -c 1 -w 16 -W 16 URL\` (a client that
+  keeps HTTP/2's default window, as nghttp does), ms per download.
+- **Idle kept-alive connection**: RSS growth of the server (all its processes) per connection,
+  with ${IDLE_PLAIN} plain and ${IDLE_TLS} TLS connections that each had one answer and stay open.
+- **Flood**: up to ${FLOOD} connections that send nothing, from another process (the open-files
+  limit is ${FILES} for both sides), held ${FLOOD_HOLD_S} s. "During": whether a normal request was answered
+  while they were held; "after": ms from the flood's end to the first answered request.
+
+| server | 2 MiB h2 ms | KiB per idle plain | KiB per idle TLS | flood plain: opened, during, after ms | flood TLS: opened, during, after ms | alive |
+| --- | ---: | ---: | ---: | --- | --- | --- |
+${connectionRows.join("\n")}
+`
+  }`;
   console.log(report);
   if (!QUICK) {
     await Deno.mkdir(`${ROOT}/bench`, { recursive: true });

@@ -295,8 +295,13 @@ function acceptFailures(addr: Deno.NetAddr, log: Logger, table: Connections) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Bytes relayed per read: one TLS record holds at most 16 KiB. */
+/**
+ * Bytes relayed per read: one TLS record holds at most 16 KiB. A relay starts with a small
+ * buffer and takes the large one the first time a read fills it: an idle kept-alive connection
+ * waits in a read, and two 16 KiB buffers each were most of its memory.
+ */
 const CHUNK = 16 * 1024;
+const FIRST_CHUNK = 2 * 1024;
 
 /** One accepted TLS connection from accept to close. */
 class Connection implements Timed {
@@ -449,7 +454,7 @@ class Connection implements Timed {
   }
 
   private async copy(from: Deno.Conn, to: Deno.Conn, heads?: RequestHeads) {
-    const buf = new Uint8Array(CHUNK);
+    let buf = new Uint8Array(FIRST_CHUNK);
     const write = async (bytes: Uint8Array) => {
       let off = 0;
       while (off < bytes.length) off += await to.write(bytes.subarray(off));
@@ -464,6 +469,7 @@ class Connection implements Timed {
           this.follow(heads);
           for (const part of parts) await write(part);
         } else await write(buf.subarray(0, n));
+        if (n === buf.length && n < CHUNK) buf = new Uint8Array(CHUNK);
       }
     } catch { /* reset or closed: the other direction ends too */ }
     try {
