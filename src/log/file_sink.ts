@@ -10,6 +10,7 @@
  */
 import { dirname } from "node:path";
 import { explainError } from "../http/errors.ts";
+import { LineChunks } from "./line_chunks.ts";
 
 /** Options of {@link openFileSink}. */
 export interface FileSinkOptions {
@@ -37,8 +38,6 @@ export interface FileSink {
   close(): Promise<void>;
 }
 
-/** Queued text that starts a write at once instead of waiting for the timer. */
-const EAGER_CHARS = 64 * 1024;
 const NEWLINE = 10;
 
 const ignoreNotFound = (e: unknown) => {
@@ -54,13 +53,11 @@ export function openFileSink(options: FileSinkOptions): FileSink {
   const delayMs = options.delayMs ?? 50;
   const report = options.report ??
     ((m: string) => Deno.stderr.writeSync(new TextEncoder().encode(`denoserve: ${m}\n`)));
-  const encoder = new TextEncoder();
 
   Deno.mkdirSync(dirname(path), { recursive: true });
   let file = Deno.openSync(path, { create: true, append: true });
   let size = file.statSync().size;
-  let queue: string[] = [];
-  let queued = 0;
+  const queue = new LineChunks();
   let timer: ReturnType<typeof setTimeout> | undefined;
   let writing: Promise<void> | undefined;
   let closed = false;
@@ -111,10 +108,8 @@ export function openFileSink(options: FileSinkOptions): FileSink {
   };
 
   const drain = async () => {
-    while (queue.length > 0) {
-      const data = encoder.encode(queue.join(""));
-      queue = [];
-      queued = 0;
+    while (!queue.empty) {
+      const data = queue.take();
       try {
         await append(data);
         failing = false;
@@ -138,16 +133,15 @@ export function openFileSink(options: FileSinkOptions): FileSink {
   const flush = () => {
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
-    if (writing === undefined && queue.length > 0) writing = drain();
+    if (writing === undefined && !queue.empty) writing = drain();
   };
 
   return {
     write(line) {
       if (closed) return;
-      queue.push(line);
-      queued += line.length;
+      const full = queue.add(line);
       if (writing !== undefined) return; // the running drain picks it up
-      if (queued >= EAGER_CHARS) flush();
+      if (full) flush();
       else if (timer === undefined) timer = setTimeout(flush, delayMs);
     },
     flush,

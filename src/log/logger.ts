@@ -17,6 +17,7 @@ import {
   isoTime,
 } from "./access.ts";
 import { type FileSink, openFileSink } from "./file_sink.ts";
+import { LineChunks } from "./line_chunks.ts";
 
 export type { AccessFormat, AccessRecord } from "./access.ts";
 
@@ -140,8 +141,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       backups: options.backups,
     });
 
-  const encoder = new TextEncoder();
+  // Text for another logger stays text (it is posted); text for standard error is encoded at once.
   let buffer: string[] = [];
+  const chunks = new LineChunks();
   let timer: ReturnType<typeof setTimeout> | undefined;
 
   const flushConsole = () => {
@@ -152,15 +154,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       [buffer, forwardFile] = [[], []];
       return;
     }
-    if (buffer.length === 0) return;
-    const data = encoder.encode(buffer.join(""));
-    buffer = [];
+    if (chunks.empty) return;
+    const data = chunks.take();
     let written = 0;
     while (written < data.length) written += Deno.stderr.writeSync(data.subarray(written));
   };
   const toStderr = (line: string) => {
-    buffer.push(line);
-    if (buffer.length >= 512) flushConsole();
+    const full = forward ? buffer.push(line) >= 512 : chunks.add(line);
+    if (full) flushConsole();
     else if (timer === undefined) timer = setTimeout(flushConsole, 20);
   };
   const flush = () => {
