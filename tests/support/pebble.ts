@@ -34,6 +34,8 @@ export interface Pebble extends AsyncDisposable {
   dir: string;
   /** Pebble's output so far. */
   output(): string;
+  /** Sends `signal` to pebble (SIGSTOP/SIGCONT to hold every answer of the CA). */
+  signal(signal: Deno.Signal): void;
 }
 
 export interface PebbleOptions {
@@ -109,6 +111,7 @@ export async function startPebble(options: PebbleOptions = {}): Promise<Pebble> 
     for (const p of [pebble, dns]) {
       try {
         p.kill();
+        p.kill("SIGCONT"); // a stopped pebble ends only once it runs again
       } catch { /* already gone */ }
       await p.status;
     }
@@ -142,6 +145,7 @@ export async function startPebble(options: PebbleOptions = {}): Promise<Pebble> 
     managementUrl: `https://127.0.0.1:${mgmtPort}`,
     dir,
     output,
+    signal: (sig) => pebble.kill(sig),
     [Symbol.asyncDispose]: stop,
   };
 }
