@@ -1,6 +1,6 @@
 /**
  * Automatic HTTPS against Debian's `pebble` (Let's Encrypt's test CA) and
- * `pebble-challtestsrv` (its DNS server), both started here on loopback.
+ * `pebble-challtestsrv` (its DNS server), both started on loopback (support/pebble.ts).
  */
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
@@ -13,149 +13,12 @@ import {
 } from "../src/tls/acme/mod.ts";
 import { AcmeError, explainAcmeError } from "../src/tls/acme/problems.ts";
 import { createRenewalScheduler } from "../src/tls/acme/renewal.ts";
-import { makeCerts, servedFingerprint } from "./support/certs.ts";
+import { servedFingerprint } from "./support/certs.ts";
 import { curl, spawnCli } from "./support/cli.ts";
 import { migrates } from "./support/clients.ts";
 import { tempDir } from "./support/files.ts";
+import { HAVE_PEBBLE, type Pebble, startPebble } from "./support/pebble.ts";
 import { type CapturedLog, captureLogger, freePort, startTestServer } from "./support/servers.ts";
-
-const have = (tool: string) => {
-  try {
-    return new Deno.Command(tool, { args: ["-h"], stdout: "null", stderr: "null" }).outputSync()
-      .code !== 127;
-  } catch {
-    return false;
-  }
-};
-const HAVE_PEBBLE = have("pebble") && have("pebble-challtestsrv") && have("openssl");
-if (!HAVE_PEBBLE) {
-  console.warn(
-    "acme_test: pebble, pebble-challtestsrv or openssl missing; install the Debian package pebble",
-  );
-}
-
-interface Pebble extends AsyncDisposable {
-  directoryUrl: string;
-  /** The CA of pebble's own HTTPS (for ssl.acme.ca_file). */
-  caFile: string;
-  /** Port pebble's VA connects to for http-01. */
-  httpPort: number;
-  /** pebble's management interface (issuing roots at /roots/0). */
-  managementUrl: string;
-  dir: string;
-  /** Pebble's output so far. */
-  output(): string;
-}
-
-interface PebbleOptions {
-  /** Lifetime of issued certificates, in seconds. */
-  validity?: number;
-  /** PEBBLE_VA_ALWAYS_VALID: accept every challenge without looking. */
-  alwaysValid?: boolean;
-  /** Address every domain resolves to. Default 127.0.0.1. */
-  address?: string;
-}
-
-/** Starts challtestsrv (DNS) and pebble with fresh ports and a fresh TLS certificate. */
-async function startPebble(options: PebbleOptions = {}): Promise<Pebble> {
-  const tmp = await tempDir();
-  const dir = tmp.path;
-  const srv = await makeCerts(dir, { name: "srv" });
-  const [acmePort, mgmtPort, httpPort, tlsPort, dnsPort, dnsMgmt] = Array.from(
-    { length: 6 },
-    freePort,
-  );
-  await Deno.writeTextFile(
-    `${dir}/pebble.json`,
-    JSON.stringify({
-      pebble: {
-        listenAddress: `127.0.0.1:${acmePort}`,
-        managementListenAddress: `127.0.0.1:${mgmtPort}`,
-        certificate: srv.cert,
-        privateKey: srv.key,
-        httpPort,
-        tlsPort,
-        ocspResponderURL: "",
-        externalAccountBindingRequired: false,
-        ...(options.validity ? { certificateValidityPeriod: options.validity } : {}),
-      },
-    }),
-  );
-  const dns = new Deno.Command("pebble-challtestsrv", {
-    args: [
-      "-management",
-      `127.0.0.1:${dnsMgmt}`,
-      "-dns01",
-      `127.0.0.1:${dnsPort}`,
-      "-http01",
-      "",
-      "-https01",
-      "",
-      "-tlsalpn01",
-      "",
-      "-defaultIPv4",
-      options.address ?? "127.0.0.1",
-      "-defaultIPv6",
-      "",
-    ],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const chunks: Uint8Array[] = [];
-  const pebble = new Deno.Command("pebble", {
-    args: ["-config", `${dir}/pebble.json`, "-dnsserver", `127.0.0.1:${dnsPort}`],
-    env: {
-      PEBBLE_VA_NOSLEEP: "1",
-      PEBBLE_WFE_NONCEREJECT: "0",
-      PEBBLE_AUTHZREUSE: "0",
-      PEBBLE_VA_ALWAYS_VALID: options.alwaysValid ? "1" : "0",
-    },
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const reading = pebble.stdout.pipeTo(
-    new WritableStream({ write: (c) => void chunks.push(c) }),
-  ).catch(() => {});
-  const stop = async () => {
-    for (const p of [pebble, dns]) {
-      try {
-        p.kill();
-      } catch { /* already gone */ }
-      await p.status;
-    }
-    await reading;
-    await tmp[Symbol.asyncDispose]();
-  };
-  const output = () => new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
-  const directoryUrl = `https://127.0.0.1:${acmePort}/dir`;
-  const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(`${dir}/ca.pem`)] });
-  try {
-    for (let i = 0;; i++) {
-      try {
-        const r = await fetch(directoryUrl, { client });
-        await r.body?.cancel();
-        if (r.ok) break;
-      } catch (e) {
-        if (i > 100) throw new Error(`pebble did not start: ${e}\n${output()}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  } catch (e) {
-    client.close();
-    await stop();
-    throw e;
-  }
-  client.close();
-  return {
-    directoryUrl,
-    caFile: `${dir}/ca.pem`,
-    httpPort,
-    managementUrl: `https://127.0.0.1:${mgmtPort}`,
-    dir,
-    output,
-    [Symbol.asyncDispose]: stop,
-  };
-}
 
 function acmeConfig(pebble: Pebble, storage: string, extra: Record<string, unknown> = {}) {
   const { config } = validate({
@@ -291,7 +154,7 @@ Deno.test({
       for (const f of ["account.key", "cert.pem", "key.pem", "cert.json"]) {
         assert.equal(await mode(`${acme.storage}/${f}`), 0o600, f);
       }
-      assert.equal(await Deno.readTextFile(m.manager.certFile), first);
+      assert.equal(await Deno.readTextFile(m.manager.certFile!), first);
       // The chain is complete: a TLS server with it verifies against pebble's root.
       await verifyChain(pebble, m.certs[0], storage.path);
       // Everything else on the challenge port is sent to HTTPS.
@@ -349,7 +212,7 @@ Deno.test({
     assert.notEqual(a.serialNumber, b.serialNumber);
     assert.ok(Date.now() >= renewAt, "renewed no earlier than planned");
     assert.ok(Date.now() < Date.parse(a.validTo) + 1000, "renewed before the old one expired");
-    assert.equal(await Deno.readTextFile(m.manager.certFile), m.certs[1].certPem);
+    assert.equal(await Deno.readTextFile(m.manager.certFile!), m.certs[1].certPem);
     assert.notEqual(m.certs[1].keyPem, m.certs[0].keyPem, "a new key with each certificate");
     console.log(`renewal: ${requests} requests during it, ${failures} failed`);
     assert.equal(failures, 0);
@@ -574,7 +437,7 @@ Deno.test("acme: rate-limit answers are classified and Retry-After stretches the
   assert.deepEqual(delays.slice(0, 4), [10, 20, 40, 100]);
 });
 
-Deno.test("acme: the challenge handler answers only its own path", () => {
+Deno.test("acme: the challenge handler answers only its own path", async () => {
   const log = captureLogger();
   const m = createAcmeManager({
     acme: acmeConfigFor("x"),
@@ -582,7 +445,9 @@ Deno.test("acme: the challenge handler answers only its own path", () => {
     onCertificate() {},
   });
   assert.equal(m.handleChallenge(new Request("http://example.test/index.html")), null);
-  const r = m.handleChallenge(new Request("http://example.test/.well-known/acme-challenge/abc"));
+  const r = await m.handleChallenge(
+    new Request("http://example.test/.well-known/acme-challenge/abc"),
+  );
   assert.equal(r?.status, 404);
   const deeper = new Request("http://example.test/x/.well-known/acme-challenge/abc");
   assert.equal(m.handleChallenge(deeper), null);

@@ -36,6 +36,7 @@ const folder = (path: string) => path.includes("/") ? path.slice(0, path.indexOf
 const ALLOWED: Record<string, string[]> = {
   http: [],
   config: ["http"],
+  redis: [],
 };
 const NEVER: Record<string, string[]> = {
   static: ["routes"],

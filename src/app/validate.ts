@@ -6,7 +6,9 @@
  * @module
  */
 import type { LoadedConfig } from "../config/load.ts";
-import type { Config } from "../config/schema.ts";
+import { type Config, isRedisStorage } from "../config/schema.ts";
+import { shownUrl } from "../redis/link.ts";
+import { workerCount } from "../server/workers.ts";
 import { explainError } from "../http/errors.ts";
 import { ConfigError } from "../config/config_error.ts";
 import { loadTlsMaterial, readCaFile, TlsError } from "../tls/certs.ts";
@@ -115,6 +117,14 @@ export function checkProxyTargets(config: Config): CheckResult[] {
 export async function checkTls(config: Config, now = new Date()): Promise<CheckResult[]> {
   const { ssl } = config;
   if (!ssl.enabled) return [ok("ssl", "HTTPS is off")];
+  if (ssl.acme && !ssl.cert_file) {
+    return [ok(
+      "ssl.acme",
+      `a certificate for ${ssl.acme.domains.join(", ")} is taken from ${
+        shownUrl(ssl.acme.storage)
+      } or ordered at start`,
+    )];
+  }
   if (ssl.acme) {
     const stored = await Deno.stat(ssl.cert_file!).then(() => true, () => false);
     if (!stored) {
@@ -170,6 +180,25 @@ export async function checkAcme(config: Config): Promise<CheckResult[]> {
         `ssl.acme.ca_file: cannot read ${acme.ca_file}: ${reason(e)}`,
       ));
     }
+  }
+  if (isRedisStorage(acme.storage)) {
+    const { hostname, port } = new URL(acme.storage);
+    const host = `${hostname}:${port || 6379}`;
+    if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") {
+      results.push(fail(
+        "ssl.acme.storage",
+        `ssl.acme.storage: no net permission for ${host}; run with --allow-net=${host}`,
+      ));
+    }
+    if (workerCount(config.server.workers) !== 1 || config.server.workers === "auto") {
+      // The certificate from Redis is kept in the main thread's memory only.
+      results.push(fail(
+        "server.workers",
+        `server.workers: must be 1 with ssl.acme.storage ${shownUrl(acme.storage)}; run one ` +
+          "denoserve instance per core instead (they share the certificate through Redis)",
+      ));
+    }
+    return results;
   }
   for (const name of ["read", "write"] as const) {
     if (Deno.permissions.querySync({ name, path: acme.storage }).state !== "granted") {

@@ -6,12 +6,12 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError } from "../config/config_error.ts";
 import type { LoadedConfig } from "../config/load.ts";
-import type { Config } from "../config/schema.ts";
+import { type Config, isRedisStorage } from "../config/schema.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { checkBackends } from "../proxy/startup_check.ts";
 import { type App, buildApp } from "../routes/build.ts";
 import { boot, loadChecked } from "../app/boot.ts";
-import { watchReload } from "../server/reload.ts";
+import { type Reloader, watchReload } from "../server/reload.ts";
 import {
   connectionLimits,
   ListenerLost,
@@ -98,14 +98,25 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
     await checkBackends(config.server.reverse_proxy, log);
   }
   // With ACME, the first certificate must be there before the HTTPS listener opens; renewals
-  // land in the same files, which the reloader below watches.
+  // land in the same files, which the reloader below watches. With Redis storage there are no
+  // files: each certificate is handed to the server in memory and swapped in by the reloader.
   const firstCertificate = Promise.withResolvers<void>();
   let acme: AcmeManager | undefined;
+  let inMemory: { cert: string; key: string; source: string } | undefined;
+  const reloading: { reloader?: Reloader } = {};
+  const keptInMemory = config.ssl.enabled && config.ssl.acme !== undefined &&
+    isRedisStorage(config.ssl.acme.storage);
   if (config.ssl.enabled && config.ssl.acme) {
     try {
       // Loaded only when used: the ACME client library reads the whole environment at import.
       const { acmeManagerFor } = await import("../tls/acme/mod.ts");
-      acme = acmeManagerFor(config, log, () => firstCertificate.resolve())!;
+      acme = acmeManagerFor(config, log, (cert, key) => {
+        if (keptInMemory) {
+          inMemory = { cert, key, source: `the certificate from ${acme!.storageWhere}` };
+          void reloading.reloader?.reloadCertificates();
+        }
+        firstCertificate.resolve();
+      })!;
       await acme.start();
     } catch (e) {
       stderr(explainError(e, flags.debug));
@@ -122,6 +133,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
     // Port 80 (the ACME challenge listener) redirects to wherever HTTPS really listens.
     server = await startServer(config, log, app, {
       onListen: (addr) => acme?.redirectTo(addr.port),
+      certificate: keptInMemory ? () => inMemory : undefined,
     });
   } catch (e) {
     if (e instanceof TlsError) {
@@ -136,12 +148,15 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   }
   // Listening for SIGHUP before saying where we serve: a reload asked for right after that
   // line must not meet the signal's default action (exit).
-  using _reloader = watchReload({
+  using watcher = watchReload({
     server,
     log,
     debug: flags.debug,
     prepare: () => boot(flags, log),
   });
+  reloading.reloader = watcher;
+  // One that arrived between the start of the listener and now.
+  if (inMemory && server.tls?.cert !== inMemory.cert) void watcher.reloadCertificates();
   const extra = workerCount(config.server.workers) - 1;
   let pool: WorkerPool | undefined;
   if (extra > 0) {

@@ -21,6 +21,7 @@ import type { Overrides } from "./overrides.ts";
 import {
   Config,
   EXTENSION_SCHEMAS,
+  isRedisStorage,
   KNOWN_HEALTH_CHECKS,
   type MonitoringConfig,
   PATH_KEYS,
@@ -262,13 +263,17 @@ export function validate(
       for (const keyPath of PATH_KEYS) {
         eachAt(result.data, keyPath, (parent, key) => {
           const v = parent[key];
-          if (typeof v === "string" && !isAbsolute(v)) parent[key] = resolve(base, v);
+          // A URL (`ssl.acme.storage: redis://…`) is not a path.
+          if (typeof v === "string" && !isAbsolute(v) && !/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) {
+            parent[key] = resolve(base, v);
+          }
         });
       }
       // With ACME the certificate in service is the one kept in its storage folder, so that
-      // loading, checking and reloading certificates work on files alike.
+      // loading, checking and reloading certificates work on files alike. Redis storage has no
+      // files: the certificate reaches the server from the ACME manager, in memory.
       const { ssl } = result.data;
-      if (ssl.acme && !ssl.cert_file && !ssl.key_file) {
+      if (ssl.acme && !ssl.cert_file && !ssl.key_file && !isRedisStorage(ssl.acme.storage)) {
         ssl.cert_file = `${ssl.acme.storage}/cert.pem`;
         ssl.key_file = `${ssl.acme.storage}/key.pem`;
       }

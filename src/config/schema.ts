@@ -240,14 +240,60 @@ const Http = z.strictObject({
   file_cache_max_bytes: z.int().min(0).default(64 * 1024 * 1024),
 });
 
+/** A URL scheme in front of the rest (`redis://…`), as opposed to a folder. */
+const URL_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+/** Whether `storage` (the `ssl.acme.storage` value) names a Redis server rather than a folder. */
+export const isRedisStorage = (storage: string): boolean => /^rediss?:\/\//i.test(storage);
+
 const Acme = z.strictObject({
   email: nonEmpty,
   domains: z.array(nonEmpty).min(1, "must list at least one domain"),
   directory_url: nonEmpty.default("https://acme-v02.api.letsencrypt.org/directory"),
   ca_file: nonEmpty.optional(),
+  /**
+   * Where the account key, the certificate and its key are kept: a folder (one instance), or
+   * `redis://[user:password@]host[:port][/db]` (or `rediss://`) shared by several instances,
+   * which then order one at a time and answer each other's http-01 challenges.
+   * @default "./ssl/acme"
+   */
   storage: nonEmpty.default("./ssl/acme"),
+  /**
+   * With Redis storage, required: the secret the private keys are encrypted with in Redis
+   * (AES-256-GCM, the key derived with scrypt); the same on every instance, at least 16
+   * characters. Write it as `${VAR}` to keep it out of the file. @default none
+   */
+  storage_key: nonEmpty.min(16, "must be at least 16 characters (openssl rand -base64 32)")
+    .optional(),
+  /**
+   * With Redis storage: seconds the order lock lasts without renewal, so an instance that dies
+   * while ordering holds the others up this long at most. Renewed every third of it. @default 30
+   */
+  lock_timeout: positive("a positive number of seconds").default(30),
+  /**
+   * With Redis storage: seconds between looks at the stored certificate, in case a
+   * notification of a new one was missed (Redis away, a reconnect). @default 30
+   */
+  poll_interval: positive("a positive number of seconds").default(30),
   challenge: z.enum(["http-01", "tls-alpn-01"]).default("http-01"),
   http_port: port().default(80),
+}).superRefine((a, ctx) => {
+  if (!URL_SCHEME.test(a.storage)) return;
+  const checked = redisUrl.safeParse(a.storage);
+  if (!checked.success) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["storage"],
+      message: `must be a folder or redis://host:port/db (or rediss://), got ${shown(a.storage)}`,
+    });
+  } else if (a.storage_key === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["storage_key"],
+      message: "is required with Redis storage (the private keys are encrypted with it); " +
+        "set it on every instance, e.g. storage_key: ${DENOSERVE_ACME_KEY}",
+    });
+  }
 });
 
 const Ssl = z.strictObject({

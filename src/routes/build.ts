@@ -46,7 +46,7 @@ import { clientAddress } from "./client_address.ts";
 import { createHealthRoute } from "./health.ts";
 import { withIpFilter } from "./ip_filter.ts";
 import { withRateLimit } from "./rate_limit.ts";
-import { type RedisLink, redisLink } from "./redis.ts";
+import { type RedisLink, redisLink } from "../redis/link.ts";
 import { withSecurityHeaders } from "./security_headers.ts";
 import { createLocationRoute } from "./locations.ts";
 import { addBackendSource, createMetricsRoute, withMetrics } from "./metrics.ts";

@@ -10,7 +10,7 @@ import type { RequestContext } from "../http/types.ts";
 import { urlAuthority } from "../http/types.ts";
 import { normalizePath } from "../http/paths.ts";
 import { currentAge, isFresh, notModified, requestPolicy, storeDecision } from "./cache_policy.ts";
-import type { RedisLink } from "./redis.ts";
+import type { RedisLink } from "../redis/link.ts";
 
 /** One stored answer. */
 export interface Entry {
@@ -111,7 +111,7 @@ function freshFor(entry: Entry, nowMs: number): number {
  * Entries in Redis, shared by every process that uses the same server: one key per URL (the
  * memory cache's key, prefixed) holding its variants as JSON, expiring when the freshest variant
  * does. A lookup is one GET; a store reads the variants and writes them back. Redis down or slow:
- * a lookup finds nothing and a store is skipped (see redis.ts).
+ * a lookup finds nothing and a store is skipped (see redis/link.ts).
  */
 export class RedisCache implements CacheStore {
   constructor(readonly link: RedisLink, readonly now: () => number = Date.now) {}

@@ -9,7 +9,7 @@ import { ipKey } from "../http/ip.ts";
 import type { ErrorResponder, Handler, RequestContext, Wrapper } from "../http/types.ts";
 import { underPrefix } from "../http/types.ts";
 import type { ClientAddress } from "./client_address.ts";
-import type { RedisLink } from "./redis.ts";
+import type { RedisLink } from "../redis/link.ts";
 import {
   type BucketLimit,
   REDIS_RATE_PREFIX,

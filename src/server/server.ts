@@ -11,7 +11,13 @@ import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
 import { addCertificateSource } from "../routes/metrics.ts";
 import { type RequestContext, splitUrl, type Upgrade, urlAuthority } from "../http/types.ts";
-import { describeMaterial, loadTlsMaterial, TlsError, type TlsMaterial } from "../tls/certs.ts";
+import {
+  describeMaterial,
+  loadTlsMaterial,
+  TlsError,
+  type TlsMaterial,
+  tlsMaterialFromPem,
+} from "../tls/certs.ts";
 import {
   Connections,
   type Exchange,
@@ -107,6 +113,11 @@ export interface StartOptions {
    * one; the ACME challenge listener redirects to that port.
    */
   onListen?: (addr: Deno.NetAddr) => void;
+  /**
+   * The certificate and key in PEM, when they are not files: ACME with Redis storage keeps them
+   * in memory only. Asked at start and at each reload instead of reading `ssl.cert_file`.
+   */
+  certificate?: () => { cert: string; key: string; source: string } | undefined;
 }
 
 /** A set of listeners opened together for one configuration. */
@@ -163,10 +174,14 @@ function reportConnections(connections: Connections, log: Logger): () => void {
   return () => clearInterval(timer);
 }
 
-/** Loads the certificates `config` names, logging warnings and (at debug) what they hold. */
+/**
+ * Loads the certificates `config` names (or `certificate` hands over), logging warnings and (at
+ * debug) what they hold.
+ */
 export async function loadConfiguredTls(
   config: Config,
   log: Logger,
+  certificate?: StartOptions["certificate"],
 ): Promise<TlsMaterial | undefined> {
   const { enabled, cert_file, key_file } = config.ssl;
   if (!enabled) {
@@ -176,8 +191,11 @@ export async function loadConfiguredTls(
       }
     }
   }
-  if (!enabled || !cert_file || !key_file) return undefined;
-  const tls = await loadTlsMaterial(cert_file, key_file);
+  const given = enabled ? certificate?.() : undefined;
+  if (!given && (!enabled || !cert_file || !key_file)) return undefined;
+  const tls = given
+    ? tlsMaterialFromPem(given.source, given.cert, `the key of ${given.source}`, given.key)
+    : await loadTlsMaterial(cert_file!, key_file!);
   for (const w of tls.warnings) log.warn(w);
   if (log.enabled("DEBUG")) { for (const line of describeMaterial(tls)) log.debug(line); }
   return tls;
@@ -394,7 +412,9 @@ export async function startServer(
     return stopGeneration(g, timeoutMs);
   };
 
-  let gen = watch(open(config, await loadConfiguredTls(config, log), config.server.port));
+  let gen = watch(
+    open(config, await loadConfiguredTls(config, log, options.certificate), config.server.port),
+  );
   options.onListen?.(gen.main.addr);
   const removeCertificate = addCertificateSource(() =>
     gen.tls ? { file: gen.tls.certFile, notAfter: gen.tls.info.notAfter } : undefined
@@ -424,7 +444,7 @@ export async function startServer(
     },
     async reload(next, nextApp) {
       if (closing) throw new Error("the server is shutting down");
-      const tls = await loadConfiguredTls(next, log);
+      const tls = await loadConfiguredTls(next, log, options.certificate);
       const sameAddr = next.server.host === active.server.host &&
         (next.server.port === active.server.port || next.server.port === gen.main.addr.port);
       const redirectPort = (c: Config) => c.ssl.enabled ? c.ssl.redirect_http : undefined;

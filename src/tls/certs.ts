@@ -177,23 +177,17 @@ export function describeChain(chain: X509Certificate[]): CertInfo {
 const day = (d: Date) => d.toISOString().slice(0, 10);
 
 /**
- * Loads and checks a certificate chain and its key: both readable PEM, the key matching the
- * leaf, the leaf valid now. Throws {@link TlsError} with the one-line reason otherwise.
- *
- * @example
- * ```ts
- * const tls = await loadTlsMaterial("./ssl/cert.pem", "./ssl/key.pem");
- * Deno.serve({ cert: tls.cert, key: tls.key }, handler);
- * ```
+ * The checks of {@link loadTlsMaterial} on PEM already in memory (a certificate from shared ACME
+ * storage); `certFile` and `keyFile` name where it came from, for messages.
  */
-export async function loadTlsMaterial(
+export function tlsMaterialFromPem(
   certFile: string,
+  cert: string,
   keyFile: string,
+  keyText: string,
   now: Date = new Date(),
-): Promise<TlsMaterial> {
-  const cert = await readPem(certFile, "certificate");
+): TlsMaterial {
   const chain = parseChain(certFile, cert);
-  const keyText = await readPem(keyFile, "key");
   const key = parseKey(keyFile, keyText);
   const leaf = chain[0];
   let matches = false;
@@ -229,6 +223,28 @@ export async function loadTlsMaterial(
       } days); renew it soon`,
     );
   }
+  return { certFile, keyFile, cert, key: keyText, info, warnings };
+}
+
+/**
+ * Loads and checks a certificate chain and its key: both readable PEM, the key matching the
+ * leaf, the leaf valid now. Throws {@link TlsError} with the one-line reason otherwise.
+ *
+ * @example
+ * ```ts
+ * const tls = await loadTlsMaterial("./ssl/cert.pem", "./ssl/key.pem");
+ * Deno.serve({ cert: tls.cert, key: tls.key }, handler);
+ * ```
+ */
+export async function loadTlsMaterial(
+  certFile: string,
+  keyFile: string,
+  now: Date = new Date(),
+): Promise<TlsMaterial> {
+  const cert = await readPem(certFile, "certificate");
+  const keyText = await readPem(keyFile, "key");
+  const material = tlsMaterialFromPem(certFile, cert, keyFile, keyText, now);
+  const { warnings } = material;
   const mode = await keyMode(keyFile);
   if (mode !== null && (mode & 0o044) !== 0) {
     warnings.push(
@@ -239,7 +255,7 @@ export async function loadTlsMaterial(
       }); restrict it with chmod 400 ${keyFile}`,
     );
   }
-  return { certFile, keyFile, cert, key: keyText, info, warnings };
+  return material;
 }
 
 async function keyMode(path: string): Promise<number | null> {

@@ -24,6 +24,11 @@ export interface CliOptions {
   env?: Record<string, string>;
   /** Deno permission flags. Default `-A`. */
   permissions?: string[];
+  /**
+   * {@link spawnCli}: wait for the "serving … on URL" line before returning. Default true; with
+   * false, `url` is "" until that line has been printed (see {@link CliServer.waitFor}).
+   */
+  waitServing?: boolean;
 }
 
 /** The `deno run` command for `main.ts` with `args`. */
@@ -106,15 +111,19 @@ export async function spawnCli(args: string[], options: CliOptions = {}): Promis
     await pumping;
     return code;
   };
-  try {
-    await waitFor(/ on (https?:\/\/\S+?)\/? /);
-  } catch (e) {
-    await stop("SIGKILL");
-    throw e;
+  const serving = / on (https?:\/\/\S+?)\/? /;
+  if (options.waitServing ?? true) {
+    try {
+      await waitFor(serving);
+    } catch (e) {
+      await stop("SIGKILL");
+      throw e;
+    }
   }
-  const url = / on (https?:\/\/\S+?)\/? /.exec(text)![1];
   return {
-    url,
+    get url() {
+      return serving.exec(text)?.[1] ?? "";
+    },
     process,
     output: () => text,
     waitFor,

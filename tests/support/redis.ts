@@ -31,11 +31,23 @@ export interface RedisServer extends AsyncDisposable {
   signal(signal: Deno.Signal): void;
 }
 
-/** A throwaway redis-server on 127.0.0.1:`port`, without persistence; stopped on dispose. */
-export async function startRedis(port: number): Promise<RedisServer> {
+/** Options of {@link startRedis}. */
+export interface RedisOptions {
+  /**
+   * Keep the data in this folder with the append-only file (`appendonly yes`), so that a server
+   * started again on the same folder has it all. Default: no persistence.
+   */
+  persistIn?: string;
+}
+
+/** A throwaway redis-server on 127.0.0.1:`port` (by default without persistence); stopped on dispose. */
+export async function startRedis(port: number, options: RedisOptions = {}): Promise<RedisServer> {
   if (!REDIS_SERVER) throw new Error("redis-server is not on PATH");
+  const persistence = options.persistIn
+    ? ["--dir", options.persistIn, "--save", "", "--appendonly", "yes"]
+    : ["--save", "", "--appendonly", "no"];
   const child = new Deno.Command(REDIS_SERVER, {
-    args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    args: ["--port", String(port), "--bind", "127.0.0.1", ...persistence],
     stdin: "null",
     stdout: "null",
     stderr: "null",

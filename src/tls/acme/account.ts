@@ -9,7 +9,7 @@ import acme from "acme-client";
 import https from "node:https";
 import type { Logger } from "../../log/logger.ts";
 import { AcmeError } from "./problems.ts";
-import { readAccountKey, type StoragePaths, writePrivate } from "./storage.ts";
+import type { AcmeStorage } from "./storage.ts";
 
 /** What {@link openAccount} needs. */
 export interface AccountOptions {
@@ -17,7 +17,7 @@ export interface AccountOptions {
   email: string;
   /** PEM of extra CAs trusted for the ACME server (`ssl.acme.ca_file` contents). */
   caPem?: string;
-  paths: StoragePaths;
+  storage: AcmeStorage;
   log: Logger;
   /** Longest wait for one HTTP request to the CA, in ms. Default 30 000. */
   requestTimeoutMs?: number;
@@ -103,11 +103,14 @@ export async function openAccount(options: AccountOptions): Promise<AcmeClient> 
     // replaces the default roots; adding tls.rootCertificates would need --allow-sys).
     ? new https.Agent({ ca: options.caPem })
     : undefined;
-  let accountKey = await readAccountKey(options.paths);
+  let accountKey = await options.storage.readAccountKey();
   if (!accountKey) {
-    accountKey = (await acme.crypto.createPrivateEcdsaKey("P-256")).toString();
-    await writePrivate(options.paths.accountKey, accountKey);
-    options.log.info(`acme: created account key ${options.paths.accountKey}`);
+    const created = (await acme.crypto.createPrivateEcdsaKey("P-256")).toString();
+    // With shared storage another instance may have stored one first: that one is used.
+    accountKey = await options.storage.writeAccountKey(created);
+    if (accountKey === created) {
+      options.log.info(`acme: created an account key in ${options.storage.where}`);
+    }
   }
   const client = new acme.Client({
     directoryUrl: options.directoryUrl,

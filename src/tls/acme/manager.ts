@@ -6,6 +6,11 @@
  * lifetime; failures are logged on one line and retried with back-off, and the certificate in
  * service stays until a new one arrives.
  *
+ * With storage shared by several instances (Redis), each pass first looks at what is stored: a
+ * certificate another instance stored is taken into service; one that is due is ordered only under
+ * the storage's order lock, so one instance orders while the others wait for the result (told by
+ * the storage's notification, or found by the poll every `ssl.acme.poll_interval`).
+ *
  * @example The first certificate before the HTTPS listener, then port 80 pointed at it
  * ```ts
  * const first = Promise.withResolvers<void>();
@@ -33,18 +38,18 @@ import type { Logger } from "../../log/logger.ts";
 import { redirectToHttps } from "../../server/redirect_http.ts";
 import { type AcmeClient, openAccount } from "./account.ts";
 import { createChallengeResponder, serveChallenges } from "./challenge.ts";
-import { type AcmeError, explainAcmeError } from "./problems.ts";
+import { AcmeError, explainAcmeError } from "./problems.ts";
 import { orderCertificate } from "./order.ts";
 import { createRenewalScheduler } from "./renewal.ts";
+import { folderStorage } from "./folder_storage.ts";
+import { redisStorage } from "./redis_storage.ts";
 import {
-  ensureStorage,
+  type AcmeStorage,
   inspectCertificate,
+  isRedisStorage,
   isUsable,
-  readCertificate,
   renewalTime,
-  storagePaths,
   type StoredCertificate,
-  writeCertificate,
 } from "./storage.ts";
 
 /** The `ssl.acme` section. */
@@ -78,6 +83,8 @@ export interface AcmeManagerOptions {
   retryMaxMs?: number;
   /** Longest wait for one request to the CA, in ms. Default 30 000. */
   requestTimeoutMs?: number;
+  /** The storage; default the one `acme.storage` names. */
+  storage?: AcmeStorage;
 }
 
 /** A running certificate keeper. */
@@ -94,7 +101,7 @@ export interface AcmeManager {
    * challenge listener answers with it; for a listener of one's own, see
    * {@link AcmeManagerOptions.listen}.
    */
-  handleChallenge(request: Request): Response | null;
+  handleChallenge(request: Request): Response | Promise<Response> | null;
   /**
    * From now on the challenge listener redirects requests that are not challenges to HTTPS on
    * `httpsPort` (the port the HTTPS listener really took, after start and after a reload).
@@ -106,19 +113,44 @@ export interface AcmeManager {
   readonly lastError: AcmeError | undefined;
   /** When the next issuance attempt is planned (epoch ms). */
   readonly nextAttempt: number | undefined;
-  /** Where the certificate and key are stored, for file-watching reloaders. */
-  readonly certFile: string;
-  readonly keyFile: string;
+  /**
+   * Where the certificate and key are stored, for file-watching reloaders; undefined when the
+   * storage is not a folder (the certificate then reaches the server only through onCertificate).
+   */
+  readonly certFile: string | undefined;
+  readonly keyFile: string | undefined;
+  /** Where the state is kept: the folder or the Redis URL (without its password). */
+  readonly storageWhere: string;
   /** Address of the http-01 listener when it runs. */
   readonly challengeAddr: Deno.NetAddr | undefined;
+}
+
+/** A manager for the `ssl.acme` section; nothing happens until {@link AcmeManager.start}. */
+/** First retry after Redis (or another storage) could not be used, in ms; doubled each time. */
+const STORAGE_RETRY_MIN_MS = 1000;
+/** Longest wait between storage retries, in ms. */
+const STORAGE_RETRY_MAX_MS = 30_000;
+
+/** The storage `acme.storage` names: a Redis server or a folder. */
+export function storageFor(acme: AcmeConfig, log: Logger): AcmeStorage {
+  if (!isRedisStorage(acme.storage)) return folderStorage(acme.storage);
+  return redisStorage({
+    url: acme.storage,
+    secret: acme.storage_key!, // required with redis storage by the schema
+    directoryUrl: acme.directory_url,
+    domains: acme.domains,
+    lockTtlMs: acme.lock_timeout * 1000,
+    log,
+  });
 }
 
 /** A manager for the `ssl.acme` section; nothing happens until {@link AcmeManager.start}. */
 export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
   const { acme, log } = options;
   const domains = acme.domains.map((d) => d.toLowerCase());
-  const paths = storagePaths(acme.storage);
-  const responder = createChallengeResponder(log);
+  const names = domains.join(", ");
+  const storage = options.storage ?? storageFor(acme, log);
+  const responder = createChallengeResponder(storage.challenges, log);
   const hostname = options.hostname ?? "0.0.0.0";
   // Used when a request has no usable Host header.
   const fallbackHost = hostname.includes(":") ? `[${hostname}]` : hostname;
@@ -129,22 +161,32 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
   let client: AcmeClient | undefined;
   let caPem: string | undefined;
   let stopped = false;
+  let unwatch = () => {};
+  let waiting = false; // another instance holds the order lock; said once per wait
+  let storageFailures = 0;
+  const pollMs = storage.shared ? acme.poll_interval * 1000 : Infinity;
+  // While another instance orders: look again this often (its crash frees the lock in lock_timeout).
+  const lockWaitMs = Math.max(250, Math.min(pollMs, acme.lock_timeout * 1000 / 4));
 
   const use = async (cert: StoredCertificate) => {
     certificate = cert;
     await options.onCertificate(cert.certPem, cert.keyPem);
   };
 
-  const issue = async () => {
+  /** The next pass: at the renewal time, or sooner with shared storage (the poll). */
+  const planAfter = (cert: StoredCertificate) =>
+    scheduler.at(Math.min(renewalTime(cert), Date.now() + pollMs));
+
+  const order = async () => {
     const started = performance.now();
-    log.info(`acme: requesting a certificate for ${domains.join(", ")} from ${acme.directory_url}`);
+    log.info(`acme: requesting a certificate for ${names} from ${acme.directory_url}`);
     let issued;
     try {
       client ??= await openAccount({
         directoryUrl: acme.directory_url,
         email: acme.email,
         caPem,
-        paths,
+        storage,
         log,
         requestTimeoutMs: options.requestTimeoutMs,
       });
@@ -155,34 +197,96 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
     }
     const info = inspectCertificate(issued.certPem);
     try {
-      await writeCertificate(paths, { ...issued, directoryUrl: acme.directory_url, domains });
+      await storage.writeCertificate({ ...issued, directoryUrl: acme.directory_url, domains });
     } catch (e) {
       log.error(
-        `acme: cannot store the certificate in ${acme.storage}: ${
+        `acme: cannot store the certificate in ${storage.where}: ${
           e instanceof Error ? e.message : e
         }; check ssl.acme.storage (it stays in service until restart)`,
       );
     }
     lastError = undefined;
     if (stopped) return; // stored for the next start, not handed to a listener that is gone
-    await use({ ...issued, ...info, directoryUrl: acme.directory_url });
-    const renewAt = renewalTime(info);
+    const cert = { ...issued, ...info, directoryUrl: acme.directory_url };
+    await use(cert);
     log.info(
-      `acme: certificate for ${domains.join(", ")} obtained in ${
+      `acme: certificate for ${names} obtained in ${
         Math.round(performance.now() - started)
       } ms, valid until ${info.notAfter.toISOString()}, renewal at ${
-        new Date(renewAt).toISOString()
+        new Date(renewalTime(info)).toISOString()
       }`,
     );
-    scheduler.at(renewAt);
+    planAfter(cert);
+  };
+
+  /** Takes a stored certificate that differs from the one in service; whether it did. */
+  const adopt = async (stored: StoredCertificate | undefined, now = Date.now()) => {
+    if (!stored || stored.certPem === certificate?.certPem) return false;
+    if (!isUsable(stored, domains, acme.directory_url, now)) return false;
+    // An older certificate than the one in service (a store that lost a write) is not taken.
+    if (certificate && stored.notAfter <= certificate.notAfter) return false;
+    if (stopped) return true;
+    await use(stored);
+    log.info(
+      `acme: took the certificate for ${names} stored in ${storage.where}, valid until ${stored.notAfter.toISOString()}, renewal at ${
+        new Date(renewalTime(stored)).toISOString()
+      }`,
+    );
+    return true;
+  };
+
+  /** One pass: take what is stored, order what is due (under the lock), plan the next pass. */
+  const pass = async () => {
+    const now = Date.now();
+    await adopt(await storage.readCertificate(), now);
+    if (storageFailures > 0) {
+      log.info(`acme: ${storage.where} reachable again after ${storageFailures} failed attempts`);
+      storageFailures = 0;
+    }
+    if (
+      certificate && isUsable(certificate, domains, acme.directory_url, now) &&
+      now < renewalTime(certificate)
+    ) {
+      waiting = false;
+      return planAfter(certificate);
+    }
+    const lock = await storage.tryLock();
+    if (!lock) {
+      if (!waiting) {
+        log.info(
+          `acme: another instance is ordering the certificate for ${names} (the order lock in ${storage.where} is held); waiting for it`,
+        );
+      }
+      waiting = true;
+      return scheduler.at(Date.now() + lockWaitMs);
+    }
+    waiting = false;
+    try {
+      // It may have been stored between the look above and the lock.
+      if (
+        storage.shared && await adopt(await storage.readCertificate()) && certificate &&
+        Date.now() < renewalTime(certificate)
+      ) {
+        return planAfter(certificate);
+      }
+      if (storage.shared) log.info(`acme: holding the order lock for ${names}`);
+      await order();
+    } finally {
+      await lock.release();
+    }
   };
 
   const scheduler = createRenewalScheduler({
-    run: issue,
+    run: pass,
     retryMinMs: options.retryMinMs,
     retryMaxMs: options.retryMaxMs,
+    backoff: (e) =>
+      e instanceof AcmeError && e.kind === "storage"
+        ? { minMs: STORAGE_RETRY_MIN_MS, maxMs: STORAGE_RETRY_MAX_MS }
+        : undefined,
     onFailure(e, attempt, delay) {
       lastError = explainAcmeError(e, acme.directory_url);
+      if (lastError.kind === "storage") storageFailures++;
       const keeping = certificate
         ? `keeping the certificate valid until ${certificate.notAfter.toISOString()}`
         : "no certificate yet";
@@ -205,13 +309,7 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
           );
         }
       }
-      try {
-        await ensureStorage(acme.storage);
-      } catch (e) {
-        throw new ConfigError(
-          `ssl.acme.storage: cannot create ${acme.storage}: ${e instanceof Error ? e.message : e}`,
-        );
-      }
+      await storage.open();
       if (options.listen ?? true) {
         try {
           listener = serveChallenges({
@@ -221,6 +319,7 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
             others: (request) => others(request),
           });
         } catch (e) {
+          storage.close();
           const why = e instanceof Deno.errors.AddrInUse
             ? "already in use"
             : e instanceof Deno.errors.PermissionDenied
@@ -233,18 +332,26 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
           );
         }
       }
-      const stored = await readCertificate(paths);
+      // Another instance's new certificate is looked at at once, not at the next poll.
+      unwatch = storage.watch(() => {
+        if (!stopped) scheduler.at(Date.now());
+      });
+      let stored: StoredCertificate | undefined;
+      try {
+        stored = await storage.readCertificate();
+      } catch (e) {
+        // Redis away at start: the first pass says why, one line per attempt, until it is back.
+        if (!(e instanceof AcmeError && e.kind === "storage")) throw e;
+      }
       if (stored && isUsable(stored, domains, acme.directory_url)) {
         await use(stored);
         const renewAt = renewalTime(stored);
         log.info(
-          `acme: using stored certificate for ${
-            domains.join(", ")
-          }, valid until ${stored.notAfter.toISOString()}, renewal at ${
+          `acme: using stored certificate for ${names}, valid until ${stored.notAfter.toISOString()}, renewal at ${
             new Date(renewAt).toISOString()
           }`,
         );
-        scheduler.at(renewAt);
+        planAfter(stored);
       } else {
         if (stored) log.info("acme: stored certificate is expired or for other names; ordering");
         scheduler.at(Date.now());
@@ -253,8 +360,10 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
     async stop() {
       stopped = true;
       scheduler.stop();
+      unwatch();
       if (listener) await listener.shutdown();
       listener = undefined;
+      storage.close();
     },
     handleChallenge: responder.handle,
     redirectTo(httpsPort) {
@@ -269,8 +378,9 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
     get nextAttempt() {
       return scheduler.next;
     },
-    certFile: paths.cert,
-    keyFile: paths.key,
+    certFile: storage.files?.cert,
+    keyFile: storage.files?.key,
+    storageWhere: storage.where,
     get challengeAddr() {
       return listener?.addr;
     },

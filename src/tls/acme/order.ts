@@ -43,7 +43,7 @@ async function validate(
     );
   }
   const keyAuthorization = await client.getChallengeKeyAuthorization(challenge);
-  responder.add(challenge.token, keyAuthorization);
+  await responder.add(challenge.token, keyAuthorization);
   try {
     await client.completeChallenge(challenge);
     await client.waitForValidStatus(challenge);
@@ -63,7 +63,7 @@ async function validate(
     if (!problem) problem = { detail: e instanceof Error ? e.message : String(e) };
     throw challengeError(domain, problem);
   } finally {
-    responder.remove(challenge.token);
+    await responder.remove(challenge.token).catch(() => {}); // Redis keeps it only minutes
   }
 }
 

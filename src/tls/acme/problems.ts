@@ -11,7 +11,7 @@ export type AcmeFailure =
   | "dns" // the domain does not lead to this server
   | "rate-limit" // the CA refuses more orders for now
   | "rejected" // the CA refused the request (unknown domain, bad contact, policy…)
-  | "storage"; // the storage folder could not be written
+  | "storage"; // the storage (folder or Redis) could not be used
 
 /** Seconds to wait after a rate limit that names no wait (Let's Encrypt's windows are hours). */
 export const RATE_LIMIT_WAIT = 3600;

@@ -14,6 +14,11 @@ export interface RenewalOptions {
   retryMinMs?: number;
   /** Longest delay between retries, in ms. Default 3 600 000 (one hour). */
   retryMaxMs?: number;
+  /**
+   * Another back-off for some failures (storage that is away comes back in seconds, a CA's
+   * refusal does not): its first and longest delay, or undefined for the default.
+   */
+  backoff?: (error: unknown) => { minMs: number; maxMs: number } | undefined;
   /** Told about each failure and the delay before the next attempt. */
   onFailure?: (error: unknown, attempt: number, delayMs: number) => void;
 }
@@ -39,6 +44,8 @@ export function createRenewalScheduler(options: RenewalOptions): RenewalSchedule
   let next: number | undefined;
   let stopped = false;
   let running = false;
+  // A plan that came due while an attempt ran is run right after it, not dropped.
+  let again = false;
   let failures = 0;
 
   const plan = (time: number) => {
@@ -55,7 +62,11 @@ export function createRenewalScheduler(options: RenewalOptions): RenewalSchedule
   };
 
   const attempt = async () => {
-    if (running || stopped) return;
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
     running = true;
     next = undefined;
     try {
@@ -63,13 +74,18 @@ export function createRenewalScheduler(options: RenewalOptions): RenewalSchedule
       failures = 0;
     } catch (e) {
       failures++;
-      let delay = Math.min(retryMax, retryMin * 2 ** (failures - 1));
+      const own = options.backoff?.(e);
+      let delay = Math.min(own?.maxMs ?? retryMax, (own?.minMs ?? retryMin) * 2 ** (failures - 1));
       // A CA that names its wait (Retry-After, rate limits) is waited for at least that long.
       if (e instanceof AcmeError && e.retryAfter) delay = Math.max(delay, e.retryAfter * 1000);
       options.onFailure?.(e, failures, delay);
       if (!stopped) plan(Date.now() + delay);
     } finally {
       running = false;
+      if (again && !stopped) {
+        again = false;
+        plan(Date.now());
+      }
     }
   };
 

@@ -1,13 +1,8 @@
 /**
- * ACME state on disk: the account key and the current certificate with its key, each written
- * atomically (temporary file, then rename) with mode 0600 so that a crash never leaves half a key
- * and a file watcher never sees half a certificate.
- *
- * Layout under `ssl.acme.storage`:
- * - `account.key`: the account's private key (PEM).
- * - `cert.pem`: the certificate chain, leaf first (PEM).
- * - `key.pem`: the certificate's private key (PEM).
- * - `cert.json`: what the certificate was ordered for (`directory_url`, `domains`).
+ * Where ACME state lives, behind one small interface: the account key, the current certificate
+ * with its key, the http-01 answers being validated, and a lock so that one instance orders at a
+ * time. Two kinds: a folder (`folder_storage.ts`, one instance) and Redis (`redis_storage.ts`,
+ * shared by every instance naming the same server). The manager sees only {@link AcmeStorage}.
  *
  * @module
  */
@@ -29,56 +24,6 @@ export interface StoredCertificate {
   directoryUrl: string;
 }
 
-/** Paths of the files in a storage folder. */
-export interface StoragePaths {
-  accountKey: string;
-  cert: string;
-  key: string;
-  meta: string;
-}
-
-/** The files of the storage folder `dir`. */
-export function storagePaths(dir: string): StoragePaths {
-  return {
-    accountKey: `${dir}/account.key`,
-    cert: `${dir}/cert.pem`,
-    key: `${dir}/key.pem`,
-    meta: `${dir}/cert.json`,
-  };
-}
-
-/** Writes `data` to `path` with mode 0600, replacing the file in one step. */
-export async function writePrivate(path: string, data: string): Promise<void> {
-  const tmp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    await Deno.writeTextFile(tmp, data, { mode: 0o600 });
-    await Deno.chmod(tmp, 0o600); // mode above is filtered by the umask
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
-}
-
-/** Creates the storage folder (mode 0700) when missing. */
-export async function ensureStorage(dir: string): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-}
-
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-}
-
-/** The stored account key, or undefined when there is none yet. */
-export function readAccountKey(paths: StoragePaths): Promise<string | undefined> {
-  return readOptional(paths.accountKey);
-}
-
 /** Validity and names of the first (leaf) certificate in `certPem`. */
 export function inspectCertificate(
   certPem: string,
@@ -87,42 +32,6 @@ export function inspectCertificate(
   const domains = (leaf.subjectAltName ?? "").split(",").map((s) => s.trim())
     .filter((s) => s.startsWith("DNS:")).map((s) => s.slice(4).toLowerCase());
   return { notBefore: new Date(leaf.validFrom), notAfter: new Date(leaf.validTo), domains };
-}
-
-/** The stored certificate, or undefined when there is none or it cannot be read. */
-export async function readCertificate(
-  paths: StoragePaths,
-): Promise<StoredCertificate | undefined> {
-  const [certPem, keyPem, meta] = await Promise.all([
-    readOptional(paths.cert),
-    readOptional(paths.key),
-    readOptional(paths.meta),
-  ]);
-  if (!certPem || !keyPem) return undefined;
-  let directoryUrl = "";
-  try {
-    directoryUrl = meta ? String(JSON.parse(meta).directory_url ?? "") : "";
-  } catch { /* an unreadable note only means the origin is unknown */ }
-  try {
-    return { certPem, keyPem, directoryUrl, ...inspectCertificate(certPem) };
-  } catch {
-    return undefined;
-  }
-}
-
-/** Stores a new certificate and its key (key first, so a pair on disk always matches). */
-export async function writeCertificate(
-  paths: StoragePaths,
-  cert: { certPem: string; keyPem: string; directoryUrl: string; domains: string[] },
-): Promise<void> {
-  await writePrivate(paths.key + ".new", cert.keyPem);
-  await writePrivate(paths.cert + ".new", cert.certPem);
-  await Deno.rename(paths.key + ".new", paths.key);
-  await Deno.rename(paths.cert + ".new", paths.cert);
-  await writePrivate(
-    paths.meta,
-    JSON.stringify({ directory_url: cert.directoryUrl, domains: cert.domains }, null, 2) + "\n",
-  );
 }
 
 /**
@@ -146,3 +55,53 @@ export function renewalTime(cert: { notBefore: Date; notAfter: Date }): number {
   const start = cert.notBefore.getTime();
   return start + (cert.notAfter.getTime() - start) * 2 / 3;
 }
+
+/** A certificate to store: the chain, its key, and what it was ordered for. */
+export interface NewCertificate {
+  certPem: string;
+  keyPem: string;
+  directoryUrl: string;
+  domains: string[];
+}
+
+/** The order lock while held; see {@link AcmeStorage.tryLock}. */
+export interface StorageLock {
+  /** False once the lock was found taken over (it expired while we held it). */
+  readonly held: boolean;
+  /** Gives it up (only if still ours). */
+  release(): Promise<void>;
+}
+
+/** The http-01 answers being validated, where every instance can read them. */
+export interface ChallengeStore {
+  put(token: string, keyAuthorization: string): Promise<void>;
+  get(token: string): string | undefined | Promise<string | undefined>;
+  delete(token: string): Promise<void>;
+}
+
+/** ACME state: a folder or a Redis server. */
+export interface AcmeStorage {
+  /** Where, for messages: the folder, or the Redis URL without its password. */
+  readonly where: string;
+  /** Whether other instances share it (they may store a certificate at any time). */
+  readonly shared: boolean;
+  /** The certificate and key files, when the storage is a folder (watched by the reloader). */
+  readonly files?: { cert: string; key: string };
+  /** Prepares it (creates the folder); throws ConfigError when it cannot be used. */
+  open(): Promise<void>;
+  readAccountKey(): Promise<string | undefined>;
+  /** Stores `pem` unless an account key is there already; resolves to the key to use. */
+  writeAccountKey(pem: string): Promise<string>;
+  /** The stored certificate, or undefined when there is none or it cannot be read. */
+  readCertificate(): Promise<StoredCertificate | undefined>;
+  /** Stores a new certificate and its key as one pair and tells the other instances. */
+  writeCertificate(cert: NewCertificate): Promise<void>;
+  readonly challenges: ChallengeStore;
+  /** The order lock, or undefined when another instance holds it. */
+  tryLock(): Promise<StorageLock | undefined>;
+  /** Calls `changed` when another instance may have stored a certificate; returns a stop. */
+  watch(changed: () => void): () => void;
+  close(): void;
+}
+
+export { isRedisStorage } from "../../config/schema.ts";
