@@ -12,6 +12,9 @@ import { makeCerts, type TestCerts } from "./support/certs.ts";
 import { curl, hasCommand } from "./support/cli.ts";
 import { parseHead } from "./support/clients.ts";
 import { assertCheckRefuses, configError } from "./support/config.ts";
+import { validate } from "../src/config/load.ts";
+import { listeningSockets } from "./support/proc.ts";
+import { eventually } from "./support/wait.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { HAPROXY, startHaproxy } from "./support/haproxy.ts";
 import { startTestServer, type TestServer } from "./support/servers.ts";
@@ -213,6 +216,12 @@ Deno.test("proxy protocol, plain: the header's source is the client in the log a
   await using dir = await tempDir();
   await using s = await plainServer(dir.path, {
     reverse_proxy: [{ path: "/api", host: "127.0.0.1", port: backend.port }],
+  }, {
+    version: 2,
+    extensions: [{
+      type: "routing",
+      config: { regex_locations: { "=/who": { return: "200 $remote_addr" } } },
+    }],
   });
   const port = s.server.addr.port;
   let r = await exchange(port, concat(v1("203.0.113.7", 51000), GET));
@@ -225,6 +234,13 @@ Deno.test("proxy protocol, plain: the header's source is the client in the log a
   const echo = JSON.parse(r.text.slice(r.text.indexOf("\r\n\r\n") + 4));
   assert.equal(echo.headers["x-forwarded-for"], "198.51.100.9");
   assert.equal(echo.headers["x-real-ip"], "198.51.100.9");
+
+  // A V2 location's $remote_addr.
+  r = await exchange(
+    port,
+    concat(v1("192.0.2.44", 2), "GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+  );
+  assert.match(r.text, /\r\n\r\n192\.0\.2\.44$/);
 
   // LOCAL (a health check): the connection's own address.
   r = await exchange(port, concat(v2([10, 9, 9, 9], 1, { local: true }), api));
@@ -317,6 +333,30 @@ Deno.test("proxy protocol: a header that does not come within header_timeout clo
   );
   const silent = await exchange(s.server.addr.port, new Uint8Array());
   assert.deepEqual(silent, { text: "", closed: true }, "a connection that sends nothing");
+});
+
+Deno.test("proxy protocol: a reload turns it on and off on the same port", async () => {
+  await using dir = await tempDir();
+  await using s = await plainServer(dir.path, { proxy_protocol: false });
+  const port = s.server.addr.port;
+  assert.match((await exchange(port, enc.encode(GET))).text, /^HTTP\/1\.1 200/);
+  const raw = (proxy_protocol: boolean) =>
+    validate({
+      server: { host: "127.0.0.1", port: 0, proxy_protocol },
+      http: { static_dir: `${dir.path}/site` },
+    }).config;
+  // A connection queued on the old listener as it closes may be reset (README, HTTPS): the
+  // checks begin once the old listener is gone.
+  const swapped = async (proxy: boolean) => {
+    assert.deepEqual(await s.server.reload(raw(proxy)), { listenersReplaced: true });
+    assert.equal(s.server.addr.port, port);
+    assert.ok(await eventually(() => listeningSockets(port) === 1, BOUND), "the old one closed");
+  };
+  await swapped(true);
+  assert.deepEqual(await exchange(port, enc.encode(GET)), { text: "", closed: true });
+  assert.match((await exchange(port, concat(v1("192.0.2.9", 9), GET))).text, /^HTTP\/1\.1 200/);
+  await swapped(false);
+  assert.match((await exchange(port, enc.encode(GET))).text, /^HTTP\/1\.1 200/);
 });
 
 async function tlsServer(dir: string, server: Record<string, unknown> = {}, extra = {}) {
