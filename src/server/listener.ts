@@ -20,6 +20,14 @@
  * listener is opened again on the same port after a back-off, so the server refuses clients
  * while flooded and serves again once the flood is over. It has no limits and no timeouts.
  *
+ * **PROXY protocol** (`server.proxy_protocol`): the port is a plain TCP accept loop of our own
+ * that takes connections only from trusted peers, reads each one's header (`proxy_protocol.ts`)
+ * within the header timeout, and relays the bytes after it to one of the listeners above, opened
+ * on a loopback port of its own. That listener serves the relay as usual, TLS handshake included
+ * (the header comes in clear before the ClientHello, and Deno cannot start server-side TLS on an
+ * accepted TCP connection), with the header's source as the client address: the relay's local
+ * port names it in {@link ProxiedClients}. Without the setting none of this is in the path.
+ *
  * @module
  */
 import type { IpSet } from "../http/ip.ts";

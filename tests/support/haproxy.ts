@@ -6,7 +6,19 @@
  */
 import { hasCommand } from "./cli.ts";
 import { tempDir } from "./files.ts";
-import { freePort } from "./servers.ts";
+
+/**
+ * The address HAProxy listens on: a loopback address of its own, so that a port found free on it
+ * stays free until HAProxy binds it (servers of tests running alongside bind 127.0.0.1).
+ */
+export const HAPROXY_HOST = "127.0.80.1";
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: HAPROXY_HOST, port: 0 });
+  const { port } = l.addr as Deno.NetAddr;
+  l.close();
+  return port;
+}
 
 /** The haproxy binary, or undefined where it is not installed (tests are then ignored). */
 export const HAPROXY: string | undefined = hasCommand("haproxy") ?? (() => {
@@ -25,7 +37,7 @@ export interface Frontend {
   server: string;
 }
 
-/** A running HAProxy; `ports[i]` is where frontend i listens on 127.0.0.1. */
+/** A running HAProxy; `ports[i]` is where frontend i listens on {@link HAPROXY_HOST}. */
 export interface Haproxy extends AsyncDisposable {
   ports: number[];
   /** What it wrote so far (its alerts and warnings). */
@@ -38,7 +50,7 @@ export async function startHaproxy(frontends: Frontend[]): Promise<Haproxy> {
   const dir = await tempDir();
   const ports = frontends.map(() => freePort());
   const sections = frontends.map((f, i) =>
-    `frontend f${i}\n  bind 127.0.0.1:${ports[i]}\n  default_backend b${i}\n` +
+    `frontend f${i}\n  bind ${HAPROXY_HOST}:${ports[i]}\n  default_backend b${i}\n` +
     `backend b${i}\n  server s${i} 127.0.0.1:${f.to} ${f.server}\n`
   );
   const config = "global\n  maxconn 256\n" +
@@ -77,7 +89,7 @@ export async function startHaproxy(frontends: Frontend[]): Promise<Haproxy> {
       for (;;) {
         if (exited) throw new Error(`haproxy exited: ${text}`);
         try {
-          (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+          (await Deno.connect({ hostname: HAPROXY_HOST, port })).close();
           break;
         } catch {
           await new Promise((r) => setTimeout(r, 20));
