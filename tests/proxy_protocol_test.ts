@@ -436,6 +436,25 @@ Deno.test("proxy protocol, TLS: the header comes in clear before the handshake; 
   );
 });
 
+Deno.test("proxy protocol, TLS: a reload with a new certificate keeps the front serving", async () => {
+  await using dir = await tempDir();
+  const { s, certs } = await tlsServer(dir.path);
+  await using _ = s;
+  const port = s.server.addr.port;
+  const next = await makeCerts(dir.path, { name: "next", cn: "next.localhost" });
+  const config = validate({
+    server: { host: "127.0.0.1", port: 0, proxy_protocol: true },
+    http: { static_dir: `${dir.path}/site` },
+    ssl: { enabled: true, cert_file: next.cert, key_file: next.key },
+  }).config;
+  assert.deepEqual(await s.server.reload(config), { listenersReplaced: true });
+  assert.equal(s.server.addr.port, port, "the front stays");
+  assert.equal(s.server.tls?.certFile, next.cert);
+  // The inner TLS listener took the new certificate; the front still serves through it.
+  const r = await tlsAfterHeader(port, certs, enc.encode(v1("192.0.2.50", 5)));
+  assert.equal(parseHead(r.text).status, 200);
+});
+
 Deno.test("proxy protocol: proxy_protocol_from must hold addresses; errors name the key, --test exits 2", async () => {
   assert.match(
     configError({ server: { proxy_protocol: true, proxy_protocol_from: ["10.0.0.0/33"] } }),
