@@ -512,7 +512,11 @@ Deno.test({
       try {
         return JSON.parse(body).headers;
       } catch {
-        assert.fail(`no echo (curl ${r.code}: ${r.stderr}); haproxy said: ${haproxy.output()}`);
+        assert.fail(
+          `no echo (curl ${r.code}: ${r.stderr}); haproxy said: ${haproxy.output()}; ` +
+            `server: ${JSON.stringify(plain.server.connections.stats)}\n` +
+            plain.log.lines.join("\n"),
+        );
       }
     };
     let r = await from("127.0.0.11", `http://${HAPROXY_HOST}:${v1Port}/api/a`);
@@ -569,6 +573,12 @@ Deno.test({
         "%{http_code}",
         `https://localhost:${port}/index.html`,
       ]);
+      if (r.code !== 0) {
+        assert.fail(
+          `curl ${r.code}: ${r.stderr}; haproxy said: ${haproxy.output()}; server: ` +
+            `${JSON.stringify(s.server.connections.stats)}\n${s.log.lines.join("\n")}`,
+        );
+      }
       return r.stdout;
     };
     assert.equal(await status("127.0.0.21"), "403", "the blacklisted client");
