@@ -174,6 +174,16 @@ function checkRedirects(rules: Redirect[], ctx: z.RefinementCtx) {
   });
 }
 
+/** An address or a CIDR range, IPv4 or IPv6. */
+const cidr = nonEmpty.refine((c) => parseCidr(c) !== undefined, {
+  error: (i) =>
+    `must be an IP address or CIDR like 192.168.1.0/24 or 2001:db8::/32, got ${shown(i.input)}`,
+});
+
+const cidrList = z.array(cidr, {
+  error: (i) => `must be a list of addresses, got ${shown(i.input)}`,
+});
+
 const Server = z.strictObject({
   /** Address to listen on. */
   host: nonEmpty.default("127.0.0.1"),
@@ -212,6 +222,20 @@ const Server = z.strictObject({
   /** Most connections open at once from one client address; 0 = no limit. */
   max_connections_per_ip: z.int().min(0).default(0),
   /**
+   * The listener on `port` (plain or TLS) expects a PROXY protocol header (v1 or v2, as HAProxy's
+   * `send-proxy` and `send-proxy-v2` write it) at the start of every connection, and takes its
+   * source address as the client's: in the access log, `X-Forwarded-For`, `X-Real-IP`, rate
+   * limits, IP filtering, connection limits and `$remote_addr`. A connection without a valid
+   * header within `header_timeout` is closed unanswered. The `ssl.redirect_http` and ACME
+   * listeners take plain connections either way.
+   */
+  proxy_protocol: bool.default(false),
+  /**
+   * Peers allowed to send a PROXY protocol header (addresses or CIDRs): the load balancers.
+   * A connection from any other address is closed.
+   */
+  proxy_protocol_from: cidrList.default(["127.0.0.0/8", "::1/128"]),
+  /**
    * PyServe's switch for its welcome page at `/`. Here, when true and the static folder has no
    * index.html, `/` shows the built-in welcome page (instead of a listing or 404); a site's own
    * index.html always wins.
@@ -221,6 +245,15 @@ const Server = z.strictObject({
   reverse_proxy: z.preprocess((v) => v ?? [], z.array(ProxyRule)).default([]),
   redirect_instructions: z.array(Redirect).default([]).superRefine(checkRedirects),
   locations: z.record(urlPath, Location).default({}),
+}).superRefine((s, ctx) => {
+  if (s.proxy_protocol && s.proxy_protocol_from.length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["proxy_protocol_from"],
+      message: "must list at least one address while server.proxy_protocol is true: " +
+        "every connection would be closed",
+    });
+  }
 });
 
 const Http = z.strictObject({
@@ -488,16 +521,6 @@ export const Cors = z.strictObject({
   max_age: z.int().min(0).optional(),
 });
 export type Cors = z.infer<typeof Cors>;
-
-/** An address or a CIDR range, IPv4 or IPv6. */
-const cidr = nonEmpty.refine((c) => parseCidr(c) !== undefined, {
-  error: (i) =>
-    `must be an IP address or CIDR like 192.168.1.0/24 or 2001:db8::/32, got ${shown(i.input)}`,
-});
-
-const cidrList = z.array(cidr, {
-  error: (i) => `must be a list of addresses, got ${shown(i.input)}`,
-});
 
 const wholeAtLeast = (min: number) =>
   z.int({ error: (i) => `must be a whole number ≥ ${min}, got ${shown(i.input)}` })

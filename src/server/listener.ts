@@ -20,9 +20,19 @@
  * listener is opened again on the same port after a back-off, so the server refuses clients
  * while flooded and serves again once the flood is over. It has no limits and no timeouts.
  *
+ * **PROXY protocol** (`server.proxy_protocol`): the port is a plain TCP accept loop of our own
+ * that takes connections only from trusted peers, reads each one's header (`proxy_protocol.ts`)
+ * within the header timeout, and relays the bytes after it to one of the listeners above, opened
+ * on a loopback port of its own. That listener serves the relay as usual, TLS handshake included
+ * (the header comes in clear before the ClientHello, and Deno cannot start server-side TLS on an
+ * accepted TCP connection), with the header's source as the client address: the relay's local
+ * port names it in {@link ProxiedClients}. Without the setting none of this is in the path.
+ *
  * @module
  */
+import type { IpSet } from "../http/ip.ts";
 import type { Logger } from "../log/logger.ts";
+import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
 import { RequestHeads } from "./request_heads.ts";
 import { NEEDED, setListenerNoDelay, shutdownSockets } from "./sockets.ts";
 
@@ -232,6 +242,16 @@ export interface ListenOptions {
   /** Certificate and key in PEM: TLS with ALPN (h2, http/1.1). */
   tls?: { cert: string; key: string };
   connections: Connections;
+  /**
+   * Every connection starts with a PROXY protocol header whose source address is the client's;
+   * only peers in `from` may send one, others are closed.
+   */
+  proxyProtocol?: { from: IpSet };
+  /**
+   * Internal: the listener serves the relays of a PROXY protocol front (the client address of
+   * each is in this table under the relay's port, and the front counts the connection).
+   */
+  behind?: ProxiedClients;
   /** Answer for a handler that threw. */
   onError: (error: unknown) => Response | Promise<Response>;
   log: Logger;
@@ -303,6 +323,27 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const CHUNK = 16 * 1024;
 const FIRST_CHUNK = 2 * 1024;
 
+/** Copies bytes from `from` to `to` until `from` ends or fails, then half-closes `to`. */
+async function pipe(from: Deno.Conn, to: Deno.Conn) {
+  let buf = new Uint8Array(FIRST_CHUNK);
+  try {
+    for (;;) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      await writeAll(to, buf.subarray(0, n));
+      if (n === buf.length && n < CHUNK) buf = new Uint8Array(CHUNK);
+    }
+  } catch { /* reset or closed: the other direction ends too */ }
+  try {
+    await to.closeWrite();
+  } catch { /* already closed */ }
+}
+
+async function writeAll(to: Deno.Conn, bytes: Uint8Array) {
+  let off = 0;
+  while (off < bytes.length) off += await to.write(bytes.subarray(off));
+}
+
 /** One accepted TLS connection from accept to close. */
 class Connection implements Timed {
   deadline = 0;
@@ -318,9 +359,15 @@ class Connection implements Timed {
   private served?: Exchange;
   private readonly cut = new AbortController();
   private handshaking = false;
+  /** The client's address from a PROXY protocol header, when the connection came through one. */
+  private source?: Deno.NetAddr;
   readonly ip: string;
 
-  constructor(readonly conn: Deno.TlsConn, readonly table: Connections) {
+  constructor(
+    readonly conn: Deno.TlsConn,
+    readonly table: Connections,
+    private readonly behind?: ProxiedClients,
+  ) {
     this.ip = (conn.remoteAddr as Deno.NetAddr).hostname;
   }
 
@@ -356,6 +403,12 @@ class Connection implements Timed {
       this.handshaking = true;
       this.alpn = (await this.conn.handshake()).alpnProtocol;
       this.handshaking = false;
+      // The front registers a relay before sending its first byte, so before this handshake ends;
+      // a loopback client that is no relay is not served.
+      if (this.behind) {
+        this.source = this.behind.get((this.conn.remoteAddr as Deno.NetAddr).port);
+        if (!this.source) this.close();
+      }
       if (!this.ended) {
         this.arm("header");
         if (this.alpn === "h2") await this.serveH2(handler, onError);
@@ -370,7 +423,7 @@ class Connection implements Timed {
     table.unwatch(this);
     if (this.up) close(this.up);
     if (!this.http) close(this.conn);
-    table.release(this.ip);
+    if (!this.behind) table.release(this.ip);
   }
 
   private serveH2(handler: ExchangeHandler, onError: ListenOptions["onError"]) {
@@ -410,7 +463,7 @@ class Connection implements Timed {
       this.alpn === "http/1.1",
     );
     try {
-      await Promise.all([this.copy(this.conn, up, heads), this.copy(up, this.conn)]);
+      await Promise.all([this.copy(this.conn, up, heads), pipe(up, this.conn)]);
     } finally {
       to.clients.delete(port);
     }
@@ -434,7 +487,7 @@ class Connection implements Timed {
    */
   exchange(madeUp?: string): Exchange {
     return this.served ??= {
-      remoteAddr: this.conn.remoteAddr as Deno.NetAddr,
+      remoteAddr: this.source ?? this.conn.remoteAddr as Deno.NetAddr,
       alpn: this.alpn,
       madeUp,
       upgraded: (ended) => {
@@ -453,22 +506,17 @@ class Connection implements Timed {
     }
   }
 
-  private async copy(from: Deno.Conn, to: Deno.Conn, heads?: RequestHeads) {
+  /** Client to inner server: {@link pipe} with the request heads followed. */
+  private async copy(from: Deno.Conn, to: Deno.Conn, heads: RequestHeads) {
     let buf = new Uint8Array(FIRST_CHUNK);
-    const write = async (bytes: Uint8Array) => {
-      let off = 0;
-      while (off < bytes.length) off += await to.write(bytes.subarray(off));
-    };
     try {
       for (;;) {
         const n = await from.read(buf);
         if (n === null) break;
-        if (heads) {
-          const parts = heads.feed(buf.subarray(0, n));
-          if (heads.refused) return this.close();
-          this.follow(heads);
-          for (const part of parts) await write(part);
-        } else await write(buf.subarray(0, n));
+        const parts = heads.feed(buf.subarray(0, n));
+        if (heads.refused) return this.close();
+        this.follow(heads);
+        for (const part of parts) await writeAll(to, part);
         if (n === buf.length && n < CHUNK) buf = new Uint8Array(CHUNK);
       }
     } catch { /* reset or closed: the other direction ends too */ }
@@ -491,8 +539,38 @@ interface Relay {
   clients: Map<number, Connection>;
 }
 
+/**
+ * Accepts connections from `from` and hands each to `take`, until the listener is retired
+ * (closed on purpose) or fails for good (then `lost`). An accept error that leaves the listener
+ * usable is told to `failed` and retried after a back-off.
+ */
+async function acceptEach<C extends Deno.Conn>(
+  from: Deno.Listener<C>,
+  retired: WeakSet<object>,
+  lost: (reason: unknown) => void,
+  failed: (e: unknown) => void,
+  take: (conn: C) => void,
+) {
+  for (let backoff = 5;;) {
+    let conn: C;
+    try {
+      conn = await from.accept();
+      backoff = 5;
+    } catch (e) {
+      if (retired.has(from)) return;
+      if (!passing(e)) return lost(e);
+      failed(e);
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 100);
+      continue;
+    }
+    take(conn);
+  }
+}
+
 /** Listens on `hostname:port` (over TLS when `options.tls`) and serves with `handler`. */
 export function listen(options: ListenOptions, handler: ExchangeHandler): Listening {
+  if (options.proxyProtocol) return listenProxied(options, options.proxyProtocol.from, handler);
   return options.tls ? listenTls(options, options.tls, handler) : listenPlain(options, handler);
 }
 
@@ -596,7 +674,7 @@ function listenTls(
 
   // Listeners this code closed on purpose (shutdown, a certificate swap); any other end of an
   // accept loop, or of the inner server, means the listener is gone.
-  const retired = new WeakSet<Deno.TlsListener>();
+  const retired = new WeakSet<object>();
   let stopping = false;
   const ended = Promise.withResolvers<void>();
   ended.promise.catch(() => {});
@@ -605,34 +683,23 @@ function listenTls(
   };
   inner.finished.then(() => lost(new Error("the inner HTTP server stopped")), lost);
 
-  const accept = async (from: Deno.TlsListener) => {
-    for (let backoff = 5;;) {
-      let conn: Deno.TlsConn;
-      try {
-        conn = await from.accept();
-        backoff = 5;
-      } catch (e) {
-        if (retired.has(from)) return;
-        if (!passing(e)) return lost(e);
-        failed(e);
-        await sleep(backoff);
-        backoff = Math.min(backoff * 2, 100);
-        continue;
-      }
-      if (stopping || !table.admit((conn.remoteAddr as Deno.NetAddr).hostname)) {
+  const behind = options.behind;
+  const accept = (from: Deno.TlsListener) =>
+    acceptEach(from, retired, lost, failed, (conn) => {
+      // Relays of a PROXY protocol front were counted there, under the client's address.
+      if (stopping || (!behind && !table.admit((conn.remoteAddr as Deno.NetAddr).hostname))) {
         close(conn);
         table.shutDownLater(conn);
-        continue;
+        return;
       }
-      const connection = new Connection(conn, table);
+      const connection = new Connection(conn, table, behind);
       live.add(connection);
       const done = connection.serve(handler, relay, options.onError).finally(() => {
         live.delete(connection);
         serving.delete(done);
       });
       serving.add(done);
-    }
-  };
+    });
   const accepting = new Set([accept(listener)]);
 
   return {
@@ -654,6 +721,220 @@ function listenTls(
       // The inner server finishes in-flight requests and closes idle connections; each relay
       // then sees its inner side end and closes the client's connection.
       await Promise.all([inner.shutdown(), ...[...live].map((c) => c.drain())]);
+      await Promise.all(serving);
+      ended.resolve();
+    },
+  };
+}
+
+/**
+ * The client addresses of the relays a PROXY protocol front keeps open, under the local port of
+ * each relay's connection to the inner listener.
+ */
+export type ProxiedClients = Map<number, Deno.NetAddr>;
+
+/** Says refused PROXY protocol connections at most once every 10 s (a balancer set up wrong). */
+function proxyRefusals(addr: Deno.NetAddr, log: Logger) {
+  let last = 0;
+  return (peer: Deno.NetAddr, why: string) => {
+    const now = Date.now();
+    const line = `closed a connection to ${addr.hostname}:${addr.port} from ` +
+      `${peer.hostname}:${peer.port}: ${why}`;
+    if (now - last < 10_000) return log.debug(line);
+    last = now;
+    log.warn(`${line} (said once per 10 s; the rest at debug level)`);
+  };
+}
+
+/**
+ * One connection to a PROXY protocol listener: its header is read (within `header_timeout`),
+ * then its bytes are relayed to the inner listener on loopback, which serves it as if it came
+ * from the header's source.
+ */
+class ProxiedConnection implements Timed {
+  deadline = 0;
+  readonly stage: Stage = "header";
+  ended = false;
+  private up?: Deno.TcpConn;
+
+  constructor(readonly conn: Deno.TcpConn, readonly table: Connections) {}
+
+  expire(): undefined {
+    this.close();
+  }
+
+  close() {
+    if (this.ended) return;
+    this.ended = true;
+    close(this.conn);
+    if (this.up) close(this.up);
+  }
+
+  /** Whether the header has been read (the connection now only relays). */
+  get relaying(): boolean {
+    return this.up !== undefined;
+  }
+
+  /**
+   * Reads the header, then relays to `port` on loopback, entering the client in `clients` for
+   * as long. When `count`, the connection is counted against the limits as the client's.
+   */
+  async serve(
+    clients: ProxiedClients,
+    port: number,
+    count: boolean,
+    refused: (peer: Deno.NetAddr, why: string) => void,
+  ) {
+    const table = this.table;
+    const peer = this.conn.remoteAddr;
+    let admitted: string | undefined;
+    table.watch(this);
+    const ms = table.timeouts.header;
+    this.deadline = ms > 0 ? table.now + ms : 0;
+    try {
+      const header = await this.readHeader();
+      table.unwatch(this);
+      if (typeof header === "string") {
+        if (header) refused(peer, header);
+        return;
+      }
+      const source = header.source ?? peer;
+      if (count) {
+        if (!table.admit(source.hostname)) return;
+        admitted = source.hostname;
+      }
+      const up = this.up = await Deno.connect({ hostname: "127.0.0.1", port });
+      if (this.ended) return;
+      up.setNoDelay(true);
+      const local = up.localAddr.port;
+      clients.set(local, source);
+      try {
+        await writeAll(up, header.rest);
+        const forth = pipe(this.conn, up);
+        // The inner side ended: whatever the client still sends has no one to answer it.
+        await pipe(up, this.conn);
+        this.close();
+        await forth;
+      } finally {
+        if (clients.get(local) === source) clients.delete(local);
+      }
+    } catch {
+      /* reset, or closed by a timeout or a stop */
+    } finally {
+      table.unwatch(this);
+      this.close();
+      if (admitted !== undefined) table.release(admitted);
+    }
+  }
+
+  /**
+   * The header's source (undefined: the header names none) and the bytes read after it; or why
+   * the connection is to be closed ("" when the client left, or a timeout or stop closed it).
+   */
+  private async readHeader(): Promise<{ source?: Deno.NetAddr; rest: Uint8Array } | string> {
+    const buf = new Uint8Array(16 + V2_MAX_BODY);
+    let filled = 0;
+    while (filled < buf.length) {
+      const n = await this.conn.read(buf.subarray(filled));
+      if (n === null) return filled === 0 ? "" : "the PROXY protocol header was cut short";
+      filled += n;
+      const header = readProxyHeader(buf.subarray(0, filled));
+      if (header.kind === "bad") return `${header.reason}`;
+      if (header.kind === "header") {
+        return { source: header.source, rest: buf.subarray(header.length, filled) };
+      }
+    }
+    return "the PROXY protocol header is too long";
+  }
+}
+
+/**
+ * A listener whose connections start with a PROXY protocol header: accepted as plain TCP from
+ * peers in `from`, each header read and its bytes relayed to an inner listener of the same kind
+ * (plain or TLS) on loopback, which serves them as usual, with the header's source as the client
+ * address. The TLS handshake therefore happens in the inner listener, after the header, which
+ * arrives in clear before the ClientHello.
+ */
+function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHandler): Listening {
+  const { connections: table, log } = options;
+  const clients: ProxiedClients = new Map();
+  const innerOptions: ListenOptions = {
+    ...options,
+    hostname: "127.0.0.1",
+    port: 0,
+    proxyProtocol: undefined,
+    behind: clients,
+  };
+  const inner = options.tls
+    ? listenTls(innerOptions, options.tls, handler)
+    : listenPlain(innerOptions, (request, exchange) => {
+      const source = clients.get(exchange.remoteAddr.port);
+      if (source === undefined) return new Response(null, { status: 421 });
+      return handler(request, {
+        remoteAddr: source,
+        alpn: null,
+        madeUp: exchange.madeUp,
+        upgraded() {},
+      });
+    });
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({
+      hostname: options.hostname,
+      port: options.port,
+      tcpBacklog: options.tcpBacklog,
+      ...(options.reusePort ? { reusePort: true } : {}),
+    } as Deno.TcpListenOptions);
+  } catch (e) {
+    inner.shutdown();
+    throw e;
+  }
+  const addr = listener.addr;
+  const refused = proxyRefusals(addr, log);
+  const failed = acceptFailures(addr, log, table);
+  const live = new Set<ProxiedConnection>();
+  const serving = new Set<Promise<void>>();
+  const retired = new WeakSet<object>();
+  let stopping = false;
+  const ended = Promise.withResolvers<void>();
+  ended.promise.catch(() => {});
+  const lost = (reason: unknown) => {
+    if (!stopping) ended.reject(reason ?? new Error("the listener closed"));
+  };
+  inner.finished.then(() => lost(new Error("the inner listener stopped")), lost);
+
+  const accepting = acceptEach(listener, retired, lost, failed, (conn) => {
+    if (stopping) return close(conn);
+    if (!from.has(conn.remoteAddr.hostname)) {
+      close(conn);
+      return refused(conn.remoteAddr, "its address is not in server.proxy_protocol_from");
+    }
+    conn.setNoDelay(true);
+    const connection = new ProxiedConnection(conn, table);
+    live.add(connection);
+    const done = connection.serve(clients, inner.addr.port, options.tls !== undefined, refused)
+      .finally(() => {
+        live.delete(connection);
+        serving.delete(done);
+      });
+    serving.add(done);
+  });
+
+  return {
+    addr,
+    ...(inner.replaceCertificate
+      ? { replaceCertificate: (cert: string, key: string) => inner.replaceCertificate!(cert, key) }
+      : {}),
+    finished: ended.promise,
+    async shutdown() {
+      stopping = true;
+      retired.add(listener);
+      close(listener);
+      await accepting;
+      // Connections still without a header are closed; relays end when the inner listener,
+      // stopping gracefully, closes their other side.
+      for (const c of live) if (!c.relaying) c.close();
+      await inner.shutdown();
       await Promise.all(serving);
       ended.resolve();
     },

@@ -6,6 +6,7 @@
  * @module
  */
 import { explainError } from "../http/errors.ts";
+import { IpSet } from "../http/ip.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
@@ -292,6 +293,7 @@ export async function startServer(
     tls: TlsMaterial | undefined,
     handler: ExchangeHandler,
     cfg: Config,
+    proxyProtocol?: IpSet,
   ): Listening => {
     try {
       return listen({
@@ -301,6 +303,7 @@ export async function startServer(
         tcpBacklog: cfg.server.backlog,
         tls: tls && { cert: tls.cert, key: tls.key },
         connections,
+        proxyProtocol: proxyProtocol && { from: proxyProtocol },
         onError,
         log,
       }, handler);
@@ -334,7 +337,11 @@ export async function startServer(
     const redirectPort = tls && !redirectIsAcme(cfg) ? cfg.ssl.redirect_http : undefined;
     probe(cfg.server.host, port, held);
     if (redirectPort !== undefined) probe(cfg.server.host, redirectPort, held);
-    const main = listenOn(cfg.server.host, port, tls, handlerFor(tls !== undefined), cfg);
+    // Only the main listener: the port-80 ones (the redirect, ACME's) take plain connections.
+    const proxied = cfg.server.proxy_protocol
+      ? new IpSet(cfg.server.proxy_protocol_from)
+      : undefined;
+    const main = listenOn(cfg.server.host, port, tls, handlerFor(tls !== undefined), cfg, proxied);
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
     if (redirectPort !== undefined) {
@@ -448,9 +455,13 @@ export async function startServer(
       const sameAddr = next.server.host === active.server.host &&
         (next.server.port === active.server.port || next.server.port === gen.main.addr.port);
       const redirectPort = (c: Config) => c.ssl.enabled ? c.ssl.redirect_http : undefined;
-      const replace = !sameAddr || !sameTls(tls, gen.tls) ||
+      const proxyOf = (c: Config) =>
+        c.server.proxy_protocol ? c.server.proxy_protocol_from.join(",") : "";
+      const sameProxy = proxyOf(next) === proxyOf(active);
+      const replace = !sameAddr || !sameTls(tls, gen.tls) || !sameProxy ||
         redirectPort(next) !== redirectPort(active);
-      const certificateOnly = replace && sameAddr && tls !== undefined && gen.tls !== undefined &&
+      const certificateOnly = replace && sameAddr && sameProxy && tls !== undefined &&
+        gen.tls !== undefined &&
         redirectPort(next) === redirectPort(active) && gen.main.replaceCertificate !== undefined;
       if (certificateOnly) {
         try {

@@ -1,6 +1,7 @@
 /**
  * A real HAProxy (Debian package `haproxy`) in front of test servers, run in the foreground with
- * a configuration written by the test.
+ * a configuration written by the test ({@link startHaproxy}), or with TCP frontends passing
+ * connections to the servers under test ({@link startTcpFrontends}).
  *
  * @module
  */
@@ -8,7 +9,19 @@ import { hasCommand } from "./cli.ts";
 import { tempDir } from "./files.ts";
 
 /** Where haproxy is, or undefined when it is not on PATH (tests using it are ignored). */
-export const HAPROXY: string | undefined = hasCommand("haproxy") ?? undefined;
+export const HAPROXY: string | undefined = hasCommand("haproxy") ?? (() => {
+  try {
+    return Deno.statSync("/usr/sbin/haproxy").isFile ? "/usr/sbin/haproxy" : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/**
+ * A loopback address of HAProxy's own for frontends, so that a port found free on it stays free
+ * until HAProxy binds it (servers of tests running alongside bind 127.0.0.1).
+ */
+export const HAPROXY_HOST = "127.0.80.1";
 
 /** A running haproxy. */
 export interface Haproxy extends AsyncDisposable {
@@ -21,10 +34,14 @@ export interface Haproxy extends AsyncDisposable {
 
 /**
  * Starts haproxy with `config` (the text of haproxy.cfg) and waits until each of `ports` on
- * 127.0.0.1 accepts connections. A `global` section with the runtime API's socket is added in
+ * `host` accepts connections. A `global` section with the runtime API's socket is added in
  * front of `config`.
  */
-export async function startHaproxy(config: string, ports: number[]): Promise<Haproxy> {
+export async function startHaproxy(
+  config: string,
+  ports: number[],
+  host = "127.0.0.1",
+): Promise<Haproxy> {
   if (!HAPROXY) throw new Error("haproxy is not installed");
   const dir = await tempDir();
   const socket = `${dir.path}/admin.sock`;
@@ -55,7 +72,7 @@ export async function startHaproxy(config: string, ports: number[]): Promise<Hap
   };
   const up = async (port: number) => {
     try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      (await Deno.connect({ hostname: host, port })).close();
       return true;
     } catch {
       return false;
@@ -84,4 +101,36 @@ export async function startHaproxy(config: string, ports: number[]): Promise<Hap
     }
   };
   return { output: () => text, admin, stop, [Symbol.asyncDispose]: stop };
+}
+
+/** One TCP frontend of {@link startTcpFrontends}. */
+export interface Frontend {
+  /** Port on 127.0.0.1 the server under test listens on. */
+  to: number;
+  /** What the `server` line says after the address: `send-proxy`, `send-proxy-v2` and options. */
+  server: string;
+}
+
+/** Running frontends; `ports[i]` is where frontend i listens on {@link HAPROXY_HOST}. */
+export interface TcpFrontends extends Haproxy {
+  ports: number[];
+}
+
+/** Starts haproxy in TCP mode with one frontend on {@link HAPROXY_HOST} per entry of `frontends`. */
+export async function startTcpFrontends(frontends: Frontend[]): Promise<TcpFrontends> {
+  const ports = frontends.map(() => {
+    const l = Deno.listen({ hostname: HAPROXY_HOST, port: 0 });
+    const { port } = l.addr as Deno.NetAddr;
+    l.close();
+    return port;
+  });
+  const sections = frontends.map((f, i) =>
+    `frontend f${i}\n  bind ${HAPROXY_HOST}:${ports[i]}\n  default_backend b${i}\n` +
+    `backend b${i}\n  server s${i} 127.0.0.1:${f.to} ${f.server}\n`
+  );
+  const config = "  maxconn 256\n" +
+    "defaults\n  mode tcp\n  timeout connect 10s\n  timeout client 60s\n  timeout server 60s\n" +
+    sections.join("");
+  const haproxy = await startHaproxy(config, ports, HAPROXY_HOST);
+  return Object.assign(haproxy, { ports });
 }
