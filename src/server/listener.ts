@@ -283,14 +283,22 @@ const internals = (Deno as unknown as Record<symbol, Record<string, unknown> | u
 const serveOnConnection = internals?.serveHttpOnConnection as ServeOnConnection | undefined;
 
 /**
- * Errors of an accept call that leave the listener usable: out of descriptors or memory
- * (EMFILE, ENFILE, ENOBUFS, ENOMEM), or a client that left the queue (ECONNABORTED, EPROTO,
- * EPERM, EINTR, EAGAIN); wait, then accept again. Any other (EINVAL: the socket no longer
- * listens) ends it.
+ * Errors of an accept call about one client, not the listener: it left the queue (ECONNABORTED,
+ * EPROTO), or reset before the runtime asked for its address (ECONNRESET, ENOTCONN: Deno reads
+ * the peer's address as part of accepting). The next connection is accepted at once.
+ */
+const clientGone = (e: unknown) =>
+  e instanceof Deno.errors.ConnectionAborted || e instanceof Deno.errors.ConnectionReset ||
+  e instanceof Deno.errors.NotConnected ||
+  /\(os error (103|71|104|107)\)/.test((e as Error)?.message ?? "");
+
+/**
+ * Errors of an accept call that leave the listener usable: {@link clientGone}, out of
+ * descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or EPERM, EINTR, EAGAIN; wait, then
+ * accept again. Any other (EINVAL: the socket no longer listens) ends it.
  */
 const passing = (e: unknown) =>
-  e instanceof Deno.errors.ConnectionAborted ||
-  /\(os error (24|23|105|12|103|71|1|4|11)\)/.test((e as Error)?.message ?? "");
+  clientGone(e) || /\(os error (24|23|105|12|1|4|11)\)/.test((e as Error)?.message ?? "");
 
 const close = (resource: { close(): void }) => {
   try {
@@ -558,6 +566,7 @@ async function acceptEach<C extends Deno.Conn>(
       backoff = 5;
     } catch (e) {
       if (retired.has(from)) return;
+      if (clientGone(e)) continue;
       if (!passing(e)) return lost(e);
       failed(e);
       await sleep(backoff);
