@@ -28,6 +28,7 @@ export function withAccessLog(log: Logger): Wrapper {
           durationMs: performance.now() - started,
           clientIp,
           requestId,
+          protocol: ctx.protocol,
           headers: request.headers,
         });
       };

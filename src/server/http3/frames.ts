@@ -293,7 +293,15 @@ export class FrameReader {
     return out;
   }
 
-  /** The next frame, piece of DATA, skipped oversized frame, or the stream's end. */
+  /** The bytes that follow, unframed: what is buffered, else the next read; null at the end. */
+  async chunk(): Promise<Uint8Array | null> {
+    if (this.buffered === 0 && !(await this.more())) return null;
+    const out = this.buf.subarray(this.off);
+    this.off = this.buf.length;
+    return out;
+  }
+
+  /** The next frame, piece of DATA, oversized frame, or the stream's end. */
   async next(): Promise<FrameEvent> {
     for (;;) {
       if (this.inData) {
