@@ -531,7 +531,7 @@ export async function startServer(
       if (certificateOnly) {
         try {
           gen.main.replaceCertificate!(tls.cert, tls.key);
-          gen.h3?.replaceCertificate!(tls.cert, tls.key);
+          gen.h3?.replaceCertificate?.(tls.cert, tls.key);
         } catch (e) {
           if (!reusePort) {
             throw new Error(

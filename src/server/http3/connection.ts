@@ -17,8 +17,8 @@
 import type { Exchange, ExchangeHandler } from "../listener.ts";
 import {
   FRAME,
-  FrameReader,
   frameHeader,
+  FrameReader,
   goawayFrame,
   H3,
   H3Error,
@@ -91,8 +91,7 @@ const NOT_ON_REQUEST = new Set<number>([
   ...RESERVED_H2_FRAMES,
 ]);
 const knownOnRequest = (t: number) => t === FRAME.HEADERS || NOT_ON_REQUEST.has(t);
-const knownOnControl = (t: number) =>
-  t <= 0x9 || t === FRAME.MAX_PUSH_ID; // every frame type RFC 9114 defines or reserves
+const knownOnControl = (t: number) => t <= 0x9 || t === FRAME.MAX_PUSH_ID; // every frame type RFC 9114 defines or reserves
 
 /** A request that is malformed (§4.1.2): answered with 400. */
 class Malformed extends Error {}
@@ -397,8 +396,6 @@ export class Http3Connection {
         headers: head.headers,
         body: hasBody ? bodyState.stream() : null,
         signal: aborter.signal,
-        // @ts-ignore: a stream body needs it (RequestInit lacks it in some lib versions)
-        duplex: "half",
       });
       if (!hasBody) this.track(bodyState.drain());
       if (status) throw new Malformed();
@@ -439,7 +436,9 @@ export class Http3Connection {
     const body = noBody ? undefined : response.body!.getReader();
     if (noBody) response.body?.cancel().catch(() => {});
     try {
-      await writer.write(new Uint8Array([...frameHeader(FRAME.HEADERS, section.length), ...section]));
+      await writer.write(
+        new Uint8Array([...frameHeader(FRAME.HEADERS, section.length), ...section]),
+      );
     } catch {
       aborter.abort(new Error("the client stopped reading"));
       await body?.cancel().catch(() => {});

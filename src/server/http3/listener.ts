@@ -38,17 +38,17 @@ export function listenHttp3(options: Http3ListenOptions, handler: ExchangeHandle
   const { connections: table, limits, log } = options;
   const endpoint = new Deno.QuicEndpoint({ hostname: options.hostname, port: options.port });
   const addr = endpoint.addr;
-  const idle = limits.idleTimeoutMs > 0 ? limits.idleTimeoutMs : 600_000;
+  // The transport's own idle limit is for a peer that vanished; the HTTP/3 one, closing a
+  // connection with no request in flight after `idle_timeout`, is in Http3Connection.
+  // Keep-alives keep a connection with a slow request in flight from timing out underneath it.
+  const transportIdle = Math.max(limits.idleTimeoutMs, 30_000);
   const listenWith = (cert: string, key: string) =>
     endpoint.listen({
       alpnProtocols: ["h3"],
       cert,
       key,
-      // The transport's own idle limit, for a peer that vanished; the HTTP/3 one, for a
-      // connection with no request in flight, is in Http3Connection. Keep-alives keep a
-      // connection with a slow request in flight from timing out underneath it.
-      maxIdleTimeout: idle,
-      keepAliveInterval: Math.max(1000, Math.min(15_000, Math.floor(idle / 2))),
+      maxIdleTimeout: transportIdle,
+      keepAliveInterval: 10_000,
       maxConcurrentBidirectionalStreams: options.maxConcurrentStreams,
       maxConcurrentUnidirectionalStreams: 16,
     });
@@ -145,4 +145,3 @@ export function listenHttp3(options: Http3ListenOptions, handler: ExchangeHandle
     },
   };
 }
-
