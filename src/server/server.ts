@@ -266,7 +266,9 @@ export async function startServer(
     if (seen.has(id)) return;
     if (seen.size >= 4096) seen.clear();
     seen.add(id);
-    const over = secure
+    const over = exchange.alpn === "h3"
+      ? "QUIC, HTTP/3"
+      : secure
       ? `TLS, ALPN ${exchange.alpn ?? "not used"}`
       : `plain TCP, ${request.headers.has("host") ? "HTTP/1.x" : "HTTP/2 or HTTP/1.0"}`;
     log.debug(
