@@ -147,7 +147,7 @@ export class H3Client implements AsyncDisposable {
   static async connect(
     port: number,
     caPem: string,
-    options: { settings?: boolean; hostname?: string } = {},
+    options: { settings?: boolean; hostname?: string; authority?: string } = {},
   ): Promise<H3Client> {
     const quic = await Deno.connectQuic({
       hostname: options.hostname ?? "127.0.0.1",
@@ -156,7 +156,7 @@ export class H3Client implements AsyncDisposable {
       alpnProtocols: ["h3"],
       caCerts: [caPem],
     });
-    const client = new H3Client(quic, `localhost:${port}`);
+    const client = new H3Client(quic, options.authority ?? `localhost:${port}`);
     if (options.settings !== false) {
       const control = await quic.createUnidirectionalStream();
       client.control = control.getWriter();
