@@ -177,7 +177,7 @@ async function makeCerts(dir: string) {
 
 // ---------------------------------------------------------------- servers
 
-type Variant = "log" | "2 workers";
+type Variant = "log" | "2 workers" | "h3";
 
 interface Server {
   name: string;
@@ -275,7 +275,13 @@ http {
   // denoserve
   const dsHttp = await freePort();
   const dsHttps = await freePort();
-  const dsConf = (port: number, https: boolean, access: boolean, workers: string) => `
+  const dsConf = (
+    port: number,
+    https: boolean,
+    access: boolean,
+    workers: string,
+    http3 = false,
+  ) => `
 server:
   host: 127.0.0.1
   port: ${port}
@@ -290,6 +296,7 @@ ssl:
   enabled: ${https}
   cert_file: ${WORK}/cert.pem
   key_file: ${WORK}/key.pem
+  http3: ${http3}
 logging:
   level: INFO
   access_log: ${access}
@@ -300,8 +307,9 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     https: boolean,
     access: boolean,
     workers = args.values.workers,
+    http3 = false,
   ) => {
-    await Deno.writeTextFile(`${WORK}/${name}.yaml`, dsConf(port, https, access, workers));
+    await Deno.writeTextFile(`${WORK}/${name}.yaml`, dsConf(port, https, access, workers, http3));
     const p = spawn(
       [
         DENO,
@@ -339,6 +347,15 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     http: ds2Port,
     process: await denoserve("denoserve-2w", ds2Port, false, false, "2"),
     variant: "2 workers",
+  });
+  // HTTP/3 beside HTTPS (ssl.http3), for the HTTP/3 section: h3 and h2 on the same server.
+  const dsH3Port = await freePort();
+  servers.push({
+    name: "denoserve",
+    http: dsH3Port,
+    https: dsH3Port,
+    process: await denoserve("denoserve-h3", dsH3Port, true, false, "1", true),
+    variant: "h3",
   });
 
   const VARIANTS: (Variant | undefined)[] = [undefined, "log", "2 workers"];
@@ -813,6 +830,92 @@ async function connectionWorkloads(servers: Server[]): Promise<string[]> {
   return rows;
 }
 
+// ---------------------------------------------------------------- HTTP/3
+
+const H3_STREAMS = 50;
+const H3_DOWNLOADS = 5;
+
+/** Requests of `path` answered per second: `streams` at a time on one connection, for DURATION. */
+async function loadOne(
+  request: () => Promise<number>,
+  streams: number,
+): Promise<{ rps: number; errors: number }> {
+  let done = 0;
+  let errors = 0;
+  const end = performance.now() + DURATION * 1000;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: streams }, async () => {
+    while (performance.now() < end) {
+      try {
+        if (await request() === 200) done++;
+        else errors++;
+      } catch {
+        errors++;
+      }
+    }
+  }));
+  return { rps: done / ((performance.now() - t0) / 1000), errors };
+}
+
+/**
+ * HTTP/3 against HTTP/2 on the same server: 1 KiB files per second with ${H3_STREAMS} requests in
+ * flight on one connection, and the median time of a 10 MiB download. h3 through the test
+ * client over `Deno.connectQuic` (tests/support/h3_client.ts); h2 through Deno's fetch, one
+ * HTTP/2 connection: both clients run in this process, in JavaScript on Deno.
+ */
+async function http3Workloads(servers: Server[]): Promise<string[]> {
+  const { H3Client } = await import("../tests/support/h3_client.ts");
+  const ca = await Deno.readTextFile(`${WORK}/ca.pem`);
+  const targets = servers.filter((s) =>
+    (s.name === "denoserve" && s.variant === "h3") || (s.name === "caddy" && !s.variant)
+  );
+  const rows: string[] = [];
+  for (const s of targets) {
+    const port = s.https!;
+    const row: string[] = [];
+    try {
+      await using h3 = await H3Client.connect(port, ca, { authority: `127.0.0.1:${port}` });
+      const small = await loadOne(async () => (await h3.request("/1k.html")).status, H3_STREAMS);
+      const times: number[] = [];
+      for (let i = 0; i < H3_DOWNLOADS; i++) {
+        const t0 = performance.now();
+        const r = await h3.request("/10m.bin");
+        if (r.body.length !== 10 * 1024 * 1024) {
+          throw new Error(`${r.status} with ${r.body.length} bytes for 10 MiB`);
+        }
+        times.push(performance.now() - t0);
+      }
+      row.push(fmt(small.rps), fmt(small.errors), fmt(median(times)));
+    } catch (e) {
+      console.error(`${s.name} over HTTP/3: ${(e as Error).message}`);
+      row.push("n/a", "n/a", "n/a");
+    }
+    const client = Deno.createHttpClient({ caCerts: [ca], http1: false, http2: true });
+    try {
+      const url = `https://127.0.0.1:${port}`;
+      const small = await loadOne(async () => {
+        const r = await fetch(`${url}/1k.html`, { client });
+        await r.arrayBuffer();
+        return r.status;
+      }, H3_STREAMS);
+      const times: number[] = [];
+      for (let i = 0; i < H3_DOWNLOADS; i++) {
+        const t0 = performance.now();
+        const r = await fetch(`${url}/10m.bin`, { client });
+        await r.arrayBuffer();
+        times.push(performance.now() - t0);
+      }
+      row.push(fmt(small.rps), fmt(small.errors), fmt(median(times)));
+    } finally {
+      client.close();
+    }
+    const line = `| ${s.name} | ${row.join(" | ")} |`;
+    rows.push(line);
+    console.error(line);
+  }
+  return rows;
+}
+
 async function main() {
   await ensurePackages();
   WORK = await Deno.makeTempDir({ prefix: "denoserve-bench-" });
@@ -833,6 +936,7 @@ async function main() {
   const started = Date.now();
   const rows: string[] = [];
   let connectionRows: string[] = [];
+  let http3Rows: string[] = [];
   const ratios: Record<
     string,
     { nginx: number; caddy: number; bare?: number; reads?: number }
@@ -890,6 +994,9 @@ async function main() {
     }
     if (!args.values.only || "connections".includes(args.values.only)) {
       connectionRows = await connectionWorkloads(servers);
+    }
+    if (!args.values.only || "HTTP/3".includes(args.values.only)) {
+      http3Rows = await http3Workloads(servers);
     }
   } finally {
     for (const s of servers) {
@@ -964,6 +1071,20 @@ ${
 | server | 2 MiB h2 ms | KiB per idle plain | KiB per idle TLS | flood plain: opened, during, after ms | flood TLS: opened, during, after ms | alive |
 | --- | ---: | ---: | ---: | --- | --- | --- |
 ${connectionRows.join("\n")}
+`
+  }${
+    http3Rows.length === 0 ? "" : `
+## HTTP/3
+
+HTTP/3 (\`ssl.http3: true\`) against HTTP/2 on the same server and port: 1 KiB files per second
+with ${H3_STREAMS} requests in flight on one connection for ${DURATION} s, and the median of
+${H3_DOWNLOADS} downloads of 10 MiB. The h3 client is the tests' own over \`Deno.connectQuic\`
+(there is no HTTP/3 load tool in Debian), the h2 client Deno's fetch on one HTTP/2 connection;
+both run in the benchmark's process. Caddy serves HTTP/3 by default on its HTTPS port.
+
+| server | h3 1 KiB req/s | h3 errors | h3 10 MiB ms | h2 1 KiB req/s | h2 errors | h2 10 MiB ms |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+${http3Rows.join("\n")}
 `
   }`;
   console.log(report);

@@ -24,6 +24,16 @@ const PAGE = `<!doctype html>
 (async () => {
   const nav = performance.getEntriesByType("navigation")[0];
   const result = { protocol: nav ? nav.nextHopProtocol : null, scheme: location.protocol };
+  if (new URLSearchParams(location.search).has("file")) {
+    try {
+      const r = await fetch("/file.txt?" + Date.now());
+      result.file = { status: r.status, text: await r.text() };
+      const entry = performance.getEntriesByType("resource").find((e) => e.name.includes("/file.txt"));
+      result.fileProtocol = entry ? entry.nextHopProtocol : null;
+    } catch (e) {
+      result.error = String(e);
+    }
+  }
   if (new URLSearchParams(location.search).has("ws")) {
     try {
       result.echo = await new Promise((resolve, reject) => {
@@ -78,7 +88,11 @@ function backend() {
 }
 
 /** Runs headless Chromium on `url` until `done` settles; returns its stderr when it fails. */
-async function withChromium<T>(url: string, done: () => Promise<T>): Promise<T> {
+async function withChromium<T>(
+  url: string,
+  done: () => Promise<T>,
+  extraArgs: string[] = [],
+): Promise<T> {
   await using profile = await tempDir();
   const child = new Deno.Command(chromium!, {
     args: [
@@ -93,6 +107,7 @@ async function withChromium<T>(url: string, done: () => Promise<T>): Promise<T> 
       // The test CA is not in the browser's store; the certificate is still a valid localhost one.
       "--ignore-certificate-errors",
       `--user-data-dir=${profile.path}`,
+      ...extraArgs,
       url,
     ],
     stdin: "null",
@@ -114,13 +129,13 @@ async function withChromium<T>(url: string, done: () => Promise<T>): Promise<T> 
   }
 }
 
-async function browserSite(dir: string, backendPort: number) {
-  await writeFiles(dir, { "site/index.html": PAGE });
+async function browserSite(dir: string, backendPort: number, ssl: Record<string, unknown> = {}) {
+  await writeFiles(dir, { "site/index.html": PAGE, "site/file.txt": "a file over QUIC" });
   const certs = await makeCerts(dir);
   return await startTestServer({
     version: 2,
     http: { static_dir: `${dir}/site` },
-    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key, ...ssl },
     server: {
       reverse_proxy: [{ path: "/ws", host: "127.0.0.1", port: backendPort }],
     },
@@ -177,5 +192,45 @@ Deno.test({
     assert.equal(report.error, undefined);
     assert.equal(report.protocol, "h2");
     assert.equal(report.echo, "echo: hello through the proxy");
+  },
+});
+
+/** Base64 of the SHA-256 of a certificate's SubjectPublicKeyInfo, as Chromium's SPKI list wants. */
+async function spkiHash(certFile: string): Promise<string> {
+  const { X509Certificate, createHash } = await import("node:crypto");
+  const cert = new X509Certificate(await Deno.readTextFile(certFile));
+  const spki = cert.publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
+}
+
+Deno.test({
+  name: "chromium loads a page and a file over HTTP/3 (QUIC) when forced onto it",
+  ignore: !chromium,
+  async fn() {
+    await using dir = await tempDir();
+    await using echo = backend();
+    await using srv = await browserSite(dir.path, echo.port, { http3: true });
+    const port = srv.server.addr.port;
+    assert.equal(srv.server.http3Addr?.port, port);
+    // By address: for QUIC, Chromium takes localhost as ::1 only, where the test server (on
+    // 127.0.0.1) is not; the certificate names 127.0.0.1 too.
+    const url = `https://127.0.0.1:${port}/?file`;
+    const report = await withChromium(url, () => echo.report(30_000), [
+      "--enable-quic",
+      `--origin-to-force-quic-on=127.0.0.1:${port}`,
+      `--ignore-certificate-errors-spki-list=${await spkiHash(srv.config.ssl.cert_file!)}`,
+    ]);
+    console.log(`chromium: ${JSON.stringify(report)}`);
+    assert.equal(report.error, undefined);
+    assert.equal(report.protocol, "h3");
+    assert.equal(report.fileProtocol, "h3");
+    assert.deepEqual(report.file, { status: 200, text: "a file over QUIC" });
+    srv.log.flush();
+    const lines = srv.log.lines.filter((l) => l.startsWith("ACCESS "));
+    assert.ok(lines.some((l) => /"GET \/file\.txt\S* HTTP\/3" 200/.test(l)), lines.join("\n"));
+    assert.ok(
+      lines.some((l) => /"POST \/report\/ HTTP\/3" 200/.test(l)),
+      "the report went up over h3",
+    );
   },
 });

@@ -337,6 +337,11 @@ const Ssl = z.strictObject({
   hsts: nonEmpty.optional(),
   /** Also listen for plain HTTP on this port and redirect it to HTTPS. */
   redirect_http: port().optional(),
+  /**
+   * Also serve HTTP/3 (QUIC) on the HTTPS port's number over UDP, with the same certificate, and
+   * announce it with `Alt-Svc` on HTTPS answers. Only the main thread serves it (not `workers`).
+   */
+  http3: bool.default(false),
   acme: Acme.optional(),
 });
 

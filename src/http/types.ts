@@ -14,6 +14,11 @@ export interface RequestContext {
   remote: Deno.NetAddr;
   /** Whether the client connected over TLS. */
   secure: boolean;
+  /**
+   * `HTTP/3` or `HTTP/2` where the connection says so (QUIC, or TLS with ALPN h2); undefined
+   * where the server does not learn the version (plain HTTP, HTTP/1.x over TLS).
+   */
+  readonly protocol?: string;
   /** {@link Route.name} of the route that took the request (`static` for the files); metrics read it. */
   route?: string;
   /** The request's id when access logging is on; pass the context to log calls to tag lines. */

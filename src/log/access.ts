@@ -20,6 +20,8 @@ export interface AccessRecord {
   clientIp: string;
   /** The request's id (see {@link requestIdFor}). */
   requestId?: string;
+  /** `HTTP/3`, `HTTP/2`, or undefined where the server does not learn the version. */
+  protocol?: string;
   /** The request's headers; User-Agent and Referer are read only when a format needs them. */
   headers?: Headers;
 }
@@ -74,13 +76,14 @@ export function escapeField(value: string): string {
 const orDash = (v: string | null | undefined) => v ? escapeField(v) : "-";
 
 /**
- * `client - - [time] "METHOD path" status bytes`, then for `combined` `"referer" "user-agent"`,
- * then `id=REQUEST_ID ms=DURATION`. The protocol version is left out of the request field:
- * the server does not learn it.
+ * `client - - [time] "METHOD path PROTOCOL" status bytes`, then for `combined`
+ * `"referer" "user-agent"`, then `id=REQUEST_ID ms=DURATION`. The protocol is there where the
+ * connection tells it (HTTP/3, HTTP/2); for HTTP/1.x the server does not learn the version, and
+ * the request field is `"METHOD path"`.
  */
 export function formatCommon(r: AccessRecord, combined: boolean, now = Date.now()): string {
-  let line = `${r.clientIp} - - [${clfTime(now)}] "${r.method} ${
-    escapeField(r.path)
+  let line = `${r.clientIp} - - [${clfTime(now)}] "${r.method} ${escapeField(r.path)}${
+    r.protocol ? ` ${r.protocol}` : ""
   }" ${r.status} ${r.bytes ?? "-"}`;
   if (combined) {
     line += ` "${orDash(r.headers?.get("referer"))}" "${orDash(r.headers?.get("user-agent"))}"`;
@@ -104,6 +107,7 @@ export function formatJson(r: AccessRecord, now = Date.now()): string {
     user_agent: r.headers?.get("user-agent") ?? null,
     referer: r.headers?.get("referer") ?? null,
     request_id: r.requestId ?? null,
+    protocol: r.protocol ?? null,
   }) + "\n";
 }
 

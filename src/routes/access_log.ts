@@ -29,6 +29,7 @@ export function withAccessLog(log: Logger): Wrapper {
         durationMs: performance.now() - started,
         clientIp,
         requestId: ctx.requestId,
+        protocol: ctx.protocol,
         headers: request.headers,
       });
     };

@@ -28,6 +28,8 @@ import {
 } from "./listener.ts";
 import { redirectToHttps } from "./redirect_http.ts";
 import { openFilesLimit } from "./sockets.ts";
+import { setHeaders } from "../http/headers.ts";
+import { listenHttp3 } from "./http3/listener.ts";
 
 /**
  * The context of a served request. The client's address is asked of the runtime only when
@@ -46,6 +48,10 @@ class ServedContext implements RequestContext {
   ) {}
   get remote(): Deno.NetAddr {
     return this.exchange.remoteAddr;
+  }
+  get protocol(): string | undefined {
+    const alpn = this.exchange.alpn;
+    return alpn === "h3" ? "HTTP/3" : alpn === "h2" ? "HTTP/2" : undefined;
   }
   get upgrade(): Upgrade | undefined {
     return this.session;
@@ -79,6 +85,8 @@ export interface RunningServer {
    * opened it (not when the ACME challenge listener holds that port).
    */
   readonly redirectAddr: Deno.NetAddr | undefined;
+  /** The HTTP/3 (QUIC, UDP) listener's address, when `ssl.http3` is on and this thread serves it. */
+  readonly http3Addr: Deno.NetAddr | undefined;
   /** The connections of all its listeners: limits, timeouts and counts. */
   readonly connections: Connections;
   /** Serves new requests with `app` from now on; in-flight ones finish with the old one. */
@@ -99,6 +107,13 @@ export interface RunningServer {
    */
   finished: Promise<void>;
 }
+
+/**
+ * HTTP/3 limits, matched to what the HTTP/2 server (hyper) allows: a field section of 16 KiB
+ * (its SETTINGS_MAX_HEADER_LIST_SIZE) and 100 requests in flight per connection.
+ */
+const HTTP3_MAX_FIELD_SECTION = 16 * 1024;
+const HTTP3_MAX_STREAMS = 100;
 
 const displayHost = (host: string) => host.includes(":") ? `[${host}]` : host;
 
@@ -125,6 +140,8 @@ export interface StartOptions {
 interface Generation {
   main: Listening;
   redirect?: Listening;
+  /** HTTP/3 on the main listener's port number over UDP. */
+  h3?: Listening;
   tls?: TlsMaterial;
   url: string;
 }
@@ -191,6 +208,7 @@ export async function loadConfiguredTls(
         log.warn(`ssl.${key} is ignored while ssl.enabled is false`);
       }
     }
+    if (config.ssl.http3) log.warn("ssl.http3 is ignored while ssl.enabled is false");
   }
   const given = enabled ? certificate?.() : undefined;
   if (!given && (!enabled || !cert_file || !key_file)) return undefined;
@@ -267,7 +285,9 @@ export async function startServer(
     if (seen.has(id)) return;
     if (seen.size >= 4096) seen.clear();
     seen.add(id);
-    const over = secure
+    const over = exchange.alpn === "h3"
+      ? "QUIC, HTTP/3"
+      : secure
       ? `TLS, ALPN ${exchange.alpn ?? "not used"}`
       : `plain TCP, ${request.headers.has("host") ? "HTTP/1.x" : "HTTP/2 or HTTP/1.0"}`;
     log.debug(
@@ -280,6 +300,17 @@ export async function startServer(
     if (debugConnections) noteConnection(exchange, secure, request);
     const { path, query } = splitUrl(request.url);
     return current.handle(request, new ServedContext(path, query, secure, exchange, request));
+  };
+
+  /** The HTTPS handler announcing HTTP/3 on `port` (RFC 7838) on its answers over TCP. */
+  const announcing = (handler: ExchangeHandler, port: number): ExchangeHandler => {
+    const pairs: [string, string][] = [["alt-svc", `h3=":${port}"; ma=86400`]];
+    const add = (response: Response) =>
+      response.status === 101 ? response : setHeaders(response, pairs);
+    return (request, exchange) => {
+      const response = handler(request, exchange);
+      return response instanceof Promise ? response.then(add) : add(response);
+    };
   };
 
   const onError = (error: unknown) => {
@@ -328,11 +359,46 @@ export async function startServer(
     if (reusePort && port !== 0 && !held.includes(port)) Deno.listen({ hostname, port }).close();
   };
 
+  /** Whether `cfg` has this thread serve HTTP/3 (workers leave it to the main thread). */
+  const wantsH3 = (cfg: Config, tls: TlsMaterial | undefined) =>
+    tls !== undefined && cfg.ssl.http3 && !options.sharePort;
+
+  const openH3 = (cfg: Config, tls: TlsMaterial, port: number): Listening => {
+    const s = cfg.server;
+    try {
+      return listenHttp3({
+        hostname: s.host,
+        port,
+        tls: { cert: tls.cert, key: tls.key },
+        connections,
+        limits: {
+          maxFieldSectionSize: HTTP3_MAX_FIELD_SECTION,
+          headerTimeoutMs: s.header_timeout * 1000,
+          idleTimeoutMs: s.idle_timeout * 1000,
+          bodyTimeoutMs: s.body_timeout * 1000,
+        },
+        maxConcurrentStreams: HTTP3_MAX_STREAMS,
+        onError,
+        refuse: (status, request) => current.errorResponse(status, request),
+        log,
+      }, handlerFor(true));
+    } catch (e) {
+      if (e instanceof Deno.errors.AddrInUse) {
+        throw new Deno.errors.AddrInUse(
+          `ssl.http3: UDP port ${port} on ${s.host} is already in use; free it or turn ssl.http3 off`,
+        );
+      }
+      throw e;
+    }
+  };
+
   const open = (
     cfg: Config,
     tls: TlsMaterial | undefined,
     port: number,
     held: number[] = [],
+    /** An HTTP/3 listener on this port to keep (a reload on the same address). */
+    keepH3?: Listening,
   ): Generation => {
     const redirectPort = tls && !redirectIsAcme(cfg) ? cfg.ssl.redirect_http : undefined;
     probe(cfg.server.host, port, held);
@@ -341,7 +407,28 @@ export async function startServer(
     const proxied = cfg.server.proxy_protocol
       ? new IpSet(cfg.server.proxy_protocol_from)
       : undefined;
-    const main = listenOn(cfg.server.host, port, tls, handlerFor(tls !== undefined), cfg, proxied);
+    const h3Wanted = wantsH3(cfg, tls);
+    const handler = handlerFor(tls !== undefined);
+    // Alt-Svc names the port the TCP listener took (port 0 is resolved by listening).
+    let announced: ExchangeHandler | undefined;
+    const main = listenOn(
+      cfg.server.host,
+      port,
+      tls,
+      h3Wanted ? (request, exchange) => (announced ?? handler)(request, exchange) : handler,
+      cfg,
+      proxied,
+    );
+    let h3: Listening | undefined;
+    if (h3Wanted) {
+      announced = announcing(handler, main.addr.port);
+      try {
+        h3 = keepH3 ?? openH3(cfg, tls!, main.addr.port);
+      } catch (e) {
+        main.shutdown();
+        throw e;
+      }
+    }
     const url = `${tls ? "https" : "http"}://${displayHost(main.addr.hostname)}:${main.addr.port}/`;
     let redirect: Listening | undefined;
     if (redirectPort !== undefined) {
@@ -355,6 +442,7 @@ export async function startServer(
         );
       } catch (e) {
         main.shutdown();
+        if (h3 !== keepH3) h3?.shutdown();
         throw e;
       }
       log.info(
@@ -369,13 +457,19 @@ export async function startServer(
         }:${cfg.ssl.redirect_http}/ to ${url} (the ACME challenge listener)`,
       );
     }
-    return { main, redirect, tls, url };
+    if (h3) {
+      log.info(
+        `HTTP/3 on udp ${displayHost(h3.addr.hostname)}:${h3.addr.port} (announced by Alt-Svc)`,
+      );
+    }
+    return { main, redirect, h3, tls, url };
   };
 
   const stopGeneration = async (g: Generation, timeoutMs: number) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<boolean>((r) => timer = setTimeout(() => r(false), timeoutMs));
-    const done = Promise.all([g.main.shutdown(), g.redirect?.shutdown()]).then(() => true);
+    const done = Promise.all([g.main.shutdown(), g.redirect?.shutdown(), g.h3?.shutdown()])
+      .then(() => true);
     const finished = await Promise.race([done, timeout]);
     clearTimeout(timer);
     if (!finished) {
@@ -390,7 +484,7 @@ export async function startServer(
   // live process that no longer accepts would never be restarted by its supervisor.
   const stopping = new WeakSet<Generation>();
   const watch = (g: Generation) => {
-    for (const listener of [g.main, g.redirect]) {
+    for (const listener of [g.main, g.redirect, g.h3]) {
       listener?.finished.then(
         () => lost(g, listener, new Error("it closed")),
         (e) => lost(g, listener, e),
@@ -443,6 +537,9 @@ export async function startServer(
     get redirectAddr() {
       return gen.redirect?.addr;
     },
+    get http3Addr() {
+      return gen.h3?.addr;
+    },
     connections,
     swap(next) {
       const old = current;
@@ -458,14 +555,16 @@ export async function startServer(
       const proxyOf = (c: Config) =>
         c.server.proxy_protocol ? c.server.proxy_protocol_from.join(",") : "";
       const sameProxy = proxyOf(next) === proxyOf(active);
+      const h3Changed = wantsH3(next, tls) !== (gen.h3 !== undefined);
       const replace = !sameAddr || !sameTls(tls, gen.tls) || !sameProxy ||
-        redirectPort(next) !== redirectPort(active);
+        redirectPort(next) !== redirectPort(active) || h3Changed;
       const certificateOnly = replace && sameAddr && sameProxy && tls !== undefined &&
-        gen.tls !== undefined &&
-        redirectPort(next) === redirectPort(active) && gen.main.replaceCertificate !== undefined;
+        gen.tls !== undefined && redirectPort(next) === redirectPort(active) && !h3Changed &&
+        gen.main.replaceCertificate !== undefined;
       if (certificateOnly) {
         try {
           gen.main.replaceCertificate!(tls.cert, tls.key);
+          gen.h3?.replaceCertificate?.(tls.cert, tls.key);
         } catch (e) {
           if (!reusePort) {
             throw new Error(
@@ -479,13 +578,18 @@ export async function startServer(
         checkMigrate(log);
       } else if (replace) {
         let fresh: Generation;
+        // QUIC has no SO_REUSEPORT here: on the same address the HTTP/3 listener is handed to
+        // the new generation (taking the new certificate) instead of opened again.
+        const keepH3 = sameAddr && gen.h3 && wantsH3(next, tls) ? gen.h3 : undefined;
         try {
           fresh = open(
             next,
             tls,
             sameAddr && next.server.port === 0 ? gen.main.addr.port : next.server.port,
             [gen.main.addr.port, ...(gen.redirect ? [gen.redirect.addr.port] : [])],
+            keepH3,
           );
+          if (keepH3 && tls) keepH3.replaceCertificate!(tls.cert, tls.key);
         } catch (e) {
           if (sameAddr && e instanceof Deno.errors.AddrInUse && !reusePort) {
             throw new Error(
@@ -495,7 +599,8 @@ export async function startServer(
           }
           throw e;
         }
-        const old = gen;
+        const old = keepH3 ? { ...gen, h3: undefined } : gen;
+        if (keepH3) stopping.add(gen); // its listeners are stopped or handed over from here on
         gen = watch(fresh);
         options.onListen?.(gen.main.addr);
         if (sameAddr) checkMigrate(log);
