@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { readProxyHeader, V1_MAX, V2_MAX_BODY } from "../src/server/proxy_protocol.ts";
 import { echoBackend } from "./support/backends.ts";
 import { makeCerts, type TestCerts } from "./support/certs.ts";
-import { curl, hasCommand } from "./support/cli.ts";
+import { curl, hasCommand, spawnCli } from "./support/cli.ts";
 import { parseHead } from "./support/clients.ts";
 import { assertCheckRefuses, configError } from "./support/config.ts";
 import { validate } from "../src/config/load.ts";
@@ -586,4 +586,21 @@ Deno.test({
     assert.equal(await status("127.0.0.22"), "429", "its bucket is empty");
     assert.equal(await status("127.0.0.23"), "200", "another client has its own bucket");
   },
+});
+
+Deno.test("proxy protocol, CLI: the banner says it is required; curl --haproxy-protocol is served, plain curl is closed", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "site/a.txt": "hello\n",
+    "config.yaml": "server:\n  port: 0\n  proxy_protocol: true\nhttp:\n  static_dir: ./site\n",
+  });
+  await using server = await spawnCli(["-c", `${dir.path}/config.yaml`]);
+  assert.match(server.output(), /PROXY protocol required, from 127\.0\.0\.0\/8, ::1\/128/);
+  const url = `${server.url}/a.txt`;
+  const served = await curl(["-s", "--haproxy-protocol", url]);
+  assert.equal(served.stdout, "hello\n", `${served.stderr}\n${server.output()}`);
+  const plain = await curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", url]);
+  assert.equal(plain.code, 52, "curl: empty reply from server");
+  assert.equal(plain.stdout, "000");
+  await server.waitFor(/"GET \/a\.txt" 200 6/);
 });

@@ -173,7 +173,10 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   log.info(
     `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +
       (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)") +
-      (pool ? ` with ${pool.size + 1} workers` : "") + limitsOf(config),
+      (pool ? ` with ${pool.size + 1} workers` : "") + limitsOf(config) +
+      (config.server.proxy_protocol
+        ? `; PROXY protocol required, from ${config.server.proxy_protocol_from.join(", ")}`
+        : ""),
   );
   log.flush();
   const stop = () => {
