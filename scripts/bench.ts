@@ -431,7 +431,10 @@ const tls = Deno.args[2] === "tls"
   ? { cert: Deno.readTextFileSync("${WORK}/cert.pem"), key: Deno.readTextFileSync("${WORK}/key.pem") }
   : {};
 let seen = 0;
+const backend = Deno.args[2] === "proxy" ? \`http://127.0.0.1:\${Deno.args[3]}/x\` : "";
 Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, ...tls }, (request) => {
+  // A proxy the shortest way the runtime offers: its own fetch, the answer passed on as it is.
+  if (backend) return fetch(backend, { method: request.method, headers: request.headers });
   // What any file server must read: the path, the method, a validator header.
   if (reads) seen += request.url.length + request.method.length + (request.headers.get("if-none-match") ?? "").length;
   return answer.clone();
@@ -454,6 +457,23 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, .
     http: readsPort,
     process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(readsPort), "1024", "reads"]),
     ceilingOf: "1 KiB file",
+  });
+  // The runtime's own client as a proxy: a floor for what a proxy written on it costs.
+  const proxyPort = await freePort();
+  servers.push({
+    name: "bare Deno.serve",
+    http: proxyPort,
+    process: spawn([
+      DENO,
+      "run",
+      "-A",
+      `${WORK}/bare.ts`,
+      String(proxyPort),
+      "0",
+      "proxy",
+      String(BACKEND),
+    ]),
+    ceilingOf: "reverse proxy 1 KiB",
   });
   // New TLS handshakes: the runtime's own TLS with the same certificate.
   const tlsPort = await freePort();
@@ -1054,6 +1074,9 @@ server that also reads the URL, the method and one header (what any file server 
     fmt(ratios["1 KiB file"]?.reads ?? NaN, 2)
   }×; new TLS handshakes against a bare \`Deno.serve\` with TLS: ${
     fmt(ratios[HANDSHAKES]?.bare ?? NaN, 2)
+  }×; the reverse proxy against a bare \`Deno.serve\` passing each request to the backend with the
+runtime's \`fetch\`: ${
+    fmt(ratios["reverse proxy 1 KiB"]?.bare ?? NaN, 2)
   }×.
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
 ${
