@@ -1075,9 +1075,7 @@ server that also reads the URL, the method and one header (what any file server 
   }×; new TLS handshakes against a bare \`Deno.serve\` with TLS: ${
     fmt(ratios[HANDSHAKES]?.bare ?? NaN, 2)
   }×; the reverse proxy against a bare \`Deno.serve\` passing each request to the backend with the
-runtime's \`fetch\`: ${
-    fmt(ratios["reverse proxy 1 KiB"]?.bare ?? NaN, 2)
-  }×.
+runtime's \`fetch\`: ${fmt(ratios["reverse proxy 1 KiB"]?.bare ?? NaN, 2)}×.
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
 ${
     connectionRows.length === 0 ? "" : `
