@@ -16,6 +16,7 @@ import { configError } from "./support/config.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { type Exposition, parseExposition, valueOf } from "./support/prometheus.ts";
 import { freePort, startTestServer } from "./support/servers.ts";
+import { eventually } from "./support/wait.ts";
 
 // From Prometheus's documentation of the text exposition format.
 const DOC_EXAMPLE = String.raw`# HELP http_requests_total The total number of HTTP requests.
@@ -231,6 +232,52 @@ Deno.test("metrics: reloads by result, and seconds until the certificate expires
     valueOf(e, "denoserve_reloads_total", { result }) ?? 0;
   assert.equal(reloads(after, "ok") - reloads(before, "ok"), 1);
   assert.equal(reloads(after, "failed") - reloads(before, "failed"), 0);
+});
+
+Deno.test("metrics: open, accepted and timed-out connections of an HTTPS listener", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/a.txt": "A" });
+  const certs = await makeCerts(dir.path);
+  await using srv = await startTestServer({
+    ...monitoring({ metrics: {} }),
+    server: { handshake_timeout: 1 },
+    http: { static_dir: `${dir.path}/site` },
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+  });
+  using client = Deno.createHttpClient({ caCerts: [certs.caPem] });
+  const at = `${srv.url.replace("127.0.0.1", "localhost")}/metrics`;
+  const read = async () => parseExposition(await (await fetch(at, { client })).text());
+  const open = (e: Exposition) => valueOf(e, "denoserve_connections_open", {});
+  const accepted = (e: Exposition) => valueOf(e, "denoserve_connections_accepted_total", {});
+  const timedOut = (e: Exposition) =>
+    valueOf(e, "denoserve_connections_timed_out_total", { stage: "handshake" });
+  const before = await read();
+  // Three clients that finished their handshake and stay idle, one that never starts it.
+  const idle = await Promise.all([1, 2, 3].map(async () => {
+    const conn = await Deno.connectTls({
+      hostname: "localhost",
+      port: srv.server.addr.port,
+      caCerts: [certs.caPem],
+    });
+    await conn.handshake();
+    return conn;
+  }));
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port: srv.server.addr.port });
+  try {
+    const during = await read();
+    assert.equal(open(during)! - open(before)!, 4, "three idle clients and the silent one");
+    assert.equal(accepted(during)! - accepted(before)!, 4);
+    assert.ok(
+      await eventually(() => srv.server.connections.stats.timedOut.handshake > 0, 10_000),
+      "the silent client is closed by handshake_timeout",
+    );
+    const after = await read();
+    assert.equal(timedOut(after)! - timedOut(before)!, 1);
+    assert.equal(open(after)! - open(before)!, 3);
+  } finally {
+    for (const c of idle) c.close();
+    silent.close();
+  }
 });
 
 Deno.test("health: 200 while every pool has a backend up, 503 once one is down", async () => {

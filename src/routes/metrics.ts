@@ -48,6 +48,22 @@ const seriesFor = (kind: string): KindSeries => {
 };
 
 const reloads = { ok: 0, failed: 0 };
+
+/** What the connection layer counts (the server's `ConnectionStats`), read at scrape time. */
+export interface ConnectionCounts {
+  open: number;
+  accepted: number;
+  refused: { total: number; perIp: number };
+  timedOut: Record<string, number>;
+  acceptErrors: number;
+}
+const connectionSources = new Set<() => ConnectionCounts>();
+
+/** Adds a server's connection counts to the connection metrics; returns what removes them. */
+export function addConnectionSource(source: () => ConnectionCounts): () => void {
+  connectionSources.add(source);
+  return () => connectionSources.delete(source);
+}
 const backendSources = new Set<() => readonly RulePool[]>();
 const certificateSources = new Set<() => { file: string; notAfter: Date } | undefined>();
 
@@ -213,6 +229,43 @@ export function renderMetrics(now = Date.now()): string {
     "gauge",
     "Requests in flight to a reverse-proxy backend.",
     inFlight,
+  );
+  const sum = (pick: (c: ConnectionCounts) => number) => {
+    let n = 0;
+    for (const source of connectionSources) n += pick(source());
+    return n;
+  };
+  const counted = "connections of the listeners denoserve accepts itself (HTTPS, HTTP/3)";
+  family(out, "denoserve_connections_open", "gauge", `Open ${counted}.`, [
+    ["", {}, sum((c) => c.open)],
+  ]);
+  family(out, "denoserve_connections_accepted_total", "counter", `Accepted ${counted}.`, [
+    ["", {}, sum((c) => c.accepted)],
+  ]);
+  family(
+    out,
+    "denoserve_connections_refused_total",
+    "counter",
+    "Connections closed at once by server.max_connections (limit) or max_connections_per_ip.",
+    [
+      ["", { reason: "limit" }, sum((c) => c.refused.total - c.refused.perIp)],
+      ["", { reason: "per_ip" }, sum((c) => c.refused.perIp)],
+    ],
+  );
+  const stages = ["handshake", "header", "idle", "body"];
+  family(
+    out,
+    "denoserve_connections_timed_out_total",
+    "counter",
+    "Connections closed because a stage passed its server.*_timeout, by stage.",
+    stages.map((stage) => ["", { stage }, sum((c) => c.timedOut[stage] ?? 0)]),
+  );
+  family(
+    out,
+    "denoserve_accept_errors_total",
+    "counter",
+    "Accept calls that failed and were retried (out of file descriptors and the like).",
+    [["", {}, sum((c) => c.acceptErrors)]],
   );
   const certs: [string, Record<string, string>, number][] = [];
   for (const source of certificateSources) {

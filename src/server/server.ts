@@ -10,7 +10,7 @@ import { IpSet } from "../http/ip.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
-import { addCertificateSource } from "../routes/metrics.ts";
+import { addCertificateSource, addConnectionSource } from "../routes/metrics.ts";
 import { type RequestContext, splitUrl, type Upgrade, urlAuthority } from "../http/types.ts";
 import {
   describeMaterial,
@@ -520,6 +520,7 @@ export async function startServer(
   const removeCertificate = addCertificateSource(() =>
     gen.tls ? { file: gen.tls.certFile, notAfter: gen.tls.info.notAfter } : undefined
   );
+  const removeConnections = addConnectionSource(() => connections.stats);
 
   const server: RunningServer = {
     get addr() {
@@ -620,6 +621,7 @@ export async function startServer(
       await Promise.all([stopGen(gen, timeoutMs), ...retiring]);
       current.close();
       removeCertificate();
+      removeConnections();
       stopReporting?.();
       log.flush();
       stopped.resolve();
