@@ -79,6 +79,59 @@ Deno.test("TLS: handshake, idle and body timeouts close the connection; others a
   await served(port, certs);
 });
 
+Deno.test("HTTP/2: a request body that stops arriving is answered 408 by body_timeout; the connection's other streams go on", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  const certs = await makeCerts(dir.path);
+  await using backend = echoBackend();
+  await using srv = await startTestServer({
+    server: {
+      body_timeout: 1,
+      reverse_proxy: [{ path: "/api", host: "127.0.0.1", port: backend.port }],
+    },
+    http: { static_dir: `${dir.path}/site` },
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+  });
+  using client = Deno.createHttpClient({ caCerts: [certs.caPem] });
+  const base = `https://localhost:${srv.server.addr.port}`;
+  // The client's HTTP/2 connection, which the requests below share.
+  assert.equal(await (await fetch(`${base}/`, { client })).text(), "home");
+  const accepted = srv.server.connections.stats.accepted;
+  // One chunk, then nothing: the stream stays open, as a stalled upload does.
+  let stalled!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      stalled = c;
+      c.enqueue(enc.encode("hello"));
+    },
+  });
+  const upload = fetch(`${base}/api/upload`, {
+    client,
+    method: "POST",
+    body,
+    duplex: "half",
+  } as RequestInit);
+  // Meanwhile another stream of the same connection is answered.
+  const other = await fetch(`${base}/`, { client });
+  assert.equal(await other.text(), "home");
+  const answer = await upload;
+  assert.equal(answer.status, 408);
+  await answer.body?.cancel();
+  try {
+    stalled.close();
+  } catch { /* cancelled */ }
+  assert.equal(srv.server.connections.stats.timedOut.body, 1);
+  assert.equal(srv.server.connections.stats.accepted, accepted, "no new connection was needed");
+  const after = await fetch(`${base}/api/after`, { client, method: "POST", body: "x" });
+  assert.equal(after.status, 200, "the connection still serves");
+  await after.body?.cancel();
+  const upload408 = /"POST \/api\/upload[^"]*" 408/;
+  assert.ok(
+    await eventually(() => srv.log.lines.some((l) => upload408.test(l))),
+    srv.log.lines.join("\n"),
+  );
+});
+
 Deno.test("TLS: a request that is being answered is not cut by the idle timeout", async () => {
   await using dir = await tempDir();
   const { srv, certs, port } = await tlsServer(dir.path, { idle_timeout: 1 });

@@ -211,7 +211,7 @@ const Server = z.strictObject({
   idle_timeout: positive("a positive number of seconds").default(75),
   /**
    * Seconds a request body may send nothing before the request is given up and the connection
-   * closed (nginx's client_body_timeout).
+   * closed (nginx's client_body_timeout); over HTTP/2 the stream is answered 408 instead.
    */
   body_timeout: positive("a positive number of seconds").default(60),
   /**

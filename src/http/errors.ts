@@ -79,3 +79,19 @@ export function explainError(error: unknown, debug = false): string {
   }
   return String(error);
 }
+
+/** A request body that stopped arriving for longer than `server.body_timeout`. */
+export class BodyTimeout extends Error {
+  constructor(seconds: number) {
+    super(`the request body stopped arriving for ${seconds}s (server.body_timeout)`);
+  }
+}
+
+/**
+ * The status for a request whose body could not be read: 408 when it stopped arriving (nginx's
+ * `client_body_timeout`), else 400 (the client broke it off or sent it malformed).
+ */
+export function bodyFailureStatus(error: unknown): 400 | 408 {
+  for (let e = error; e instanceof Error; e = e.cause) if (e instanceof BodyTimeout) return 408;
+  return 400;
+}

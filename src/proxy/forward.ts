@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { bodyFailureStatus } from "../http/errors.ts";
 import type { Logger } from "../log/logger.ts";
 import type { ErrorResponder, Handler, RequestContext } from "../http/types.ts";
 import { clientHost, forwardHeaders, relocate } from "./forwarded_headers.ts";
@@ -133,9 +134,9 @@ export function createForwarder(options: ForwarderOptions): Handler {
     let payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
     try {
       payload = await readPayload(request);
-    } catch {
-      log.debug(`${where}: client went away while sending ${request.method} ${ctx.path}`);
-      return errorResponse(400, request);
+    } catch (e) {
+      log.debug(`${where}: ${request.method} ${ctx.path}: the request body failed: ${e}`);
+      return errorResponse(bodyFailureStatus(e), request);
     }
     let backend = pool.pick(request, ctx);
     const retryable = !(payload instanceof ReadableStream) && IDEMPOTENT.has(request.method);
@@ -156,7 +157,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
         }
         if (e instanceof ClientBodyError) {
           log.debug(`${where}: ${request.method} ${ctx.path}: ${describeError(e)}`);
-          return errorResponse(400, request);
+          return errorResponse(bodyFailureStatus(e), request);
         }
         const reason = describeError(e);
         if (e instanceof BrokenBodyError) {

@@ -16,6 +16,7 @@ import {
   TimeoutError,
 } from "./http1.ts";
 import type { ErrorResponder, RequestContext } from "../http/types.ts";
+import { bodyFailureStatus } from "../http/errors.ts";
 import type { Logger } from "../log/logger.ts";
 
 /** Backend origins whose connection pools are kept; the oldest is closed to make room. */
@@ -89,7 +90,8 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
       const late = e instanceof TimeoutError || (e instanceof ConnectError && e.timedOut);
       const what = `${request.method} ${ctx.path}`;
       const seconds = timeoutMs / 1000;
-      if (request.signal.aborted || e instanceof ClientBodyError) {
+      const bodyFailed = e instanceof ClientBodyError || bodyFailureStatus(e) === 408;
+      if (request.signal.aborted || bodyFailed) {
         options.log?.debug(`proxy_pass ${target.origin}: ${what}: ${describeError(e)}`, ctx);
       } else if (e instanceof TimeoutError) {
         options.log?.warn(
@@ -105,6 +107,7 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
       } else {
         options.log?.warn(`proxy_pass ${target.origin}: ${what}: ${describeError(e)}`, ctx);
       }
+      if (bodyFailed) return options.errorResponse(bodyFailureStatus(e), request);
       return options.errorResponse(late ? 504 : 502, request);
     }
     return new Response(answer.body, {

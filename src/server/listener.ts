@@ -30,6 +30,7 @@
  *
  * @module
  */
+import { BodyTimeout } from "../http/errors.ts";
 import type { IpSet } from "../http/ip.ts";
 import type { Logger } from "../log/logger.ts";
 import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
@@ -352,6 +353,53 @@ async function writeAll(to: Deno.Conn, bytes: Uint8Array) {
   while (off < bytes.length) off += await to.write(bytes.subarray(off));
 }
 
+/**
+ * `request` with its body on the body clock: when no part of it arrives for `ms`, reading it
+ * fails with a {@link BodyTimeout} (the handler answers 408) and it counts as a body timeout.
+ * For HTTP/2, where a stream stopping cannot close the connection its neighbours share.
+ */
+function timedBody(request: Request, table: Connections, ms: number): Request {
+  const reader = request.body!.getReader();
+  const clock: Timed = {
+    deadline: table.now + ms,
+    stage: "body",
+    expire() {
+      body.error(new BodyTimeout(ms / 1000));
+      reader.cancel().catch(() => {});
+      table.unwatch(clock);
+      return undefined;
+    },
+  };
+  let body!: ReadableStreamDefaultController<Uint8Array>;
+  table.watch(clock);
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      body = controller;
+    },
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (clock.deadline === 0) return; // expired meanwhile: already errored
+        if (done) {
+          table.unwatch(clock);
+          controller.close();
+        } else {
+          clock.deadline = table.now + ms;
+          controller.enqueue(value);
+        }
+      } catch (e) {
+        table.unwatch(clock);
+        controller.error(e);
+      }
+    },
+    cancel(reason) {
+      table.unwatch(clock);
+      return reader.cancel(reason);
+    },
+  });
+  return new Request(request, { body: stream, duplex: "half" } as RequestInit);
+}
+
 /** One accepted TLS connection from accept to close. */
 class Connection implements Timed {
   deadline = 0;
@@ -445,7 +493,11 @@ class Connection implements Timed {
         info.completed.finally(() => {
           if (--this.inFlight === 0 && !this.ended) this.arm("idle");
         });
-        return handler(request, exchange);
+        const ms = this.table.timeouts.body;
+        return handler(
+          request.body && ms > 0 ? timedBody(request, this.table, ms) : request,
+          exchange,
+        );
       },
       onError,
       () => {},
