@@ -186,8 +186,8 @@ interface Server {
   process: Deno.ChildProcess;
   /** A second instance with access logging on, or with two workers, for those workloads. */
   variant?: Variant;
-  /** For the bare Deno.serve ceiling: the one workload it answers. */
-  ceilingOf?: string;
+  /** For the bare Deno.serve ceilings: the workloads it answers. */
+  ceilingOf?: string[];
   /** A Node static server from npm: the static workloads only. */
   peer?: boolean;
 }
@@ -439,6 +439,12 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, .
   if (reads) seen += request.url.length + request.method.length + (request.headers.get("if-none-match") ?? "").length;
   return answer.clone();
 });
+// As denoserve does: TCP_NODELAY on the TLS listener, which accepted sockets inherit (Deno.serve
+// leaves Nagle on there), so that the ceiling is not held back by delayed ACKs.
+if (Deno.args[2] === "tls") {
+  const { setListenerNoDelay } = await import("${ROOT}/src/server/sockets.ts");
+  setListenerNoDelay(Number(Deno.args[0]));
+}
 `,
   );
   for (const [workload, size] of [["1 KiB file", 1024], ["100 KiB file", 100 * 1024]] as const) {
@@ -447,7 +453,7 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, .
       name: "bare Deno.serve",
       http: port,
       process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(port), String(size)]),
-      ceilingOf: workload,
+      ceilingOf: [workload],
     });
   }
   // The same reading the request as any file server must: a floor for the per-request cost.
@@ -456,7 +462,7 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, .
     name: "bare Deno.serve + request reads",
     http: readsPort,
     process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(readsPort), "1024", "reads"]),
-    ceilingOf: "1 KiB file",
+    ceilingOf: ["1 KiB file"],
   });
   // The runtime's own client as a proxy: a floor for what a proxy written on it costs.
   const proxyPort = await freePort();
@@ -473,7 +479,7 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, .
       "proxy",
       String(BACKEND),
     ]),
-    ceilingOf: "reverse proxy 1 KiB",
+    ceilingOf: ["reverse proxy 1 KiB"],
   });
   // New TLS handshakes: the runtime's own TLS with the same certificate.
   const tlsPort = await freePort();
@@ -482,7 +488,7 @@ Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, .
     http: tlsPort,
     https: tlsPort,
     process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(tlsPort), "1024", "tls"]),
-    ceilingOf: HANDSHAKES,
+    ceilingOf: [HANDSHAKES, HTTPS_KEEPALIVE, HTTP2],
   });
 
   for (const s of servers) {
@@ -618,16 +624,18 @@ const tls = (path: string, extra: string[] = []) => (s: Server) => {
 };
 
 const HANDSHAKES = "TLS handshakes (Connection: close)";
+const HTTPS_KEEPALIVE = "HTTPS 1 KiB keep-alive";
+const HTTP2 = "HTTP/2 1 KiB (h2load)";
 
 const WORKLOADS: Workload[] = [
   { name: "1 KiB file", run: plain("/1k.html"), static: true },
   { name: "100 KiB file", run: plain("/100k.bin"), static: true },
   { name: "10 MiB file", run: plain("/10m.bin"), static: true },
   { name: "404", run: plain("/missing.html"), static: true },
-  { name: "HTTPS 1 KiB keep-alive", run: tls("/1k.html") },
+  { name: HTTPS_KEEPALIVE, run: tls("/1k.html") },
   { name: HANDSHAKES, run: tls("/1k.html", ["-H", "Connection: close"]) },
   {
-    name: "HTTP/2 1 KiB (h2load)",
+    name: HTTP2,
     run: (s) => {
       const port = s.name === "denoserve-tls" ? s.http : s.name === "denoserve" ? 0 : s.https;
       return port ? () => h2load(`https://127.0.0.1:${port}/1k.html`) : undefined;
@@ -966,7 +974,7 @@ async function main() {
       if (args.values.only && !w.name.includes(args.values.only)) continue;
       const targets = servers.filter((s) =>
         s.variant === w.variant && w.run(s) !== undefined &&
-        (s.ceilingOf === undefined || s.ceilingOf === w.name) && (!s.peer || w.static)
+        (s.ceilingOf === undefined || s.ceilingOf.includes(w.name)) && (!s.peer || w.static)
       );
       const results = new Map<Server, Result[]>(targets.map((s) => [s, []]));
       // Rounds alternate between the servers, so that a slow spell of the machine falls on all.
@@ -1074,7 +1082,9 @@ server that also reads the URL, the method and one header (what any file server 
     fmt(ratios["1 KiB file"]?.reads ?? NaN, 2)
   }×; new TLS handshakes against a bare \`Deno.serve\` with TLS: ${
     fmt(ratios[HANDSHAKES]?.bare ?? NaN, 2)
-  }×; the reverse proxy against a bare \`Deno.serve\` passing each request to the backend with the
+  }×, HTTPS kept alive ${fmt(ratios[HTTPS_KEEPALIVE]?.bare ?? NaN, 2)}× and HTTP/2 ${
+    fmt(ratios[HTTP2]?.bare ?? NaN, 2)
+  }× against the same; the reverse proxy against a bare \`Deno.serve\` passing each request to the backend with the
 runtime's \`fetch\`: ${fmt(ratios["reverse proxy 1 KiB"]?.bare ?? NaN, 2)}×.
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
 ${
