@@ -177,7 +177,7 @@ async function makeCerts(dir: string) {
 
 // ---------------------------------------------------------------- servers
 
-type Variant = "log" | "2 workers" | "h3";
+type Variant = "log" | "2 workers" | "h3" | "features";
 
 interface Server {
   name: string;
@@ -281,7 +281,9 @@ http {
     access: boolean,
     workers: string,
     http3 = false,
-  ) => `
+    extensions = "",
+  ) =>
+    `${extensions}
 server:
   host: 127.0.0.1
   port: ${port}
@@ -308,8 +310,12 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     access: boolean,
     workers = args.values.workers,
     http3 = false,
+    extensions = "",
   ) => {
-    await Deno.writeTextFile(`${WORK}/${name}.yaml`, dsConf(port, https, access, workers, http3));
+    await Deno.writeTextFile(
+      `${WORK}/${name}.yaml`,
+      dsConf(port, https, access, workers, http3, extensions),
+    );
     const p = spawn(
       [
         DENO,
@@ -357,6 +363,25 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     process: await denoserve("denoserve-h3", dsH3Port, true, false, "1", true),
     variant: "h3",
   });
+
+  // One extension feature on at a time, against the same server with none, in the same rounds.
+  for (const [name, extensions] of FEATURES) {
+    const port = await freePort();
+    servers.push({
+      name,
+      http: port,
+      process: await denoserve(
+        name.replaceAll(" ", "-").replace("+", ""),
+        port,
+        false,
+        false,
+        "1",
+        false,
+        extensions,
+      ),
+      variant: "features",
+    });
+  }
 
   const VARIANTS: (Variant | undefined)[] = [undefined, "log", "2 workers"];
   // nginx
@@ -623,6 +648,27 @@ const tls = (path: string, extra: string[] = []) => (s: Server) => {
   return () => wrk(`https://127.0.0.1:${s.https}${path}`, extra);
 };
 
+/**
+ * The extension features whose cost issue targets name (each ≤ 10% of the 1 KiB rate), one
+ * denoserve each, beside one with no extension: name → the `extensions:` of its config.
+ */
+const FEATURES: readonly (readonly [string, string])[] = [
+  ["denoserve, no extension", ""],
+  [
+    "denoserve + metrics",
+    "version: 2\nextensions:\n  - type: monitoring\n    config:\n      metrics: { enabled: true }\n",
+  ],
+  [
+    "denoserve + rate limiting",
+    "version: 2\nextensions:\n  - type: security\n    config:\n      rate_limiting:\n" +
+    "        { enabled: true, requests_per_minute: 600000000, burst: 600000000 }\n",
+  ],
+  [
+    "denoserve + security headers",
+    "version: 2\nextensions:\n  - type: security\n    config:\n      security_headers: { enabled: true }\n",
+  ],
+];
+const FEATURES_WORKLOAD = "1 KiB file, extension features";
 const HANDSHAKES = "TLS handshakes (Connection: close)";
 const HTTPS_KEEPALIVE = "HTTPS 1 KiB keep-alive";
 const HTTP2 = "HTTP/2 1 KiB (h2load)";
@@ -644,6 +690,7 @@ const WORKLOADS: Workload[] = [
   { name: "reverse proxy 1 KiB", run: plain("/proxy/x") },
   { name: "1 KiB file, access log on", run: plain("/1k.html"), variant: "log" },
   { name: "1 KiB file, 2 workers", run: plain("/1k.html", ["-t2"]), variant: "2 workers" },
+  { name: FEATURES_WORKLOAD, run: plain("/1k.html"), variant: "features" },
 ];
 
 function median(xs: number[]): number {
@@ -965,6 +1012,7 @@ async function main() {
   const rows: string[] = [];
   let connectionRows: string[] = [];
   let http3Rows: string[] = [];
+  let featureRates = new Map<string, number>();
   const ratios: Record<
     string,
     { nginx: number; caddy: number; bare?: number; reads?: number }
@@ -997,6 +1045,9 @@ async function main() {
           }];
         }),
       );
+      if (w.name === FEATURES_WORKLOAD) {
+        featureRates = new Map([...summary].map(([name, r]) => [name, r.rps]));
+      }
       const ds = summary.get("denoserve")?.rps ?? NaN;
       const ratio = (other: string, of = ds) => of / (summary.get(other)?.rps ?? NaN);
       ratios[w.name] = {
@@ -1048,6 +1099,16 @@ async function main() {
     ...PEERS.map((p) => p.pkg),
   ];
   const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1];
+  const none = featureRates.get(FEATURES[0][0]) ?? NaN;
+  const featureLine = featureRates.size === 0
+    ? ""
+    : `Extension features on, each against ${
+      FEATURES[0][0]
+    } in the same rounds (${FEATURES_WORKLOAD}): ${
+      FEATURES.slice(1).map(([name]) =>
+        `${name.replace("denoserve + ", "")} ${fmt((featureRates.get(name) ?? NaN) / none, 2)}×`
+      ).join(", ")
+    }.`;
   const report = `# Benchmark results
 
 Date: ${new Date().toISOString()}
@@ -1086,6 +1147,7 @@ server that also reads the URL, the method and one header (what any file server 
     fmt(ratios[HTTP2]?.bare ?? NaN, 2)
   }× against the same; the reverse proxy against a bare \`Deno.serve\` passing each request to the backend with the
 runtime's \`fetch\`: ${fmt(ratios["reverse proxy 1 KiB"]?.bare ?? NaN, 2)}×.
+${featureLine}
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
 ${
     connectionRows.length === 0 ? "" : `
