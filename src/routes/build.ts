@@ -42,7 +42,7 @@ import { createProxyForward } from "../proxy/proxy_pass.ts";
 import { withErrorGuard } from "./guard.ts";
 import { withHostRequired } from "./host.ts";
 import { withHsts } from "./hsts.ts";
-import { clientAddress } from "./client_address.ts";
+import { clientAddress, clientKey } from "./client_address.ts";
 import { createHealthRoute } from "./health.ts";
 import { withIpFilter } from "./ip_filter.ts";
 import { withRateLimit } from "./rate_limit.ts";
@@ -157,7 +157,8 @@ export function buildApp(config: Config, log: Logger): App {
   if (security?.rate_limiting) {
     const rl = security.rate_limiting;
     const redis = rl.enabled && rl.backend === "redis" ? linkTo(rl.url) : undefined;
-    handle = withRateLimit(rl, { client, errorResponse, redis })(handle);
+    const key = clientKey(security?.trusted_proxies ?? []);
+    handle = withRateLimit(rl, { key, errorResponse, redis })(handle);
   }
   handle = withHostRequired(errorResponse)(handle);
   if (security?.ip_filtering) {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { type IpAddress, IpSet, parseIp } from "../http/ip.ts";
+import { type IpAddress, ipKey, IpSet, parseIp } from "../http/ip.ts";
 import type { RequestContext } from "../http/types.ts";
 
 /** Finds a request's client address; undefined when none parses. */
@@ -31,5 +31,24 @@ export function clientAddress(trustedProxies: readonly string[]): ClientAddress 
       if (!trusted.has(hop)) break;
     }
     return found;
+  };
+}
+
+/** The canonical text of a request's client address ("?" when none parses), a rate-limit key. */
+export type ClientKey = (request: Request, ctx: RequestContext) => string;
+
+/** {@link ClientKey} for `trustedProxies`, as {@link clientAddress} finds the address. */
+export function clientKey(trustedProxies: readonly string[]): ClientKey {
+  const client = clientAddress(trustedProxies);
+  const parsed: ClientKey = (request, ctx) => {
+    const ip = client(request, ctx);
+    return ip ? ipKey(ip) : "?";
+  };
+  if (new IpSet(trustedProxies).size > 0) return parsed;
+  // The socket's own address: an IPv4 one as the runtime writes it is already canonical, so the
+  // common case needs no parsing.
+  return (request, ctx) => {
+    const host = ctx.remote.hostname;
+    return host.includes(":") ? parsed(request, ctx) : host;
   };
 }

@@ -5,10 +5,9 @@
  * @module
  */
 import type { RateLimiting } from "../config/schema.ts";
-import { ipKey } from "../http/ip.ts";
 import type { ErrorResponder, Handler, RequestContext, Wrapper } from "../http/types.ts";
 import { underPrefix } from "../http/types.ts";
-import type { ClientAddress } from "./client_address.ts";
+import type { ClientKey } from "./client_address.ts";
 import type { RedisLink } from "../redis/link.ts";
 import {
   type BucketLimit,
@@ -52,7 +51,8 @@ async function takeShared(link: RedisLink, key: string, limit: BucketLimit): Pro
 
 /** Options of {@link withRateLimit}. */
 export interface RateLimitOptions {
-  client: ClientAddress;
+  /** The client's key: its address, canonical (see {@link clientKey}). */
+  key: ClientKey;
   errorResponse: ErrorResponder;
   /** Milliseconds, for tests. @default performance.now */
   now?: () => number;
@@ -78,7 +78,7 @@ export function withRateLimit(config: RateLimiting, options: RateLimitOptions): 
       .sort((a, b) => b.prefix.length - a.prefix.length);
     const site: BucketLimit = { perMinute: config.requests_per_minute, burst: config.burst };
     const buckets = new TokenBuckets(config.max_clients, options.now);
-    const { client, errorResponse } = options;
+    const { key: keyOf, errorResponse } = options;
     const shared = config.backend === "redis" ? options.redis : undefined;
     const answer = (request: Request, ctx: RequestContext, limit: BucketLimit, taken: Taken) => {
       if (taken.allowed) return next(request, ctx);
@@ -91,8 +91,7 @@ export function withRateLimit(config: RateLimiting, options: RateLimitOptions): 
       });
     };
     return (request, ctx) => {
-      const ip = client(request, ctx);
-      const address = ip ? ipKey(ip) : "?";
+      const address = keyOf(request, ctx);
       const rule = rules.find((r) => underPrefix(ctx.path, r.prefix));
       const limit = rule?.limit ?? site;
       const key = rule ? `${rule.prefix} ${address}` : address;

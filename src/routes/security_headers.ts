@@ -19,8 +19,15 @@ export function withSecurityHeaders(config: SecurityHeaders): Wrapper {
     if (!config.enabled || pairs.length === 0) return next;
     const add = (response: Response): Response => {
       if (response.status === 101) return response;
-      const missing = pairs.filter(([name]) => !response.headers.has(name));
-      return setHeaders(response, missing);
+      const headers = response.headers;
+      try {
+        // A name found missing is appended: set would search the list for it a second time.
+        for (const [name, value] of pairs) if (!headers.has(name)) headers.append(name, value);
+        return response;
+      } catch (e) {
+        if (!(e instanceof TypeError)) throw e; // immutable headers (a fetch answer): a copy
+        return setHeaders(response, pairs.filter(([name]) => !headers.has(name)));
+      }
     };
     return (request, ctx) => {
       const response = next(request, ctx);

@@ -64,7 +64,11 @@ export class TokenBuckets {
     }
     const allowed = tokens >= 1;
     if (allowed) tokens -= 1;
-    this.#buckets.set(key, { tokens, at: now });
+    if (old) {
+      old.tokens = tokens;
+      old.at = now;
+      this.#buckets.set(key, old);
+    } else this.#buckets.set(key, { tokens, at: now });
     return {
       allowed,
       remaining: Math.floor(tokens),
