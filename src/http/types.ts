@@ -98,3 +98,15 @@ export function underPrefix(path: string, prefix: string): boolean {
   return path.startsWith(prefix) &&
     (path.length === prefix.length || path[prefix.length] === "/" || prefix.endsWith("/"));
 }
+
+/** Counts of what the connection layer did, for `-d` and the metrics. */
+export interface ConnectionStats {
+  open: number;
+  accepted: number;
+  /** Closed at once because `max_connections` or `max_connections_per_ip` was reached. */
+  refused: { total: number; perIp: number };
+  /** Closed because a stage (`handshake`, `header`, `idle`, `body`) took too long. */
+  timedOut: { handshake: number; header: number; idle: number; body: number };
+  /** Accept calls that failed (EMFILE and the like) and were retried. */
+  acceptErrors: number;
+}

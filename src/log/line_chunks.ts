@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { concatBytes } from "../http/bytes.ts";
 
 /** Bytes per chunk; a full chunk is the sinks' cue to write without waiting for their timer. */
 export const CHUNK_BYTES = 64 * 1024;
@@ -41,14 +42,7 @@ export class LineChunks {
     this.#seal();
     const parts = this.#sealed;
     this.#sealed = [];
-    if (parts.length === 1) return parts[0];
-    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      all.set(p, at);
-      at += p.length;
-    }
-    return all;
+    return concatBytes(parts);
   }
 
   #seal() {

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { concatBytes } from "../http/bytes.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /** Longest handshake answer accepted. */
@@ -365,16 +366,7 @@ class Socket implements BackendSocket {
       parts.push(payload);
       size += length;
       if (!fin) continue;
-      let message: Uint8Array;
-      if (parts.length === 1) message = parts[0];
-      else {
-        message = new Uint8Array(size);
-        let at = 0;
-        for (const p of parts) {
-          message.set(p, at);
-          at += p.length;
-        }
-      }
+      const message = concatBytes(parts);
       const isText = kind === 1;
       parts = [];
       size = 0;

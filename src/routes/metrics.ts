@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Handler, RequestContext, Route, Wrapper } from "../http/types.ts";
+import type { ConnectionStats, Handler, RequestContext, Route, Wrapper } from "../http/types.ts";
 import { backendUp } from "../proxy/pool.ts";
 import type { RulePool } from "../proxy/proxy.ts";
 
@@ -49,18 +49,10 @@ const seriesFor = (kind: string): KindSeries => {
 
 const reloads = { ok: 0, failed: 0 };
 
-/** What the connection layer counts (the server's `ConnectionStats`), read at scrape time. */
-export interface ConnectionCounts {
-  open: number;
-  accepted: number;
-  refused: { total: number; perIp: number };
-  timedOut: Record<string, number>;
-  acceptErrors: number;
-}
-const connectionSources = new Set<() => ConnectionCounts>();
+const connectionSources = new Set<() => ConnectionStats>();
 
 /** Adds a server's connection counts to the connection metrics; returns what removes them. */
-export function addConnectionSource(source: () => ConnectionCounts): () => void {
+export function addConnectionSource(source: () => ConnectionStats): () => void {
   connectionSources.add(source);
   return () => connectionSources.delete(source);
 }
@@ -234,7 +226,7 @@ export function renderMetrics(now = Date.now()): string {
     "Requests in flight to a reverse-proxy backend.",
     inFlight,
   );
-  const sum = (pick: (c: ConnectionCounts) => number) => {
+  const sum = (pick: (c: ConnectionStats) => number) => {
     let n = 0;
     for (const source of connectionSources) n += pick(source());
     return n;
@@ -256,13 +248,13 @@ export function renderMetrics(now = Date.now()): string {
       ["", { reason: "per_ip" }, sum((c) => c.refused.perIp)],
     ],
   );
-  const stages = ["handshake", "header", "idle", "body"];
+  const stages = ["handshake", "header", "idle", "body"] as const;
   family(
     out,
     "denoserve_connections_timed_out_total",
     "counter",
     "Connections closed because a stage passed its server.*_timeout, by stage.",
-    stages.map((stage) => ["", { stage }, sum((c) => c.timedOut[stage] ?? 0)]),
+    stages.map((stage) => ["", { stage }, sum((c) => c.timedOut[stage])]),
   );
   family(
     out,

@@ -31,6 +31,7 @@
  * @module
  */
 import { BodyTimeout } from "../http/errors.ts";
+import type { ConnectionStats } from "../http/types.ts";
 import type { IpSet } from "../http/ip.ts";
 import type { Logger } from "../log/logger.ts";
 import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
@@ -87,17 +88,7 @@ export interface Timeouts {
 
 type Stage = keyof Timeouts;
 
-/** Counts of what the connection layer did, for `-d` and the metrics. */
-export interface ConnectionStats {
-  open: number;
-  accepted: number;
-  /** Closed at once because `max_connections` or `max_connections_per_ip` was reached. */
-  refused: { total: number; perIp: number };
-  /** Closed because a stage took too long. */
-  timedOut: Record<Stage, number>;
-  /** Accept calls that failed (EMFILE and the like) and were retried. */
-  acceptErrors: number;
-}
+export type { ConnectionStats };
 
 /**
  * The connections of one server across all its listeners and reloads: the limits they share,
@@ -600,14 +591,43 @@ interface Relay {
 }
 
 /**
+ * How one of our accept loops ends: stopped on purpose (`stopping`, then `done`), or lost, when
+ * an accept fails for good or the inner server stops: `finished` then rejects with why.
+ */
+class ListenerEnd {
+  stopping = false;
+  /** Listeners closed on purpose (shutdown, a certificate swap): their accept loops just end. */
+  readonly retired = new WeakSet<object>();
+  readonly #ended = Promise.withResolvers<void>();
+  readonly finished = this.#ended.promise;
+
+  constructor() {
+    this.finished.catch(() => {});
+  }
+
+  readonly lost = (reason: unknown) => {
+    if (!this.stopping) this.#ended.reject(reason ?? new Error("the listener closed"));
+  };
+
+  /** Closes `listener` on purpose. */
+  retire(listener: Deno.Listener) {
+    this.retired.add(listener);
+    close(listener);
+  }
+
+  done() {
+    this.#ended.resolve();
+  }
+}
+
+/**
  * Accepts connections from `from` and hands each to `take`, until the listener is retired
  * (closed on purpose) or fails for good (then `lost`). An accept error that leaves the listener
  * usable is told to `failed` and retried after a back-off.
  */
 async function acceptEach<C extends Deno.Conn>(
   from: Deno.Listener<C>,
-  retired: WeakSet<object>,
-  lost: (reason: unknown) => void,
+  end: ListenerEnd,
   failed: (e: unknown) => void,
   take: (conn: C) => void,
 ) {
@@ -617,9 +637,9 @@ async function acceptEach<C extends Deno.Conn>(
       conn = await from.accept();
       backoff = 5;
     } catch (e) {
-      if (retired.has(from)) return;
+      if (end.retired.has(from)) return;
       if (clientGone(e)) continue;
-      if (!passing(e)) return lost(e);
+      if (!passing(e)) return end.lost(e);
       failed(e);
       await sleep(backoff);
       backoff = Math.min(backoff * 2, 100);
@@ -646,27 +666,25 @@ function listenPlain(options: ListenOptions, handler: ExchangeHandler): Listenin
   let server = serve(options.port);
   const addr = server.addr;
   madeUp = `localhost:${addr.port}`;
-  let stopping = false;
-  const ended = Promise.withResolvers<void>();
-  ended.promise.catch(() => {});
+  const end = new ListenerEnd();
   const failed = acceptFailures(addr, log, options.connections);
   // Deno.serve's accept loop ends at its first accept error. What could pass (EMFILE) opens
   // the port again after a back-off; anything else is the end of the listener.
   const watch = (s: Deno.HttpServer<Deno.NetAddr>): void => {
     s.finished.then(
-      () => stopping || ended.reject(new Error("it closed")),
+      () => end.lost(new Error("it closed")),
       async (e) => {
-        if (stopping) return;
-        if (!passing(e) && !passing((e as Error)?.cause)) return ended.reject(e);
+        if (end.stopping) return;
+        if (!passing(e) && !passing((e as Error)?.cause)) return end.lost(e);
         failed(e);
         await s.shutdown().catch(() => {});
-        for (let backoff = 5; !stopping; backoff = Math.min(backoff * 2, 100)) {
+        for (let backoff = 5; !end.stopping; backoff = Math.min(backoff * 2, 100)) {
           await sleep(backoff);
           try {
             server = serve(addr.port);
             return watch(server);
           } catch (again) {
-            if (!passing(again)) return ended.reject(again);
+            if (!passing(again)) return end.lost(again);
             failed(again);
           }
         }
@@ -676,11 +694,11 @@ function listenPlain(options: ListenOptions, handler: ExchangeHandler): Listenin
   watch(server);
   return {
     addr,
-    finished: ended.promise,
+    finished: end.finished,
     async shutdown() {
-      stopping = true;
+      end.stopping = true;
       await server.shutdown().catch(() => {});
-      ended.resolve();
+      end.done();
     },
   };
 }
@@ -733,22 +751,14 @@ function listenTls(
   const serving = new Set<Promise<void>>();
   const failed = acceptFailures(addr, log, table);
 
-  // Listeners this code closed on purpose (shutdown, a certificate swap); any other end of an
-  // accept loop, or of the inner server, means the listener is gone.
-  const retired = new WeakSet<object>();
-  let stopping = false;
-  const ended = Promise.withResolvers<void>();
-  ended.promise.catch(() => {});
-  const lost = (reason: unknown) => {
-    if (!stopping) ended.reject(reason ?? new Error("the listener closed"));
-  };
-  inner.finished.then(() => lost(new Error("the inner HTTP server stopped")), lost);
+  const end = new ListenerEnd();
+  inner.finished.then(() => end.lost(new Error("the inner HTTP server stopped")), end.lost);
 
   const behind = options.behind;
   const accept = (from: Deno.TlsListener) =>
-    acceptEach(from, retired, lost, failed, (conn) => {
+    acceptEach(from, end, failed, (conn) => {
       // Relays of a PROXY protocol front were counted there, under the client's address.
-      if (stopping || (!behind && !table.admit((conn.remoteAddr as Deno.NetAddr).hostname))) {
+      if (end.stopping || (!behind && !table.admit((conn.remoteAddr as Deno.NetAddr).hostname))) {
         close(conn);
         table.shutDownLater(conn);
         return;
@@ -770,20 +780,18 @@ function listenTls(
       const old = listener;
       listener = next;
       accepting.add(accept(next));
-      retired.add(old);
-      close(old);
+      end.retire(old);
     },
-    finished: ended.promise,
+    finished: end.finished,
     async shutdown() {
-      stopping = true;
-      retired.add(listener);
-      close(listener);
+      end.stopping = true;
+      end.retire(listener);
       await Promise.all(accepting);
       // The inner server finishes in-flight requests and closes idle connections; each relay
       // then sees its inner side end and closes the client's connection.
       await Promise.all([inner.shutdown(), ...[...live].map((c) => c.drain())]);
       await Promise.all(serving);
-      ended.resolve();
+      end.done();
     },
   };
 }
@@ -955,17 +963,11 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
   const failed = acceptFailures(addr, log, table);
   const live = new Set<ProxiedConnection>();
   const serving = new Set<Promise<void>>();
-  const retired = new WeakSet<object>();
-  let stopping = false;
-  const ended = Promise.withResolvers<void>();
-  ended.promise.catch(() => {});
-  const lost = (reason: unknown) => {
-    if (!stopping) ended.reject(reason ?? new Error("the listener closed"));
-  };
-  inner.finished.then(() => lost(new Error("the inner listener stopped")), lost);
+  const end = new ListenerEnd();
+  inner.finished.then(() => end.lost(new Error("the inner listener stopped")), end.lost);
 
-  const accepting = acceptEach(listener, retired, lost, failed, (conn) => {
-    if (stopping) return close(conn);
+  const accepting = acceptEach(listener, end, failed, (conn) => {
+    if (end.stopping) return close(conn);
     if (!from.has(conn.remoteAddr.hostname)) {
       close(conn);
       return refused(conn.remoteAddr, "its address is not in server.proxy_protocol_from");
@@ -986,18 +988,17 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
     ...(inner.replaceCertificate
       ? { replaceCertificate: (cert: string, key: string) => inner.replaceCertificate!(cert, key) }
       : {}),
-    finished: ended.promise,
+    finished: end.finished,
     async shutdown() {
-      stopping = true;
-      retired.add(listener);
-      close(listener);
+      end.stopping = true;
+      end.retire(listener);
       await accepting;
       // Connections still without a header are closed; relays end when the inner listener,
       // stopping gracefully, closes their other side.
       for (const c of live) if (!c.relaying) c.close();
       await inner.shutdown();
       await Promise.all(serving);
-      ended.resolve();
+      end.done();
     },
   };
 }

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { concatBytes } from "../http/bytes.ts";
 
 /** Longest request head followed; a longer one is passed on as it is. */
 const MAX_HEAD = 64 * 1024;
@@ -264,14 +265,6 @@ export class RequestHeads {
   }
 
   #joinHeld(): Uint8Array {
-    const parts = this.#release();
-    if (parts.length === 1) return parts[0];
-    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      all.set(p, off);
-      off += p.length;
-    }
-    return all;
+    return concatBytes(this.#release());
   }
 }
