@@ -9,6 +9,8 @@ import denoJson from "../deno.json" with { type: "json" };
 import { ENV_NAMES } from "../src/config/load.ts";
 import { runCli, spawnCli } from "./support/cli.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
+import { makeCerts } from "./support/certs.ts";
+import { freePort } from "./support/servers.ts";
 
 const ENV = `--allow-env=${ENV_ALLOWED.join(",")}`;
 const NET = "--allow-net=127.0.0.1";
@@ -143,6 +145,26 @@ Deno.test("no network permission: one line naming --allow-net=<host:port>", asyn
   });
   assert.equal(r.code, 1);
   assertOneLine(r.stderr, "cannot listen", "--allow-net=127.0.0.1:0");
+});
+
+Deno.test("HTTPS with only its own address: one line naming --allow-net=127.0.0.1 for the inner server", async () => {
+  await using dir = await site();
+  const certs = await makeCerts(dir.path);
+  const port = freePort();
+  await Deno.writeTextFile(
+    `${dir.path}/config.yaml`,
+    `server:\n  host: 127.0.0.1\n  port: ${port}\nssl:\n  enabled: true\n` +
+      `  cert_file: ${certs.cert}\n  key_file: ${certs.key}\n`,
+  );
+  const r = await runCli(["-c", `${dir.path}/config.yaml`], {
+    permissions: ["--no-prompt", ENV, `--allow-read=${dir.path}`, `--allow-net=127.0.0.1:${port}`],
+  });
+  assert.equal(r.code, 1);
+  assertOneLine(
+    r.stderr,
+    "cannot listen",
+    "run with --allow-net=127.0.0.1 beside your own address",
+  );
 });
 
 Deno.test("no environment permission: one line naming the whole --allow-env list", async () => {

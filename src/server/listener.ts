@@ -30,7 +30,7 @@
  *
  * @module
  */
-import { BodyTimeout } from "../http/errors.ts";
+import { BodyTimeout, INNER_HOST } from "../http/errors.ts";
 import type { ConnectionStats } from "../http/types.ts";
 import type { IpSet } from "../http/ip.ts";
 import type { Logger } from "../log/logger.ts";
@@ -502,7 +502,7 @@ class Connection implements Timed {
    * open, and a request that is not HTTP/1.x on a connection ALPN made HTTP/1.1 ends it.
    */
   private async relay(to: Relay) {
-    const up = this.up = await Deno.connect({ hostname: "127.0.0.1", port: to.port });
+    const up = this.up = await Deno.connect({ hostname: INNER_HOST, port: to.port });
     up.setNoDelay(true);
     const port = up.localAddr.port;
     to.clients.set(port, this);
@@ -718,7 +718,7 @@ function listenTls(
   const relay: Relay = { port: 0, clients: new Map() };
   let madeUp = "";
   const inner = Deno.serve({
-    hostname: "127.0.0.1",
+    hostname: INNER_HOST,
     port: 0,
     onListen() {},
     onError: options.onError,
@@ -872,7 +872,7 @@ class ProxiedConnection implements Timed {
         if (!table.admit(source.hostname)) return;
         admitted = source.hostname;
       }
-      const up = this.up = await Deno.connect({ hostname: "127.0.0.1", port });
+      const up = this.up = await Deno.connect({ hostname: INNER_HOST, port });
       if (this.ended) return;
       up.setNoDelay(true);
       const local = up.localAddr.port;
@@ -929,7 +929,7 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
   const clients: ProxiedClients = new Map();
   const innerOptions: ListenOptions = {
     ...options,
-    hostname: "127.0.0.1",
+    hostname: INNER_HOST,
     port: 0,
     proxyProtocol: undefined,
     behind: clients,
