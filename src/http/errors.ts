@@ -36,9 +36,6 @@ export function permissionProblem(error: unknown): PermissionProblem | undefined
   return m ? { kind: m[1], target: m[2] } : undefined;
 }
 
-/** Where the inner servers of the HTTPS and PROXY protocol listeners listen, on a port of 0. */
-export const INNER_HOST = "127.0.0.1";
-
 /**
  * How to grant `kind` access to `target`: the flag to add to `deno run`, or, in the compiled
  * binary (whose permissions are fixed when it is built), what to do instead.
@@ -54,10 +51,6 @@ export function permissionHint(kind: string, target: string): string {
           `use a name starting with DENOSERVE_ instead of ${target}`;
     }
     return `run with --allow-env=${flag}`;
-  }
-  if (kind === "net" && target === `${INNER_HOST}:0` && !Deno.build.standalone) {
-    return `run with --allow-net=${INNER_HOST} beside your own address: HTTPS and the PROXY ` +
-      "protocol hand connections to an inner server on a loopback port the system picks";
   }
   const flag = target ? `--allow-${kind}=${target}` : `--allow-${kind}`;
   if (Deno.build.standalone) {

@@ -30,7 +30,7 @@
  *
  * @module
  */
-import { BodyTimeout, INNER_HOST } from "../http/errors.ts";
+import { BodyTimeout } from "../http/errors.ts";
 import type { ConnectionStats } from "../http/types.ts";
 import type { IpSet } from "../http/ip.ts";
 import type { Logger } from "../log/logger.ts";
@@ -297,6 +297,28 @@ const close = (resource: { close(): void }) => {
     resource.close();
   } catch { /* already closed */ }
 };
+
+/** Where the inner servers of the HTTPS and PROXY protocol listeners listen, on a port of 0. */
+const INNER_HOST = "127.0.0.1";
+
+/**
+ * `open()`'s listener on {@link INNER_HOST}; without the permission, an error that names the
+ * flag for any port there (Deno's own would name port 0, which is not enough).
+ */
+function openInner<T>(open: () => T): T {
+  try {
+    return open();
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied)) {
+      throw e;
+    }
+    throw new Deno.errors.NotCapable(
+      `net access to ${INNER_HOST} on a port the system picks, where HTTPS and the PROXY ` +
+        `protocol hand connections to an inner server; run with --allow-net=${INNER_HOST} ` +
+        "beside your own address",
+    );
+  }
+}
 
 /** Says an accept failure at most once a second. */
 function acceptFailures(addr: Deno.NetAddr, log: Logger, table: Connections) {
@@ -717,17 +739,19 @@ function listenTls(
   const { connections: table, log } = options;
   const relay: Relay = { port: 0, clients: new Map() };
   let madeUp = "";
-  const inner = Deno.serve({
-    hostname: INNER_HOST,
-    port: 0,
-    onListen() {},
-    onError: options.onError,
-  }, (request, info) => {
-    const connection = relay.clients.get(info.remoteAddr.port);
-    if (connection === undefined) return new Response(null, { status: 421 });
-    info.completed.finally(() => connection.answered());
-    return handler(request, connection.exchange(madeUp));
-  });
+  const inner = openInner(() =>
+    Deno.serve({
+      hostname: INNER_HOST,
+      port: 0,
+      onListen() {},
+      onError: options.onError,
+    }, (request, info) => {
+      const connection = relay.clients.get(info.remoteAddr.port);
+      if (connection === undefined) return new Response(null, { status: 421 });
+      info.completed.finally(() => connection.answered());
+      return handler(request, connection.exchange(madeUp));
+    })
+  );
   relay.port = inner.addr.port;
   madeUp = `localhost:${inner.addr.port}`;
   const open = (cert: string, key: string, port: number) => {
@@ -934,18 +958,20 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
     proxyProtocol: undefined,
     behind: clients,
   };
-  const inner = options.tls
-    ? listenTls(innerOptions, options.tls, handler)
-    : listenPlain(innerOptions, (request, exchange) => {
-      const source = clients.get(exchange.remoteAddr.port);
-      if (source === undefined) return new Response(null, { status: 421 });
-      return handler(request, {
-        remoteAddr: source,
-        alpn: null,
-        madeUp: exchange.madeUp,
-        upgraded() {},
-      });
-    });
+  const inner = openInner(() =>
+    options.tls
+      ? listenTls(innerOptions, options.tls, handler)
+      : listenPlain(innerOptions, (request, exchange) => {
+        const source = clients.get(exchange.remoteAddr.port);
+        if (source === undefined) return new Response(null, { status: 421 });
+        return handler(request, {
+          remoteAddr: source,
+          alpn: null,
+          madeUp: exchange.madeUp,
+          upgraded() {},
+        });
+      })
+  );
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({
