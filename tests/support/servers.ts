@@ -69,10 +69,23 @@ export async function startTestServer(raw: Record<string, unknown>): Promise<Tes
   };
 }
 
+/**
+ * Ports {@link freePort} picks from: below Linux's ephemeral range (32768–60999), from which the
+ * system picks for `port: 0` and outgoing connections, so that no server of a test running
+ * alongside can take the port between the check and its use.
+ */
+const FREE_PORTS = { from: 20000, to: 32767 };
+
 /** A port nothing listens on right now (a dead backend, or one to start a server on later). */
 export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = l.addr as Deno.NetAddr;
-  l.close();
-  return port;
+  for (;;) {
+    const port = FREE_PORTS.from +
+      Math.floor(Math.random() * (FREE_PORTS.to - FREE_PORTS.from + 1));
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return port;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AddrInUse)) throw e;
+    }
+  }
 }
