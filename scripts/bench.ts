@@ -3,7 +3,10 @@
  * ceiling) on loopback, the same files and workloads, several rounds, median ratios.
  *
  *   deno task bench            full run, writes bench/results.md
- *   deno task bench --quick    one short round of each workload, prints only
+ *   deno task bench --quick    one short round of each main workload against denoserve, nginx
+ *                              and Caddy, under a minute, prints only (no npm peers, ceilings,
+ *                              extension features, Connections or HTTP/3 sections)
+ *   deno task bench --only X   the workloads and sections whose name contains X
  *
  * Installs wrk, nginx-light, caddy and nghttp2-client (h2load) with apt-get when missing, and the
  * Node static servers of PEERS with npm into the temporary folder (never the project's
@@ -27,6 +30,11 @@ const args = parseArgs({
 const QUICK = args.values.quick;
 const ROUNDS = Number(args.values.rounds ?? (QUICK ? 1 : 3));
 const DURATION = Number(args.values.duration ?? (QUICK ? 1 : 4));
+/**
+ * Whether a section, and the servers only it uses, runs: `--only` names it, or the run is not
+ * `--quick` (which keeps the main workloads against denoserve, nginx and Caddy, under a minute).
+ */
+const runs = (section: string) => args.values.only ? section.includes(args.values.only) : !QUICK;
 const CONNECTIONS = 50;
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const DENO = Deno.execPath();
@@ -256,6 +264,81 @@ http {
 `;
 }
 
+/** The bare `Deno.serve` servers each workload's ceiling is measured with. */
+async function startCeilings(servers: Server[]) {
+  // The runtime's ceiling: a bare Deno.serve answering a constant in-memory body the fastest way
+  // it can, a prebuilt Response cloned (about 1.1x faster for 1 KiB and 2.4x for 100 KiB than a
+  // new Response per request), and without looking at the request: one process per size.
+  await Deno.writeTextFile(
+    `${WORK}/bare.ts`,
+    `const body = new Uint8Array(Number(Deno.args[1])).fill(120);
+const answer = new Response(body, { headers: { "content-type": "application/octet-stream" } });
+const reads = Deno.args[2] === "reads";
+const tls = Deno.args[2] === "tls"
+  ? { cert: Deno.readTextFileSync("${WORK}/cert.pem"), key: Deno.readTextFileSync("${WORK}/key.pem") }
+  : {};
+let seen = 0;
+const backend = Deno.args[2] === "proxy" ? \`http://127.0.0.1:\${Deno.args[3]}/x\` : "";
+Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, ...tls }, (request) => {
+  // A proxy the shortest way the runtime offers: its own fetch, the answer passed on as it is.
+  if (backend) return fetch(backend, { method: request.method, headers: request.headers });
+  // What any file server must read: the path, the method, a validator header.
+  if (reads) seen += request.url.length + request.method.length + (request.headers.get("if-none-match") ?? "").length;
+  return answer.clone();
+});
+// As denoserve does: TCP_NODELAY on the TLS listener, which accepted sockets inherit (Deno.serve
+// leaves Nagle on there), so that the ceiling is not held back by delayed ACKs.
+if (Deno.args[2] === "tls") {
+  const { setListenerNoDelay } = await import("${ROOT}/src/server/sockets.ts");
+  setListenerNoDelay(Number(Deno.args[0]));
+}
+`,
+  );
+  for (const [workload, size] of [["1 KiB file", 1024], ["100 KiB file", 100 * 1024]] as const) {
+    const port = await freePort();
+    servers.push({
+      name: "bare Deno.serve",
+      http: port,
+      process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(port), String(size)]),
+      ceilingOf: [workload],
+    });
+  }
+  // The same reading the request as any file server must: a floor for the per-request cost.
+  const readsPort = await freePort();
+  servers.push({
+    name: "bare Deno.serve + request reads",
+    http: readsPort,
+    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(readsPort), "1024", "reads"]),
+    ceilingOf: ["1 KiB file"],
+  });
+  // The runtime's own client as a proxy: a floor for what a proxy written on it costs.
+  const proxyPort = await freePort();
+  servers.push({
+    name: "bare Deno.serve",
+    http: proxyPort,
+    process: spawn([
+      DENO,
+      "run",
+      "-A",
+      `${WORK}/bare.ts`,
+      String(proxyPort),
+      "0",
+      "proxy",
+      String(BACKEND),
+    ]),
+    ceilingOf: ["reverse proxy 1 KiB"],
+  });
+  // New TLS handshakes: the runtime's own TLS with the same certificate.
+  const tlsPort = await freePort();
+  servers.push({
+    name: "bare Deno.serve",
+    http: tlsPort,
+    https: tlsPort,
+    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(tlsPort), "1024", "tls"]),
+    ceilingOf: [HANDSHAKES, HTTPS_KEEPALIVE, HTTP2],
+  });
+}
+
 async function startServers(peers: boolean): Promise<{ servers: Server[]; startupMs: number }> {
   BACKEND = await freePort();
   await startNginx(
@@ -355,17 +438,19 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     variant: "2 workers",
   });
   // HTTP/3 beside HTTPS (ssl.http3), for the HTTP/3 section: h3 and h2 on the same server.
-  const dsH3Port = await freePort();
-  servers.push({
-    name: "denoserve",
-    http: dsH3Port,
-    https: dsH3Port,
-    process: await denoserve("denoserve-h3", dsH3Port, true, false, "1", true),
-    variant: "h3",
-  });
+  if (runs(HTTP3_SECTION)) {
+    const dsH3Port = await freePort();
+    servers.push({
+      name: "denoserve",
+      http: dsH3Port,
+      https: dsH3Port,
+      process: await denoserve("denoserve-h3", dsH3Port, true, false, "1", true),
+      variant: "h3",
+    });
+  }
 
   // One extension feature on at a time, against the same server with none, in the same rounds.
-  for (const [name, extensions] of FEATURES) {
+  for (const [name, extensions] of runs(FEATURES_WORKLOAD) ? FEATURES : []) {
     const port = await freePort();
     servers.push({
       name,
@@ -444,77 +529,8 @@ https://127.0.0.1:${s} {
     servers.push({ name: peer.name, http: port, process: p, peer: true });
   }
 
-  // The runtime's ceiling: a bare Deno.serve answering a constant in-memory body the fastest way
-  // it can, a prebuilt Response cloned (about 1.1x faster for 1 KiB and 2.4x for 100 KiB than a
-  // new Response per request), and without looking at the request: one process per size.
-  await Deno.writeTextFile(
-    `${WORK}/bare.ts`,
-    `const body = new Uint8Array(Number(Deno.args[1])).fill(120);
-const answer = new Response(body, { headers: { "content-type": "application/octet-stream" } });
-const reads = Deno.args[2] === "reads";
-const tls = Deno.args[2] === "tls"
-  ? { cert: Deno.readTextFileSync("${WORK}/cert.pem"), key: Deno.readTextFileSync("${WORK}/key.pem") }
-  : {};
-let seen = 0;
-const backend = Deno.args[2] === "proxy" ? \`http://127.0.0.1:\${Deno.args[3]}/x\` : "";
-Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, ...tls }, (request) => {
-  // A proxy the shortest way the runtime offers: its own fetch, the answer passed on as it is.
-  if (backend) return fetch(backend, { method: request.method, headers: request.headers });
-  // What any file server must read: the path, the method, a validator header.
-  if (reads) seen += request.url.length + request.method.length + (request.headers.get("if-none-match") ?? "").length;
-  return answer.clone();
-});
-// As denoserve does: TCP_NODELAY on the TLS listener, which accepted sockets inherit (Deno.serve
-// leaves Nagle on there), so that the ceiling is not held back by delayed ACKs.
-if (Deno.args[2] === "tls") {
-  const { setListenerNoDelay } = await import("${ROOT}/src/server/sockets.ts");
-  setListenerNoDelay(Number(Deno.args[0]));
-}
-`,
-  );
-  for (const [workload, size] of [["1 KiB file", 1024], ["100 KiB file", 100 * 1024]] as const) {
-    const port = await freePort();
-    servers.push({
-      name: "bare Deno.serve",
-      http: port,
-      process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(port), String(size)]),
-      ceilingOf: [workload],
-    });
-  }
-  // The same reading the request as any file server must: a floor for the per-request cost.
-  const readsPort = await freePort();
-  servers.push({
-    name: "bare Deno.serve + request reads",
-    http: readsPort,
-    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(readsPort), "1024", "reads"]),
-    ceilingOf: ["1 KiB file"],
-  });
-  // The runtime's own client as a proxy: a floor for what a proxy written on it costs.
-  const proxyPort = await freePort();
-  servers.push({
-    name: "bare Deno.serve",
-    http: proxyPort,
-    process: spawn([
-      DENO,
-      "run",
-      "-A",
-      `${WORK}/bare.ts`,
-      String(proxyPort),
-      "0",
-      "proxy",
-      String(BACKEND),
-    ]),
-    ceilingOf: ["reverse proxy 1 KiB"],
-  });
-  // New TLS handshakes: the runtime's own TLS with the same certificate.
-  const tlsPort = await freePort();
-  servers.push({
-    name: "bare Deno.serve",
-    http: tlsPort,
-    https: tlsPort,
-    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(tlsPort), "1024", "tls"]),
-    ceilingOf: [HANDSHAKES, HTTPS_KEEPALIVE, HTTP2],
-  });
+  // The runtime's ceilings (left out of --quick).
+  if (!QUICK) await startCeilings(servers);
 
   for (const s of servers) {
     await waitReady(`http://127.0.0.1:${s.http}/`).catch(() =>
@@ -669,6 +685,8 @@ const FEATURES: readonly (readonly [string, string])[] = [
   ],
 ];
 const FEATURES_WORKLOAD = "1 KiB file, extension features";
+const CONNECTIONS_SECTION = "connections";
+const HTTP3_SECTION = "HTTP/3";
 const HANDSHAKES = "TLS handshakes (Connection: close)";
 const HTTPS_KEEPALIVE = "HTTPS 1 KiB keep-alive";
 const HTTP2 = "HTTP/2 1 KiB (h2load)";
@@ -1071,12 +1089,8 @@ async function main() {
         console.error(row);
       }
     }
-    if (!args.values.only || "connections".includes(args.values.only)) {
-      connectionRows = await connectionWorkloads(servers);
-    }
-    if (!args.values.only || "HTTP/3".includes(args.values.only)) {
-      http3Rows = await http3Workloads(servers);
-    }
+    if (runs(CONNECTIONS_SECTION)) connectionRows = await connectionWorkloads(servers);
+    if (runs(HTTP3_SECTION)) http3Rows = await http3Workloads(servers);
   } finally {
     for (const s of servers) {
       try {
