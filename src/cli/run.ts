@@ -17,8 +17,9 @@ import {
   ListenerLost,
   type RunningServer,
   startServer,
+  workerCount,
 } from "../server/server.ts";
-import { startWorkers, workerCount, type WorkerPool } from "../server/workers.ts";
+import { startWorkers, type WorkerPool } from "../server/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
 import { runSslConfig } from "./ssl_config.ts";

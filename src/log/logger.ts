@@ -222,3 +222,17 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     },
   };
 }
+
+/**
+ * True at most once per `ms` (the first call included): for a line that would otherwise repeat
+ * once per connection or request while a fault lasts.
+ */
+export function oncePer(ms: number, now: () => number = Date.now): () => boolean {
+  let last = -Infinity;
+  return () => {
+    const t = now();
+    if (t - last < ms) return false;
+    last = t;
+    return true;
+  };
+}

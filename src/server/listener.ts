@@ -33,7 +33,7 @@
 import { BodyTimeout } from "../http/errors.ts";
 import type { ConnectionStats } from "../http/types.ts";
 import type { IpSet } from "../http/ip.ts";
-import type { Logger } from "../log/logger.ts";
+import { type Logger, oncePer } from "../log/logger.ts";
 import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
 import { RequestHeads } from "./request_heads.ts";
 import { NEEDED, setListenerNoDelay, shutdownSockets } from "./sockets.ts";
@@ -87,8 +87,6 @@ export interface Timeouts {
 }
 
 type Stage = keyof Timeouts;
-
-export type { ConnectionStats };
 
 /**
  * The connections of one server across all its listeners and reloads: the limits they share,
@@ -322,12 +320,10 @@ function openInner<T>(open: () => T): T {
 
 /** Says an accept failure at most once a second. */
 function acceptFailures(addr: Deno.NetAddr, log: Logger, table: Connections) {
-  let last = 0;
+  const due = oncePer(1000);
   return (e: unknown) => {
     table.stats.acceptErrors++;
-    const now = Date.now();
-    if (now - last < 1000) return;
-    last = now;
+    if (!due()) return;
     log.warn(
       `accepting a connection on ${addr.hostname}:${addr.port} failed ` +
         `(${String((e as Error)?.message ?? e).split("\n")[0]}); retrying`,
@@ -345,14 +341,28 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const CHUNK = 16 * 1024;
 const FIRST_CHUNK = 2 * 1024;
 
-/** Copies bytes from `from` to `to` until `from` ends or fails, then half-closes `to`. */
-async function pipe(from: Deno.Conn, to: Deno.Conn) {
+/**
+ * Copies bytes from `from` to `to` until `from` ends or fails, then half-closes `to`. With
+ * `through`, each read goes through it first: it returns what to write, or undefined to stop
+ * at once (without the half-close: the caller has closed the connection).
+ */
+async function pipe(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  through?: (bytes: Uint8Array) => readonly Uint8Array[] | undefined,
+) {
   let buf = new Uint8Array(FIRST_CHUNK);
   try {
     for (;;) {
       const n = await from.read(buf);
       if (n === null) break;
-      await writeAll(to, buf.subarray(0, n));
+      const bytes = buf.subarray(0, n);
+      if (through === undefined) await writeAll(to, bytes);
+      else {
+        const parts = through(bytes);
+        if (parts === undefined) return;
+        for (const part of parts) await writeAll(to, part);
+      }
       if (n === buf.length && n < CHUNK) buf = new Uint8Array(CHUNK);
     }
   } catch { /* reset or closed: the other direction ends too */ }
@@ -580,22 +590,16 @@ class Connection implements Timed {
   }
 
   /** Client to inner server: {@link pipe} with the request heads followed. */
-  private async copy(from: Deno.Conn, to: Deno.Conn, heads: RequestHeads) {
-    let buf = new Uint8Array(FIRST_CHUNK);
-    try {
-      for (;;) {
-        const n = await from.read(buf);
-        if (n === null) break;
-        const parts = heads.feed(buf.subarray(0, n));
-        if (heads.refused) return this.close();
-        this.follow(heads);
-        for (const part of parts) await writeAll(to, part);
-        if (n === buf.length && n < CHUNK) buf = new Uint8Array(CHUNK);
+  private copy(from: Deno.Conn, to: Deno.Conn, heads: RequestHeads) {
+    return pipe(from, to, (bytes) => {
+      const parts = heads.feed(bytes);
+      if (heads.refused) {
+        this.close();
+        return undefined;
       }
-    } catch { /* reset or closed: the other direction ends too */ }
-    try {
-      await to.closeWrite();
-    } catch { /* already closed */ }
+      this.follow(heads);
+      return parts;
+    });
   }
 
   /** Stops taking requests and lets in-flight ones finish (a graceful stop). */
@@ -639,6 +643,26 @@ class ListenerEnd {
 
   done() {
     this.#ended.resolve();
+  }
+}
+
+/** The connections a listener is serving, each until its `serve` settles. */
+class Serving<C> {
+  readonly live = new Set<C>();
+  readonly #done = new Set<Promise<void>>();
+
+  add(connection: C, serve: Promise<void>) {
+    this.live.add(connection);
+    const done = serve.finally(() => {
+      this.live.delete(connection);
+      this.#done.delete(done);
+    });
+    this.#done.add(done);
+  }
+
+  /** Settles when every connection served so far has been. */
+  settled(): Promise<unknown> {
+    return Promise.all(this.#done);
   }
 }
 
@@ -771,8 +795,7 @@ function listenTls(
   };
   let listener = open(tls.cert, tls.key, options.port);
   const addr = listener.addr as Deno.NetAddr;
-  const live = new Set<Connection>();
-  const serving = new Set<Promise<void>>();
+  const serving = new Serving<Connection>();
   const failed = acceptFailures(addr, log, table);
 
   const end = new ListenerEnd();
@@ -788,12 +811,7 @@ function listenTls(
         return;
       }
       const connection = new Connection(conn, table, behind);
-      live.add(connection);
-      const done = connection.serve(handler, relay, options.onError).finally(() => {
-        live.delete(connection);
-        serving.delete(done);
-      });
-      serving.add(done);
+      serving.add(connection, connection.serve(handler, relay, options.onError));
     });
   const accepting = new Set([accept(listener)]);
 
@@ -813,8 +831,8 @@ function listenTls(
       await Promise.all(accepting);
       // The inner server finishes in-flight requests and closes idle connections; each relay
       // then sees its inner side end and closes the client's connection.
-      await Promise.all([inner.shutdown(), ...[...live].map((c) => c.drain())]);
-      await Promise.all(serving);
+      await Promise.all([inner.shutdown(), ...[...serving.live].map((c) => c.drain())]);
+      await serving.settled();
       end.done();
     },
   };
@@ -828,13 +846,11 @@ export type ProxiedClients = Map<number, Deno.NetAddr>;
 
 /** Says refused PROXY protocol connections at most once every 10 s (a balancer set up wrong). */
 function proxyRefusals(addr: Deno.NetAddr, log: Logger) {
-  let last = 0;
+  const due = oncePer(10_000);
   return (peer: Deno.NetAddr, why: string) => {
-    const now = Date.now();
     const line = `closed a connection to ${addr.hostname}:${addr.port} from ` +
       `${peer.hostname}:${peer.port}: ${why}`;
-    if (now - last < 10_000) return log.debug(line);
-    last = now;
+    if (!due()) return log.debug(line);
     log.warn(`${line} (said once per 10 s; the rest at debug level)`);
   };
 }
@@ -987,8 +1003,7 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
   const addr = listener.addr;
   const refused = proxyRefusals(addr, log);
   const failed = acceptFailures(addr, log, table);
-  const live = new Set<ProxiedConnection>();
-  const serving = new Set<Promise<void>>();
+  const serving = new Serving<ProxiedConnection>();
   const end = new ListenerEnd();
   inner.finished.then(() => end.lost(new Error("the inner listener stopped")), end.lost);
 
@@ -1000,13 +1015,10 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
     }
     conn.setNoDelay(true);
     const connection = new ProxiedConnection(conn, table);
-    live.add(connection);
-    const done = connection.serve(clients, inner.addr.port, options.tls !== undefined, refused)
-      .finally(() => {
-        live.delete(connection);
-        serving.delete(done);
-      });
-    serving.add(done);
+    serving.add(
+      connection,
+      connection.serve(clients, inner.addr.port, options.tls !== undefined, refused),
+    );
   });
 
   return {
@@ -1021,9 +1033,9 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
       await accepting;
       // Connections still without a header are closed; relays end when the inner listener,
       // stopping gracefully, closes their other side.
-      for (const c of live) if (!c.relaying) c.close();
+      for (const c of serving.live) if (!c.relaying) c.close();
       await inner.shutdown();
-      await Promise.all(serving);
+      await serving.settled();
       end.done();
     },
   };

@@ -146,9 +146,10 @@ interface Generation {
   url: string;
 }
 
-/** How many listening threads the process runs: the main one and the workers. */
-const threadsOf = (config: Config) =>
-  config.server.workers === "auto" ? navigator.hardwareConcurrency : config.server.workers;
+/** The number of event loops `server.workers` asks for: the main thread and the workers. */
+export function workerCount(setting: number | "auto"): number {
+  return setting === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : setting;
+}
 
 /**
  * The connection limits of the whole process: `server.max_connections`, or by default the
@@ -165,7 +166,9 @@ export function connectionLimits(config: Config): { max: number; perIp: number; 
 /** Each thread of the process takes its share of the process's connection limit. */
 function setLimits(connections: Connections, config: Config) {
   const { max, perIp } = connectionLimits(config);
-  connections.max = max === 0 ? 0 : Math.max(1, Math.floor(max / threadsOf(config)));
+  connections.max = max === 0
+    ? 0
+    : Math.max(1, Math.floor(max / workerCount(config.server.workers)));
   connections.maxPerIp = perIp;
   const s = config.server;
   connections.timeouts = {

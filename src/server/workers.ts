@@ -51,11 +51,6 @@ export interface WorkerRefusal {
   ended: boolean;
 }
 
-/** The number of event loops `server.workers` asks for. */
-export function workerCount(setting: number | "auto"): number {
-  return setting === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : setting;
-}
-
 /**
  * Starts `count` workers serving on `port` with the configuration `flags` select. Resolves once
  * every worker listens; rejects (after ending them all) when one cannot start.

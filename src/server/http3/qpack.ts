@@ -437,30 +437,21 @@ export function encodeFieldSection(fields: Iterable<readonly [string, string]>):
  * QPACK_ENCODER_STREAM_ERROR. Returns how many bytes were whole instructions.
  */
 export function checkEncoderStream(bytes: Uint8Array): number {
-  const c = new Cursor(bytes);
-  let whole = 0;
-  try {
-    while (!c.done) {
-      const b = c.byte();
-      if ((b & 0xe0) !== 0x20) {
-        throw new QpackError(
-          "encoder stream inserts into the dynamic table, whose capacity is 0",
-          QPACK_ENCODER_STREAM_ERROR,
-        );
-      }
-      if (c.int(5) !== 0) {
-        throw new QpackError(
-          "encoder stream sets a dynamic table capacity above 0",
-          QPACK_ENCODER_STREAM_ERROR,
-        );
-      }
-      whole = c.pos;
+  return wholeInstructions(bytes, (c) => {
+    const b = c.byte();
+    if ((b & 0xe0) !== 0x20) {
+      throw new QpackError(
+        "encoder stream inserts into the dynamic table, whose capacity is 0",
+        QPACK_ENCODER_STREAM_ERROR,
+      );
     }
-  } catch (e) {
-    if (e instanceof QpackError && e.code === QPACK_DECOMPRESSION_FAILED) return whole; // partial
-    throw e;
-  }
-  return whole;
+    if (c.int(5) !== 0) {
+      throw new QpackError(
+        "encoder stream sets a dynamic table capacity above 0",
+        QPACK_ENCODER_STREAM_ERROR,
+      );
+    }
+  });
 }
 
 /**
@@ -470,28 +461,38 @@ export function checkEncoderStream(bytes: Uint8Array): number {
  * whole instructions.
  */
 export function checkDecoderStream(bytes: Uint8Array): number {
+  return wholeInstructions(bytes, (c) => {
+    const b = c.byte();
+    if (b & 0x80) {
+      throw new QpackError(
+        "decoder stream acknowledges a section that needed no acknowledgment",
+        QPACK_DECODER_STREAM_ERROR,
+      );
+    }
+    if ((b & 0x40) === 0) {
+      throw new QpackError(
+        "decoder stream increments the insert count of an empty dynamic table",
+        QPACK_DECODER_STREAM_ERROR,
+      );
+    }
+    c.int(6);
+  });
+}
+
+/**
+ * Reads instructions from `bytes` with `one` until they run out; returns how many bytes were
+ * whole instructions (a cut one at the end waits for more bytes).
+ */
+function wholeInstructions(bytes: Uint8Array, one: (c: Cursor) => void): number {
   const c = new Cursor(bytes);
   let whole = 0;
   try {
     while (!c.done) {
-      const b = c.byte();
-      if (b & 0x80) {
-        throw new QpackError(
-          "decoder stream acknowledges a section that needed no acknowledgment",
-          QPACK_DECODER_STREAM_ERROR,
-        );
-      }
-      if ((b & 0x40) === 0) {
-        throw new QpackError(
-          "decoder stream increments the insert count of an empty dynamic table",
-          QPACK_DECODER_STREAM_ERROR,
-        );
-      }
-      c.int(6);
+      one(c);
       whole = c.pos;
     }
   } catch (e) {
-    if (e instanceof QpackError && e.code === QPACK_DECOMPRESSION_FAILED) return whole;
+    if (e instanceof QpackError && e.code === QPACK_DECOMPRESSION_FAILED) return whole; // partial
     throw e;
   }
   return whole;
