@@ -76,11 +76,15 @@ export async function startTestServer(raw: Record<string, unknown>): Promise<Tes
  */
 const FREE_PORTS = { from: 20000, to: 32767 };
 
+/** The next port {@link freePort} tries: in turn from a random start, so no port comes twice. */
+let nextFree = FREE_PORTS.from +
+  Math.floor(Math.random() * (FREE_PORTS.to - FREE_PORTS.from + 1));
+
 /** A port nothing listens on right now (a dead backend, or one to start a server on later). */
 export function freePort(): number {
-  for (;;) {
-    const port = FREE_PORTS.from +
-      Math.floor(Math.random() * (FREE_PORTS.to - FREE_PORTS.from + 1));
+  for (let tried = FREE_PORTS.from; tried <= FREE_PORTS.to; tried++) {
+    const port = nextFree;
+    nextFree = port === FREE_PORTS.to ? FREE_PORTS.from : port + 1;
     try {
       Deno.listen({ hostname: "127.0.0.1", port }).close();
       return port;
@@ -88,4 +92,5 @@ export function freePort(): number {
       if (!(e instanceof Deno.errors.AddrInUse)) throw e;
     }
   }
+  throw new Error(`no free port on 127.0.0.1 from ${FREE_PORTS.from} to ${FREE_PORTS.to}`);
 }
