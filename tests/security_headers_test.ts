@@ -80,6 +80,53 @@ Deno.test("security_headers: static, error, redirect, refused and proxied answer
   assert.ok(raw.headers.some(([k, v]) => k === "x-content-type-options" && v === "nosniff"));
 });
 
+Deno.test("security_headers: cached file answers (200, HEAD, 304, 206) carry each one once; a location's own value wins", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "page.html": "a page", "framed/page.html": "framed" });
+  await using s = await startTestServer({
+    version: 2,
+    http: { static_dir: dir.path },
+    extensions: [
+      { type: "security", config: { security_headers: { headers: HEADERS } } },
+      {
+        type: "routing",
+        config: {
+          regex_locations: {
+            "^~/framed/": { headers: ["X-Frame-Options: SAMEORIGIN"] },
+            "__default__": { root: dir.path },
+          },
+        },
+      },
+    ],
+  });
+  const once = (headers: Headers, what: string, frame = "DENY") => {
+    // A header present twice reads back joined ("nosniff, nosniff").
+    assert.equal(headers.get("x-content-type-options"), "nosniff", what);
+    assert.equal(headers.get("content-security-policy"), "default-src 'self'", what);
+    assert.equal(headers.get("x-frame-options"), frame, what);
+  };
+  // The second GET is answered from the file cache.
+  for (const what of ["first GET", "cached GET"]) {
+    once((await get(`${s.url}/page.html`)).headers, what);
+  }
+  const head = await fetch(`${s.url}/page.html`, { method: "HEAD" });
+  await head.body?.cancel();
+  once(head.headers, "HEAD");
+  const etag = head.headers.get("etag")!;
+  const notModified = await get(`${s.url}/page.html`, { headers: { "if-none-match": etag } });
+  assert.equal(notModified.status, 304);
+  once(notModified.headers, "304");
+  const part = await get(`${s.url}/page.html`, { headers: { range: "bytes=0-1" } });
+  assert.equal(part.status, 206);
+  assert.equal(part.body, "a ");
+  once(part.headers, "206");
+  for (const what of ["framed", "framed, cached"]) {
+    const r = await get(`${s.url}/framed/page.html`);
+    assert.equal(r.body, "framed");
+    once(r.headers, what, "SAMEORIGIN");
+  }
+});
+
 Deno.test(
   {
     name: "security_headers: the defaults, seen by curl; enabled: false adds none",

@@ -40,3 +40,20 @@ export function setHeaders(
     return copy;
   }
 }
+
+/**
+ * Marks an answer that already carries a configuration's fixed headers (the file server's
+ * cached answers carry the `security_headers`), so that the wrapper adding them can skip the
+ * lookups; an answer without the mark is checked header by header.
+ */
+export const HAS_FIXED_HEADERS: unique symbol = Symbol("has the fixed headers");
+
+/** An answer that may carry {@link HAS_FIXED_HEADERS}. */
+export type MarkedResponse = Response & { [HAS_FIXED_HEADERS]?: true };
+
+/** A copy of a prebuilt answer, marked as carrying the fixed headers. */
+export function cloneMarked(response: Response): Response {
+  const copy = response.clone() as MarkedResponse;
+  copy[HAS_FIXED_HEADERS] = true;
+  return copy;
+}

@@ -47,7 +47,7 @@ import { createHealthRoute } from "./health.ts";
 import { withIpFilter } from "./ip_filter.ts";
 import { withRateLimit } from "./rate_limit.ts";
 import { type RedisLink, redisLink } from "../redis/link.ts";
-import { withSecurityHeaders } from "./security_headers.ts";
+import { securityHeaderPairs, withSecurityHeaders } from "./security_headers.ts";
 import { createLocationRoute } from "./locations.ts";
 import { addBackendSource, createMetricsRoute, withMetrics } from "./metrics.ts";
 import { createRedirectRoute } from "./redirects.ts";
@@ -85,13 +85,16 @@ export function buildApp(config: Config, log: Logger): App {
   const metrics = monitoring?.metrics?.enabled ? monitoring.metrics : undefined;
   // Whether something reads the answers' Content-Length: the access log and the byte counter.
   const contentLength = log.accessEnabled || metrics !== undefined;
+  const security = securityConfig(config);
+  // The cached file answers carry the security headers already, so adding them finds them there.
+  const answers = { contentLength, headers: securityHeaderPairs(security?.security_headers) };
   const { errorResponse } = createErrorPages({
     templatesDir: config.http.templates_dir,
     ttlMs: config.http.file_cache_ttl_ms,
     log,
   });
   const files = createFileServer({
-    ...fileServerOptions(config.http, contentLength),
+    ...fileServerOptions(config.http, answers),
     welcome: config.server.default_root,
     errorResponse,
   });
@@ -130,7 +133,7 @@ export function buildApp(config: Config, log: Logger): App {
   }
   const locations = createLocationRoute(routingConfig(config), {
     config,
-    contentLength,
+    answers,
     errorResponse,
     forward: cachedForward,
     staticFiles: files,
@@ -150,7 +153,6 @@ export function buildApp(config: Config, log: Logger): App {
   for (const w of authWarnings(config)) log.warn(w);
 
   let handle = dispatch(routes, inner);
-  const security = securityConfig(config);
   const client = clientAddress(security?.trusted_proxies ?? []);
   if (security?.csrf_protection) handle = withCsrf(security.csrf_protection, errorResponse)(handle);
   if (security?.cors) handle = withCors(security.cors, handle);

@@ -15,7 +15,12 @@ import {
   type RoutingConfig,
   type RoutingLocation,
 } from "../config/schema.ts";
-import { createFileServer, type FileHandler, fileServerOptions } from "../static/file_server.ts";
+import {
+  createFileServer,
+  type FileAnswers,
+  type FileHandler,
+  fileServerOptions,
+} from "../static/file_server.ts";
 import type { ErrorResponder, RequestContext, Route } from "../http/types.ts";
 import type { ProxyForward } from "../proxy/proxy_pass.ts";
 import { setHeaders } from "../http/headers.ts";
@@ -25,8 +30,8 @@ import { normalizePath } from "../http/paths.ts";
 export interface LocationOptions {
   /** For the file cache settings and the default root (`http.static_dir`). */
   config: Config;
-  /** Whether file answers must carry `Content-Length` (the access log reads it). */
-  contentLength: boolean;
+  /** What file answers carry. */
+  answers: FileAnswers;
   errorResponse: ErrorResponder;
   /** Carries `proxy_pass` requests to their backend. */
   forward: ProxyForward;
@@ -130,7 +135,7 @@ export function createLocationRoute(
     let files = fileServers.get(root);
     if (!files) {
       files = createFileServer({
-        ...fileServerOptions(http, options.contentLength, root),
+        ...fileServerOptions(http, options.answers, root),
         errorResponse: options.errorResponse,
       });
       fileServers.set(root, files);

@@ -4,21 +4,30 @@
  * @module
  */
 import type { SecurityHeaders } from "../config/schema.ts";
-import { setHeaders } from "../http/headers.ts";
+import { HAS_FIXED_HEADERS, type MarkedResponse, setHeaders } from "../http/headers.ts";
 import type { Handler, Wrapper } from "../http/types.ts";
+
+/** The headers `config` adds, lower-cased; none when it is off. */
+export function securityHeaderPairs(config: SecurityHeaders | undefined): [string, string][] {
+  if (!config?.enabled) return [];
+  return Object.entries(config.headers).map(([k, v]) => [k.toLowerCase(), v]);
+}
 
 /**
  * Wraps `next` so that every answer (errors, redirects and proxied answers included) carries the
  * configured headers. A header the answer already has is kept: a backend or a location that
  * sets its own `Content-Security-Policy` knows its page better than a site-wide default does.
- * A WebSocket's 101 is left alone.
+ * A WebSocket's 101 is left alone. The file server's cached answers carry them already
+ * ({@link securityHeaderPairs} is handed to it), so that adding them finds them there.
  */
 export function withSecurityHeaders(config: SecurityHeaders): Wrapper {
   return (next: Handler): Handler => {
-    const pairs = Object.entries(config.headers).map(([k, v]) => [k.toLowerCase(), v] as const);
-    if (!config.enabled || pairs.length === 0) return next;
+    const pairs = securityHeaderPairs(config);
+    if (pairs.length === 0) return next;
     const add = (response: Response): Response => {
-      if (response.status === 101) return response;
+      if (response.status === 101 || (response as MarkedResponse)[HAS_FIXED_HEADERS]) {
+        return response;
+      }
       const headers = response.headers;
       try {
         // A name found missing is appended: set would search the list for it a second time.
