@@ -17,9 +17,11 @@ const readLines = async (path: string) =>
 async function fileLoggedServer(
   dir: string,
   logging: Record<string, unknown>,
+  more: Record<string, unknown> = {},
 ): Promise<{ url: string; log: Logger; server: RunningServer } & AsyncDisposable> {
   await writeFiles(dir, { "static/index.html": "<p>hi</p>", "static/a.txt": "hello" });
   const { config } = validate({
+    ...more,
     server: { host: "127.0.0.1", port: 0 },
     http: { static_dir: `${dir}/static` },
     logging: { console_output: false, log_file: `${dir}/denoserve.log`, ...logging },
@@ -287,6 +289,43 @@ Deno.test("request ids: taken from X-Request-Id when safe, generated otherwise",
   assert.deepEqual(logged, got, "each access line carries the id the client got back");
   assert.equal(requestIdFor("x".repeat(128)), "x".repeat(128));
   assert.notEqual(requestIdFor("x".repeat(129)), "x".repeat(129));
+});
+
+Deno.test("request ids: cached file answers (200, HEAD, 304) carry one; it replaces a location's own", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "static/framed/b.txt": "b" });
+  await using srv = await fileLoggedServer(dir.path, {}, {
+    version: 2,
+    extensions: [{
+      type: "routing",
+      config: {
+        regex_locations: {
+          "^~/framed/": { headers: ["X-Request-Id: from-config"] },
+          "__default__": {},
+        },
+      },
+    }],
+  });
+  // From the second request on, the answers come from the file cache. A header given twice
+  // reads back joined ("a, b").
+  for (let i = 0; i < 3; i++) {
+    for (
+      const [path, method] of [["/a.txt", "GET"], ["/a.txt", "HEAD"], ["/framed/b.txt", "GET"]]
+    ) {
+      const id = `id-${i}-${method}${path}`;
+      const res = await fetch(`${srv.url}${path}`, { method, headers: { "x-request-id": id } });
+      await res.body?.cancel();
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("x-request-id"), id, `${method} ${path}, request ${i + 1}`);
+    }
+  }
+  const first = await fetch(`${srv.url}/a.txt`);
+  await first.body?.cancel();
+  const notModified = await fetch(`${srv.url}/a.txt`, {
+    headers: { "if-none-match": first.headers.get("etag")!, "x-request-id": "id-304" },
+  });
+  assert.equal(notModified.status, 304);
+  assert.equal(notModified.headers.get("x-request-id"), "id-304");
 });
 
 Deno.test("request ids reach responses whose headers cannot be changed", async () => {
