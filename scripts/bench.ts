@@ -554,12 +554,17 @@ async function tree(pid: number): Promise<number[]> {
   return all;
 }
 
-async function rssMb(pid: number): Promise<number> {
+/**
+ * MB of resident memory of `pid` and its children: all of it (`VmRSS`), or only the private
+ * part (`RssAnon`), without the pages of the program's file, which every process running the
+ * same binary shares.
+ */
+async function rssMb(pid: number, field: "VmRSS" | "RssAnon" = "VmRSS"): Promise<number> {
   let kb = 0;
   for (const p of await tree(pid)) {
     try {
       const status = await Deno.readTextFile(`/proc/${p}/status`);
-      kb += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      kb += Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
     } catch { /* gone */ }
   }
   return kb / 1024;
@@ -1024,8 +1029,11 @@ async function main() {
   await Deno.writeFile(`${WORK}/site/2m.bin`, new Uint8Array(2 * 1024 * 1024).fill(99));
 
   const { servers, startupMs } = await startServers(await peersInstalled);
-  const idle: Record<string, number> = {};
-  for (const s of servers) if (!s.variant) idle[s.name] = await rssMb(s.process.pid);
+  const idle: Record<string, { all: number; own: number }> = {};
+  for (const s of servers) {
+    if (s.variant) continue;
+    idle[s.name] = { all: await rssMb(s.process.pid), own: await rssMb(s.process.pid, "RssAnon") };
+  }
   const started = Date.now();
   const rows: string[] = [];
   let connectionRows: string[] = [];
@@ -1144,7 +1152,9 @@ Node peers (npm, static workloads only, one process each): ${
 Each server runs one worker (nginx \`worker_processes 1\`, Caddy \`GOMAXPROCS=1\`, denoserve \`workers: ${args.values.workers}\`), all on 127.0.0.1; the proxy backend is one nginx worker returning a fixed 1 KiB body.
 
 Start-up of denoserve to its first answered request: ${fmt(startupMs)} ms.
-Idle RSS (MB): ${Object.entries(idle).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")}.
+Idle RSS (MB; in brackets the private part, without the pages of the program's file): ${
+    Object.entries(idle).map(([k, v]) => `${k} ${fmt(v.all)} (${fmt(v.own)})`).join(", ")
+  }.
 
 | workload | server | req/s | min–max | p50 ms | p99 ms | errors | peak RSS MB | ×nginx | ×Caddy |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
