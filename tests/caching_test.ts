@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { parse } from "yaml";
+import * as v from "valibot";
 import { validate } from "../src/config/load.ts";
 import { CachingConfig } from "../src/config/schema.ts";
 import { unsupported } from "../src/app/validate.ts";
@@ -154,7 +155,7 @@ const call = (
 
 Deno.test("cache: TTL expiry, rules, Age and conditionals, with an injected clock", async () => {
   let now = 1_000_000;
-  const config = CachingConfig.parse({
+  const config = v.parse(CachingConfig, {
     default_ttl: 60,
     rules: { "~*\\.css$": 600, "~^/live/": 0 },
   });
@@ -200,7 +201,7 @@ Deno.test("cache: TTL expiry, rules, Age and conditionals, with an injected cloc
 });
 
 Deno.test("cache: answers over max_entry_bytes pass through whole and are not kept", async () => {
-  const config = CachingConfig.parse({ max_entry_bytes: 10, max_bytes: 1000 });
+  const config = v.parse(CachingConfig, { max_entry_bytes: 10, max_bytes: 1000 });
   const cache = createCache(config, { now: () => 0 });
   const { calls, handler } = counting({}, "a body longer than ten bytes");
   const wrapped = cache.wrap((req, ctx) => {

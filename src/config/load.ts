@@ -14,7 +14,7 @@ import {
   type ScalarTag,
   type Tags,
 } from "yaml";
-import type { z } from "zod";
+import * as v from "valibot";
 import { permissionHint, permissionProblem } from "../http/errors.ts";
 import { ConfigError } from "./config_error.ts";
 import type { Overrides } from "./overrides.ts";
@@ -25,6 +25,7 @@ import {
   KNOWN_HEALTH_CHECKS,
   type MonitoringConfig,
   PATH_KEYS,
+  problems,
 } from "./schema.ts";
 import { didYouMean } from "./suggest.ts";
 
@@ -187,38 +188,31 @@ function envValue(name: string, kind: string, text: string): unknown {
 }
 
 /** The object keys the schema accepts at `path`, for 'did you mean'. */
-function keysAt(schema: z.ZodType, path: Path): string[] {
+function keysAt(schema: v.GenericSchema, path: Path): string[] {
   // deno-lint-ignore no-explicit-any
   let s: any = schema;
+  // Through optional values and pipes to the schema that holds the entries, item or values.
   const unwrap = () => {
-    while (s?._zod?.def) {
-      const d = s._zod.def;
-      if (d.innerType) s = d.innerType;
-      else if (d.type === "pipe") s = d.out;
-      else break;
+    while (s?.wrapped || s?.pipe) {
+      s = s.wrapped ?? s.pipe.findLast((item: { kind: string }) => item.kind === "schema");
     }
   };
   unwrap();
   for (const p of path) {
-    const d = s?._zod?.def;
-    if (!d) return [];
-    if (d.type === "object") s = d.shape[p];
-    else if (d.type === "array") s = d.element;
-    else if (d.type === "record") s = d.valueType;
-    else return [];
+    s = s?.entries ? s.entries[p] : s?.item ?? s?.value;
     unwrap();
   }
-  return s?._zod?.def?.type === "object" ? Object.keys(s._zod.def.shape) : [];
+  return s?.entries ? Object.keys(s.entries) : [];
 }
 
 /** {@link keysAt} for the whole file: an extension's `config` by the schema of its type. */
 function knownKeys(raw: Raw, path: Path): string[] {
-  if (path[0] === "extensions" && path[2] === "config" && typeof path[1] === "number") {
-    const type = (valueAt(raw, ["extensions", path[1], "type"]) ?? "") as string;
-    const schema = EXTENSION_SCHEMAS[type];
-    return schema ? keysAt(schema, path.slice(3)) : [];
-  }
-  return keysAt(Config, path);
+  if (path[0] !== "extensions" || typeof path[1] !== "number") return keysAt(Config, path);
+  // An entry's own keys get no suggestion; those in its config are its type's.
+  if (path[2] !== "config") return [];
+  const type = (valueAt(raw, ["extensions", path[1], "type"]) ?? "") as string;
+  const schema = EXTENSION_SCHEMAS[type];
+  return schema ? keysAt(schema, path.slice(3)) : [];
 }
 
 /** The file's top-level sections, whose keys are looked for elsewhere when misplaced. */
@@ -258,32 +252,35 @@ export function validate(
   const warnings: string[] = [];
   const coerced = new Set<string>();
   for (let attempt = 0; attempt < 50; attempt++) {
-    const result = Config.safeParse(raw);
+    const result = v.safeParse(Config, raw);
     if (result.success) {
       for (const keyPath of PATH_KEYS) {
-        eachAt(result.data, keyPath, (parent, key) => {
-          const v = parent[key];
+        eachAt(result.output, keyPath, (parent, key) => {
+          const value = parent[key];
           // A URL (`ssl.acme.storage: redis://…`) is not a path.
-          if (typeof v === "string" && !isAbsolute(v) && !/^[a-z][a-z0-9+.-]*:\/\//i.test(v)) {
-            parent[key] = resolve(base, v);
+          if (
+            typeof value === "string" && !isAbsolute(value) &&
+            !/^[a-z][a-z0-9+.-]*:\/\//i.test(value)
+          ) {
+            parent[key] = resolve(base, value);
           }
         });
       }
       // With ACME the certificate in service is the one kept in its storage folder, so that
       // loading, checking and reloading certificates work on files alike. Redis storage has no
       // files: the certificate reaches the server from the ACME manager, in memory.
-      const { ssl } = result.data;
+      const { ssl } = result.output;
       if (ssl.acme && !ssl.cert_file && !ssl.key_file && !isRedisStorage(ssl.acme.storage)) {
         ssl.cert_file = `${ssl.acme.storage}/cert.pem`;
         ssl.key_file = `${ssl.acme.storage}/key.pem`;
       }
-      if (result.data.extensions.length > 0 && result.data.version !== 2) {
+      if (result.output.extensions.length > 0 && result.output.version !== 2) {
         warnings.push(
           `${where(["extensions"], true)}extensions without "version: 2" at the top of the ` +
             `file; PyServe ignores them, denoserve applies them (add "version: 2" to say so)`,
         );
       }
-      result.data.extensions.forEach((e, i) => {
+      result.output.extensions.forEach((e, i) => {
         if (e.type !== "monitoring") return;
         (e.config as MonitoringConfig).health_checks.forEach((h, j) => {
           h.checks.forEach((name, k) => {
@@ -296,44 +293,41 @@ export function validate(
           });
         });
       });
-      return { config: deepFreeze(result.data) as Config, warnings };
+      return { config: deepFreeze(result.output) as Config, warnings };
     }
     // A value that came from `${VAR}` and is refused as a string is read as the literal would
     // have been, once.
+    const found = problems(result.issues);
     let retry = false;
-    for (const issue of result.error.issues) {
-      const key = JSON.stringify(issue.path);
+    for (const { path } of found) {
+      const key = JSON.stringify(path);
       if (!substituted.has(key) || coerced.has(key)) continue;
-      const value = valueAt(raw, issue.path as Path);
+      const value = valueAt(raw, path);
       const scalar = typeof value === "string" ? scalarOf(value) : undefined;
       if (scalar === undefined) continue;
       coerced.add(key);
-      setIn(raw, issue.path as string[], scalar);
+      setIn(raw, path as string[], scalar);
       retry = true;
     }
     if (retry) continue;
-    const unknown = result.error.issues.filter((i) => i.code === "unrecognized_keys");
+    const unknown = found.filter((p) => p.unknownKey !== undefined);
     if (unknown.length === 0) {
       throw new ConfigError(
-        result.error.issues.map((i) => {
-          const from = substituted.get(JSON.stringify(i.path));
-          return `${where(i.path as Path)}${describe(i.path as Path, i.message)}${
-            from ? ` (from ${from})` : ""
-          }`;
+        found.map(({ path, message }) => {
+          const from = substituted.get(JSON.stringify(path));
+          return `${where(path)}${describe(path, message)}${from ? ` (from ${from})` : ""}`;
         }).join("\n"),
       );
     }
-    for (const issue of unknown) {
-      for (const key of (issue as { keys: string[] }).keys) {
-        const path = issue.path as Path;
-        const full = [...path, key];
-        warnings.push(
-          `${where(full, true)}unknown key ${pathString(full)} is ignored${
-            suggestion(raw, path, key)
-          }`,
-        );
-        deleteAt(raw, path, key);
-      }
+    for (const { path, unknownKey } of unknown) {
+      const key = unknownKey!;
+      const full = [...path, key];
+      warnings.push(
+        `${where(full, true)}unknown key ${pathString(full)} is ignored${
+          suggestion(raw, path, key)
+        }`,
+      );
+      deleteAt(raw, path, key);
     }
   }
   throw new ConfigError("configuration could not be validated");

@@ -4,117 +4,273 @@
  *
  * @module
  */
-import { z } from "zod";
+import * as v from "valibot";
 import { parseCidr } from "../http/ip.ts";
 
-const shown = (v: unknown) => JSON.stringify(v) ?? String(v);
+const shown = (value: unknown) => JSON.stringify(value) ?? String(value);
+
+type Issue = v.BaseIssue<unknown>;
+
+/** `${text}, got 8.5`: a message that shows the value refused. */
+const got = (text: string) => (issue: Issue) => `${text}, got ${shown(issue.input)}`;
+
+/** The kind of value a message names: "array", "null", "NaN", "Infinity", "string"… */
+function kindOf(x: unknown): string {
+  if (typeof x === "number") {
+    return Number.isNaN(x) ? "NaN" : Number.isFinite(x) ? "number" : `${x}`;
+  }
+  if (x === null) return "null";
+  if (Array.isArray(x)) return "array";
+  if (typeof x === "object" && Object.getPrototypeOf(x) !== Object.prototype && x.constructor) {
+    return x.constructor.name;
+  }
+  return typeof x;
+}
+
+/** `Invalid input: expected array, received string`. */
+const expected = (what: string) => (issue: Issue) =>
+  `Invalid input: expected ${what}, received ${kindOf(issue.input)}`;
+
+const isObject = (x: unknown): x is Record<string, unknown> =>
+  typeof x === "object" && x !== null && !Array.isArray(x);
+
+const isPlainObject = (x: unknown): x is Record<string, unknown> =>
+  isObject(x) && [Object.prototype, null].includes(Object.getPrototypeOf(x));
+
+/** The message of an unknown key; loading warns about the key and drops it. */
+export const UNKNOWN_KEY = "is not a known key";
+
+const unknownKey = v.pipe(v.unknown(), v.check(() => false, UNKNOWN_KEY));
+
+type Shape<E extends v.ObjectEntries> = v.ObjectSchema<E, undefined>;
+
+/**
+ * A mapping with these keys. Each other key is an issue of its own ({@link UNKNOWN_KEY}) that
+ * leaves the rest checked as usual; an absent required key gets its schema's message for
+ * `undefined` ("must be a string, got undefined").
+ */
+function strict<const E extends v.ObjectEntries>(entries: E) {
+  const missing = (issue: Issue) =>
+    v.safeParse(entries[issue.path![0].key as string], undefined).issues![0].message;
+  return v.pipe(
+    v.custom<Record<string, unknown>>(isObject, expected("object")),
+    v.objectWithRest(entries, unknownKey, missing),
+    // Typed without the rest's index signature: loading drops the unknown keys.
+  ) as unknown as v.GenericSchema<v.InferInput<Shape<E>>, v.InferOutput<Shape<E>>>;
+}
+
+/** A mapping of names to `value`s; a name that `key` refuses is reported, its value unchecked. */
+function record<V extends v.GenericSchema>(value: V, key = (_name: string) => true) {
+  return v.pipe(
+    v.custom<Record<string, unknown>>(isPlainObject, expected("record")),
+    v.record(v.custom<string>((name) => key(name as string), "Invalid key in record"), value),
+    v.rawCheck(({ dataset }) => {
+      const refused = new Set(
+        dataset.issues?.filter((i) => i.path?.[0].origin === "key").map((i) => i.path![0].key),
+      );
+      if (refused.size === 0) return;
+      dataset.issues = dataset.issues!.filter((i) =>
+        i.path?.[0].origin === "key" || !refused.has(i.path?.[0].key)
+      ) as typeof dataset.issues;
+    }),
+  );
+}
+
+/** A list of `item`s. */
+const list = <T extends v.GenericSchema>(item: T, message = expected("array")) =>
+  v.array(item, message);
+
+/**
+ * At least `min` characters (or items). Whatever has a length is measured, so `[]` where a name
+ * belongs is both not a string and empty.
+ */
+const minLength = <T>(min: number, message: string) =>
+  v.rawCheck<T>(({ dataset, addIssue }) => {
+    const x = dataset.value as { length?: number } | null | undefined;
+    if (x === null || x === undefined || x.length === undefined) return;
+    if (!((typeof x === "string" ? [...x].length : x.length) >= min)) addIssue({ message });
+  });
+
+/**
+ * Checks a value of the right type with `check`, which reports each problem with `fail` at a
+ * key path below the value.
+ */
+const refine = <T>(check: (value: T, fail: (path: Path, message: string) => void) => void) =>
+  v.rawCheck<T>(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    check(
+      dataset.value,
+      (path, message) =>
+        addIssue({ message, path: path.map((key) => step(key)) as [v.IssuePathItem] }),
+    );
+  });
+
+type Path = (string | number)[];
+
+/** A step of an issue's key path. */
+const step = (key: string | number, input?: unknown, value?: unknown): v.IssuePathItem => ({
+  type: "unknown",
+  origin: "value",
+  input,
+  key,
+  value,
+});
+
+/** A whole number, within ±(2^53 − 1). */
+const int = (message?: (issue: Issue) => string) =>
+  v.pipe(
+    v.custom<number>(
+      Number.isInteger,
+      message ??
+        ((i) =>
+          Number.isFinite(i.input)
+            ? "Invalid input: expected int, received number"
+            : expected("number")(i)),
+    ),
+    v.check<number, (issue: Issue) => string>(
+      Number.isSafeInteger,
+      message ??
+        ((i) =>
+          (i.input as number) > 0
+            ? `Too big: expected int to be <=${Number.MAX_SAFE_INTEGER}`
+            : `Too small: expected int to be >=${Number.MIN_SAFE_INTEGER}`),
+    ),
+  );
+
+const atLeast = (min: number) =>
+  v.minValue<number, number, string>(min, `Too small: expected number to be >=${min}`);
+const atMost = (max: number) =>
+  v.maxValue<number, number, string>(max, `Too big: expected number to be <=${max}`);
+const aboveZero = v.gtValue<number, 0, string>(0, "Too small: expected number to be >0");
+
+/** One of `options`. */
+const oneOf = <const T extends readonly (string | number)[]>(
+  options: T,
+  message: string | ((issue: Issue) => string) = `Invalid option: expected one of ${
+    options.map((o) => `"${o}"`).join("|")
+  }`,
+) => v.picklist(options, message);
 
 /** A TCP port; 0 asks the system for a free one (tests use it). */
 export const port = () =>
-  z.int({ error: (i) => `must be a whole number 0–65535, got ${shown(i.input)}` })
-    .min(0, { error: (i) => `must be 0–65535, got ${shown(i.input)}` })
-    .max(65535, { error: (i) => `must be 0–65535, got ${shown(i.input)}` });
+  v.pipe(
+    int(got("must be a whole number 0–65535")),
+    v.minValue(0, got("must be 0–65535")),
+    v.maxValue(65535, got("must be 0–65535")),
+  );
 
 const positive = (what: string) =>
-  z.number({ error: (i) => `must be ${what}, got ${shown(i.input)}` })
-    .positive({ error: (i) => `must be ${what}, got ${shown(i.input)}` });
+  v.pipe(
+    v.custom<number>((x) => typeof x === "number" && Number.isFinite(x), got(`must be ${what}`)),
+    v.gtValue(0, got(`must be ${what}`)),
+  );
 
-const nonEmpty = z.string({ error: (i) => `must be a string, got ${shown(i.input)}` })
-  .min(1, "must not be empty");
+const nonEmpty = v.pipe(
+  v.string(got("must be a string")),
+  minLength(1, "must not be empty"),
+);
 
-const bool = z.boolean({ error: (i) => `must be true or false, got ${shown(i.input)}` });
+const bool = v.boolean(got("must be true or false"));
 
 /** `host:port`, as written in `upstreams`. */
-const hostPort = nonEmpty.regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):\d{1,5}$/, {
-  error: (i) => `must be host:port, got ${shown(i.input)}`,
-});
+const hostPort = v.pipe(
+  nonEmpty,
+  v.regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):\d{1,5}$/, got("must be host:port")),
+);
 
-const urlPath = nonEmpty.refine((p) => p.startsWith("/"), {
-  error: (i) => `must start with "/", got ${shown(i.input)}`,
-});
+const isUrlPath = (p: string) => p.startsWith("/");
 
-export const ProxyRule = z.strictObject({
+const urlPath = v.pipe(nonEmpty, v.check(isUrlPath, got('must start with "/"')));
+
+export const ProxyRule = strict({
   /** Public path prefix, matched on segment boundaries. */
-  path: urlPath.default("/"),
+  path: v.optional(urlPath, "/"),
   /** Backend host (PyServe's form). */
-  host: nonEmpty.default("localhost"),
+  host: v.optional(nonEmpty, "localhost"),
   /** Backend port (PyServe's form). */
-  port: port().default(80),
+  port: v.optional(port(), 80),
   /** https to the backend. */
-  ssl: bool.default(false),
+  ssl: v.optional(bool, false),
   /** Remove the matched prefix before forwarding (PyServe does). */
-  strip_prefix: bool.default(true),
+  strip_prefix: v.optional(bool, true),
   /** Send the client's Host to the backend instead of the backend's own. */
-  preserve_host: bool.default(false),
+  preserve_host: v.optional(bool, false),
   /** Extra CA (PEM) to trust for an https backend. */
-  ca_file: nonEmpty.optional(),
+  ca_file: v.optional(nonEmpty),
   /** Accept any backend certificate (warned about loudly). */
-  insecure_skip_verify: bool.default(false),
+  insecure_skip_verify: v.optional(bool, false),
   /** Several backends as host:port; replaces host/port when given. */
-  upstreams: z.array(hostPort).min(1, "must list at least one host:port").optional(),
+  upstreams: v.optional(v.pipe(list(hostPort), minLength(1, "must list at least one host:port"))),
   /** How to pick among upstreams. */
-  lb: z.enum(["round_robin", "least_conn"]).default("round_robin"),
+  lb: v.optional(oneOf(["round_robin", "least_conn"]), "round_robin"),
   /** Path probed by the active health check; no active check when absent. */
-  health_path: urlPath.optional(),
+  health_path: v.optional(urlPath),
   /** Seconds between active health checks. */
-  health_interval: positive("a positive number of seconds").default(10),
+  health_interval: v.optional(positive("a positive number of seconds"), 10),
   /** Seconds a failed backend stays marked down. */
-  fail_timeout: positive("a positive number of seconds").default(10),
+  fail_timeout: v.optional(positive("a positive number of seconds"), 10),
   /** Seconds to establish the backend connection. */
-  connect_timeout: positive("a positive number of seconds").default(10),
+  connect_timeout: v.optional(positive("a positive number of seconds"), 10),
   /** Seconds to wait for the backend's response headers. */
-  response_timeout: positive("a positive number of seconds").default(30),
+  response_timeout: v.optional(positive("a positive number of seconds"), 30),
   /**
    * Bridge `Upgrade: websocket` requests to the backend (PyServe's key). When false the upgrade
    * is not offered: the request goes on as plain HTTP without `Upgrade`, as nginx does when it
    * is not told to pass upgrades on.
    */
-  websocket: bool.default(true),
+  websocket: v.optional(bool, true),
 });
-export type ProxyRule = z.infer<typeof ProxyRule>;
+export type ProxyRule = v.InferOutput<typeof ProxyRule>;
 
 /** A bcrypt hash as written by htpasswd -B, bcryptjs or Python's bcrypt. */
 const BCRYPT = /^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$/;
 
-const Auth = z.strictObject({
-  type: z.literal("basic", { error: (i) => `must be "basic", got ${shown(i.input)}` }),
-  username: nonEmpty,
-  /** Plain password (PyServe's form); compared in constant time. */
-  password: nonEmpty.optional(),
-  /** bcrypt hash of the password. */
-  password_hash: nonEmpty.regex(BCRYPT, {
-    error: "must be a bcrypt hash ($2b$10$… as made by htpasswd -B or bcryptjs)",
-  }).optional(),
-  /** Realm shown by the browser's login dialog. */
-  realm: nonEmpty.default("Restricted Area"),
-}).refine((a) => (a.password === undefined) !== (a.password_hash === undefined), {
-  error: "needs exactly one of password or password_hash",
-});
-
-const Location = z.strictObject({ auth: Auth.optional() });
-
-const redirectStatus = z.union(
-  [z.literal(301), z.literal(302), z.literal(307), z.literal(308)],
-  { error: (i) => `must be 301, 302, 307 or 308, got ${shown(i.input)}` },
+const Auth = v.pipe(
+  strict({
+    type: v.literal("basic", got('must be "basic"')),
+    username: nonEmpty,
+    /** Plain password (PyServe's form); compared in constant time. */
+    password: v.optional(nonEmpty),
+    /** bcrypt hash of the password. */
+    password_hash: v.optional(v.pipe(
+      nonEmpty,
+      v.regex(BCRYPT, "must be a bcrypt hash ($2b$10$… as made by htpasswd -B or bcryptjs)"),
+    )),
+    /** Realm shown by the browser's login dialog. */
+    realm: v.optional(nonEmpty, "Restricted Area"),
+  }),
+  v.check(
+    (a) => (a.password === undefined) !== (a.password_hash === undefined),
+    "needs exactly one of password or password_hash",
+  ),
 );
 
+const Location = strict({ auth: v.optional(Auth) });
+
+const redirectStatus = v.picklist([301, 302, 307, 308], got("must be 301, 302, 307 or 308"));
+
 /** Where a redirect may point: a path on this server or an absolute http(s) URL. */
-const redirectTarget = nonEmpty.refine((t) => t.startsWith("/") || /^https?:\/\/[^/]/i.test(t), {
-  error: (i) => `must be a path starting with "/" or an http(s):// URL, got ${shown(i.input)}`,
-});
+const redirectTarget = v.pipe(
+  nonEmpty,
+  v.check(
+    (t) => t.startsWith("/") || /^https?:\/\/[^/]/i.test(t),
+    got('must be a path starting with "/" or an http(s):// URL'),
+  ),
+);
 
 /** `- /from: /to` (PyServe) or `{ from, to, status }`. */
-const Redirect = z.union([
-  z.record(urlPath, redirectTarget).refine((r) => Object.keys(r).length === 1, {
-    error: "must be a single `/from: /to` pair",
-  }),
-  z.strictObject({
+const Redirect = v.union([
+  v.pipe(
+    record(redirectTarget, isUrlPath),
+    v.check((r) => Object.keys(r).length === 1, "must be a single `/from: /to` pair"),
+  ),
+  strict({
     from: urlPath,
     to: redirectTarget,
-    status: redirectStatus.default(302),
+    status: v.optional(redirectStatus, 302),
   }),
-], { error: "must be `/from: /to` or { from, to, status }" });
-type Redirect = z.infer<typeof Redirect>;
+], "must be `/from: /to` or { from, to, status }");
+type Redirect = v.InferOutput<typeof Redirect>;
 
 /** A redirect rule in one shape. */
 export interface RedirectRule {
@@ -136,17 +292,13 @@ export function redirectRule(r: Redirect): RedirectRule {
 const localTarget = (to: string) => to.startsWith("/") ? to.replace(/[?#].*$/, "") : null;
 
 /** Rejects repeated sources, rules that point at themselves and chains that loop. */
-function checkRedirects(rules: Redirect[], ctx: z.RefinementCtx) {
+function checkRedirects(rules: Redirect[], fail: (path: Path, message: string) => void) {
   const byFrom = new Map<string, number>();
   const list = rules.map(redirectRule);
   list.forEach((r, i) => {
     const first = byFrom.get(r.from);
     if (first !== undefined) {
-      ctx.addIssue({
-        code: "custom",
-        path: [i],
-        message: `repeats ${r.from}, already redirected by redirect_instructions[${first}]`,
-      });
+      fail([i], `repeats ${r.from}, already redirected by redirect_instructions[${first}]`);
     } else byFrom.set(r.from, i);
   });
   const reported = new Set<number>();
@@ -156,13 +308,12 @@ function checkRedirects(rules: Redirect[], ctx: z.RefinementCtx) {
     let next = localTarget(r.to);
     while (next !== null) {
       if (next === r.from) {
-        ctx.addIssue({
-          code: "custom",
-          path: [i],
-          message: seen.length === 1
+        fail(
+          [i],
+          seen.length === 1
             ? `redirects ${r.from} to itself; remove the rule or point it elsewhere`
             : `makes a redirect loop: ${[...seen, r.from].join(" → ")}; break the chain`,
-        });
+        );
         for (const p of seen) reported.add(byFrom.get(p)!);
         return;
       }
@@ -175,102 +326,109 @@ function checkRedirects(rules: Redirect[], ctx: z.RefinementCtx) {
 }
 
 /** An address or a CIDR range, IPv4 or IPv6. */
-const cidr = nonEmpty.refine((c) => parseCidr(c) !== undefined, {
-  error: (i) =>
-    `must be an IP address or CIDR like 192.168.1.0/24 or 2001:db8::/32, got ${shown(i.input)}`,
-});
+const cidr = v.pipe(
+  nonEmpty,
+  v.check(
+    (c) => parseCidr(c) !== undefined,
+    got("must be an IP address or CIDR like 192.168.1.0/24 or 2001:db8::/32"),
+  ),
+);
 
-const cidrList = z.array(cidr, {
-  error: (i) => `must be a list of addresses, got ${shown(i.input)}`,
-});
+const cidrList = list(cidr, got("must be a list of addresses"));
 
-const Server = z.strictObject({
-  /** Address to listen on. */
-  host: nonEmpty.default("127.0.0.1"),
-  /** Port to listen on. */
-  port: port().default(8000),
-  /** Length of the listen queue (PyServe's key; the operating system may round it). */
-  backlog: z.int().positive().default(511),
-  /** Worker processes sharing the port; "auto" = one per core. */
-  workers: z.union([z.int().min(1).max(256), z.literal("auto")], {
-    error: (i) => `must be a whole number ≥ 1 or "auto", got ${shown(i.input)}`,
-  }).default(1),
-  /** Seconds in-flight requests get to finish on SIGINT/SIGTERM. */
-  shutdown_timeout: positive("a positive number of seconds").default(10),
-  /** Seconds a TLS client has to finish its handshake (nginx's ssl_handshake_timeout). */
-  handshake_timeout: positive("a positive number of seconds").default(60),
-  /**
-   * Seconds a client has, once connected (over TLS: once its handshake is done), to send its
-   * first request (nginx's client_header_timeout).
-   */
-  header_timeout: positive("a positive number of seconds").default(60),
-  /**
-   * Seconds a kept-alive connection may wait for its next request before it is closed
-   * (nginx's keepalive_timeout).
-   */
-  idle_timeout: positive("a positive number of seconds").default(75),
-  /**
-   * Seconds a request body may send nothing before the request is given up and the connection
-   * closed (nginx's client_body_timeout); over HTTP/2 the stream is answered 408 instead.
-   */
-  body_timeout: positive("a positive number of seconds").default(60),
-  /**
-   * Most connections open at once in the whole process; beyond it new ones are closed at once.
-   * Default: the open-files limit less a tenth of it (at least 128).
-   */
-  max_connections: z.int().positive().optional(),
-  /** Most connections open at once from one client address; 0 = no limit. */
-  max_connections_per_ip: z.int().min(0).default(0),
-  /**
-   * The listener on `port` (plain or TLS) expects a PROXY protocol header (v1 or v2, as HAProxy's
-   * `send-proxy` and `send-proxy-v2` write it) at the start of every connection, and takes its
-   * source address as the client's: in the access log, `X-Forwarded-For`, `X-Real-IP`, rate
-   * limits, IP filtering, connection limits and `$remote_addr`. A connection without a valid
-   * header within `header_timeout` is closed unanswered. The `ssl.redirect_http` and ACME
-   * listeners take plain connections either way.
-   */
-  proxy_protocol: bool.default(false),
-  /**
-   * Peers allowed to send a PROXY protocol header (addresses or CIDRs): the load balancers.
-   * A connection from any other address is closed.
-   */
-  proxy_protocol_from: cidrList.default(["127.0.0.0/8", "::1/128"]),
-  /**
-   * PyServe's switch for its welcome page at `/`. Here, when true and the static folder has no
-   * index.html, `/` shows the built-in welcome page (instead of a listing or 404); a site's own
-   * index.html always wins.
-   */
-  default_root: bool.default(false),
-  /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
-  reverse_proxy: z.preprocess((v) => v ?? [], z.array(ProxyRule)).default([]),
-  redirect_instructions: z.array(Redirect).default([]).superRefine(checkRedirects),
-  locations: z.record(urlPath, Location).default({}),
-}).superRefine((s, ctx) => {
-  if (s.proxy_protocol && s.proxy_protocol_from.length === 0) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["proxy_protocol_from"],
-      message: "must list at least one address while server.proxy_protocol is true: " +
-        "every connection would be closed",
-    });
-  }
-});
+const Server = v.pipe(
+  strict({
+    /** Address to listen on. */
+    host: v.optional(nonEmpty, "127.0.0.1"),
+    /** Port to listen on. */
+    port: v.optional(port(), 8000),
+    /** Length of the listen queue (PyServe's key; the operating system may round it). */
+    backlog: v.optional(v.pipe(int(), aboveZero), 511),
+    /** Worker processes sharing the port; "auto" = one per core. */
+    workers: v.optional(
+      v.union(
+        [v.pipe(int(), atLeast(1), atMost(256)), v.literal("auto")],
+        got('must be a whole number ≥ 1 or "auto"'),
+      ),
+      1,
+    ),
+    /** Seconds in-flight requests get to finish on SIGINT/SIGTERM. */
+    shutdown_timeout: v.optional(positive("a positive number of seconds"), 10),
+    /** Seconds a TLS client has to finish its handshake (nginx's ssl_handshake_timeout). */
+    handshake_timeout: v.optional(positive("a positive number of seconds"), 60),
+    /**
+     * Seconds a client has, once connected (over TLS: once its handshake is done), to send its
+     * first request (nginx's client_header_timeout).
+     */
+    header_timeout: v.optional(positive("a positive number of seconds"), 60),
+    /**
+     * Seconds a kept-alive connection may wait for its next request before it is closed
+     * (nginx's keepalive_timeout).
+     */
+    idle_timeout: v.optional(positive("a positive number of seconds"), 75),
+    /**
+     * Seconds a request body may send nothing before the request is given up and the connection
+     * closed (nginx's client_body_timeout); over HTTP/2 the stream is answered 408 instead.
+     */
+    body_timeout: v.optional(positive("a positive number of seconds"), 60),
+    /**
+     * Most connections open at once in the whole process; beyond it new ones are closed at once.
+     * Default: the open-files limit less a tenth of it (at least 128).
+     */
+    max_connections: v.optional(v.pipe(int(), aboveZero)),
+    /** Most connections open at once from one client address; 0 = no limit. */
+    max_connections_per_ip: v.optional(v.pipe(int(), atLeast(0)), 0),
+    /**
+     * The listener on `port` (plain or TLS) expects a PROXY protocol header (v1 or v2, as HAProxy's
+     * `send-proxy` and `send-proxy-v2` write it) at the start of every connection, and takes its
+     * source address as the client's: in the access log, `X-Forwarded-For`, `X-Real-IP`, rate
+     * limits, IP filtering, connection limits and `$remote_addr`. A connection without a valid
+     * header within `header_timeout` is closed unanswered. The `ssl.redirect_http` and ACME
+     * listeners take plain connections either way.
+     */
+    proxy_protocol: v.optional(bool, false),
+    /**
+     * Peers allowed to send a PROXY protocol header (addresses or CIDRs): the load balancers.
+     * A connection from any other address is closed.
+     */
+    proxy_protocol_from: v.optional(cidrList, ["127.0.0.0/8", "::1/128"]),
+    /**
+     * PyServe's switch for its welcome page at `/`. Here, when true and the static folder has no
+     * index.html, `/` shows the built-in welcome page (instead of a listing or 404); a site's own
+     * index.html always wins.
+     */
+    default_root: v.optional(bool, false),
+    /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
+    reverse_proxy: v.nullish(list(ProxyRule), []),
+    redirect_instructions: v.optional(v.pipe(list(Redirect), refine(checkRedirects)), []),
+    locations: v.optional(record(Location, isUrlPath), {}),
+  }),
+  refine((s, fail) => {
+    if (s.proxy_protocol && s.proxy_protocol_from.length === 0) {
+      fail(
+        ["proxy_protocol_from"],
+        "must list at least one address while server.proxy_protocol is true: " +
+          "every connection would be closed",
+      );
+    }
+  }),
+);
 
-const Http = z.strictObject({
+const Http = strict({
   /** Folder served as the site root and under /static/. */
-  static_dir: nonEmpty.default("./static"),
+  static_dir: v.optional(nonEmpty, "./static"),
   /** Folder of error page templates. */
-  templates_dir: nonEmpty.default("./templates"),
+  templates_dir: v.optional(nonEmpty, "./templates"),
   /** HTML listing for folders without index.html. */
-  directory_listing: bool.default(false),
+  directory_listing: v.optional(bool, false),
   /** Serve files and folders whose name starts with a dot. */
-  serve_dotfiles: bool.default(false),
+  serve_dotfiles: v.optional(bool, false),
   /** How long a cached file's metadata is trusted before it is checked again (ms; 0 = always). */
-  file_cache_ttl_ms: z.int().min(0).default(1000),
+  file_cache_ttl_ms: v.optional(v.pipe(int(), atLeast(0)), 1000),
   /** Files up to this size are kept in memory (bytes; 0 = never). */
-  file_cache_max_file_size: z.int().min(0).default(1024 * 1024),
+  file_cache_max_file_size: v.optional(v.pipe(int(), atLeast(0)), 1024 * 1024),
   /** Memory for cached file bodies in all (bytes). */
-  file_cache_max_bytes: z.int().min(0).default(64 * 1024 * 1024),
+  file_cache_max_bytes: v.optional(v.pipe(int(), atLeast(0)), 64 * 1024 * 1024),
 });
 
 /** A URL scheme in front of the rest (`redis://…`), as opposed to a folder. */
@@ -279,91 +437,94 @@ const URL_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
 /** Whether `storage` (the `ssl.acme.storage` value) names a Redis server rather than a folder. */
 export const isRedisStorage = (storage: string): boolean => /^rediss?:\/\//i.test(storage);
 
-const Acme = z.strictObject({
-  email: nonEmpty,
-  domains: z.array(nonEmpty).min(1, "must list at least one domain"),
-  directory_url: nonEmpty.default("https://acme-v02.api.letsencrypt.org/directory"),
-  ca_file: nonEmpty.optional(),
-  /**
-   * Where the account key, the certificate and its key are kept: a folder (one instance), or
-   * `redis://[user:password@]host[:port][/db]` (or `rediss://`) shared by several instances,
-   * which then order one at a time and answer each other's http-01 challenges.
-   * @default "./ssl/acme"
-   */
-  storage: nonEmpty.default("./ssl/acme"),
-  /**
-   * With Redis storage, required: the secret the private keys are encrypted with in Redis
-   * (AES-256-GCM, the key derived with scrypt); the same on every instance, at least 16
-   * characters. Write it as `${VAR}` to keep it out of the file. @default none
-   */
-  storage_key: nonEmpty.min(16, "must be at least 16 characters (openssl rand -base64 32)")
-    .optional(),
-  /**
-   * With Redis storage: seconds the order lock lasts without renewal, so an instance that dies
-   * while ordering holds the others up this long at most. Renewed every third of it. @default 30
-   */
-  lock_timeout: positive("a positive number of seconds").default(30),
-  /**
-   * With Redis storage: seconds between looks at the stored certificate, in case a
-   * notification of a new one was missed (Redis away, a reconnect). @default 30
-   */
-  poll_interval: positive("a positive number of seconds").default(30),
-  challenge: z.enum(["http-01", "tls-alpn-01"]).default("http-01"),
-  http_port: port().default(80),
-}).superRefine((a, ctx) => {
-  if (!URL_SCHEME.test(a.storage)) return;
-  const checked = redisUrl.safeParse(a.storage);
-  if (!checked.success) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["storage"],
-      message: `must be a folder or redis://host:port/db (or rediss://), got ${shown(a.storage)}`,
-    });
-  } else if (a.storage_key === undefined) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["storage_key"],
-      message: "is required with Redis storage (the private keys are encrypted with it); " +
-        "set it on every instance, e.g. storage_key: ${DENOSERVE_ACME_KEY}",
-    });
-  }
-});
+const Acme = v.pipe(
+  strict({
+    email: nonEmpty,
+    domains: v.pipe(list(nonEmpty), minLength(1, "must list at least one domain")),
+    directory_url: v.optional(nonEmpty, "https://acme-v02.api.letsencrypt.org/directory"),
+    ca_file: v.optional(nonEmpty),
+    /**
+     * Where the account key, the certificate and its key are kept: a folder (one instance), or
+     * `redis://[user:password@]host[:port][/db]` (or `rediss://`) shared by several instances,
+     * which then order one at a time and answer each other's http-01 challenges.
+     * @default "./ssl/acme"
+     */
+    storage: v.optional(nonEmpty, "./ssl/acme"),
+    /**
+     * With Redis storage, required: the secret the private keys are encrypted with in Redis
+     * (AES-256-GCM, the key derived with scrypt); the same on every instance, at least 16
+     * characters. Write it as `${VAR}` to keep it out of the file. @default none
+     */
+    storage_key: v.optional(
+      v.pipe(nonEmpty, minLength(16, "must be at least 16 characters (openssl rand -base64 32)")),
+    ),
+    /**
+     * With Redis storage: seconds the order lock lasts without renewal, so an instance that dies
+     * while ordering holds the others up this long at most. Renewed every third of it. @default 30
+     */
+    lock_timeout: v.optional(positive("a positive number of seconds"), 30),
+    /**
+     * With Redis storage: seconds between looks at the stored certificate, in case a
+     * notification of a new one was missed (Redis away, a reconnect). @default 30
+     */
+    poll_interval: v.optional(positive("a positive number of seconds"), 30),
+    challenge: v.optional(oneOf(["http-01", "tls-alpn-01"]), "http-01"),
+    http_port: v.optional(port(), 80),
+  }),
+  refine((a, fail) => {
+    if (!URL_SCHEME.test(a.storage)) return;
+    if (!isRedisUrl(a.storage)) {
+      fail(
+        ["storage"],
+        `must be a folder or redis://host:port/db (or rediss://), got ${shown(a.storage)}`,
+      );
+    } else if (a.storage_key === undefined) {
+      fail(
+        ["storage_key"],
+        "is required with Redis storage (the private keys are encrypted with it); " +
+          "set it on every instance, e.g. storage_key: ${DENOSERVE_ACME_KEY}",
+      );
+    }
+  }),
+);
 
-const Ssl = z.strictObject({
-  enabled: bool.default(false),
-  cert_file: nonEmpty.optional(),
-  key_file: nonEmpty.optional(),
+const Ssl = strict({
+  enabled: v.optional(bool, false),
+  cert_file: v.optional(nonEmpty),
+  key_file: v.optional(nonEmpty),
   /** Value of Strict-Transport-Security on HTTPS answers; none when absent. */
-  hsts: nonEmpty.optional(),
+  hsts: v.optional(nonEmpty),
   /** Also listen for plain HTTP on this port and redirect it to HTTPS. */
-  redirect_http: port().optional(),
+  redirect_http: v.optional(port()),
   /**
    * Also serve HTTP/3 (QUIC) on the HTTPS port's number over UDP, with the same certificate, and
    * announce it with `Alt-Svc` on HTTPS answers. Only the main thread serves it (not `workers`).
    */
-  http3: bool.default(false),
-  acme: Acme.optional(),
+  http3: v.optional(bool, false),
+  acme: v.optional(Acme),
 });
 
-export const LogLevel = z.enum(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], {
-  error: (i) => `must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got ${shown(i.input)}`,
-});
-export type LogLevel = z.infer<typeof LogLevel>;
+export const LogLevel = oneOf(
+  ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+  got("must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+);
+export type LogLevel = v.InferOutput<typeof LogLevel>;
 
-const Logging = z.strictObject({
-  level: z.preprocess((v) => typeof v === "string" ? v.toUpperCase() : v, LogLevel).default(
+const Logging = strict({
+  level: v.optional(
+    v.pipe(v.unknown(), v.transform((l) => typeof l === "string" ? l.toUpperCase() : l), LogLevel),
     "INFO",
   ),
-  log_file: nonEmpty.optional(),
-  console_output: bool.default(true),
-  use_colors: bool.default(true),
-  use_rotation: bool.default(false),
-  max_log_size: z.int().positive().default(10 * 1024 * 1024),
-  backup_count: z.int().min(0).default(5),
-  structured_logs: bool.default(false),
+  log_file: v.optional(nonEmpty),
+  console_output: v.optional(bool, true),
+  use_colors: v.optional(bool, true),
+  use_rotation: v.optional(bool, false),
+  max_log_size: v.optional(v.pipe(int(), aboveZero), 10 * 1024 * 1024),
+  backup_count: v.optional(v.pipe(int(), atLeast(0)), 5),
+  structured_logs: v.optional(bool, false),
   /** One line per request. */
-  access_log: bool.default(true),
-  access_format: z.enum(["common", "combined", "json"]).default("common"),
+  access_log: v.optional(bool, true),
+  access_format: v.optional(oneOf(["common", "combined", "json"]), "common"),
 });
 
 /** Python's regex dialect, as PyServe files write it, turned into JavaScript's. */
@@ -425,277 +586,303 @@ export function parseLocationPattern(key: string): LocationPattern {
 }
 
 /** `Name: value` as written in a location's `headers`. */
-const headerLine = nonEmpty.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:\s*\S/, {
-  error: (i) => `must be "Name: value", got ${shown(i.input)}`,
-});
+const headerLine = v.pipe(
+  nonEmpty,
+  v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:\s*\S/, got('must be "Name: value"')),
+);
 
 /** `return: "200 OK"`: a status and an optional body (or Location, for 3xx). */
-const returnSpec = nonEmpty.regex(/^[1-5]\d\d(\s|$)/, {
-  error: (i) => `must be "STATUS [text]" such as "200 OK", got ${shown(i.input)}`,
-});
+const returnSpec = v.pipe(
+  nonEmpty,
+  v.regex(/^[1-5]\d\d(\s|$)/, got('must be "STATUS [text]" such as "200 OK"')),
+);
 
 /** The keys a V2 location understands; anything else is an error naming it. */
-export const RoutingLocation = z.strictObject({
-  /** Forward to this backend (`{group}` allowed); a path in it replaces the request's. */
-  proxy_pass: nonEmpty.regex(/^https?:\/\/[^/\s]+/i, {
-    error: (i) => `must be an http:// or https:// URL, got ${shown(i.input)}`,
-  }).optional(),
-  /** Serve files from this folder instead of http.static_dir. */
-  root: nonEmpty.optional(),
-  /** File that answers a folder (and the SPA page). Default index.html. */
-  index_file: nonEmpty.regex(/^[^/\\]+$/, { error: "must be a file name without slashes" })
-    .optional(),
-  /** Cache-Control on successful answers. */
-  cache_control: nonEmpty.optional(),
-  /** Extra response headers, `Name: value` with `{group}` and `$remote_addr`-style variables. */
-  headers: z.array(headerLine).default([]),
-  /** Answer directly with `STATUS [text]`. */
-  return: returnSpec.optional(),
-  /** Content-Type of a `return` answer. Default text/plain. */
-  content_type: nonEmpty.optional(),
-  /** Missing paths that do not look like files get the index_file (single-page apps). */
-  spa_fallback: bool.default(false),
-  /** Path prefixes that never get the SPA page. */
-  exclude_patterns: z.array(urlPath).default([]),
-}).superRefine((l, ctx) => {
-  const what = l.return !== undefined ? "return" : l.proxy_pass !== undefined ? "proxy_pass" : "";
-  if (l.return !== undefined && l.proxy_pass !== undefined) {
-    ctx.addIssue({ code: "custom", path: ["proxy_pass"], message: "cannot be used with return" });
-  }
-  if (what) {
-    for (const key of ["root", "index_file", "exclude_patterns"] as const) {
-      const v = l[key];
-      if (v !== undefined && !(Array.isArray(v) && v.length === 0)) {
-        ctx.addIssue({ code: "custom", path: [key], message: `cannot be used with ${what}` });
+export const RoutingLocation = v.pipe(
+  strict({
+    /** Forward to this backend (`{group}` allowed); a path in it replaces the request's. */
+    proxy_pass: v.optional(
+      v.pipe(nonEmpty, v.regex(/^https?:\/\/[^/\s]+/i, got("must be an http:// or https:// URL"))),
+    ),
+    /** Serve files from this folder instead of http.static_dir. */
+    root: v.optional(nonEmpty),
+    /** File that answers a folder (and the SPA page). Default index.html. */
+    index_file: v.optional(
+      v.pipe(nonEmpty, v.regex(/^[^/\\]+$/, "must be a file name without slashes")),
+    ),
+    /** Cache-Control on successful answers. */
+    cache_control: v.optional(nonEmpty),
+    /** Extra response headers, `Name: value` with `{group}` and `$remote_addr`-style variables. */
+    headers: v.optional(list(headerLine), []),
+    /** Answer directly with `STATUS [text]`. */
+    return: v.optional(returnSpec),
+    /** Content-Type of a `return` answer. Default text/plain. */
+    content_type: v.optional(nonEmpty),
+    /** Missing paths that do not look like files get the index_file (single-page apps). */
+    spa_fallback: v.optional(bool, false),
+    /** Path prefixes that never get the SPA page. */
+    exclude_patterns: v.optional(list(urlPath), []),
+  }),
+  refine((l, fail) => {
+    const what = l.return !== undefined ? "return" : l.proxy_pass !== undefined ? "proxy_pass" : "";
+    if (l.return !== undefined && l.proxy_pass !== undefined) {
+      fail(["proxy_pass"], "cannot be used with return");
+    }
+    if (what) {
+      for (const key of ["root", "index_file", "exclude_patterns"] as const) {
+        const value = l[key];
+        if (value !== undefined && !(Array.isArray(value) && value.length === 0)) {
+          fail([key], `cannot be used with ${what}`);
+        }
       }
+      if (l.spa_fallback) fail(["spa_fallback"], `cannot be used with ${what}`);
     }
-    if (l.spa_fallback) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["spa_fallback"],
-        message: `cannot be used with ${what}`,
-      });
+    if (l.content_type !== undefined && l.return === undefined) {
+      fail(["content_type"], "needs return");
     }
-  }
-  if (l.content_type !== undefined && l.return === undefined) {
-    ctx.addIssue({ code: "custom", path: ["content_type"], message: "needs return" });
-  }
-});
-export type RoutingLocation = z.infer<typeof RoutingLocation>;
+  }),
+);
+export type RoutingLocation = v.InferOutput<typeof RoutingLocation>;
 
 /** `extensions: [{ type: routing, config: … }]`. */
-export const RoutingConfig = z.strictObject({
-  regex_locations: z.record(z.string(), RoutingLocation).default({}),
-}).superRefine((c, ctx) => {
-  for (const key of Object.keys(c.regex_locations)) {
-    try {
-      parseLocationPattern(key);
-    } catch (e) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["regex_locations", key],
-        message: (e as Error).message,
-      });
-    }
-  }
-});
-export type RoutingConfig = z.infer<typeof RoutingConfig>;
-
-const word = nonEmpty.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, {
-  error: (i) => `must be a header or method name, got ${shown(i.input)}`,
-});
-
-export const Cors = z.strictObject({
-  /** Whether CORS headers are sent at all. */
-  enabled: bool.default(true),
-  /** Allowed origins, exact (`https://app.example`) or `*`. */
-  origins: z.array(
-    nonEmpty.refine((o) => o === "*" || /^[a-z][a-z0-9+.-]*:\/\/[^/\s]+$/i.test(o), {
-      error: (i) => `must be "*" or an origin like https://app.example, got ${shown(i.input)}`,
-    }),
-  ).default(["*"]),
-  /** Methods a preflight allows. */
-  methods: z.array(word).default(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
-  /** Request headers a preflight allows (`*` = any). */
-  headers: z.array(word.or(z.literal("*"))).default(["Content-Type", "Authorization"]),
-  /** Response headers scripts may read. */
-  expose_headers: z.array(word).default([]),
-  /** Allow cookies and HTTP authentication. */
-  credentials: bool.default(false),
-  /** Seconds a browser may cache a preflight answer. */
-  max_age: z.int().min(0).optional(),
-});
-export type Cors = z.infer<typeof Cors>;
-
-const wholeAtLeast = (min: number) =>
-  z.int({ error: (i) => `must be a whole number ≥ ${min}, got ${shown(i.input)}` })
-    .min(min, { error: (i) => `must be a whole number ≥ ${min}, got ${shown(i.input)}` });
-
-/** `ip_filtering:` addresses refused, or the only ones let in. */
-export const IpFiltering = z.strictObject({
-  /** Whether the filter applies. */
-  enabled: bool.default(true),
-  /** When not empty, only these addresses and ranges are served. */
-  whitelist: cidrList.default([]),
-  /** These addresses and ranges are refused (even when also whitelisted). */
-  blacklist: cidrList.default([]),
-});
-export type IpFiltering = z.infer<typeof IpFiltering>;
-
-const headerValue = z.string({ error: (i) => `must be a string, got ${shown(i.input)}` })
-  .refine((v) => !/[\r\n\0]/.test(v), "must not contain line breaks");
-
-/** `security_headers:` headers added to every answer. */
-export const SecurityHeaders = z.strictObject({
-  enabled: bool.default(true),
-  /** Header name → value. */
-  headers: z.record(z.string(), headerValue).superRefine((h, ctx) => {
-    for (const name of Object.keys(h)) {
-      if (!word.safeParse(name).success) {
-        ctx.addIssue({ code: "custom", path: [name], message: "is not a valid header name" });
+export const RoutingConfig = v.pipe(
+  strict({
+    regex_locations: v.optional(record(RoutingLocation), {}),
+  }),
+  refine((c, fail) => {
+    for (const key of Object.keys(c.regex_locations)) {
+      try {
+        parseLocationPattern(key);
+      } catch (e) {
+        fail(["regex_locations", key], (e as Error).message);
       }
     }
-  }).default({
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "strict-origin-when-cross-origin",
   }),
-});
-export type SecurityHeaders = z.infer<typeof SecurityHeaders>;
+);
+export type RoutingConfig = v.InferOutput<typeof RoutingConfig>;
 
-const RateLimit = z.strictObject({
-  /** Tokens added per minute. */
-  requests_per_minute: wholeAtLeast(1).default(60),
-  /** Bucket size: requests a client may send at once. */
-  burst: wholeAtLeast(1).default(10),
+/** A header or method name (an HTTP token). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+const word = v.pipe(nonEmpty, v.regex(TOKEN, got("must be a header or method name")));
+
+export const Cors = strict({
+  /** Whether CORS headers are sent at all. */
+  enabled: v.optional(bool, true),
+  /** Allowed origins, exact (`https://app.example`) or `*`. */
+  origins: v.optional(
+    list(v.pipe(
+      nonEmpty,
+      v.check(
+        (o) => o === "*" || /^[a-z][a-z0-9+.-]*:\/\/[^/\s]+$/i.test(o),
+        got('must be "*" or an origin like https://app.example'),
+      ),
+    )),
+    ["*"],
+  ),
+  /** Methods a preflight allows. */
+  methods: v.optional(list(word), ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
+  /** Request headers a preflight allows (`*` = any). */
+  headers: v.optional(
+    list(v.union([word, v.literal("*")], "Invalid input")),
+    ["Content-Type", "Authorization"],
+  ),
+  /** Response headers scripts may read. */
+  expose_headers: v.optional(list(word), []),
+  /** Allow cookies and HTTP authentication. */
+  credentials: v.optional(bool, false),
+  /** Seconds a browser may cache a preflight answer. */
+  max_age: v.optional(v.pipe(int(), atLeast(0))),
 });
+export type Cors = v.InferOutput<typeof Cors>;
+
+const wholeAtLeast = (min: number) =>
+  v.pipe(
+    int(got(`must be a whole number ≥ ${min}`)),
+    v.minValue(min, got(`must be a whole number ≥ ${min}`)),
+  );
+
+/** `ip_filtering:` addresses refused, or the only ones let in. */
+export const IpFiltering = strict({
+  /** Whether the filter applies. */
+  enabled: v.optional(bool, true),
+  /** When not empty, only these addresses and ranges are served. */
+  whitelist: v.optional(cidrList, []),
+  /** These addresses and ranges are refused (even when also whitelisted). */
+  blacklist: v.optional(cidrList, []),
+});
+export type IpFiltering = v.InferOutput<typeof IpFiltering>;
+
+const headerValue = v.pipe(
+  v.string(got("must be a string")),
+  v.check((value) => !/[\r\n\0]/.test(value), "must not contain line breaks"),
+);
+
+/** `security_headers:` headers added to every answer. */
+export const SecurityHeaders = strict({
+  enabled: v.optional(bool, true),
+  /** Header name → value. */
+  headers: v.optional(
+    v.pipe(
+      record(headerValue),
+      refine((h, fail) => {
+        for (const name of Object.keys(h)) {
+          if (!TOKEN.test(name)) fail([name], "is not a valid header name");
+        }
+      }),
+    ),
+    {
+      "X-Content-Type-Options": "nosniff",
+      "X-Frame-Options": "DENY",
+      "Referrer-Policy": "strict-origin-when-cross-origin",
+    },
+  ),
+});
+export type SecurityHeaders = v.InferOutput<typeof SecurityHeaders>;
+
+const RateLimit = strict({
+  /** Tokens added per minute. */
+  requests_per_minute: v.optional(wholeAtLeast(1), 60),
+  /** Bucket size: requests a client may send at once. */
+  burst: v.optional(wholeAtLeast(1), 10),
+});
+
+/** Whether `url` is `redis://[user:password@]host[:port][/db]` (or `rediss://`). */
+function isRedisUrl(url: string): boolean {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return false;
+  }
+  return (u.protocol === "redis:" || u.protocol === "rediss:") && u.hostname !== "" &&
+    /^\d*$/.test(u.pathname.replace(/^\//, "")) && u.search === "" && u.hash === "";
+}
 
 /** `redis://[user:password@]host[:port][/db]` (or `rediss://`), checked where it is written. */
-export const redisUrl = z.string().superRefine((v, ctx) => {
-  let u: URL | undefined;
-  try {
-    u = new URL(v);
-  } catch { /* reported below */ }
-  const db = u?.pathname.replace(/^\//, "") ?? "";
-  if (
-    !u || (u.protocol !== "redis:" && u.protocol !== "rediss:") || u.hostname === "" ||
-    !/^\d*$/.test(db) || u.search !== "" || u.hash !== ""
-  ) {
-    ctx.addIssue({
-      code: "custom",
-      message: `must be redis://host:port/db (or rediss://), got ${shown(v)}`,
-    });
-  }
-});
+export const redisUrl = v.pipe(
+  v.string(expected("string")),
+  v.check(isRedisUrl, got("must be redis://host:port/db (or rediss://)")),
+);
 
 /** A redis `backend` needs its `url`. */
-function redisNeedsUrl(c: { backend: string; url?: string }, ctx: z.RefinementCtx) {
+function redisNeedsUrl(
+  c: { backend: string; url?: string },
+  fail: (path: Path, message: string) => void,
+) {
   if (c.backend === "redis" && c.url === undefined) {
-    ctx.addIssue({ code: "custom", path: ["url"], message: "is required with backend: redis" });
+    fail(["url"], "is required with backend: redis");
   }
 }
 
 /** `rate_limiting:` a token bucket per client address (and per rule). */
-export const RateLimiting = z.strictObject({
-  enabled: bool.default(true),
-  requests_per_minute: wholeAtLeast(1).default(60),
-  burst: wholeAtLeast(1).default(10),
-  /** Path prefix → its own limit, longest prefix first; requests under it count only there. */
-  rules: z.record(z.string(), RateLimit).superRefine((rules, ctx) => {
-    for (const prefix of Object.keys(rules)) {
-      if (!prefix.startsWith("/")) {
-        ctx.addIssue({ code: "custom", path: [prefix], message: 'must start with "/"' });
-      }
-    }
-  }).default({}),
-  /** Buckets kept at most; the least recently used idle ones go first. */
-  max_clients: wholeAtLeast(1).default(10000),
-  /** Where the buckets live: this process's memory, or Redis shared by several processes. */
-  backend: z.enum(["memory", "redis"], {
-    error: (i) => `must be "memory" or "redis", got ${shown(i.input)}`,
-  }).default("memory"),
-  /** The Redis server of `backend: redis`. */
-  url: redisUrl.optional(),
-}).superRefine(redisNeedsUrl);
-export type RateLimiting = z.infer<typeof RateLimiting>;
+export const RateLimiting = v.pipe(
+  strict({
+    enabled: v.optional(bool, true),
+    requests_per_minute: v.optional(wholeAtLeast(1), 60),
+    burst: v.optional(wholeAtLeast(1), 10),
+    /** Path prefix → its own limit, longest prefix first; requests under it count only there. */
+    rules: v.optional(
+      v.pipe(
+        record(RateLimit),
+        refine((rules, fail) => {
+          for (const prefix of Object.keys(rules)) {
+            if (!prefix.startsWith("/")) fail([prefix], 'must start with "/"');
+          }
+        }),
+      ),
+      {},
+    ),
+    /** Buckets kept at most; the least recently used idle ones go first. */
+    max_clients: v.optional(wholeAtLeast(1), 10000),
+    /** Where the buckets live: this process's memory, or Redis shared by several processes. */
+    backend: v.optional(oneOf(["memory", "redis"], got('must be "memory" or "redis"')), "memory"),
+    /** The Redis server of `backend: redis`. */
+    url: v.optional(redisUrl),
+  }),
+  refine((c, fail) => redisNeedsUrl(c, fail)),
+);
+export type RateLimiting = v.InferOutput<typeof RateLimiting>;
 
 /** `csrf_protection:` a double-submit cookie with an HMAC-signed token. */
-export const CsrfProtection = z.strictObject({
-  enabled: bool.default(true),
-  /** The HMAC key; required (use `${VAR}` to keep it out of the file). */
-  secret: nonEmpty.min(16, "must be at least 16 characters").optional(),
-  cookie_name: word.default("csrf_token"),
-  header_name: word.default("X-CSRF-Token"),
-  /** Path prefixes whose unsafe requests are not checked. */
-  exempt_paths: z.array(urlPath).default([]),
-}).superRefine((c, ctx) => {
-  if (c.enabled && c.secret === undefined) {
-    ctx.addIssue({ code: "custom", path: ["secret"], message: "is required when enabled" });
-  }
-});
-export type CsrfProtection = z.infer<typeof CsrfProtection>;
+export const CsrfProtection = v.pipe(
+  strict({
+    enabled: v.optional(bool, true),
+    /** The HMAC key; required (use `${VAR}` to keep it out of the file). */
+    secret: v.optional(v.pipe(nonEmpty, minLength(16, "must be at least 16 characters"))),
+    cookie_name: v.optional(word, "csrf_token"),
+    header_name: v.optional(word, "X-CSRF-Token"),
+    /** Path prefixes whose unsafe requests are not checked. */
+    exempt_paths: v.optional(list(urlPath), []),
+  }),
+  refine((c, fail) => {
+    if (c.enabled && c.secret === undefined) fail(["secret"], "is required when enabled");
+  }),
+);
+export type CsrfProtection = v.InferOutput<typeof CsrfProtection>;
 
 /** `extensions: [{ type: security, config: … }]`. */
-export const SecurityConfig = z.strictObject({
-  cors: Cors.optional(),
-  rate_limiting: RateLimiting.optional(),
-  csrf_protection: CsrfProtection.optional(),
-  security_headers: SecurityHeaders.optional(),
-  ip_filtering: IpFiltering.optional(),
+export const SecurityConfig = strict({
+  cors: v.optional(Cors),
+  rate_limiting: v.optional(RateLimiting),
+  csrf_protection: v.optional(CsrfProtection),
+  security_headers: v.optional(SecurityHeaders),
+  ip_filtering: v.optional(IpFiltering),
   /**
    * Peers whose `X-Forwarded-For` names the client, for `ip_filtering` and `rate_limiting`;
    * by default none, and the socket's address counts.
    */
-  trusted_proxies: cidrList.default([]),
+  trusted_proxies: v.optional(cidrList, []),
 });
-export type SecurityConfig = z.infer<typeof SecurityConfig>;
+export type SecurityConfig = v.InferOutput<typeof SecurityConfig>;
 
 /** Health check names denoserve answers for; any other name is reported as "unknown". */
 export const KNOWN_HEALTH_CHECKS: readonly string[] = ["server", "reverse_proxy"];
 
-const HealthCheck = z.strictObject({
+const HealthCheck = strict({
   /** Exact path the JSON answer is served at. */
   path: urlPath,
   /**
    * Names of extra checks. The server itself and every `server.reverse_proxy` pool are always
    * reported; a name outside {@link KNOWN_HEALTH_CHECKS} is warned about and answered "unknown".
    */
-  checks: z.array(nonEmpty).default([]),
+  checks: v.optional(list(nonEmpty), []),
 });
 
 /** `extensions: [{ type: monitoring, config: … }]`. */
-export const MonitoringConfig = z.strictObject({
-  metrics: z.strictObject({
-    /** Serve Prometheus metrics. */
-    enabled: bool.default(true),
-    /** Exact path of the metrics. */
-    endpoint: urlPath.default("/metrics"),
-  }).optional(),
-  health_checks: z.array(HealthCheck).default([]),
-}).superRefine((c, ctx) => {
-  const seen = new Map<string, number>();
-  c.health_checks.forEach((h, i) => {
-    const first = seen.get(h.path);
-    if (first !== undefined) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["health_checks", i, "path"],
-        message: `repeats ${h.path} of health_checks[${first}]; merge the two`,
-      });
-    } else seen.set(h.path, i);
-  });
-  const metrics = c.metrics;
-  if (metrics?.enabled && seen.has(metrics.endpoint)) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["metrics", "endpoint"],
-      message: `${metrics.endpoint} is also health_checks[${
-        seen.get(metrics.endpoint)
-      }].path; give the metrics and the health check different paths`,
+export const MonitoringConfig = v.pipe(
+  strict({
+    metrics: v.optional(strict({
+      /** Serve Prometheus metrics. */
+      enabled: v.optional(bool, true),
+      /** Exact path of the metrics. */
+      endpoint: v.optional(urlPath, "/metrics"),
+    })),
+    health_checks: v.optional(list(HealthCheck), []),
+  }),
+  refine((c, fail) => {
+    const seen = new Map<string, number>();
+    c.health_checks.forEach((h, i) => {
+      const first = seen.get(h.path);
+      if (first !== undefined) {
+        fail(
+          ["health_checks", i, "path"],
+          `repeats ${h.path} of health_checks[${first}]; merge the two`,
+        );
+      } else seen.set(h.path, i);
     });
-  }
-});
-export type MonitoringConfig = z.infer<typeof MonitoringConfig>;
+    const metrics = c.metrics;
+    if (metrics?.enabled && seen.has(metrics.endpoint)) {
+      fail(
+        ["metrics", "endpoint"],
+        `${metrics.endpoint} is also health_checks[${
+          seen.get(metrics.endpoint)
+        }].path; give the metrics and the health check different paths`,
+      );
+    }
+  }),
+);
+export type MonitoringConfig = v.InferOutput<typeof MonitoringConfig>;
 
 /** Cache backends PyServe names. */
 export const CACHE_BACKENDS = ["memory", "redis"] as const;
@@ -703,47 +890,52 @@ export const CACHE_BACKENDS = ["memory", "redis"] as const;
 const seconds = wholeAtLeast(0);
 
 /** `extensions: [{ type: caching, config: … }]`: answers of proxied routes kept in memory. */
-export const CachingConfig = z.strictObject({
-  /** Where entries live: this process's memory, or Redis shared by several processes. */
-  backend: z.enum(CACHE_BACKENDS, {
-    error: (i) => `must be "memory" or "redis", got ${shown(i.input)}`,
-  }).default("memory"),
-  /** The Redis server of `backend: redis`. */
-  url: redisUrl.optional(),
-  /** Seconds an answer is fresh when neither the backend nor a rule says otherwise. */
-  default_ttl: seconds.default(300),
-  /**
-   * `~regex` / `~*regex` (as in V2 locations) → seconds; the first that matches the path
-   * decides, `0` = do not cache.
-   */
-  rules: z.record(z.string(), seconds).superRefine((rules, ctx) => {
-    for (const key of Object.keys(rules)) {
-      try {
-        const p = parseLocationPattern(key);
-        if (p.kind !== "regex") throw new Error(`must be "~regex" or "~*regex", got ${shown(key)}`);
-      } catch (e) {
-        ctx.addIssue({ code: "custom", path: [key], message: (e as Error).message });
-      }
+export const CachingConfig = v.pipe(
+  strict({
+    /** Where entries live: this process's memory, or Redis shared by several processes. */
+    backend: v.optional(oneOf(CACHE_BACKENDS, got('must be "memory" or "redis"')), "memory"),
+    /** The Redis server of `backend: redis`. */
+    url: v.optional(redisUrl),
+    /** Seconds an answer is fresh when neither the backend nor a rule says otherwise. */
+    default_ttl: v.optional(seconds, 300),
+    /**
+     * `~regex` / `~*regex` (as in V2 locations) → seconds; the first that matches the path
+     * decides, `0` = do not cache.
+     */
+    rules: v.optional(
+      v.pipe(
+        record(seconds),
+        refine((rules, fail) => {
+          for (const key of Object.keys(rules)) {
+            try {
+              const p = parseLocationPattern(key);
+              if (p.kind !== "regex") {
+                throw new Error(`must be "~regex" or "~*regex", got ${shown(key)}`);
+              }
+            } catch (e) {
+              fail([key], (e as Error).message);
+            }
+          }
+        }),
+      ),
+      {},
+    ),
+    /** Bytes of bodies and headers kept at most; the least recently used entries go first. */
+    max_bytes: v.optional(wholeAtLeast(1), 64 * 1024 * 1024),
+    /** Bytes one answer may have to be kept; larger ones pass through uncached. */
+    max_entry_bytes: v.optional(wholeAtLeast(1), 1024 * 1024),
+  }),
+  refine((c, fail) => {
+    if (c.max_entry_bytes > c.max_bytes) {
+      fail(["max_entry_bytes"], `must not exceed max_bytes (${c.max_bytes})`);
     }
-  }).default({}),
-  /** Bytes of bodies and headers kept at most; the least recently used entries go first. */
-  max_bytes: wholeAtLeast(1).default(64 * 1024 * 1024),
-  /** Bytes one answer may have to be kept; larger ones pass through uncached. */
-  max_entry_bytes: wholeAtLeast(1).default(1024 * 1024),
-}).superRefine((c, ctx) => {
-  if (c.max_entry_bytes > c.max_bytes) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["max_entry_bytes"],
-      message: `must not exceed max_bytes (${c.max_bytes})`,
-    });
-  }
-  redisNeedsUrl(c, ctx);
-});
-export type CachingConfig = z.infer<typeof CachingConfig>;
+    redisNeedsUrl(c, fail);
+  }),
+);
+export type CachingConfig = v.InferOutput<typeof CachingConfig>;
 
 /** The schema of each extension type's `config`. */
-export const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
+export const EXTENSION_SCHEMAS: Record<string, v.GenericSchema> = {
   routing: RoutingConfig,
   security: SecurityConfig,
   monitoring: MonitoringConfig,
@@ -751,25 +943,36 @@ export const EXTENSION_SCHEMAS: Record<string, z.ZodType> = {
 };
 
 /**
- * An `extensions` entry; `config` of known types is validated. Unknown keys in it (a location's
- * `vibe_serving`, say) stay `unrecognized_keys` issues, which loading turns into warnings, as
- * PyServe ignores them.
+ * An `extensions` entry; `config` of known types is validated, unless the entry itself has
+ * problems other than unknown keys. Unknown keys in it (a location's `vibe_serving`, say) stay
+ * {@link UNKNOWN_KEY} issues, which loading turns into warnings, as PyServe ignores them.
  */
-const Extension = z.strictObject({
-  type: nonEmpty,
-  config: z.record(z.string(), z.unknown()).default({}),
-  source: nonEmpty.optional(),
-}).transform((ext, ctx) => {
-  const schema = EXTENSION_SCHEMAS[ext.type];
-  if (!schema) return ext as { type: string; config: Record<string, unknown>; source?: string };
-  const result = schema.safeParse(ext.config);
-  if (result.success) return { ...ext, config: result.data as Record<string, unknown> };
-  for (const issue of result.error.issues) {
-    // deno-lint-ignore no-explicit-any
-    ctx.addIssue({ ...issue, path: ["config", ...issue.path] } as any);
-  }
-  return z.NEVER;
-});
+const Extension = v.pipe(
+  strict({
+    type: nonEmpty,
+    config: v.optional(record(v.unknown()), {}),
+    source: v.optional(nonEmpty),
+  }),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed || dataset.issues?.some((i) => i.message !== UNKNOWN_KEY)) return;
+    const ext = dataset.value;
+    const schema = EXTENSION_SCHEMAS[ext.type];
+    if (!schema) return;
+    const result = v.safeParse(schema, ext.config);
+    if (result.success) {
+      ext.config = result.output as Record<string, unknown>;
+      return;
+    }
+    for (const issue of result.issues) {
+      addIssue({
+        message: issue.message,
+        path: [step("config", ext, ext.config), ...(issue.path ?? [])],
+      });
+    }
+    // A config with problems is no usable entry: checks of the whole file wait for it.
+    (dataset as { typed: boolean }).typed = false;
+  }),
+);
 
 /** The routing extension's validated config, when there is one. */
 export function routingConfig(config: Config): RoutingConfig | undefined {
@@ -797,52 +1000,65 @@ export function cachingConfig(config: Config): CachingConfig | undefined {
     | undefined;
 }
 
-export const Config = z.strictObject({
-  version: z.union([z.literal(1), z.literal(2)], {
-    error: (i) => `must be 1 or 2, got ${shown(i.input)}`,
-  }).default(1),
-  server: Server.prefault({}),
-  http: Http.prefault({}),
-  ssl: Ssl.prefault({}),
-  logging: Logging.prefault({}),
-  extensions: z.array(Extension).default([]),
-}).superRefine((c, ctx) => {
-  // `extensions` without `version: 2` is a warning (see load.ts): PyServe applies them too.
-  const firstOfType = new Map<string, number>();
-  c.extensions.forEach((e, i) => {
-    const first = firstOfType.get(e.type);
-    if (first === undefined) firstOfType.set(e.type, i);
-    else if (e.type in EXTENSION_SCHEMAS) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["extensions", i],
-        message: `repeats type ${e.type} of extensions[${first}]; merge the two into one`,
-      });
-    }
-  });
-  const redirect = c.ssl.redirect_http;
-  if (c.ssl.enabled && redirect !== undefined && redirect !== 0 && redirect === c.server.port) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["ssl", "redirect_http"],
-      message: `must differ from server.port (${redirect}), which serves HTTPS`,
+export const Config = v.pipe(
+  strict({
+    version: v.optional(v.picklist([1, 2], got("must be 1 or 2")), 1),
+    server: v.optional(Server, {}),
+    http: v.optional(Http, {}),
+    ssl: v.optional(Ssl, {}),
+    logging: v.optional(Logging, {}),
+    extensions: v.optional(list(Extension), []),
+  }),
+  refine((c, fail) => {
+    // `extensions` without `version: 2` is a warning (see load.ts): PyServe applies them too.
+    const firstOfType = new Map<string, number>();
+    c.extensions.forEach((e, i) => {
+      const first = firstOfType.get(e.type);
+      if (first === undefined) firstOfType.set(e.type, i);
+      else if (e.type in EXTENSION_SCHEMAS) {
+        fail(
+          ["extensions", i],
+          `repeats type ${e.type} of extensions[${first}]; merge the two into one`,
+        );
+      }
     });
-  }
-  if (c.ssl.enabled && !c.ssl.acme) {
-    for (const key of ["cert_file", "key_file"] as const) {
-      if (!c.ssl[key]) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["ssl", key],
-          message: "is required when ssl.enabled is true (or configure ssl.acme)",
-        });
+    const redirect = c.ssl.redirect_http;
+    if (c.ssl.enabled && redirect !== undefined && redirect !== 0 && redirect === c.server.port) {
+      fail(
+        ["ssl", "redirect_http"],
+        `must differ from server.port (${redirect}), which serves HTTPS`,
+      );
+    }
+    if (c.ssl.enabled && !c.ssl.acme) {
+      for (const key of ["cert_file", "key_file"] as const) {
+        if (!c.ssl[key]) {
+          fail(["ssl", key], "is required when ssl.enabled is true (or configure ssl.acme)");
+        }
       }
     }
-  }
-});
+  }),
+);
 
 /** The validated configuration every other module reads. */
-export type Config = z.infer<typeof Config>;
+export type Config = v.InferOutput<typeof Config>;
+
+/** A problem in a configuration: where, what, and for an unknown key the key. */
+export interface Problem {
+  /** The key path of the value; for an unknown key, of the mapping it is in. */
+  path: Path;
+  message: string;
+  unknownKey?: string;
+}
+
+/** The problems of a failed parse, in the order found. */
+export function problems(issues: readonly Issue[]): Problem[] {
+  return issues.map((issue) => {
+    const path = (issue.path ?? []).map((item) => item.key as string | number);
+    return issue.message === UNKNOWN_KEY
+      ? { path: path.slice(0, -1), message: issue.message, unknownKey: path.at(-1) as string }
+      : { path, message: issue.message };
+  });
+}
 
 /** Config keys that hold file system paths, resolved against the config file's folder. */
 export const PATH_KEYS: readonly (readonly string[])[] = [
