@@ -91,6 +91,23 @@ Deno.test("a wrong value names the key path, the position and what was expected"
   assert.match(m, /must be a mapping/);
 });
 
+Deno.test("keys named __proto__, constructor or prototype are warnings naming them, and ignored", async () => {
+  const { config, warnings } = await load(
+    "server:\n  constructor: 1\n  __proto__: { port: 9 }\n" +
+      "version: 2\nextensions:\n  - type: security\n    config:\n      security_headers:\n" +
+      "        headers:\n          prototype: x\n          X-Frame-Options: DENY\n",
+  );
+  assert.deepEqual(warnings.map((w) => w.replace(/^.*config\.yaml:/, "")), [
+    "2:3: key server.constructor is ignored: the name is reserved",
+    "3:3: key server.__proto__ is ignored: the name is reserved",
+    "10:11: key extensions[0].config.security_headers.headers.prototype is ignored: " +
+    "the name is reserved",
+  ]);
+  assert.equal(config.server.port, 8000);
+  const security = config.extensions[0].config as { security_headers: { headers: object } };
+  assert.deepEqual(security.security_headers.headers, { "X-Frame-Options": "DENY" });
+});
+
 Deno.test("unknown keys are warnings naming them, with a suggestion", async () => {
   const { config, warnings } = await load("http:\n  static_dri: ./x\nservr:\n  port: 1\n");
   assert.equal(config.http.static_dir.endsWith("/static"), true);

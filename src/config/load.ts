@@ -242,6 +242,26 @@ function describe(path: Path, message: string): string {
     : `${where}: ${message}`;
 }
 
+/** Key names the schema's mappings pass over, so that none can reach an object's prototype. */
+const RESERVED_KEYS = ["__proto__", "constructor", "prototype"];
+
+/** Drops every key named in {@link RESERVED_KEYS}, with a warning for each. */
+function dropReservedKeys(
+  value: unknown,
+  path: Path,
+  where: (path: Path, atKey?: boolean) => string,
+  warnings: string[],
+): void {
+  if (typeof value !== "object" || value === null) return;
+  for (const [key, inner] of Object.entries(value)) {
+    const full = [...path, Array.isArray(value) ? Number(key) : key];
+    if (RESERVED_KEYS.includes(key)) {
+      warnings.push(`${where(full, true)}key ${pathString(full)} is ignored: the name is reserved`);
+      delete (value as Raw)[key];
+    } else dropReservedKeys(inner, full, where, warnings);
+  }
+}
+
 /** Validates a merged raw object; unknown keys become warnings, the rest a {@link ConfigError}. */
 export function validate(
   raw: Raw,
@@ -250,6 +270,7 @@ export function validate(
   substituted: Substituted = new Map(),
 ): { config: Config; warnings: string[] } {
   const warnings: string[] = [];
+  dropReservedKeys(raw, [], where, warnings);
   const coerced = new Set<string>();
   for (let attempt = 0; attempt < 50; attempt++) {
     const result = v.safeParse(Config, raw);

@@ -14,23 +14,6 @@ type Issue = v.BaseIssue<unknown>;
 /** `${text}, got 8.5`: a message that shows the value refused. */
 const got = (text: string) => (issue: Issue) => `${text}, got ${shown(issue.input)}`;
 
-/** The kind of value a message names: "array", "null", "NaN", "Infinity", "string"… */
-function kindOf(x: unknown): string {
-  if (typeof x === "number") {
-    return Number.isNaN(x) ? "NaN" : Number.isFinite(x) ? "number" : `${x}`;
-  }
-  if (x === null) return "null";
-  if (Array.isArray(x)) return "array";
-  if (typeof x === "object" && Object.getPrototypeOf(x) !== Object.prototype && x.constructor) {
-    return x.constructor.name;
-  }
-  return typeof x;
-}
-
-/** `Invalid input: expected array, received string`. */
-const expected = (what: string) => (issue: Issue) =>
-  `Invalid input: expected ${what}, received ${kindOf(issue.input)}`;
-
 const isObject = (x: unknown): x is Record<string, unknown> =>
   typeof x === "object" && x !== null && !Array.isArray(x);
 
@@ -53,17 +36,24 @@ function strict<const E extends v.ObjectEntries>(entries: E) {
   const missing = (issue: Issue) =>
     v.safeParse(entries[issue.path![0].key as string], undefined).issues![0].message;
   return v.pipe(
-    v.custom<Record<string, unknown>>(isObject, expected("object")),
+    v.custom<Record<string, unknown>>(isObject, got("must be a mapping of keys")),
     v.objectWithRest(entries, unknownKey, missing),
     // Typed without the rest's index signature: loading drops the unknown keys.
   ) as unknown as v.GenericSchema<v.InferInput<Shape<E>>, v.InferOutput<Shape<E>>>;
 }
 
-/** A mapping of names to `value`s; a name that `key` refuses is reported, its value unchecked. */
-function record<V extends v.GenericSchema>(value: V, key = (_name: string) => true) {
+/**
+ * A mapping of names to `value`s; a name that `key` refuses is reported (with `keyMessage`),
+ * its value unchecked.
+ */
+function record<V extends v.GenericSchema>(
+  value: V,
+  key = (_name: string) => true,
+  keyMessage = "is not an accepted name",
+) {
   return v.pipe(
-    v.custom<Record<string, unknown>>(isPlainObject, expected("record")),
-    v.record(v.custom<string>((name) => key(name as string), "Invalid key in record"), value),
+    v.custom<Record<string, unknown>>(isPlainObject, got("must be a mapping of names")),
+    v.record(v.custom<string>((name) => key(name as string), keyMessage), value),
     v.rawCheck(({ dataset }) => {
       const refused = new Set(
         dataset.issues?.filter((i) => i.path?.[0].origin === "key").map((i) => i.path![0].key),
@@ -77,7 +67,7 @@ function record<V extends v.GenericSchema>(value: V, key = (_name: string) => tr
 }
 
 /** A list of `item`s. */
-const list = <T extends v.GenericSchema>(item: T, message = expected("array")) =>
+const list = <T extends v.GenericSchema>(item: T, message = got("must be a list")) =>
   v.array(item, message);
 
 /**
@@ -116,47 +106,33 @@ const step = (key: string | number, input?: unknown, value?: unknown): v.IssuePa
   value,
 });
 
-/** A whole number, within ±(2^53 − 1). */
-const int = (message?: (issue: Issue) => string) =>
-  v.pipe(
-    v.custom<number>(
-      Number.isInteger,
-      message ??
-        ((i) =>
-          Number.isFinite(i.input)
-            ? "Invalid input: expected int, received number"
-            : expected("number")(i)),
-    ),
-    v.check<number, (issue: Issue) => string>(
-      Number.isSafeInteger,
-      message ??
-        ((i) =>
-          (i.input as number) > 0
-            ? `Too big: expected int to be <=${Number.MAX_SAFE_INTEGER}`
-            : `Too small: expected int to be >=${Number.MIN_SAFE_INTEGER}`),
-    ),
+/**
+ * A whole number from `min` (to `max`, within ±(2^53 − 1) either way), with `message` for any
+ * other value: `must be a whole number ≥ 1, got 0.5` unless given.
+ */
+const whole = (
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+  message = got(
+    max === Number.MAX_SAFE_INTEGER ? `must be a whole number ≥ ${min}` : `must be ${min}–${max}`,
+  ),
+) =>
+  v.custom<number>(
+    (x) => Number.isSafeInteger(x) && (x as number) >= min && (x as number) <= max,
+    message,
   );
 
-const atLeast = (min: number) =>
-  v.minValue<number, number, string>(min, `Too small: expected number to be >=${min}`);
-const atMost = (max: number) =>
-  v.maxValue<number, number, string>(max, `Too big: expected number to be <=${max}`);
-const aboveZero = v.gtValue<number, 0, string>(0, "Too small: expected number to be >0");
-
-/** One of `options`. */
+/** One of `options`: `must be "a", "b" or "c", got "d"` unless `message` is given. */
 const oneOf = <const T extends readonly (string | number)[]>(
   options: T,
-  message: string | ((issue: Issue) => string) = `Invalid option: expected one of ${
-    options.map((o) => `"${o}"`).join("|")
-  }`,
+  message = got(`must be ${options.map(shown).join(", ").replace(/, ([^,]*)$/, " or $1")}`),
 ) => v.picklist(options, message);
 
 /** A TCP port; 0 asks the system for a free one (tests use it). */
 export const port = () =>
   v.pipe(
-    int(got("must be a whole number 0–65535")),
-    v.minValue(0, got("must be 0–65535")),
-    v.maxValue(65535, got("must be 0–65535")),
+    v.custom<number>(Number.isSafeInteger, got("must be a whole number 0–65535")),
+    v.check((n) => n >= 0 && n <= 65535, got("must be 0–65535")),
   );
 
 const positive = (what: string) =>
@@ -343,11 +319,11 @@ const Server = v.pipe(
     /** Port to listen on. */
     port: v.optional(port(), 8000),
     /** Length of the listen queue (PyServe's key; the operating system may round it). */
-    backlog: v.optional(v.pipe(int(), aboveZero), 511),
+    backlog: v.optional(whole(1), 511),
     /** Worker processes sharing the port; "auto" = one per core. */
     workers: v.optional(
       v.union(
-        [v.pipe(int(), atLeast(1), atMost(256)), v.literal("auto")],
+        [whole(1, 256), v.literal("auto")],
         got('must be a whole number ≥ 1 or "auto"'),
       ),
       1,
@@ -375,9 +351,9 @@ const Server = v.pipe(
      * Most connections open at once in the whole process; beyond it new ones are closed at once.
      * Default: the open-files limit less a tenth of it (at least 128).
      */
-    max_connections: v.optional(v.pipe(int(), aboveZero)),
+    max_connections: v.optional(whole(1)),
     /** Most connections open at once from one client address; 0 = no limit. */
-    max_connections_per_ip: v.optional(v.pipe(int(), atLeast(0)), 0),
+    max_connections_per_ip: v.optional(whole(0), 0),
     /**
      * The listener on `port` (plain or TLS) expects a PROXY protocol header (v1 or v2, as HAProxy's
      * `send-proxy` and `send-proxy-v2` write it) at the start of every connection, and takes its
@@ -401,7 +377,7 @@ const Server = v.pipe(
     /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
     reverse_proxy: v.nullish(list(ProxyRule), []),
     redirect_instructions: v.optional(v.pipe(list(Redirect), refine(checkRedirects)), []),
-    locations: v.optional(record(Location, isUrlPath), {}),
+    locations: v.optional(record(Location, isUrlPath, 'must start with "/"'), {}),
   }),
   refine((s, fail) => {
     if (s.proxy_protocol && s.proxy_protocol_from.length === 0) {
@@ -424,11 +400,11 @@ const Http = strict({
   /** Serve files and folders whose name starts with a dot. */
   serve_dotfiles: v.optional(bool, false),
   /** How long a cached file's metadata is trusted before it is checked again (ms; 0 = always). */
-  file_cache_ttl_ms: v.optional(v.pipe(int(), atLeast(0)), 1000),
+  file_cache_ttl_ms: v.optional(whole(0), 1000),
   /** Files up to this size are kept in memory (bytes; 0 = never). */
-  file_cache_max_file_size: v.optional(v.pipe(int(), atLeast(0)), 1024 * 1024),
+  file_cache_max_file_size: v.optional(whole(0), 1024 * 1024),
   /** Memory for cached file bodies in all (bytes). */
-  file_cache_max_bytes: v.optional(v.pipe(int(), atLeast(0)), 64 * 1024 * 1024),
+  file_cache_max_bytes: v.optional(whole(0), 64 * 1024 * 1024),
 });
 
 /** A URL scheme in front of the rest (`redis://…`), as opposed to a folder. */
@@ -519,8 +495,8 @@ const Logging = strict({
   console_output: v.optional(bool, true),
   use_colors: v.optional(bool, true),
   use_rotation: v.optional(bool, false),
-  max_log_size: v.optional(v.pipe(int(), aboveZero), 10 * 1024 * 1024),
-  backup_count: v.optional(v.pipe(int(), atLeast(0)), 5),
+  max_log_size: v.optional(whole(1), 10 * 1024 * 1024),
+  backup_count: v.optional(whole(0), 5),
   structured_logs: v.optional(bool, false),
   /** One line per request. */
   access_log: v.optional(bool, true),
@@ -684,7 +660,7 @@ export const Cors = strict({
   methods: v.optional(list(word), ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
   /** Request headers a preflight allows (`*` = any). */
   headers: v.optional(
-    list(v.union([word, v.literal("*")], "Invalid input")),
+    list(v.union([word, v.literal("*")], got(`must be "*" or a header name`))),
     ["Content-Type", "Authorization"],
   ),
   /** Response headers scripts may read. */
@@ -692,15 +668,9 @@ export const Cors = strict({
   /** Allow cookies and HTTP authentication. */
   credentials: v.optional(bool, false),
   /** Seconds a browser may cache a preflight answer. */
-  max_age: v.optional(v.pipe(int(), atLeast(0))),
+  max_age: v.optional(whole(0)),
 });
 export type Cors = v.InferOutput<typeof Cors>;
-
-const wholeAtLeast = (min: number) =>
-  v.pipe(
-    int(got(`must be a whole number ≥ ${min}`)),
-    v.minValue(min, got(`must be a whole number ≥ ${min}`)),
-  );
 
 /** `ip_filtering:` addresses refused, or the only ones let in. */
 export const IpFiltering = strict({
@@ -742,9 +712,9 @@ export type SecurityHeaders = v.InferOutput<typeof SecurityHeaders>;
 
 const RateLimit = strict({
   /** Tokens added per minute. */
-  requests_per_minute: v.optional(wholeAtLeast(1), 60),
+  requests_per_minute: v.optional(whole(1), 60),
   /** Bucket size: requests a client may send at once. */
-  burst: v.optional(wholeAtLeast(1), 10),
+  burst: v.optional(whole(1), 10),
 });
 
 /** Whether `url` is `redis://[user:password@]host[:port][/db]` (or `rediss://`). */
@@ -761,7 +731,7 @@ function isRedisUrl(url: string): boolean {
 
 /** `redis://[user:password@]host[:port][/db]` (or `rediss://`), checked where it is written. */
 export const redisUrl = v.pipe(
-  v.string(expected("string")),
+  v.string(got("must be a string")),
   v.check(isRedisUrl, got("must be redis://host:port/db (or rediss://)")),
 );
 
@@ -779,8 +749,8 @@ function redisNeedsUrl(
 export const RateLimiting = v.pipe(
   strict({
     enabled: v.optional(bool, true),
-    requests_per_minute: v.optional(wholeAtLeast(1), 60),
-    burst: v.optional(wholeAtLeast(1), 10),
+    requests_per_minute: v.optional(whole(1), 60),
+    burst: v.optional(whole(1), 10),
     /** Path prefix → its own limit, longest prefix first; requests under it count only there. */
     rules: v.optional(
       v.pipe(
@@ -794,7 +764,7 @@ export const RateLimiting = v.pipe(
       {},
     ),
     /** Buckets kept at most; the least recently used idle ones go first. */
-    max_clients: v.optional(wholeAtLeast(1), 10000),
+    max_clients: v.optional(whole(1), 10000),
     /** Where the buckets live: this process's memory, or Redis shared by several processes. */
     backend: v.optional(oneOf(["memory", "redis"], got('must be "memory" or "redis"')), "memory"),
     /** The Redis server of `backend: redis`. */
@@ -887,7 +857,7 @@ export type MonitoringConfig = v.InferOutput<typeof MonitoringConfig>;
 /** Cache backends PyServe names. */
 export const CACHE_BACKENDS = ["memory", "redis"] as const;
 
-const seconds = wholeAtLeast(0);
+const seconds = whole(0);
 
 /** `extensions: [{ type: caching, config: … }]`: answers of proxied routes kept in memory. */
 export const CachingConfig = v.pipe(
@@ -921,9 +891,9 @@ export const CachingConfig = v.pipe(
       {},
     ),
     /** Bytes of bodies and headers kept at most; the least recently used entries go first. */
-    max_bytes: v.optional(wholeAtLeast(1), 64 * 1024 * 1024),
+    max_bytes: v.optional(whole(1), 64 * 1024 * 1024),
     /** Bytes one answer may have to be kept; larger ones pass through uncached. */
-    max_entry_bytes: v.optional(wholeAtLeast(1), 1024 * 1024),
+    max_entry_bytes: v.optional(whole(1), 1024 * 1024),
   }),
   refine((c, fail) => {
     if (c.max_entry_bytes > c.max_bytes) {
