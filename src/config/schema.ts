@@ -71,17 +71,6 @@ const list = <T extends v.GenericSchema>(item: T, message = got("must be a list"
   v.array(item, message);
 
 /**
- * At least `min` characters (or items). Whatever has a length is measured, so `[]` where a name
- * belongs is both not a string and empty.
- */
-const minLength = <T>(min: number, message: string) =>
-  v.rawCheck<T>(({ dataset, addIssue }) => {
-    const x = dataset.value as { length?: number } | null | undefined;
-    if (x === null || x === undefined || x.length === undefined) return;
-    if (!((typeof x === "string" ? [...x].length : x.length) >= min)) addIssue({ message });
-  });
-
-/**
  * Checks a value of the right type with `check`, which reports each problem with `fail` at a
  * key path below the value.
  */
@@ -143,7 +132,7 @@ const positive = (what: string) =>
 
 const nonEmpty = v.pipe(
   v.string(got("must be a string")),
-  minLength(1, "must not be empty"),
+  v.minLength(1, "must not be empty"),
 );
 
 const bool = v.boolean(got("must be true or false"));
@@ -176,7 +165,7 @@ export const ProxyRule = strict({
   /** Accept any backend certificate (warned about loudly). */
   insecure_skip_verify: v.optional(bool, false),
   /** Several backends as host:port; replaces host/port when given. */
-  upstreams: v.optional(v.pipe(list(hostPort), minLength(1, "must list at least one host:port"))),
+  upstreams: v.optional(v.pipe(list(hostPort), v.minLength(1, "must list at least one host:port"))),
   /** How to pick among upstreams. */
   lb: v.optional(oneOf(["round_robin", "least_conn"]), "round_robin"),
   /** Path probed by the active health check; no active check when absent. */
@@ -416,7 +405,7 @@ export const isRedisStorage = (storage: string): boolean => /^rediss?:\/\//i.tes
 const Acme = v.pipe(
   strict({
     email: nonEmpty,
-    domains: v.pipe(list(nonEmpty), minLength(1, "must list at least one domain")),
+    domains: v.pipe(list(nonEmpty), v.minLength(1, "must list at least one domain")),
     directory_url: v.optional(nonEmpty, "https://acme-v02.api.letsencrypt.org/directory"),
     ca_file: v.optional(nonEmpty),
     /**
@@ -432,7 +421,7 @@ const Acme = v.pipe(
      * characters. Write it as `${VAR}` to keep it out of the file. @default none
      */
     storage_key: v.optional(
-      v.pipe(nonEmpty, minLength(16, "must be at least 16 characters (openssl rand -base64 32)")),
+      v.pipe(nonEmpty, v.minLength(16, "must be at least 16 characters (openssl rand -base64 32)")),
     ),
     /**
      * With Redis storage: seconds the order lock lasts without renewal, so an instance that dies
@@ -779,7 +768,7 @@ export const CsrfProtection = v.pipe(
   strict({
     enabled: v.optional(bool, true),
     /** The HMAC key; required (use `${VAR}` to keep it out of the file). */
-    secret: v.optional(v.pipe(nonEmpty, minLength(16, "must be at least 16 characters"))),
+    secret: v.optional(v.pipe(nonEmpty, v.minLength(16, "must be at least 16 characters"))),
     cookie_name: v.optional(word, "csrf_token"),
     header_name: v.optional(word, "X-CSRF-Token"),
     /** Path prefixes whose unsafe requests are not checked. */
