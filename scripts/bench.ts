@@ -619,8 +619,9 @@ async function wrk(url: string, extra: string[] = []): Promise<Omit<Result, "rss
     url,
   ], { quiet: true });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN);
-  const p50 = ms(/50%\s+(\S+)/.exec(text)?.[1] ?? "");
-  const p99 = ms(/99%\s+(\S+)/.exec(text)?.[1] ?? "");
+  // The latency distribution's own lines: "88.50%" in the thread statistics is not p50.
+  const p50 = ms(/^\s+50%\s+(\S+)/m.exec(text)?.[1] ?? "");
+  const p99 = ms(/^\s+99%\s+(\S+)/m.exec(text)?.[1] ?? "");
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0);
   const errors = (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0) +
