@@ -33,6 +33,23 @@ Deno.test("bad flags print the problem and the usage and exit 2", async () => {
   }
 });
 
+Deno.test("a configuration with several errors: one start names them all, a line each", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(
+    `${dir.path}/bad.yaml`,
+    "server:\n  backlog: 0\nlogging:\n  access_format: jsn\n",
+  );
+  const r = await runCli(["-c", `${dir.path}/bad.yaml`]);
+  assert.equal(r.code, 2);
+  assert.deepEqual(
+    r.stderr.trim().split("\n").map((l) => l.replace(/^denoserve: .*bad\.yaml:/, "")),
+    [
+      "2:12: server.backlog must be a whole number ≥ 1, got 0",
+      '4:18: logging.access_format must be "common", "combined" or "json", got "jsn"',
+    ],
+  );
+});
+
 Deno.test("configuration errors exit 2 with one clear line and no stack trace", async () => {
   await using dir = await tempDir();
   await Deno.writeTextFile(`${dir.path}/bad.yaml`, "server:\n  port: 70000\n");

@@ -32,6 +32,19 @@ export const VERSION: string = denoJson.version;
 
 const stderr = (line: string) => console.error(`denoserve: ${line}`);
 
+/**
+ * Reports why the server cannot start, with the exit code: every problem of a configuration on a
+ * line of its own (so that one start shows them all), anything else in one line.
+ */
+function refuse(e: unknown, debug: boolean): number {
+  if (!(e instanceof ConfigError)) {
+    stderr(explainError(e, debug));
+    return 1;
+  }
+  for (const line of e.message.split("\n")) stderr(line);
+  return e.code;
+}
+
 /** Runs denoserve with `args`; resolves to the exit status. */
 export async function run(args: string[]): Promise<number> {
   let flags: Flags;
@@ -57,8 +70,7 @@ export async function run(args: string[]): Promise<number> {
   try {
     loaded = await loadChecked(flags);
   } catch (e) {
-    stderr(explainError(e, flags.debug));
-    return e instanceof ConfigError ? e.code : 1;
+    return refuse(e, flags.debug);
   }
   const { config } = loaded;
   let log: Logger;
@@ -92,8 +104,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   try {
     app = buildApp(config, log);
   } catch (e) {
-    stderr(explainError(e, flags.debug));
-    return e instanceof ConfigError ? e.code : 1;
+    return refuse(e, flags.debug);
   }
   if (!flags.skipProxyCheck && config.server.reverse_proxy.length) {
     await checkBackends(config.server.reverse_proxy, log);
@@ -120,8 +131,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
       })!;
       await acme.start();
     } catch (e) {
-      stderr(explainError(e, flags.debug));
-      return e instanceof ConfigError ? e.code : 1;
+      return refuse(e, flags.debug);
     }
     if (!acme!.certificate) {
       log.info(`waiting for the first certificate for ${config.ssl.acme!.domains.join(", ")}`);
