@@ -91,6 +91,13 @@ Deno.test("a wrong value names the key path, the position and what was expected"
   assert.match(m, /must be a mapping/);
 });
 
+Deno.test("a misspelt key of an extensions entry is a warning with a suggestion", async () => {
+  const { warnings } = await load("version: 2\nextensions:\n  - type: routing\n    confg: {}\n");
+  assert.deepEqual(warnings.map((w) => w.replace(/^.*config\.yaml:/, "")), [
+    '4:5: unknown key extensions[0].confg is ignored (did you mean "config"?)',
+  ]);
+});
+
 Deno.test("keys named __proto__, constructor or prototype are warnings naming them, and ignored", async () => {
   const { config, warnings } = await load(
     "server:\n  constructor: 1\n  __proto__: { port: 9 }\n" +

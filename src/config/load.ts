@@ -207,9 +207,9 @@ function keysAt(schema: v.GenericSchema, path: Path): string[] {
 
 /** {@link keysAt} for the whole file: an extension's `config` by the schema of its type. */
 function knownKeys(raw: Raw, path: Path): string[] {
-  if (path[0] !== "extensions" || typeof path[1] !== "number") return keysAt(Config, path);
-  // An entry's own keys get no suggestion; those in its config are its type's.
-  if (path[2] !== "config") return [];
+  if (path[0] !== "extensions" || typeof path[1] !== "number" || path[2] !== "config") {
+    return keysAt(Config, path);
+  }
   const type = (valueAt(raw, ["extensions", path[1], "type"]) ?? "") as string;
   const schema = EXTENSION_SCHEMAS[type];
   return schema ? keysAt(schema, path.slice(3)) : [];
