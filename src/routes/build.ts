@@ -171,7 +171,7 @@ export function buildApp(config: Config, log: Logger): App {
   const guard = withErrorGuard(log, errorResponse);
   handle = guard(withHsts(hstsValue(config))(handle));
   // Outside the inner guard, so that its 500 carries them too.
-  if (security?.security_headers) handle = withSecurityHeaders(security.security_headers)(handle);
+  handle = withSecurityHeaders(answers.headers)(handle);
   if (metrics) handle = withMetrics(handle);
   handle = guard(withAccessLog(log)(handle));
   const close = () => {

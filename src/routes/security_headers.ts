@@ -14,15 +14,15 @@ export function securityHeaderPairs(config: SecurityHeaders | undefined): [strin
 }
 
 /**
- * Wraps `next` so that every answer (errors, redirects and proxied answers included) carries the
- * configured headers. A header the answer already has is kept: a backend or a location that
- * sets its own `Content-Security-Policy` knows its page better than a site-wide default does.
- * A WebSocket's 101 is left alone. The file server's cached answers carry them already
- * ({@link securityHeaderPairs} is handed to it), so that adding them finds them there.
+ * Wraps `next` so that every answer (errors, redirects and proxied answers included) carries
+ * `pairs` ({@link securityHeaderPairs}); the identity when there are none. A header the answer
+ * already has is kept: a backend or a location that sets its own `Content-Security-Policy` knows
+ * its page better than a site-wide default does. A WebSocket's 101 is left alone. The file
+ * server's cached answers carry them already (the same pairs are handed to it), so that adding
+ * them finds them there.
  */
-export function withSecurityHeaders(config: SecurityHeaders): Wrapper {
+export function withSecurityHeaders(pairs: readonly (readonly [string, string])[]): Wrapper {
   return (next: Handler): Handler => {
-    const pairs = securityHeaderPairs(config);
     if (pairs.length === 0) return next;
     const add = (response: Response): Response => {
       if (response.status === 101 || (response as MarkedResponse)[HAS_FIXED_HEADERS]) {

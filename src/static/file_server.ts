@@ -210,7 +210,7 @@ function fileEntry(
   const vary: [string, string][] = encoding || encoded.length ? [["vary", "Accept-Encoding"]] : [];
   headers.push(...vary);
   const fixed = answers.headers;
-  const full = fixed.length ? [...headers, ...fixed] : headers;
+  const full = [...headers, ...fixed];
   return {
     kind: "file",
     fsPath,
