@@ -49,12 +49,16 @@ export interface TestServer extends AsyncDisposable {
 }
 
 /**
- * Starts the real server with `raw` configuration merged over port 0 on 127.0.0.1, otherwise on
- * the shipped defaults (access log on, to the test's logger); dispose it to stop it.
+ * Starts the real server with `raw` configuration merged over port 0 (with HTTP/3 a free port
+ * below the ephemeral range) on 127.0.0.1, otherwise on the shipped defaults (access log on, to
+ * the test's logger); dispose it to stop it.
  */
 export async function startTestServer(raw: Record<string, unknown>): Promise<TestServer> {
   const merged = structuredClone(raw) as Record<string, Record<string, unknown>>;
-  merged.server = { host: "127.0.0.1", port: 0, ...merged.server };
+  // HTTP/3 takes the TCP port's number over UDP too, which an ephemeral port (port 0) may
+  // already be as some client's UDP socket: such a server gets a port below that range.
+  const port = merged.ssl?.http3 ? freePort() : 0;
+  merged.server = { host: "127.0.0.1", port, ...merged.server };
   const { config } = validate(merged);
   const log = captureLogger(config.logging.level);
   const server = await startServer(config, log, buildApp(config, log));
