@@ -172,5 +172,5 @@ Deno.test("auth: config errors for both/neither password and a malformed hash", 
       locations: { "/a": { auth: { type: "basic", username: "u", password_hash: "plain" } } },
     },
   });
-  assert.match(m, /password_hash must be a bcrypt hash/);
+  assert.match(m, /password_hash must be a bcrypt, \$apr1\$ or \{SHA\} hash/);
 });

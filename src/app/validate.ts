@@ -12,6 +12,7 @@ import { workerCount } from "../server/server.ts";
 import { explainError } from "../http/errors.ts";
 import { ConfigError } from "../config/config_error.ts";
 import { loadTlsMaterial, readCaFile, TlsError } from "../tls/certs.ts";
+import { checkAccess } from "../routes/auth.ts";
 
 /** How a check ended: `warn` is an optional check that failed. */
 export type CheckStatus = "ok" | "warn" | "fail";
@@ -259,6 +260,9 @@ export async function validateConfig(
   }
   results.push(...checkServerHost(config));
   results.push(...checkProxyTargets(config));
+  const access = checkAccess(config);
+  for (const e of access.errors) results.push(fail("access", e));
+  for (const w of access.warnings) results.push(warn("access", w));
   results.push(...await checkAcme(config));
   if (options.tls) results.push(...await checkTls(config));
   return results;

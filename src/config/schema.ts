@@ -147,6 +147,42 @@ const isUrlPath = (p: string) => p.startsWith("/");
 
 const urlPath = v.pipe(nonEmpty, v.check(isUrlPath, got('must start with "/"')));
 
+/** `forward_auth:` ask an auth service (Authelia, Authentik, oauth2-proxy) about each request. */
+const ForwardAuth = strict({
+  /** The auth service and the path to ask: `http://authelia:9091/api/authz/forward-auth`. */
+  url: v.pipe(
+    nonEmpty,
+    v.check(
+      (u) => {
+        try {
+          const url = new URL(u);
+          return /^https?:$/.test(url.protocol) && url.hostname !== "" && url.username === "" &&
+            url.hash === "";
+        } catch {
+          return false;
+        }
+      },
+      got(
+        "must be an http:// or https:// URL such as http://127.0.0.1:9091/api/authz/forward-auth",
+      ),
+    ),
+  ),
+  /** Headers of the auth service's 2xx answer copied into the request that goes on. */
+  copy_headers: v.optional(
+    list(v.pipe(nonEmpty, v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, got("must be a header name")))),
+    ["Remote-User", "Remote-Groups", "Remote-Name", "Remote-Email"],
+  ),
+  /** Extra CA (PEM) to trust for an https auth service. */
+  ca_file: v.optional(nonEmpty),
+  /** Accept any certificate of an https auth service (warned about loudly). */
+  insecure_skip_verify: v.optional(bool, false),
+  /** Seconds to connect, and again to wait for the answer's headers: 504 past either. */
+  timeout: v.optional(positive("a positive number of seconds"), 10),
+  /** Seconds a 2xx answer is reused for the same credentials and request; 0 = never. */
+  cache_ttl: v.optional(whole(0), 0),
+});
+export type ForwardAuth = v.InferOutput<typeof ForwardAuth>;
+
 export const ProxyRule = strict({
   /** Public path prefix, matched on segment boundaries. */
   path: v.optional(urlPath, "/"),
@@ -160,6 +196,8 @@ export const ProxyRule = strict({
   strip_prefix: v.optional(bool, true),
   /** Send the client's Host to the backend instead of the backend's own. */
   preserve_host: v.optional(bool, false),
+  /** Ask an auth service about each request before it is forwarded (see server.locations). */
+  forward_auth: v.optional(ForwardAuth),
   /** Extra CA (PEM) to trust for an https backend. */
   ca_file: v.optional(nonEmpty),
   /** Accept any backend certificate (warned about loudly). */
@@ -190,19 +228,35 @@ export type ProxyRule = v.InferOutput<typeof ProxyRule>;
 /** A bcrypt hash as written by htpasswd -B, bcryptjs or Python's bcrypt. */
 const BCRYPT = /^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$/;
 
-const Auth = v.pipe(
+/**
+ * The password hashes basic authentication verifies, as `htpasswd` writes them: bcrypt (`-B`),
+ * Apache MD5 (`-m`, `$apr1$`, and the MD5-crypt `$1$` nginx also reads) and SHA-1 (`-s`,
+ * `{SHA}`). Plain text (`-p`) and DES crypt (`-d`, 8 characters at most) are refused.
+ */
+export const PASSWORD_HASHES: Readonly<Record<"bcrypt" | "md5" | "sha1", RegExp>> = {
+  bcrypt: BCRYPT,
+  md5: /^\$(apr1|1)\$[./0-9A-Za-z]{1,8}\$[./0-9A-Za-z]{22}$/,
+  sha1: /^\{SHA\}[A-Za-z0-9+/]{27}=$/,
+};
+
+const HASH_MESSAGE = "must be a bcrypt, $apr1$ or {SHA} hash (as htpasswd -B, -m or -s writes it)";
+
+const passwordHash = v.pipe(
+  nonEmpty,
+  v.check((h) => Object.values(PASSWORD_HASHES).some((re) => re.test(h)), HASH_MESSAGE),
+);
+
+/** A user name of basic authentication: no colon (it ends the name in the credentials). */
+const userName = v.pipe(nonEmpty, v.check((u) => !u.includes(":"), "must not contain a colon"));
+
+/** One user of `auth.users`. */
+const AuthUser = v.pipe(
   strict({
-    type: v.literal("basic", got('must be "basic"')),
-    username: nonEmpty,
-    /** Plain password (PyServe's form); compared in constant time. */
+    username: userName,
+    /** Plain password; compared in constant time. */
     password: v.optional(nonEmpty),
-    /** bcrypt hash of the password. */
-    password_hash: v.optional(v.pipe(
-      nonEmpty,
-      v.regex(BCRYPT, "must be a bcrypt hash ($2b$10$… as made by htpasswd -B or bcryptjs)"),
-    )),
-    /** Realm shown by the browser's login dialog. */
-    realm: v.optional(nonEmpty, "Restricted Area"),
+    /** Hash of the password (see {@link PASSWORD_HASHES}). */
+    password_hash: v.optional(passwordHash),
   }),
   v.check(
     (a) => (a.password === undefined) !== (a.password_hash === undefined),
@@ -210,7 +264,68 @@ const Auth = v.pipe(
   ),
 );
 
-const Location = strict({ auth: v.optional(Auth) });
+const Auth = v.pipe(
+  strict({
+    type: v.literal("basic", got('must be "basic"')),
+    /** The one user of PyServe's form. */
+    username: v.optional(userName),
+    /** Plain password (PyServe's form); compared in constant time. */
+    password: v.optional(nonEmpty),
+    /** Hash of the password (see {@link PASSWORD_HASHES}). */
+    password_hash: v.optional(passwordHash),
+    /** More users, each with a password or a hash. */
+    users: v.optional(list(AuthUser), []),
+    /** An htpasswd file (user:hash lines), read at start and on every reload. */
+    htpasswd_file: v.optional(nonEmpty),
+    /** Realm shown by the browser's login dialog. */
+    realm: v.optional(nonEmpty, "Restricted Area"),
+  }),
+  refine((a, fail) => {
+    const secrets = Number(a.password !== undefined) + Number(a.password_hash !== undefined);
+    if (a.username !== undefined && secrets !== 1) {
+      fail([], "needs exactly one of password or password_hash");
+    } else if (a.username === undefined && secrets > 0) {
+      fail([a.password !== undefined ? "password" : "password_hash"], "needs username");
+    } else if (
+      a.username === undefined && a.users.length === 0 && a.htpasswd_file === undefined
+    ) {
+      fail([], "needs username with password or password_hash, users, or htpasswd_file");
+    }
+    const seen = new Map<string, number>();
+    if (a.username !== undefined) seen.set(a.username, -1);
+    a.users.forEach((u, i) => {
+      const first = seen.get(u.username);
+      if (first === undefined) seen.set(u.username, i);
+      else {
+        fail(
+          ["users", i, "username"],
+          `repeats "${u.username}" of ${first < 0 ? "username" : `users[${first}]`}`,
+        );
+      }
+    });
+  }),
+);
+
+/**
+ * `ip_rules:` nginx's `allow` and `deny`, in order, the first that matches the client's address
+ * deciding: `allow ADDRESS`, `deny ADDRESS`, with an address, a CIDR range or `all`.
+ */
+const ipRules = list(
+  v.pipe(
+    nonEmpty,
+    v.check((rule) => {
+      const m = /^(allow|deny)\s+(\S+)$/.exec(rule.trim());
+      return m !== null && (m[2] === "all" || parseCidr(m[2]) !== undefined);
+    }, got('must be "allow ADDRESS" or "deny ADDRESS" with an address, a CIDR range or all')),
+  ),
+  got('must be a list like ["allow 10.0.0.0/8", "deny all"]'),
+);
+
+const Location = strict({
+  auth: v.optional(Auth),
+  forward_auth: v.optional(ForwardAuth),
+  ip_rules: v.optional(ipRules),
+});
 
 const redirectStatus = v.picklist([301, 302, 307, 308], got("must be 301, 302, 307 or 308"));
 
@@ -367,6 +482,8 @@ const Server = v.pipe(
     reverse_proxy: v.nullish(list(ProxyRule), []),
     redirect_instructions: v.optional(v.pipe(list(Redirect), refine(checkRedirects)), []),
     locations: v.optional(record(Location, isUrlPath, 'must start with "/"'), {}),
+    /** The site's `allow`/`deny` rules, for paths without a location that has its own. */
+    ip_rules: v.optional(ipRules, []),
   }),
   refine((s, fail) => {
     if (s.proxy_protocol && s.proxy_protocol_from.length === 0) {
@@ -1029,6 +1146,9 @@ export const PATH_KEYS: readonly (readonly string[])[] = [
   ["ssl", "acme", "storage"],
   ["logging", "log_file"],
   ["server", "reverse_proxy", "*", "ca_file"],
+  ["server", "reverse_proxy", "*", "forward_auth", "ca_file"],
+  ["server", "locations", "*", "forward_auth", "ca_file"],
+  ["server", "locations", "*", "auth", "htpasswd_file"],
   ["extensions", "*", "source"],
   ["extensions", "*", "config", "regex_locations", "*", "root"],
 ];

@@ -1,20 +1,35 @@
 /**
- * Basic authentication for the path prefixes of `server.locations`.
+ * Authentication for the path prefixes of `server.locations` (and of `server.reverse_proxy` rules
+ * with `forward_auth`): basic authentication with users written inline or in an htpasswd file,
+ * then `forward_auth` (see forward_auth.ts).
  *
- * Plain passwords are compared as SHA-256 digests with `timingSafeEqual`, so the time taken does
- * not depend on where the guess goes wrong. bcrypt hashes are checked with bcryptjs; because
- * that costs tens of milliseconds, an accepted `Authorization` value is remembered (as a digest)
- * for a few minutes. Failed attempts are logged at WARNING with the user name and client address,
- * successes at DEBUG; the password is never logged.
+ * Passwords are checked as htpasswd.ts says, in constant time. Because bcrypt costs tens of
+ * milliseconds, an accepted `Authorization` value for a hashed password is remembered (as a
+ * digest) for a few minutes. Failed attempts are logged at WARNING with the user name and client
+ * address, successes at DEBUG; the password is never logged.
  *
  * @module
  */
-import { createHash, timingSafeEqual } from "node:crypto";
-import type { Config } from "../config/schema.ts";
+import { createHash } from "node:crypto";
+import { ConfigError } from "../config/config_error.ts";
+import type { Config, ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { ErrorResponder } from "../http/types.ts";
 import { normalizePath } from "../http/paths.ts";
 import { type Handler, type RequestContext, type Route, underPrefix } from "../http/types.ts";
+import { readCaFile } from "../tls/certs.ts";
+import { type ClientAddress, clientAddress } from "./client_address.ts";
+import { createForwardAuth, type ForwardAuthGate } from "./forward_auth.ts";
+import {
+  type Credential,
+  hashCredential,
+  HtpasswdError,
+  plainCredential,
+  readHtpasswd,
+  sameSecret,
+  type Users,
+  verify,
+} from "./htpasswd.ts";
 
 /** Options of {@link createAuthRoute}. */
 export interface AuthOptions {
@@ -27,76 +42,146 @@ export interface AuthOptions {
    * `/static/x` itself does not exist. Default true.
    */
   staticAlias?: boolean;
+  /** Proxy rules, whose `forward_auth` guards their path. Default none. */
+  rules?: readonly ProxyRule[];
+  /** The client's address, sent to auth services. Default: the socket's. */
+  client?: ClientAddress;
 }
 
-/** How long an accepted bcrypt check is remembered, in ms. */
+/** How long an accepted check of a hashed password is remembered, in ms. */
 const VERIFIED_TTL_MS = 5 * 60 * 1000;
 const VERIFIED_MAX = 256;
 
+type AuthSettings = NonNullable<Config["server"]["locations"][string]["auth"]>;
+
+/** Basic authentication of one prefix. */
+interface Basic {
+  realm: string;
+  challenge: string;
+  users: Users;
+  /**
+   * SHA-256 of the expected `Basic` token (base64 of `user:password`) of each plain password:
+   * the common, correct request is then a digest and a comparison per plain user.
+   */
+  tokens: { digest: Uint8Array; user: string }[];
+  /** Checked for a user that does not exist, so that the answer takes as long. */
+  decoy: Credential;
+  /** Digests of accepted `Authorization` values of hashed passwords → until when. */
+  verified: Map<string, number>;
+}
+
+/** What guards one prefix. */
 interface Guard {
   prefix: string;
   /** The config key, for logs. */
   key: string;
-  realm: string;
-  challenge: string;
-  /** The configured user name, for the log line of the fast path. */
-  user: string;
-  /**
-   * SHA-256 of the expected `Basic` token (base64 of `user:password`), for plain passwords:
-   * the common, correct request is then one digest and one comparison.
-   */
-  token?: Uint8Array;
-  check(user: string, password: string, header: string): boolean | Promise<boolean>;
+  basic?: Basic;
+  forward?: ForwardAuthGate;
 }
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest();
 
-/** Equal-time string comparison (the digests have equal length whatever the inputs). */
-function sameSecret(given: string, expected: Uint8Array): boolean {
-  return timingSafeEqual(sha256(given), expected);
+/** A `server.locations` key as a prefix: without trailing slashes, "/" kept. */
+export const locationPrefix = (key: string): string =>
+  key.length > 1 ? key.replace(/\/+$/, "") : key;
+
+/**
+ * A finder of the item whose `prefix` is the longest one `path` lies on or below (on segment
+ * boundaries); with `staticAlias`, `/static/<path>` is also found as `<path>`, because the file
+ * server answers `/static/x` with `/x` when `/static/x` itself does not exist.
+ */
+export function findByPrefix<T extends { prefix: string }>(
+  items: readonly T[],
+  staticAlias = true,
+): (path: string) => T | undefined {
+  const sorted = [...items].sort((a, b) => b.prefix.length - a.prefix.length);
+  return (path) => {
+    for (const g of sorted) if (underPrefix(path, g.prefix)) return g;
+    if (staticAlias && path.startsWith("/static/")) {
+      const inner = path.slice(7);
+      for (const g of sorted) if (underPrefix(inner, g.prefix)) return g;
+    }
+    return undefined;
+  };
 }
 
-function makeGuard(key: string, auth: NonNullable<Config["server"]["locations"][string]["auth"]>) {
-  const prefix = key.length > 1 ? key.replace(/\/+$/, "") : key;
-  const realm = auth.realm.replace(/["\\]/g, "\\$&");
-  const user = sha256(auth.username);
-  let check: Guard["check"];
-  let token: Uint8Array | undefined;
-  if (auth.password !== undefined) {
-    const bytes = new TextEncoder().encode(`${auth.username}:${auth.password}`);
-    token = sha256(btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join("")));
-    const password = sha256(auth.password);
-    check = (u, p) => {
-      const userOk = sameSecret(u, user);
-      const passOk = sameSecret(p, password);
-      return userOk && passOk;
-    };
-  } else {
-    const hash = auth.password_hash!;
-    const verified = new Map<string, number>();
-    check = async (u, p, header) => {
-      const id = createHash("sha256").update(header).digest("base64");
-      const until = verified.get(id);
-      if (until !== undefined && until > Date.now()) return true;
-      const userOk = sameSecret(u, user);
-      // Loaded on first use: only configurations with password_hash pay for it.
-      const { default: bcrypt } = await import("bcryptjs");
-      const passOk = await bcrypt.compare(p, hash);
-      if (!(userOk && passOk)) return false;
-      if (verified.size >= VERIFIED_MAX) verified.delete(verified.keys().next().value!);
-      verified.set(id, Date.now() + VERIFIED_TTL_MS);
-      return true;
-    };
+/** A credential the schema accepted. */
+const credentialOf = (password: string | undefined, hash: string | undefined) =>
+  password !== undefined ? plainCredential(password) : hashCredential(hash!) as Credential;
+
+/** The users of `auth`: inline ones first, then those of its htpasswd file not given inline. */
+function usersOf(auth: AuthSettings): Users {
+  const users: Users = new Map();
+  if (auth.username !== undefined) {
+    users.set(auth.username, credentialOf(auth.password, auth.password_hash));
   }
+  for (const u of auth.users) users.set(u.username, credentialOf(u.password, u.password_hash));
+  if (auth.htpasswd_file !== undefined) {
+    let read: Users;
+    try {
+      read = readHtpasswd(auth.htpasswd_file);
+    } catch (e) {
+      if (e instanceof HtpasswdError) throw new ConfigError(e.message);
+      throw e;
+    }
+    for (const [name, credential] of read) if (!users.has(name)) users.set(name, credential);
+  }
+  return users;
+}
+
+/** Encodes `user:password` as a Basic token (UTF-8, base64). */
+const basicToken = (user: string, password: string) => {
+  const bytes = new TextEncoder().encode(`${user}:${password}`);
+  return btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""));
+};
+
+function makeBasic(auth: AuthSettings): Basic {
+  const realm = auth.realm.replace(/["\\]/g, "\\$&");
+  const users = usersOf(auth);
+  const tokens: Basic["tokens"] = [];
+  const plain = (name: string, password: string | undefined) => {
+    if (password !== undefined) {
+      tokens.push({ digest: sha256(basicToken(name, password)), user: name });
+    }
+  };
+  if (auth.username !== undefined) plain(auth.username, auth.password);
+  for (const u of auth.users) plain(u.username, u.password);
   return {
-    prefix,
-    key,
     realm,
     challenge: `Basic realm="${realm}", charset="UTF-8"`,
-    user: auth.username,
-    token,
-    check,
-  } satisfies Guard;
+    users,
+    tokens,
+    decoy: users.values().next().value!,
+    verified: new Map(),
+  };
+}
+
+/** Whether `password` is `user`'s; hashed passwords that passed are remembered by `header`. */
+function check(
+  basic: Basic,
+  user: string,
+  password: string,
+  header: string,
+): boolean | Promise<boolean> {
+  const credential = basic.users.get(user);
+  if (credential === undefined) {
+    const spent = verify(basic.decoy, password);
+    return typeof spent === "boolean" ? false : spent.then(() => false);
+  }
+  if (credential.kind === "plain") return verify(credential, password);
+  const id = createHash("sha256").update(header).digest("base64");
+  const until = basic.verified.get(id);
+  if (until !== undefined && until > Date.now()) return true;
+  const remember = (ok: boolean) => {
+    if (!ok) return false;
+    if (basic.verified.size >= VERIFIED_MAX) {
+      basic.verified.delete(basic.verified.keys().next().value!);
+    }
+    basic.verified.set(id, Date.now() + VERIFIED_TTL_MS);
+    return true;
+  };
+  const ok = verify(credential, password);
+  return typeof ok === "boolean" ? remember(ok) : ok.then(remember);
 }
 
 const BASIC = /^basic\s+([A-Za-z0-9+/=]+)\s*$/i;
@@ -124,86 +209,189 @@ export function parseBasic(header: string): { user: string; password: string } |
 const shownUser = (user: string) =>
   JSON.stringify(user.length > 64 ? user.slice(0, 64) + "…" : user);
 
+/** The `forward_auth` blocks: of `server.locations` keys, then of proxy rules' paths. */
+function forwardAuths(
+  locations: Config["server"]["locations"],
+  rules: readonly ProxyRule[],
+) {
+  const found = Object.entries(locations)
+    .filter(([, l]) => l.forward_auth !== undefined)
+    .map(([key, l]) => ({ key, where: `server.locations.${key}`, settings: l.forward_auth! }));
+  rules.forEach((rule, i) => {
+    if (rule.forward_auth) {
+      found.push({
+        key: rule.path,
+        where: `server.reverse_proxy[${i}]`,
+        settings: rule.forward_auth,
+      });
+    }
+  });
+  return found;
+}
+
 /**
- * The route guarding `server.locations` prefixes, or undefined when none has `auth`. Requests
- * below a guarded prefix get 401 with `WWW-Authenticate` until they carry the right credentials;
- * then `options.next` answers them. Paths are matched after decoding and resolving dot segments,
- * so `/%61dmin` and `/x/../admin` are guarded like `/admin`; the longest prefix wins.
+ * The route guarding `server.locations` prefixes with `auth` or `forward_auth` (and proxy rules'
+ * paths with `forward_auth`), or undefined when there are none. Below a prefix with `auth`,
+ * requests get 401 with `WWW-Authenticate` until they carry the right credentials; then the
+ * auth service of `forward_auth`, if any, is asked; then `options.next` answers them. Paths are
+ * matched after decoding and resolving dot segments, so `/%61dmin` and `/x/../admin` are guarded
+ * like `/admin`; the longest prefix wins. Dispose it to close the auth services' connections.
  */
 export function createAuthRoute(
   locations: Config["server"]["locations"],
   options: AuthOptions,
-): Route<Guard | null> | undefined {
-  const guards: Guard[] = Object.entries(locations)
-    .filter(([, l]) => l.auth !== undefined)
-    .map(([key, l]) => makeGuard(key, l.auth!))
-    .sort((a, b) => b.prefix.length - a.prefix.length);
-  if (guards.length === 0) return undefined;
+): (Route<Guard | null> & Disposable) | undefined {
   const { log, errorResponse, next } = options;
-  const staticAlias = options.staticAlias ?? true;
-
-  const guardFor = (path: string): Guard | undefined => {
-    for (const g of guards) if (underPrefix(path, g.prefix)) return g;
-    if (staticAlias && path.startsWith("/static/")) {
-      const inner = path.slice(7);
-      for (const g of guards) if (underPrefix(inner, g.prefix)) return g;
-    }
-    return undefined;
+  const byPrefix = new Map<string, Guard>();
+  const guardOf = (key: string) => {
+    const prefix = locationPrefix(key);
+    let guard = byPrefix.get(prefix);
+    if (!guard) byPrefix.set(prefix, guard = { prefix, key });
+    return guard;
   };
+  for (const [key, l] of Object.entries(locations)) {
+    if (l.auth !== undefined) guardOf(key).basic = makeBasic(l.auth);
+  }
+  const gateOptions = { log, errorResponse, client: options.client ?? clientAddress([]) };
+  const gates: ForwardAuthGate[] = [];
+  try {
+    for (const { key, where, settings } of forwardAuths(locations, options.rules ?? [])) {
+      const guard = guardOf(key);
+      // The first block of a prefix counts; validation reports a second one.
+      if (guard.forward) continue;
+      guard.forward = createForwardAuth(settings, where, gateOptions);
+      gates.push(guard.forward);
+    }
+  } catch (e) {
+    for (const g of gates) g[Symbol.dispose]();
+    throw e;
+  }
+  if (byPrefix.size === 0) return undefined;
+  const guardFor = findByPrefix([...byPrefix.values()], options.staticAlias ?? true);
   /** The guard of the request's path; null for a path that cannot be decoded (answered 400). */
   const match = (ctx: RequestContext): Guard | null | undefined => {
     const path = normalizePath(ctx.path);
     return path === null ? null : guardFor(path);
   };
 
-  const deny = (request: Request, guard: Guard) =>
-    errorResponse(401, request, { "www-authenticate": guard.challenge });
-
   const handle = (request: Request, ctx: RequestContext, guard: Guard | null) => {
     if (guard === null) return errorResponse(400, request);
+    const forward = guard.forward;
+    const pass: Handler = forward ? (r, c) => forward(r, c, next) : next;
+    const basic = guard.basic;
+    if (basic === undefined) return pass(request, ctx);
+    const deny = () => errorResponse(401, request, { "www-authenticate": basic.challenge });
     const client = ctx.remote.hostname;
     const header = request.headers.get("authorization");
     if (header === null) {
       log.debug(`auth: no credentials from ${client} for ${guard.key}`);
-      return deny(request, guard);
+      return deny();
     }
-    if (guard.token) {
+    if (basic.tokens.length > 0) {
       const m = BASIC.exec(header);
-      if (m && sameSecret(m[1], guard.token)) {
-        if (log.enabled("DEBUG")) {
-          log.debug(`auth ok for user ${shownUser(guard.user)} from ${client} on ${guard.key}`);
+      if (m) {
+        let user: string | undefined;
+        for (const t of basic.tokens) if (sameSecret(m[1], t.digest)) user = t.user;
+        if (user !== undefined) {
+          if (log.enabled("DEBUG")) {
+            log.debug(`auth ok for user ${shownUser(user)} from ${client} on ${guard.key}`);
+          }
+          return pass(request, ctx);
         }
-        return next(request, ctx);
       }
     }
     const creds = parseBasic(header);
     if (creds === null) {
       log.warn(`auth failed: malformed Authorization header from ${client} for ${guard.key}`);
-      return deny(request, guard);
+      return deny();
     }
     const verdict = (ok: boolean) => {
       if (!ok) {
         log.warn(`auth failed for user ${shownUser(creds.user)} from ${client} on ${guard.key}`);
-        return deny(request, guard);
+        return deny();
       }
       if (log.enabled("DEBUG")) {
         log.debug(`auth ok for user ${shownUser(creds.user)} from ${client} on ${guard.key}`);
       }
-      return next(request, ctx);
+      return pass(request, ctx);
     };
-    const ok = guard.check(creds.user, creds.password, header);
+    const ok = check(basic, creds.user, creds.password, header);
     return typeof ok === "boolean" ? verdict(ok) : ok.then(verdict);
   };
-  return { name: "auth", match, handle };
+  return {
+    name: "auth",
+    match,
+    handle,
+    [Symbol.dispose]() {
+      for (const g of gates) g[Symbol.dispose]();
+    },
+  };
 }
 
 /** Warnings about how `server.locations` is set up (plain passwords without TLS). */
 export function authWarnings(config: Config): string[] {
   if (config.ssl.enabled) return [];
   return Object.entries(config.server.locations)
-    .filter(([, l]) => l.auth?.password !== undefined)
+    .filter(([, l]) =>
+      l.auth?.password !== undefined || l.auth?.users.some((u) => u.password !== undefined)
+    )
     .map(([key]) =>
       `server.locations.${key}.auth has a plain password and ssl is off: Basic credentials ` +
       `cross the network readable; enable ssl and prefer password_hash (bcrypt)`
     );
+}
+
+/**
+ * The checks of access control that need the file system, for validation: each htpasswd file
+ * is read (a bad line is an error naming its file and line), each auth service's `ca_file`
+ * too; a prefix with two `forward_auth` blocks is an error, an auth service whose certificate
+ * is not verified and an inline user who is also in the htpasswd file are warnings.
+ */
+export function checkAccess(config: Config): { errors: string[]; warnings: string[] } {
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  for (const [key, l] of Object.entries(config.server.locations)) {
+    const file = l.auth?.htpasswd_file;
+    if (file === undefined) continue;
+    const at = `server.locations.${key}.auth.htpasswd_file`;
+    try {
+      const read = readHtpasswd(file);
+      const inline = [l.auth!.username, ...l.auth!.users.map((u) => u.username)];
+      for (const name of inline) {
+        if (name !== undefined && read.has(name)) {
+          warnings.push(`${at}: user "${name}" is also in ${file}; the inline password is used`);
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof HtpasswdError)) throw e;
+      for (const line of e.message.split("\n")) errors.push(`${line} (${at})`);
+    }
+  }
+  const seen = new Map<string, string>();
+  const { locations, reverse_proxy } = config.server;
+  for (const { key, where, settings } of forwardAuths(locations, reverse_proxy)) {
+    const prefix = locationPrefix(key);
+    const first = seen.get(prefix);
+    if (first !== undefined) {
+      errors.push(
+        `${where}.forward_auth: ${first}.forward_auth already guards ${prefix}; keep one of them`,
+      );
+    } else seen.set(prefix, where);
+    if (settings.ca_file !== undefined) {
+      try {
+        readCaFile(`${where}.forward_auth.ca_file`, settings.ca_file);
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        errors.push(e.message);
+      }
+    }
+    if (settings.insecure_skip_verify && settings.url.startsWith("https:")) {
+      warnings.push(
+        `${where}.forward_auth: insecure_skip_verify is on: the certificate of ` +
+          `${new URL(settings.url).origin} is NOT verified; anyone on the path can answer in ` +
+          `its place and let anyone in. Use ca_file instead.`,
+      );
+    }
+  }
+  return { errors, warnings };
 }

@@ -6,12 +6,14 @@
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, metrics
  *    (`monitoring` extension), the guard again (`security_headers` on every answer sit between
  *    the two), HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
- *    (403 before anything else); then 400 for an empty Host; then `rate_limiting` (429).
+ *    (403 before anything else); then the site's and locations' `ip_rules` (403); then 400 for
+ *    an empty Host; then `rate_limiting` (429).
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below; then
  *    `csrf_protection` (its cookie on safe requests, 403 for unsafe ones without the token).
  * 2. The metrics endpoint and health paths (`monitoring` extension), then redirects
  *    (`server.redirect_instructions`): exact paths, before anything else.
- * 3. Basic auth (`server.locations`): guards prefixes; what passes goes on to 4–6.
+ * 3. Basic auth and `forward_auth` (`server.locations`, proxy rules): guards prefixes; what
+ *    passes goes on to 4–6.
  * 4. Reverse proxy rules (`server.reverse_proxy`), longest prefix first.
  * 5. V2 locations (`routing` extension): exact, regex, prefix, `__default__`.
  *    The `caching` extension wraps the handlers of 4 and of `proxy_pass` in 5.
@@ -45,6 +47,7 @@ import { withHsts } from "./hsts.ts";
 import { clientAddress, clientKey } from "./client_address.ts";
 import { createHealthRoute } from "./health.ts";
 import { withIpFilter } from "./ip_filter.ts";
+import { withIpRules } from "./ip_rules.ts";
 import { withRateLimit } from "./rate_limit.ts";
 import { type RedisLink, redisLink } from "../redis/link.ts";
 import { securityHeaderPairs, withSecurityHeaders } from "./security_headers.ts";
@@ -148,12 +151,18 @@ export function buildApp(config: Config, log: Logger): App {
   const removeBackends = metrics ? addBackendSource(() => proxy.pools) : () => {};
   const redirects = createRedirectRoute(config.server.redirect_instructions);
   if (redirects) routes.push(redirects);
-  const auth = createAuthRoute(config.server.locations, { log, errorResponse, next: inner });
+  const client = clientAddress(security?.trusted_proxies ?? []);
+  const auth = createAuthRoute(config.server.locations, {
+    log,
+    errorResponse,
+    next: inner,
+    rules: config.server.reverse_proxy,
+    client,
+  });
   if (auth) routes.push(auth);
   for (const w of authWarnings(config)) log.warn(w);
 
   let handle = dispatch(routes, inner);
-  const client = clientAddress(security?.trusted_proxies ?? []);
   if (security?.csrf_protection) handle = withCsrf(security.csrf_protection, errorResponse)(handle);
   if (security?.cors) handle = withCors(security.cors, handle);
   if (security?.rate_limiting) {
@@ -163,6 +172,8 @@ export function buildApp(config: Config, log: Logger): App {
     handle = withRateLimit(rl, { key, errorResponse, redis })(handle);
   }
   handle = withHostRequired(errorResponse)(handle);
+  // The site's and the locations' `ip_rules`, behind the server-wide filter.
+  handle = withIpRules(config, client, errorResponse, log)(handle);
   if (security?.ip_filtering) {
     handle = withIpFilter(security.ip_filtering, client, errorResponse)(handle);
   }
@@ -176,6 +187,7 @@ export function buildApp(config: Config, log: Logger): App {
   handle = guard(withAccessLog(log)(handle));
   const close = () => {
     removeBackends();
+    auth?.[Symbol.dispose]();
     proxy.close();
     forward[Symbol.dispose]();
     for (const link of links.values()) link.close();

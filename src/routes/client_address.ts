@@ -52,3 +52,21 @@ export function clientKey(trustedProxies: readonly string[]): ClientKey {
     return host.includes(":") ? parsed(request, ctx) : host;
   };
 }
+
+/** `address` written as text (IPv6 with its longest run of zero groups shortened to `::`). */
+export function addressText(address: IpAddress): string {
+  if (!address.v6) return ipKey(address);
+  const groups = Array.from(
+    { length: 8 },
+    (_, i) => ((address.value >> BigInt(112 - 16 * i)) & 0xffffn).toString(16),
+  );
+  let best = { at: -1, length: 1 };
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > best.length) best = { at: i, length: j - i };
+    i = j > i ? j : i + 1;
+  }
+  if (best.at < 0) return groups.join(":");
+  return `${groups.slice(0, best.at).join(":")}::${groups.slice(best.at + best.length).join(":")}`;
+}

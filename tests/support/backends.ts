@@ -380,3 +380,57 @@ export async function blackhole(): Promise<{ port: number } & AsyncDisposable> {
     },
   };
 }
+
+/** A signed-in user of an {@link autheliaBackend}. */
+export interface AutheliaUser {
+  user: string;
+  /** Sent as `Remote-Groups` when given. */
+  groups?: string;
+  /** Answer 403 (a policy that denies this user) instead of 200. */
+  denied?: boolean;
+}
+
+/**
+ * An auth service playing Authelia's forward-auth protocol: the `authelia_session` cookie names
+ * a session in `sessions`; a known one gets 200 with `Remote-User`, `Remote-Groups` (when set),
+ * `Remote-Name` and `Remote-Email` (and `X-Not-Copied`, which no proxy should pass on), a denied
+ * one 403; anything else is sent to `login` with a 302 whose `rd` is the URL asked for
+ * (from `X-Forwarded-Proto`, `-Host` and `-Uri`), or gets 401 for a method other than GET/HEAD.
+ */
+export function autheliaBackend(
+  sessions: Record<string, AutheliaUser>,
+  login = "https://auth.example.com/",
+  tls?: BackendTls,
+): Backend {
+  return serveBackend((request) => {
+    const cookie = request.headers.get("cookie") ?? "";
+    const id = /(?:^|;\s*)authelia_session=([^;]+)/.exec(cookie)?.[1];
+    const session = id === undefined ? undefined : sessions[id];
+    if (session?.denied) return new Response("403 Forbidden by policy", { status: 403 });
+    if (session) {
+      const headers = new Headers({
+        "remote-user": session.user,
+        "remote-name": session.user.toUpperCase(),
+        "remote-email": `${session.user}@example.com`,
+        "x-not-copied": "secret",
+      });
+      if (session.groups !== undefined) headers.set("remote-groups", session.groups);
+      return new Response(null, { status: 200, headers });
+    }
+    const h = request.headers;
+    const rd = `${h.get("x-forwarded-proto")}://${h.get("x-forwarded-host")}` +
+      h.get("x-forwarded-uri");
+    const method = h.get("x-forwarded-method");
+    if (method !== "GET" && method !== "HEAD") {
+      return new Response("401 Unauthorized", { status: 401 });
+    }
+    return new Response(`<a href="${login}">302 Found</a>`, {
+      status: 302,
+      headers: {
+        location: `${login}?rd=${encodeURIComponent(rd)}&rm=${method}`,
+        "content-type": "text/html; charset=utf-8",
+        "set-cookie": "authelia_flow=1; Path=/",
+      },
+    });
+  }, tls);
+}
