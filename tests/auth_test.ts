@@ -1,10 +1,12 @@
 /**
  * Basic authentication on `server.locations`: credentials, spellings of a guarded path, bcrypt
- * hashes, and what is logged.
+ * hashes, several users, htpasswd files made by the real `htpasswd` (apache2-utils) with each
+ * hash kind, and what is logged.
  */
 import assert from "node:assert/strict";
 import bcrypt from "bcryptjs";
 import { testApp } from "./support/app.ts";
+import { hasCommand, runCli, spawnCli } from "./support/cli.ts";
 import { basic, get } from "./support/clients.ts";
 import { configError } from "./support/config.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
@@ -173,4 +175,180 @@ Deno.test("auth: config errors for both/neither password and a malformed hash", 
     },
   });
   assert.match(m, /password_hash must be a bcrypt, \$apr1\$ or \{SHA\} hash/);
+});
+
+const HTPASSWD = hasCommand("htpasswd");
+const noHtpasswd = HTPASSWD
+  ? false
+  : (console.log("htpasswd (apache2-utils) is not installed"), true);
+
+/** Runs the real `htpasswd` with `args`; resolves to what it printed. */
+async function htpasswd(...args: string[]): Promise<string> {
+  const out = await new Deno.Command(HTPASSWD!, { args, stdout: "piped", stderr: "piped" })
+    .output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/** An `Authorization` value for UTF-8 credentials (`basic` is for Latin-1 ones). */
+const utf8Basic = (user: string, password: string) =>
+  `Basic ${
+    btoa(
+      Array.from(new TextEncoder().encode(`${user}:${password}`), (b) => String.fromCharCode(b))
+        .join(""),
+    )
+  }`;
+
+Deno.test({
+  name: "auth: an htpasswd file with bcrypt, apr1 and SHA-1 hashes, and users inline beside it",
+  ignore: noHtpasswd,
+  async fn() {
+    await using dir = await tempDir();
+    const file = `${dir.path}/users.htpasswd`;
+    await htpasswd("-cbB", "-C", "4", file, "alice", "alice-pw");
+    await htpasswd("-bm", file, "bob", "pässwörd ünïcode");
+    await htpasswd("-bs", file, "carol", "carol-pw");
+    const erin = (await htpasswd("-nbm", "erin", "erin-pw")).split(":")[1];
+    await using t = await authApp({
+      type: "basic",
+      htpasswd_file: file,
+      users: [
+        { username: "dave", password: "dave-pw" },
+        { username: "erin", password_hash: erin },
+      ],
+    });
+    const { app } = t;
+    const status = async (user: string, password: string) =>
+      (await app.get("/admin/report.txt", {
+        headers: { authorization: utf8Basic(user, password) },
+      }))
+        .status;
+    for (
+      const [user, password] of [
+        ["alice", "alice-pw"],
+        ["bob", "pässwörd ünïcode"],
+        ["carol", "carol-pw"],
+        ["dave", "dave-pw"],
+        ["erin", "erin-pw"],
+      ]
+    ) {
+      assert.equal(await status(user, password), 200, user);
+      assert.equal(await status(user, password + "x"), 401, `${user} with a wrong password`);
+      assert.equal(await status(user, password), 200, `${user} again (remembered)`);
+    }
+    assert.equal(await status("bob", "passwort unicode"), 401);
+    assert.equal(await status("mallory", "alice-pw"), 401);
+    assert.equal(await status("alice", "dave-pw"), 401, "one user's password is not another's");
+    assert.ok(app.log.lines.some((l) => l.includes('auth failed for user "mallory"')));
+  },
+});
+
+Deno.test({
+  name:
+    "auth: plain-text, crypt and malformed htpasswd lines are errors naming file:line, at start and in --test",
+  ignore: noHtpasswd,
+  async fn() {
+    await using dir = await tempDir();
+    const file = `${dir.path}/users.htpasswd`;
+    await htpasswd("-cbB", "-C", "4", file, "alice", "alice-pw");
+    const lines = [
+      await Deno.readTextFile(file),
+      await htpasswd("-nbp", "bob", "bob-plain-pw"),
+      await htpasswd("-nbd", "carol", "carol-pw"),
+      await htpasswd("-nb5", "dan", "dan-pw"),
+      "# a comment, then a blank line",
+      "",
+      "no colon here",
+      "alice:$apr1$abcdefgh$0123456789012345678901",
+    ];
+    await Deno.writeTextFile(file, lines.join("\n").replace(/\n\n/, "\n") + "\n");
+    await writeFiles(dir.path, {
+      "config.yaml": "server:\n  locations:\n    /admin:\n      auth:\n        type: basic\n" +
+        "        htpasswd_file: ./users.htpasswd\n",
+    });
+    for (const args of [["--test", "configuration"], ["-p", "0"]]) {
+      const out = await runCli(args, { cwd: dir.path });
+      assert.equal(out.code, 2, out.stdout + out.stderr);
+      const text = out.stdout + out.stderr;
+      const at = `${file}:`;
+      assert.ok(text.includes(`${at}2: user "bob" has a plain-text password`), text);
+      assert.ok(text.includes(`${at}3: user "carol" has a DES crypt hash`), text);
+      assert.ok(text.includes(`${at}4: user "dan" has a SHA-crypt hash`), text);
+      assert.ok(text.includes(`${at}7: expected "user:hash"`), text);
+      assert.ok(text.includes(`${at}8: user "alice" is also on line 1`), text);
+      assert.ok(text.includes("(server.locations./admin.auth.htpasswd_file)"), text);
+      assert.ok(!text.includes("bob-plain-pw"), "a refused entry is never shown");
+    }
+    await Deno.remove(file);
+    const out = await runCli(["--test", "configuration"], { cwd: dir.path });
+    assert.equal(out.code, 2);
+    assert.match(out.stdout, /users\.htpasswd: cannot be read: not found/);
+  },
+});
+
+Deno.test({
+  name: "auth: the htpasswd file is read again on reload; a broken one keeps the running users",
+  ignore: noHtpasswd,
+  async fn() {
+    await using dir = await tempDir();
+    const file = `${dir.path}/users.htpasswd`;
+    await htpasswd("-cbB", "-C", "4", file, "alice", "alice-pw");
+    await writeFiles(dir.path, {
+      "static/admin/index.html": "admin area",
+      "config.yaml": "server:\n  host: 127.0.0.1\n  locations:\n    /admin:\n      auth:\n" +
+        "        type: basic\n        htpasswd_file: ./users.htpasswd\n",
+    });
+    await using cli = await spawnCli(["-c", "config.yaml", "-p", "0"], { cwd: dir.path });
+    const status = async (user: string, password: string) =>
+      (await get(`${cli.url}/admin/`, { headers: { authorization: basic(user, password) } }))
+        .status;
+    assert.equal(await status("alice", "alice-pw"), 200);
+    assert.equal(await status("bob", "bob-pw"), 401);
+
+    await htpasswd("-bs", file, "bob", "bob-pw");
+    await htpasswd("-D", file, "alice");
+    cli.process.kill("SIGHUP");
+    await cli.waitFor("reloaded configuration");
+    assert.equal(await status("bob", "bob-pw"), 200);
+    assert.equal(await status("alice", "alice-pw"), 401, "a removed user is out after reload");
+
+    await Deno.writeTextFile(file, "broken line\n", { append: true });
+    cli.process.kill("SIGHUP");
+    await cli.waitFor("reload failed");
+    assert.match(cli.output(), /users\.htpasswd:2: expected "user:hash"/);
+    assert.equal(await status("bob", "bob-pw"), 200, "the running configuration stays");
+  },
+});
+
+Deno.test("auth: several inline users; a user given twice and a lone password are errors", () => {
+  let m = configError({
+    server: {
+      locations: {
+        "/a": {
+          auth: {
+            type: "basic",
+            username: "x",
+            password: "1",
+            users: [{ username: "y", password: "2" }, { username: "x", password: "3" }],
+          },
+        },
+      },
+    },
+  });
+  assert.match(m, /server\.locations\.\/a\.auth\.users\[1\]\.username repeats "x" of username/);
+  m = configError({
+    server: { locations: { "/a": { auth: { type: "basic", password: "pw" } } } },
+  });
+  assert.match(m, /server\.locations\.\/a\.auth\.password needs username/);
+  m = configError({ server: { locations: { "/a": { auth: { type: "basic" } } } } });
+  assert.match(m, /needs username with password or password_hash, users, or htpasswd_file/);
+  m = configError({
+    server: {
+      locations: {
+        "/a": { auth: { type: "basic", users: [{ username: "a:b", password_hash: "x" }] } },
+      },
+    },
+  });
+  assert.match(m, /users\[0\]\.username must not contain a colon/);
+  assert.match(m, /users\[0\]\.password_hash must be a bcrypt, \$apr1\$ or \{SHA\} hash/);
 });
