@@ -10,6 +10,7 @@ import {
   brokenBackend,
   type Echo,
   echoBackend,
+  recordingBackend,
   serveBackend,
 } from "./support/backends.ts";
 import { makeBackendCerts } from "./support/certs.ts";
@@ -138,6 +139,28 @@ Deno.test("forward_auth: an identity the client forges is removed, with or witho
   r = await get(`${s.url}/app/x`, { headers: forged });
   assert.equal(r.status, 302);
   assert.equal(backend.seen.length, 2);
+});
+
+Deno.test("forward_auth: a WebSocket upgrade is asked about, then bridged with the identity copied", async () => {
+  await using auth = autheliaBackend(SESSIONS, LOGIN);
+  await using backend = recordingBackend();
+  await using s = await startTestServer(appConfig(auth.port, backend.port));
+  const url = s.url.replace("http:", "ws:") + "/app/live";
+  const open = (headers: HeadersInit) =>
+    new Promise<WebSocket>((resolve, reject) => {
+      const ws = new WebSocket(url, { headers });
+      ws.onopen = () => resolve(ws);
+      ws.onerror = (e) => reject(new Error((e as ErrorEvent).message));
+    });
+  await assert.rejects(open({ "remote-user": "admin" }), "no session: the upgrade is refused");
+  assert.equal(backend.heads.length, 0);
+  const ws = await open({ ...cookie("good-alice"), "remote-user": "admin" });
+  const closed = new Promise((r) => ws.onclose = r);
+  ws.close();
+  await closed;
+  const head = backend.heads[0].map((l) => l.toLowerCase());
+  assert.deepEqual(head.filter((l) => l.startsWith("remote-user:")), ["remote-user: alice"]);
+  assert.equal(auth.seen.at(-1)!.headers.get("x-forwarded-uri"), "/app/live");
 });
 
 Deno.test("forward_auth: a stopped auth service gives 502 and a silent one 504, logged, nothing let through", async () => {

@@ -101,7 +101,9 @@ export function createForwardAuth(
       if (!copiedSet.has(name)) headers.append(name, value);
     }
     for (const [name, value] of pairs) headers.append(name, value);
-    return new Request(request, { headers });
+    // The same request with other headers: a copy (`new Request`) would lose what ties it to
+    // its connection, and a WebSocket upgrade could no longer be accepted.
+    return Object.defineProperty(request, "headers", { value: headers });
   };
 
   const ask = (request: Request, ctx: RequestContext, ip: string): [string, string][] => {
