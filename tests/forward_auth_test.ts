@@ -334,4 +334,18 @@ Deno.test("forward_auth: configuration errors name the key; --test configuration
     out.stdout,
     /server\.reverse_proxy\[0\]\.forward_auth: server\.locations\.\/app\.forward_auth already guards \/app; keep one of them/,
   );
+  // Without the permission to reach the service, the check names the flag to add.
+  await writeFiles(dir.path, {
+    "config.yaml": "server:\n  locations:\n    /app:\n      forward_auth:\n" +
+      "        url: http://127.0.0.1:9091/verify\n",
+  });
+  out = await runCli(["--test", "configuration"], {
+    cwd: dir.path,
+    permissions: ["--allow-read", "--allow-env", "--allow-net=127.0.0.1:8000", "--no-prompt"],
+  });
+  assert.equal(out.code, 2, out.stdout + out.stderr);
+  assert.match(
+    out.stdout,
+    /FAIL server\.locations\.\/app\.forward_auth: .*url: no net permission for 127\.0\.0\.1:9091; run with --allow-net=127\.0\.0\.1:9091/,
+  );
 });

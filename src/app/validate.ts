@@ -260,9 +260,7 @@ export async function validateConfig(
   }
   results.push(...checkServerHost(config));
   results.push(...checkProxyTargets(config));
-  const access = checkAccess(config);
-  for (const e of access.errors) results.push(fail("access", e));
-  for (const w of access.warnings) results.push(warn("access", w));
+  results.push(...checkAccess(config));
   results.push(...await checkAcme(config));
   if (options.tls) results.push(...await checkTls(config));
   return results;

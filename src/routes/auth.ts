@@ -15,6 +15,7 @@ import { ConfigError } from "../config/config_error.ts";
 import type { Config, ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { ErrorResponder } from "../http/types.ts";
+import { permissionHint } from "../http/errors.ts";
 import { normalizePath } from "../http/paths.ts";
 import { type Handler, type RequestContext, type Route, underPrefix } from "../http/types.ts";
 import { readCaFile } from "../tls/certs.ts";
@@ -341,15 +342,25 @@ export function authWarnings(config: Config): string[] {
     );
 }
 
+/** One line of {@link checkAccess}'s report (the shape of validation's check results). */
+export interface AccessCheck {
+  status: "ok" | "warn" | "fail";
+  /** The config key checked. */
+  name: string;
+  message: string;
+}
+
 /**
- * The checks of access control that need the file system, for validation: each htpasswd file
- * is read (a bad line is an error naming its file and line), each auth service's `ca_file`
- * too; a prefix with two `forward_auth` blocks is an error, an auth service whose certificate
- * is not verified and an inline user who is also in the htpasswd file are warnings.
+ * The checks of access control that need the file system or permissions, for validation: each
+ * htpasswd file is read (a bad line fails naming its file and line), each auth service's
+ * `ca_file` too, and the permission to reach each auth service is there; a prefix with two
+ * `forward_auth` blocks fails. An auth service whose certificate is not verified and an inline
+ * user who is also in the htpasswd file are warnings.
  */
-export function checkAccess(config: Config): { errors: string[]; warnings: string[] } {
-  const errors: string[] = [];
-  const warnings: string[] = [];
+export function checkAccess(config: Config): AccessCheck[] {
+  const results: AccessCheck[] = [];
+  const fail = (name: string, message: string) => results.push({ status: "fail", name, message });
+  const warn = (name: string, message: string) => results.push({ status: "warn", name, message });
   for (const [key, l] of Object.entries(config.server.locations)) {
     const file = l.auth?.htpasswd_file;
     if (file === undefined) continue;
@@ -359,39 +370,49 @@ export function checkAccess(config: Config): { errors: string[]; warnings: strin
       const inline = [l.auth!.username, ...l.auth!.users.map((u) => u.username)];
       for (const name of inline) {
         if (name !== undefined && read.has(name)) {
-          warnings.push(`${at}: user "${name}" is also in ${file}; the inline password is used`);
+          warn(at, `${at}: user "${name}" is also in ${file}; the inline password is used`);
         }
       }
+      results.push({ status: "ok", name: at, message: `${file}: ${read.size} user(s)` });
     } catch (e) {
       if (!(e instanceof HtpasswdError)) throw e;
-      for (const line of e.message.split("\n")) errors.push(`${line} (${at})`);
+      for (const line of e.message.split("\n")) fail(at, `${line} (${at})`);
     }
   }
   const seen = new Map<string, string>();
   const { locations, reverse_proxy } = config.server;
   for (const { key, where, settings } of forwardAuths(locations, reverse_proxy)) {
+    const name = `${where}.forward_auth`;
+    const problems = results.length;
     const prefix = locationPrefix(key);
     const first = seen.get(prefix);
     if (first !== undefined) {
-      errors.push(
-        `${where}.forward_auth: ${first}.forward_auth already guards ${prefix}; keep one of them`,
-      );
+      fail(name, `${name}: ${first}.forward_auth already guards ${prefix}; keep one of them`);
     } else seen.set(prefix, where);
     if (settings.ca_file !== undefined) {
       try {
-        readCaFile(`${where}.forward_auth.ca_file`, settings.ca_file);
+        readCaFile(`${name}.ca_file`, settings.ca_file);
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
-        errors.push(e.message);
+        fail(name, e.message);
       }
     }
-    if (settings.insecure_skip_verify && settings.url.startsWith("https:")) {
-      warnings.push(
-        `${where}.forward_auth: insecure_skip_verify is on: the certificate of ` +
-          `${new URL(settings.url).origin} is NOT verified; anyone on the path can answer in ` +
-          `its place and let anyone in. Use ca_file instead.`,
+    const url = new URL(settings.url);
+    const host = `${url.hostname}:${url.port || (url.protocol === "https:" ? 443 : 80)}`;
+    if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") {
+      fail(name, `${name}.url: no net permission for ${host}; ${permissionHint("net", host)}`);
+    }
+    if (settings.insecure_skip_verify && url.protocol === "https:") {
+      warn(
+        name,
+        `${name}: insecure_skip_verify is on: the certificate of ${url.origin} is NOT ` +
+          `verified; anyone on the path can answer in its place and let anyone in. Use ` +
+          `ca_file instead.`,
       );
     }
+    if (results.length === problems) {
+      results.push({ status: "ok", name, message: `${prefix} asks ${settings.url}` });
+    }
   }
-  return { errors, warnings };
+  return results;
 }
