@@ -275,6 +275,23 @@ Deno.test("forward_auth: basic auth and forward_auth on one location, in that or
   assert.equal(auth.seen[0].headers.get("authorization"), `Basic ${btoa("ops:pw-ops")}`);
 });
 
+Deno.test("forward_auth: a more specific location with only basic auth keeps the broader one's auth service", async () => {
+  await using auth = autheliaBackend(SESSIONS, LOGIN);
+  await using backend = echoBackend();
+  const config = appConfig(auth.port, backend.port);
+  (config.server.locations as Record<string, unknown>)["/app/admin"] = {
+    auth: { type: "basic", username: "ops", password: "pw-ops" },
+  };
+  await using s = await startTestServer(config);
+  const ops = { authorization: `Basic ${btoa("ops:pw-ops")}` };
+  assert.equal((await get(`${s.url}/app/admin/x`, { headers: cookie("good-alice") })).status, 401);
+  assert.equal((await get(`${s.url}/app/admin/x`, { headers: ops })).status, 302);
+  const r = await get(`${s.url}/app/admin/x`, { headers: { ...ops, ...cookie("good-alice") } });
+  assert.equal(r.status, 200);
+  assert.equal((JSON.parse(r.body) as Echo).headers["remote-user"], "alice");
+  assert.equal((await get(`${s.url}/app/other`, { headers: cookie("good-alice") })).status, 200);
+});
+
 Deno.test("forward_auth: configuration errors name the key; --test configuration shows file:line", async () => {
   let m = configError({
     server: { locations: { "/a": { forward_auth: { url: "authelia:9091/verify" } } } },

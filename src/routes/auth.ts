@@ -57,6 +57,8 @@ type AuthSettings = NonNullable<Config["server"]["locations"][string]["auth"]>;
 
 /** Basic authentication of one prefix. */
 interface Basic {
+  /** The config key, for logs. */
+  key: string;
   realm: string;
   challenge: string;
   users: Users;
@@ -71,11 +73,12 @@ interface Basic {
   verified: Map<string, number>;
 }
 
-/** What guards one prefix. */
+/**
+ * What guards the paths below one prefix: the basic authentication and the auth service of the
+ * nearest prefixes (this one or above) that have them.
+ */
 interface Guard {
   prefix: string;
-  /** The config key, for logs. */
-  key: string;
   basic?: Basic;
   forward?: ForwardAuthGate;
 }
@@ -136,7 +139,7 @@ const basicToken = (user: string, password: string) => {
   return btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""));
 };
 
-function makeBasic(auth: AuthSettings): Basic {
+function makeBasic(key: string, auth: AuthSettings): Basic {
   const realm = auth.realm.replace(/["\\]/g, "\\$&");
   const users = usersOf(auth);
   const tokens: Basic["tokens"] = [];
@@ -148,6 +151,7 @@ function makeBasic(auth: AuthSettings): Basic {
   if (auth.username !== undefined) plain(auth.username, auth.password);
   for (const u of auth.users) plain(u.username, u.password);
   return {
+    key,
     realm,
     challenge: `Basic realm="${realm}", charset="UTF-8"`,
     users,
@@ -236,39 +240,49 @@ function forwardAuths(
  * requests get 401 with `WWW-Authenticate` until they carry the right credentials; then the
  * auth service of `forward_auth`, if any, is asked; then `options.next` answers them. Paths are
  * matched after decoding and resolving dot segments, so `/%61dmin` and `/x/../admin` are guarded
- * like `/admin`; the longest prefix wins. Dispose it to close the auth services' connections.
+ * like `/admin`; of each kind, the longest prefix that has it counts. Dispose it to close the
+ * auth services' connections.
  */
 export function createAuthRoute(
   locations: Config["server"]["locations"],
   options: AuthOptions,
 ): (Route<Guard | null> & Disposable) | undefined {
   const { log, errorResponse, next } = options;
-  const byPrefix = new Map<string, Guard>();
-  const guardOf = (key: string) => {
-    const prefix = locationPrefix(key);
-    let guard = byPrefix.get(prefix);
-    if (!guard) byPrefix.set(prefix, guard = { prefix, key });
-    return guard;
-  };
+  const basics: { prefix: string; basic: Basic }[] = [];
   for (const [key, l] of Object.entries(locations)) {
-    if (l.auth !== undefined) guardOf(key).basic = makeBasic(l.auth);
+    if (l.auth !== undefined) {
+      basics.push({ prefix: locationPrefix(key), basic: makeBasic(key, l.auth) });
+    }
   }
   const gateOptions = { log, errorResponse, client: options.client ?? clientAddress([]) };
-  const gates: ForwardAuthGate[] = [];
+  const forwards: { prefix: string; gate: ForwardAuthGate }[] = [];
+  const dispose = () => {
+    for (const f of forwards) f.gate[Symbol.dispose]();
+  };
   try {
     for (const { key, where, settings } of forwardAuths(locations, options.rules ?? [])) {
-      const guard = guardOf(key);
+      const prefix = locationPrefix(key);
       // The first block of a prefix counts; validation reports a second one.
-      if (guard.forward) continue;
-      guard.forward = createForwardAuth(settings, where, gateOptions);
-      gates.push(guard.forward);
+      if (forwards.some((f) => f.prefix === prefix)) continue;
+      forwards.push({ prefix, gate: createForwardAuth(settings, where, gateOptions) });
     }
   } catch (e) {
-    for (const g of gates) g[Symbol.dispose]();
+    dispose();
     throw e;
   }
-  if (byPrefix.size === 0) return undefined;
-  const guardFor = findByPrefix([...byPrefix.values()], options.staticAlias ?? true);
+  const prefixes = new Set([...basics, ...forwards].map((g) => g.prefix));
+  if (prefixes.size === 0) return undefined;
+  // Each kind comes from the nearest prefix that has it, so that a more specific location with
+  // one kind never drops the other kind a broader one has (a basic-auth-only /app/admin below a
+  // forward_auth /app is asked about too). Resolved here, once per prefix.
+  const nearestBasic = findByPrefix(basics, false);
+  const nearestForward = findByPrefix(forwards, false);
+  const guards: Guard[] = [...prefixes].map((prefix) => ({
+    prefix,
+    basic: nearestBasic(prefix)?.basic,
+    forward: nearestForward(prefix)?.gate,
+  }));
+  const guardFor = findByPrefix(guards, options.staticAlias ?? true);
   /** The guard of the request's path; null for a path that cannot be decoded (answered 400). */
   const match = (ctx: RequestContext): Guard | null | undefined => {
     const path = normalizePath(ctx.path);
@@ -285,7 +299,7 @@ export function createAuthRoute(
     const client = ctx.remote.hostname;
     const header = request.headers.get("authorization");
     if (header === null) {
-      log.debug(`auth: no credentials from ${client} for ${guard.key}`);
+      log.debug(`auth: no credentials from ${client} for ${basic.key}`);
       return deny();
     }
     if (basic.tokens.length > 0) {
@@ -295,7 +309,7 @@ export function createAuthRoute(
         for (const t of basic.tokens) if (sameSecret(m[1], t.digest)) user = t.user;
         if (user !== undefined) {
           if (log.enabled("DEBUG")) {
-            log.debug(`auth ok for user ${shownUser(user)} from ${client} on ${guard.key}`);
+            log.debug(`auth ok for user ${shownUser(user)} from ${client} on ${basic.key}`);
           }
           return pass(request, ctx);
         }
@@ -303,16 +317,16 @@ export function createAuthRoute(
     }
     const creds = parseBasic(header);
     if (creds === null) {
-      log.warn(`auth failed: malformed Authorization header from ${client} for ${guard.key}`);
+      log.warn(`auth failed: malformed Authorization header from ${client} for ${basic.key}`);
       return deny();
     }
     const verdict = (ok: boolean) => {
       if (!ok) {
-        log.warn(`auth failed for user ${shownUser(creds.user)} from ${client} on ${guard.key}`);
+        log.warn(`auth failed for user ${shownUser(creds.user)} from ${client} on ${basic.key}`);
         return deny();
       }
       if (log.enabled("DEBUG")) {
-        log.debug(`auth ok for user ${shownUser(creds.user)} from ${client} on ${guard.key}`);
+        log.debug(`auth ok for user ${shownUser(creds.user)} from ${client} on ${basic.key}`);
       }
       return pass(request, ctx);
     };
@@ -323,9 +337,7 @@ export function createAuthRoute(
     name: "auth",
     match,
     handle,
-    [Symbol.dispose]() {
-      for (const g of gates) g[Symbol.dispose]();
-    },
+    [Symbol.dispose]: dispose,
   };
 }
 
