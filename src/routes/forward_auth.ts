@@ -111,7 +111,7 @@ export function createForwardAuth(
     let connection: string | null = null;
     for (const pair of request.headers) {
       if (pair[0] === "connection") connection = pair[1];
-      if (!NOT_SENT.has(pair[0]) && !copiedSet.has(pair[0])) list.push(pair);
+      if (!NOT_SENT.has(pair[0])) list.push(pair);
     }
     if (connection !== null) list = withoutNamed(list, connection);
     const proto = ctx.secure ? "https" : "http";
