@@ -276,7 +276,13 @@ Deno.test({
       assert.ok(text.includes(`${at}4: user "dan" has a SHA-crypt hash`), text);
       assert.ok(text.includes(`${at}7: expected "user:hash"`), text);
       assert.ok(text.includes(`${at}8: user "alice" is also on line 1`), text);
-      assert.ok(text.includes("(server.locations./admin.auth.htpasswd_file)"), text);
+      // Each line also names the key and its place in config.yaml.
+      assert.ok(
+        text.includes(
+          `${dir.path}/config.yaml:6:24: server.locations./admin.auth.htpasswd_file: ${at}2: user "bob"`,
+        ),
+        text,
+      );
       assert.ok(!text.includes("bob-plain-pw"), "a refused entry is never shown");
     }
     await Deno.remove(file);

@@ -364,11 +364,11 @@ Deno.test("forward_auth: configuration errors name the key; --test configuration
   assert.equal(out.code, 2, out.stdout);
   assert.match(
     out.stdout,
-    /server\.locations\.\/app\.forward_auth\.ca_file: .*missing-ca\.pem does not exist/,
+    /config\.yaml:6:18: server\.locations\.\/app\.forward_auth\.ca_file: .*missing-ca\.pem does not exist/,
   );
   assert.match(
     out.stdout,
-    /server\.reverse_proxy\[0\]\.forward_auth: server\.locations\.\/app\.forward_auth already guards \/app; keep one of them/,
+    /config\.yaml:10:7: server\.reverse_proxy\[0\]\.forward_auth: server\.locations\.\/app\.forward_auth already guards \/app; keep one of them/,
   );
   // Without the permission to reach the service, the check names the flag to add.
   await writeFiles(dir.path, {
@@ -382,6 +382,6 @@ Deno.test("forward_auth: configuration errors name the key; --test configuration
   assert.equal(out.code, 2, out.stdout + out.stderr);
   assert.match(
     out.stdout,
-    /FAIL server\.locations\.\/app\.forward_auth: .*url: no net permission for 127\.0\.0\.1:9091; run with --allow-net=127\.0\.0\.1:9091/,
+    /FAIL server\.locations\.\/app\.forward_auth\.url: .*config\.yaml:5:14: .*url: no net permission for 127\.0\.0\.1:9091; run with --allow-net=127\.0\.0\.1:9091/,
   );
 });

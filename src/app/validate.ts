@@ -260,7 +260,7 @@ export async function validateConfig(
   }
   results.push(...checkServerHost(config));
   results.push(...checkProxyTargets(config));
-  results.push(...checkAccess(config));
+  results.push(...await checkAccess(config, loaded.file));
   results.push(...await checkAcme(config));
   if (options.tls) results.push(...await checkTls(config));
   return results;

@@ -12,6 +12,7 @@
  */
 import { createHash } from "node:crypto";
 import { ConfigError } from "../config/config_error.ts";
+import { readConfigFile } from "../config/load.ts";
 import type { Config, ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { ErrorResponder } from "../http/types.ts";
@@ -221,12 +222,18 @@ function forwardAuths(
 ) {
   const found = Object.entries(locations)
     .filter(([, l]) => l.forward_auth !== undefined)
-    .map(([key, l]) => ({ key, where: `server.locations.${key}`, settings: l.forward_auth! }));
+    .map(([key, l]) => ({
+      key,
+      where: `server.locations.${key}`,
+      path: ["server", "locations", key, "forward_auth"] as (string | number)[],
+      settings: l.forward_auth!,
+    }));
   rules.forEach((rule, i) => {
     if (rule.forward_auth) {
       found.push({
         key: rule.path,
         where: `server.reverse_proxy[${i}]`,
+        path: ["server", "reverse_proxy", i, "forward_auth"],
         settings: rule.forward_auth,
       });
     }
@@ -367,56 +374,76 @@ export interface AccessCheck {
  * htpasswd file is read (a bad line fails naming its file and line), each auth service's
  * `ca_file` too, and the permission to reach each auth service is there; a prefix with two
  * `forward_auth` blocks fails. An auth service whose certificate is not verified and an inline
- * user who is also in the htpasswd file are warnings.
+ * user who is also in the htpasswd file are warnings. Problems start with the `file:line:col` of
+ * their key in `file`, the configuration file, when there is one.
  */
-export function checkAccess(config: Config): AccessCheck[] {
+export async function checkAccess(config: Config, file?: string): Promise<AccessCheck[]> {
   const results: AccessCheck[] = [];
-  const fail = (name: string, message: string) => results.push({ status: "fail", name, message });
-  const warn = (name: string, message: string) => results.push({ status: "warn", name, message });
+  /** Key paths of the problems, by result, for their place in the file. */
+  const places = new Map<AccessCheck, (string | number)[]>();
+  const problem = (status: "warn" | "fail", path: (string | number)[], message: string) => {
+    const result: AccessCheck = { status, name: pathName(path), message };
+    results.push(result);
+    places.set(result, path);
+  };
   for (const [key, l] of Object.entries(config.server.locations)) {
-    const file = l.auth?.htpasswd_file;
-    if (file === undefined) continue;
-    const at = `server.locations.${key}.auth.htpasswd_file`;
+    const htpasswd = l.auth?.htpasswd_file;
+    if (htpasswd === undefined) continue;
+    const path = ["server", "locations", key, "auth", "htpasswd_file"];
+    const at = pathName(path);
     try {
-      const read = readHtpasswd(file);
+      const read = readHtpasswd(htpasswd);
       const inline = [l.auth!.username, ...l.auth!.users.map((u) => u.username)];
       for (const name of inline) {
         if (name !== undefined && read.has(name)) {
-          warn(at, `${at}: user "${name}" is also in ${file}; the inline password is used`);
+          problem(
+            "warn",
+            path,
+            `${at}: user "${name}" is also in ${htpasswd}; the inline password is used`,
+          );
         }
       }
-      results.push({ status: "ok", name: at, message: `${file}: ${read.size} user(s)` });
+      results.push({ status: "ok", name: at, message: `${htpasswd}: ${read.size} user(s)` });
     } catch (e) {
       if (!(e instanceof HtpasswdError)) throw e;
-      for (const line of e.message.split("\n")) fail(at, `${line} (${at})`);
+      for (const line of e.message.split("\n")) problem("fail", path, `${at}: ${line}`);
     }
   }
   const seen = new Map<string, string>();
   const { locations, reverse_proxy } = config.server;
-  for (const { key, where, settings } of forwardAuths(locations, reverse_proxy)) {
+  for (const { key, where, path, settings } of forwardAuths(locations, reverse_proxy)) {
     const name = `${where}.forward_auth`;
     const problems = results.length;
     const prefix = locationPrefix(key);
     const first = seen.get(prefix);
     if (first !== undefined) {
-      fail(name, `${name}: ${first}.forward_auth already guards ${prefix}; keep one of them`);
+      problem(
+        "fail",
+        path,
+        `${name}: ${first}.forward_auth already guards ${prefix}; keep one of them`,
+      );
     } else seen.set(prefix, where);
     if (settings.ca_file !== undefined) {
       try {
         readCaFile(`${name}.ca_file`, settings.ca_file);
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
-        fail(name, e.message);
+        problem("fail", [...path, "ca_file"], e.message);
       }
     }
     const url = new URL(settings.url);
     const host = `${url.hostname}:${url.port || (url.protocol === "https:" ? 443 : 80)}`;
     if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") {
-      fail(name, `${name}.url: no net permission for ${host}; ${permissionHint("net", host)}`);
+      problem(
+        "fail",
+        [...path, "url"],
+        `${name}.url: no net permission for ${host}; ${permissionHint("net", host)}`,
+      );
     }
     if (settings.insecure_skip_verify && url.protocol === "https:") {
-      warn(
-        name,
+      problem(
+        "warn",
+        [...path, "insecure_skip_verify"],
         `${name}: insecure_skip_verify is on: the certificate of ${url.origin} is NOT ` +
           `verified; anyone on the path can answer in its place and let anyone in. Use ` +
           `ca_file instead.`,
@@ -426,5 +453,13 @@ export function checkAccess(config: Config): AccessCheck[] {
       results.push({ status: "ok", name, message: `${prefix} asks ${settings.url}` });
     }
   }
+  if (places.size > 0 && file !== undefined) {
+    const { where } = await readConfigFile(file);
+    for (const [result, path] of places) result.message = where(path) + result.message;
+  }
   return results;
 }
+
+/** `server.locations./admin.auth`, `server.reverse_proxy[0].forward_auth`. */
+const pathName = (path: (string | number)[]) =>
+  path.map((p, i) => typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`).join("");
