@@ -13,6 +13,7 @@ import {
   recordingBackend,
   serveBackend,
 } from "./support/backends.ts";
+import { checkAccess } from "../src/routes/auth.ts";
 import { makeBackendCerts } from "./support/certs.ts";
 import { runCli } from "./support/cli.ts";
 import { get } from "./support/clients.ts";
@@ -246,11 +247,28 @@ Deno.test("forward_auth: an https auth service is verified with ca_file, as the 
     assert.equal(r.status, 200);
     assert.equal((JSON.parse(r.body) as Echo).headers["remote-user"], "alice");
   }
-  // Without the CA the certificate is not trusted: 502, nothing let through.
-  await using s = await startTestServer(appConfig(auth.port, backend.port, { url }));
-  const r = await get(`${s.url}/app/`, { headers: cookie("good-alice") });
-  assert.equal(r.status, 502);
-  assert.equal(backend.seen.length, 1);
+  {
+    // Without the CA the certificate is not trusted: 502, nothing let through.
+    await using s = await startTestServer(appConfig(auth.port, backend.port, { url }));
+    const r = await get(`${s.url}/app/`, { headers: cookie("good-alice") });
+    assert.equal(r.status, 502);
+    assert.equal(backend.seen.length, 1);
+  }
+  // insecure_skip_verify: reached all the same, and warned about by the checks.
+  await using s = await startTestServer(
+    appConfig(auth.port, backend.port, { url, insecure_skip_verify: true }),
+  );
+  const r = await get(`${s.url}/app/`, { headers: cookie("good-bob") });
+  assert.equal(r.status, 200);
+  assert.equal((JSON.parse(r.body) as Echo).headers["remote-user"], "bob");
+  const checks = await checkAccess(s.config);
+  assert.ok(
+    checks.some((c) =>
+      c.status === "warn" &&
+      /forward_auth: insecure_skip_verify is on: .* is NOT verified/.test(c.message)
+    ),
+    JSON.stringify(checks),
+  );
 });
 
 Deno.test("forward_auth: basic auth and forward_auth on one location, in that order", async () => {
