@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { parse } from "yaml";
 import { validate } from "../src/config/load.ts";
 import { buildApp } from "../src/routes/build.ts";
-import { watchReload } from "../src/server/reload.ts";
+import { watchReload } from "../src/app/reload.ts";
 import { echoBackend } from "./support/backends.ts";
 import { makeCerts } from "./support/certs.ts";
 import { runCli } from "./support/cli.ts";

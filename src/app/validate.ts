@@ -8,7 +8,7 @@
 import type { LoadedConfig } from "../config/load.ts";
 import { type Config, isRedisStorage } from "../config/schema.ts";
 import { shownUrl } from "../redis/link.ts";
-import { workerCount } from "../server/server.ts";
+import { workerCount } from "../config/derived.ts";
 import { explainError } from "../http/errors.ts";
 import { ConfigError } from "../config/config_error.ts";
 import { loadTlsMaterial, readCaFile, TlsError } from "../tls/certs.ts";

@@ -11,15 +11,15 @@ import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { checkBackends } from "../proxy/startup_check.ts";
 import { type App, buildApp } from "../routes/build.ts";
 import { boot, loadChecked } from "../app/boot.ts";
-import { type Reloader, watchReload } from "../server/reload.ts";
+import { type Reloader, watchReload } from "../app/reload.ts";
 import {
   connectionLimits,
   ListenerLost,
   type RunningServer,
   startServer,
-  workerCount,
 } from "../server/server.ts";
-import { startWorkers, type WorkerPool } from "../server/workers.ts";
+import { workerCount } from "../config/derived.ts";
+import { startWorkers, type WorkerPool } from "../app/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
 import { runSslConfig } from "./ssl_config.ts";

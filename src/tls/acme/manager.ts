@@ -35,7 +35,7 @@
 import { ConfigError } from "../../config/config_error.ts";
 import type { Config } from "../../config/schema.ts";
 import type { Logger } from "../../log/logger.ts";
-import { redirectToHttps } from "../../server/redirect_http.ts";
+import { redirectToHttps } from "../../routes/https_redirect.ts";
 import { type AcmeClient, openAccount } from "./account.ts";
 import { createChallengeResponder, serveChallenges } from "./challenge.ts";
 import { AcmeError, explainAcmeError } from "./problems.ts";

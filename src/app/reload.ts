@@ -11,7 +11,7 @@ import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
 import { countReload } from "../routes/metrics.ts";
 import { TlsError } from "../tls/certs.ts";
-import type { RunningServer } from "./server.ts";
+import type { RunningServer } from "../server/server.ts";
 
 /** A configuration read again and its route table, ready to take over. */
 export interface Prepared {

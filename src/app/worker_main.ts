@@ -8,7 +8,7 @@
 import { boot, loadChecked } from "../app/boot.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
 import { buildApp } from "../routes/build.ts";
-import { type RunningServer, startServer } from "./server.ts";
+import { type RunningServer, startServer } from "../server/server.ts";
 import { countReload } from "../routes/metrics.ts";
 import { oneLine } from "./reload.ts";
 import type { WorkerMessage } from "./workers.ts";
