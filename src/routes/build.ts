@@ -30,7 +30,8 @@ import {
 } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { createProxy } from "../proxy/proxy.ts";
-import { createFileServer, fileServerOptions } from "../static/file_server.ts";
+import { createFileServer } from "../static/file_server.ts";
+import { fileServerOptions } from "./static_files.ts";
 import { authWarnings, createAuthRoute } from "./auth.ts";
 import { withAccessLog } from "./access_log.ts";
 import { createCache } from "./cache.ts";

@@ -15,12 +15,8 @@ import {
   type RoutingConfig,
   type RoutingLocation,
 } from "../config/schema.ts";
-import {
-  createFileServer,
-  type FileAnswers,
-  type FileHandler,
-  fileServerOptions,
-} from "../static/file_server.ts";
+import { createFileServer, type FileAnswers, type FileHandler } from "../static/file_server.ts";
+import { fileServerOptions } from "./static_files.ts";
 import type { ErrorResponder, RequestContext, Route } from "../http/types.ts";
 import type { ProxyForward } from "../proxy/proxy_pass.ts";
 import { setHeaders } from "../http/headers.ts";

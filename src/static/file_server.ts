@@ -8,7 +8,6 @@
  * @module
  */
 import mime from "mime";
-import type { Config } from "../config/schema.ts";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 import type { ErrorResponder } from "../http/types.ts";
 import { cloneMarked } from "../http/headers.ts";
@@ -69,28 +68,6 @@ export interface FileAnswers {
   contentLength: boolean;
   /** See {@link FileServerOptions.headers}. */
   headers: [string, string][];
-}
-
-/**
- * The options `http` sets for a file server of `root` (`http.static_dir` unless given):
- * listing, dot files, the cache; `answers` says what the answers carry. `/static/x` is looked up
- * as `/x` only under `http.static_dir`. The error pages are the caller's to add.
- */
-export function fileServerOptions(
-  http: Config["http"],
-  answers: FileAnswers,
-  root: string = http.static_dir,
-): FileServerOptions {
-  return {
-    ...answers,
-    root,
-    listing: http.directory_listing,
-    dotfiles: http.serve_dotfiles,
-    ttlMs: http.file_cache_ttl_ms,
-    maxFileSize: http.file_cache_max_file_size,
-    maxBytes: http.file_cache_max_bytes,
-    staticPrefix: root === http.static_dir,
-  };
 }
 
 /** Serves one request whose URL path (still percent-encoded) is `path`. */
