@@ -19,6 +19,7 @@ import {
   startServer,
 } from "../server/server.ts";
 import { workerCount } from "../config/derived.ts";
+import { type ChallengeListener, listenForChallenges } from "../server/challenge_listener.ts";
 import { startWorkers, type WorkerPool } from "../app/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
@@ -114,6 +115,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   // files: each certificate is handed to the server in memory and swapped in by the reloader.
   const firstCertificate = Promise.withResolvers<void>();
   let acme: AcmeManager | undefined;
+  let port80: ChallengeListener | undefined;
   let inMemory: { cert: string; key: string; source: string } | undefined;
   const reloading: { reloader?: Reloader } = {};
   const keptInMemory = config.ssl.enabled && config.ssl.acme !== undefined &&
@@ -129,8 +131,16 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
         }
         firstCertificate.resolve();
       })!;
+      // Open before the first order: the CA fetches its challenge answers here.
+      port80 = listenForChallenges({
+        hostname: config.server.host,
+        port: config.ssl.acme.http_port,
+        challenges: acme.handleChallenge,
+        httpsPort: config.server.port,
+      });
       await acme.start();
     } catch (e) {
+      await port80?.shutdown();
       return refuse(e, flags.debug);
     }
     if (!acme!.certificate) {
@@ -143,7 +153,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   try {
     // Port 80 (the ACME challenge listener) redirects to wherever HTTPS really listens.
     server = await startServer(config, log, app, {
-      onListen: (addr) => acme?.redirectTo(addr.port),
+      onListen: (addr) => port80?.redirectTo(addr.port),
       certificate: keptInMemory ? () => inMemory : undefined,
     });
   } catch (e) {
@@ -207,6 +217,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
     await server.shutdown(0);
   }
   await acme?.stop();
+  await port80?.shutdown();
   await pool?.stop(0);
   if (pool && Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", reloadWorkers);
   Deno.removeSignalListener("SIGINT", stop);
