@@ -5,12 +5,10 @@
  */
 import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError } from "../config/config_error.ts";
-import type { LoadedConfig } from "../config/load.ts";
 import { type Config, isRedisStorage } from "../config/schema.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
-import { checkBackends } from "../proxy/startup_check.ts";
-import { type App, buildApp } from "../routes/build.ts";
-import { boot, loadChecked } from "../app/boot.ts";
+import type { App } from "../routes/build.ts";
+import { boot, build, type CheckedConfig, CheckFailed, loadChecked } from "../app/boot.ts";
 import { type Reloader, watchReload } from "../app/reload.ts";
 import {
   connectionLimits,
@@ -42,6 +40,8 @@ function refuse(e: unknown, debug: boolean): number {
     stderr(explainError(e, debug));
     return 1;
   }
+  // What `--test configuration` prints as WARN beside the failures.
+  if (e instanceof CheckFailed) { for (const w of e.warnings) stderr(`warning: ${w}`); }
   for (const line of e.message.split("\n")) stderr(line);
   return e.code;
 }
@@ -67,13 +67,13 @@ export async function run(args: string[]): Promise<number> {
   }
   if (flags.sslConfig) return await runSslConfig(flags);
   if (flags.test) return await runChecks(flags, flags.test);
-  let loaded: LoadedConfig;
+  let checked: CheckedConfig;
   try {
-    loaded = await loadChecked(flags);
+    checked = await loadChecked(flags, { backends: !flags.skipProxyCheck });
   } catch (e) {
     return refuse(e, flags.debug);
   }
-  const { config } = loaded;
+  const { config } = checked;
   let log: Logger;
   try {
     log = createLogger(loggerOptions(config.logging));
@@ -84,31 +84,19 @@ export async function run(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    for (const w of loaded.warnings) log.warn(w);
-    return await serve(loaded, log, flags);
+    return await serve(checked, log, flags);
   } finally {
     await log.close();
   }
 }
 
-async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<number> {
-  const { config } = loaded;
-  try {
-    await Deno.stat(config.http.static_dir);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    log.warn(
-      `static folder ${config.http.static_dir} does not exist; serving a welcome page at /`,
-    );
-  }
+async function serve(checked: CheckedConfig, log: Logger, flags: Flags): Promise<number> {
+  const { config } = checked;
   let app: App;
   try {
-    app = buildApp(config, log);
+    app = build(checked, log);
   } catch (e) {
     return refuse(e, flags.debug);
-  }
-  if (!flags.skipProxyCheck && config.server.reverse_proxy.length) {
-    await checkBackends(config.server.reverse_proxy, log);
   }
   // With ACME, the first certificate must be there before the HTTPS listener opens; renewals
   // land in the same files, which the reloader below watches. With Redis storage there are no
@@ -193,7 +181,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   if (pool && Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", reloadWorkers);
   log.info(
     `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +
-      (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)") +
+      (checked.file ? ` (config ${checked.file})` : " (built-in defaults)") +
       (pool ? ` with ${pool.size + 1} workers` : "") + limitsOf(config) +
       (config.server.proxy_protocol
         ? `; PROXY protocol required, from ${config.server.proxy_protocol_from.join(", ")}`

@@ -32,7 +32,7 @@ import type { Logger } from "../log/logger.ts";
 import { createProxy } from "../proxy/proxy.ts";
 import { createFileServer } from "../static/file_server.ts";
 import { fileServerOptions } from "./static_files.ts";
-import { authWarnings, createAuthRoute } from "./auth.ts";
+import { createAuthRoute } from "./auth.ts";
 import { withAccessLog } from "./access_log.ts";
 import { createCache } from "./cache.ts";
 import { withCors } from "./cors.ts";
@@ -151,7 +151,6 @@ export function buildApp(config: Config, log: Logger): App {
   if (redirects) routes.push(redirects);
   const auth = createAuthRoute(config.server.locations, { log, errorResponse, next: inner });
   if (auth) routes.push(auth);
-  for (const w of authWarnings(config)) log.warn(w);
 
   let handle = dispatch(routes, inner);
   const client = clientAddress(security?.trusted_proxies ?? []);

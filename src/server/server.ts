@@ -192,8 +192,9 @@ function reportConnections(connections: Connections, log: Logger): () => void {
 }
 
 /**
- * Loads the certificates `config` names (or `certificate` hands over), logging warnings and (at
- * debug) what they hold.
+ * Loads the certificates `config` names (or `certificate` hands over), logging their warnings and
+ * (at debug) what they hold. (`ssl` keys set while HTTPS is off are warned about by the checks in
+ * `app/validate.ts`.)
  */
 export async function loadConfiguredTls(
   config: Config,
@@ -201,14 +202,6 @@ export async function loadConfiguredTls(
   certificate?: StartOptions["certificate"],
 ): Promise<TlsMaterial | undefined> {
   const { enabled, cert_file, key_file } = config.ssl;
-  if (!enabled) {
-    for (const key of ["hsts", "redirect_http"] as const) {
-      if (config.ssl[key] !== undefined) {
-        log.warn(`ssl.${key} is ignored while ssl.enabled is false`);
-      }
-    }
-    if (config.ssl.http3) log.warn("ssl.http3 is ignored while ssl.enabled is false");
-  }
   const given = enabled ? certificate?.() : undefined;
   if (!given && (!enabled || !cert_file || !key_file)) return undefined;
   const tls = given
