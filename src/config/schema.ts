@@ -6,6 +6,7 @@
  */
 import * as v from "valibot";
 import { parseCidr } from "../http/ip.ts";
+import { TCHAR, TOKEN } from "../http/headers.ts";
 
 const shown = (value: unknown) => JSON.stringify(value) ?? String(value);
 
@@ -553,7 +554,7 @@ export function parseLocationPattern(key: string): LocationPattern {
 /** `Name: value` as written in a location's `headers`. */
 const headerLine = v.pipe(
   nonEmpty,
-  v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:\s*\S/, got('must be "Name: value"')),
+  v.regex(new RegExp(`^[${TCHAR}]+:\\s*\\S`), got('must be "Name: value"')),
 );
 
 /** `return: "200 OK"`: a status and an optional body (or Location, for 3xx). */
@@ -625,9 +626,6 @@ export const RoutingConfig = v.pipe(
   }),
 );
 export type RoutingConfig = v.InferOutput<typeof RoutingConfig>;
-
-/** A header or method name (an HTTP token). */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 const word = v.pipe(nonEmpty, v.regex(TOKEN, got("must be a header or method name")));
 
