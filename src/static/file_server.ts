@@ -70,6 +70,15 @@ export interface FileAnswers {
   headers: [string, string][];
 }
 
+/**
+ * Whether the resolved path `real` is the root `base` or inside it: the one containment check
+ * (symlinks resolved first) for files, index files and precompressed siblings. `base` may end in
+ * "/" (the root is the file system's root).
+ */
+export function within(real: string, base: string): boolean {
+  return real === base || real.startsWith(base.endsWith("/") ? base : base + "/");
+}
+
 /** Serves one request whose URL path (still percent-encoded) is `path`. */
 export type FileHandler = (
   request: Request,
@@ -351,9 +360,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
       }
       throw e;
     }
-    if (real !== base && !real.startsWith(base.endsWith("/") ? base : base + "/")) {
-      return { kind: "missing", status: 404, checkedAt: now };
-    }
+    if (!within(real, base)) return { kind: "missing", status: 404, checkedAt: now };
     if (info.isDirectory) {
       if (!trailingSlash) return { kind: "slash", checkedAt: now };
       const dir = real;
@@ -369,9 +376,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
           ? { kind: "listing", fsPath: dir, checkedAt: now }
           : { kind: "missing", status: 404, checkedAt: now };
       }
-      if (!real.startsWith(base.endsWith("/") ? base : base + "/")) {
-        return { kind: "missing", status: 404, checkedAt: now };
-      }
+      if (!within(real, base)) return { kind: "missing", status: 404, checkedAt: now };
     } else if (trailingSlash || !info.isFile) {
       return { kind: "missing", status: 404, checkedAt: now };
     }
@@ -426,7 +431,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
     try {
       const real = await Deno.realPath(path);
       const info = await Deno.stat(real);
-      return info.isFile && real.startsWith(base + "/") ? { path: real, info } : null;
+      return info.isFile && within(real, base) ? { path: real, info } : null;
     } catch {
       return null;
     }
