@@ -1,5 +1,8 @@
 /**
- * The command: flags in, exit status out.
+ * The command: flags in, exit status out. A start checks and builds its configuration through
+ * `app/boot.ts` (as each worker, every reload and `--test configuration` do), opens ACME's port-80
+ * listener and the server's listeners through `server/`, then starts `app/`'s workers and reload
+ * watcher, and stops them all on SIGINT or SIGTERM.
  *
  * @module
  */

@@ -12,9 +12,10 @@ export function workerCount(setting: number | "auto"): number {
 }
 
 /**
- * Whether `ssl.redirect_http` names `ssl.acme.http_port`. The ACME challenge listener then holds
- * that port from before the first certificate to the end, and redirects whatever is not a
- * challenge: the server opens nothing else there, so no reload has to hand the port over.
+ * Whether `ssl.redirect_http` names `ssl.acme.http_port`. The ACME challenge listener
+ * (`server/challenge_listener.ts`) then holds that port from before the first certificate to the
+ * end, and redirects whatever is not a challenge: the server opens nothing else there, so no
+ * reload has to hand the port over.
  */
 export const redirectIsAcme = (cfg: Config): boolean =>
   cfg.ssl.acme !== undefined && cfg.ssl.redirect_http !== undefined &&
