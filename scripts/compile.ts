@@ -56,7 +56,7 @@ export const TARGETS: readonly string[] = [
  */
 export const V8_FLAGS: readonly string[] = ["--v8-flags=--max-semi-space-size=1"];
 
-export const INCLUDES: readonly string[] = ["src/server/worker_main.ts"];
+export const INCLUDES: readonly string[] = ["src/app/worker_main.ts"];
 
 /** Where `target` is written by `compile:all`. */
 export function outputFor(target: string): string {

@@ -12,6 +12,7 @@ import {
   createAcmeManager,
 } from "../src/tls/acme/mod.ts";
 import { AcmeError, explainAcmeError } from "../src/tls/acme/problems.ts";
+import { type ChallengeListener, listenForChallenges } from "../src/server/challenge_listener.ts";
 import { createRenewalScheduler } from "../src/tls/acme/renewal.ts";
 import { servedFingerprint } from "./support/certs.ts";
 import { curl, spawnCli } from "./support/cli.ts";
@@ -39,6 +40,8 @@ function acmeConfig(pebble: Pebble, storage: string, extra: Record<string, unkno
 
 interface Managed extends AsyncDisposable {
   manager: AcmeManager;
+  /** The listener on `http_port` answering the CA, unless `listen: false` was asked. */
+  port80?: ChallengeListener;
   log: CapturedLog;
   /** Certificates handed over, in order. */
   certs: { certPem: string; keyPem: string }[];
@@ -54,14 +57,22 @@ function manage(
 ): Managed {
   const log = captureLogger();
   const certs: { certPem: string; keyPem: string }[] = [];
+  const { listen = true, ...options } = extra;
   const manager = createAcmeManager({
     acme,
     log,
-    hostname: "127.0.0.1",
     retryMinMs: 60_000,
-    ...extra,
+    ...options,
     onCertificate: (certPem, keyPem) => void certs.push({ certPem, keyPem }),
   });
+  // As a start does: the server's listener on http_port, the manager's handler mounted on it.
+  const port80 = listen
+    ? listenForChallenges({
+      hostname: "127.0.0.1",
+      port: acme.http_port,
+      challenges: manager.handleChallenge,
+    })
+    : undefined;
   const until = async (ok: () => boolean, what: string, timeoutMs: number) => {
     const end = Date.now() + timeoutMs;
     while (!ok()) {
@@ -73,6 +84,7 @@ function manage(
   };
   return {
     manager,
+    port80,
     log,
     certs,
     waitCerts: (n, timeoutMs = 10_000) => until(() => certs.length >= n, `${n} certs`, timeoutMs),
@@ -80,7 +92,10 @@ function manage(
       await until(() => manager.lastError !== undefined, "an error", timeoutMs);
       return manager.lastError!;
     },
-    [Symbol.asyncDispose]: () => manager.stop(),
+    async [Symbol.asyncDispose]() {
+      await manager.stop();
+      await port80?.shutdown();
+    },
   };
 }
 
@@ -268,7 +283,7 @@ Deno.test({
     await using m = manage(acmeConfig(pebble, storage.path), { listen: false });
     await m.manager.start();
     await m.waitCerts(1);
-    assert.equal(m.manager.challengeAddr, undefined);
+    assert.equal(m.port80, undefined);
   },
 });
 

@@ -43,7 +43,7 @@ async function authServer(auth: Record<string, unknown>, extra: Record<string, u
 async function authApp(auth: Record<string, unknown>) {
   const dir = await tempDir();
   await writeFiles(dir.path, SITE);
-  const app = testApp({
+  const app = await testApp({
     http: { static_dir: dir.path },
     server: { locations: { "/admin": { auth } } },
     // Successful logins are logged at DEBUG; the test reads those lines.

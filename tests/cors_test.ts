@@ -32,7 +32,7 @@ function corsServer(cors: Record<string, unknown>, extra: Record<string, unknown
 async function corsApp(cors: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   const dir = await tempDir();
   await writeFiles(dir.path, { "data.json": "{}" });
-  const app = testApp({
+  const app = await testApp({
     version: 2,
     http: { static_dir: dir.path },
     extensions: [{ type: "security", config: { cors } }],

@@ -101,7 +101,7 @@ Deno.test("csrf: GET sets the cookie, unsafe requests need the header to match i
 
 Deno.test("csrf: the cookie is Secure over TLS, keeps a backend's cookies, and enabled: false is off", async () => {
   {
-    using app = testApp({
+    using app = await testApp({
       version: 2,
       extensions: [{
         type: "security",
@@ -133,7 +133,7 @@ Deno.test("csrf: the cookie is Secure over TLS, keeps a backend's cookies, and e
     assert.ok(cookies.some((c) => c.startsWith("csrf_token=")));
   }
   {
-    using app = testApp({
+    using app = await testApp({
       version: 2,
       extensions: [{ type: "security", config: { csrf_protection: { enabled: false } } }],
     });
@@ -248,6 +248,8 @@ Deno.test("csrf: settings are checked at start; the secret takes ${VAR}", async 
   await writeFiles(dir.path, {
     "config.yaml": "version: 2\nextensions:\n  - type: security\n    config:\n" +
       "      csrf_protection:\n        secret: ${CSRF_SECRET}\n",
+    // A start warns when the static folder is missing, and so does --test.
+    "static/index.html": "home",
   });
   let out = await runCli(["--test", "configuration"], { cwd: dir.path });
   assert.equal(out.code, 2, out.stdout);

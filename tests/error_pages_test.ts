@@ -18,6 +18,9 @@ Deno.test("error pages: error_<code>.html, then errors.html, then built-in; valu
     http: {
       static_dir: `${dir.path}/static`,
       templates_dir: `${dir.path}/templates`,
+      // The test removes and rewrites templates and asks again at once. With the shipped 1000 ms a
+      // template is trusted for a second after it was read; 0 has every answer look at the file,
+      // so the test needs no wait (which would tie it to timing).
       file_cache_ttl_ms: 0,
     },
   });

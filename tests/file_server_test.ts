@@ -1,9 +1,10 @@
 /**
  * The file server's pure parts (src/static/file_server.ts), called directly: which URL paths
- * name a file below the root, and which encodings a client accepts.
+ * name a file below the root, whether a resolved path is inside it, and which encodings a client
+ * accepts.
  */
 import assert from "node:assert/strict";
-import { acceptsEncoding, safeSegments } from "../src/static/file_server.ts";
+import { acceptsEncoding, safeSegments, within } from "../src/static/file_server.ts";
 
 Deno.test("safeSegments: decoded segments, 404 for what could leave the root, 400 for NUL and bad escapes", () => {
   // [URL path, without dotfiles, with dotfiles]
@@ -73,5 +74,22 @@ Deno.test("acceptsEncoding: listed or *, q=0 refuses, names without case, parame
   ];
   for (const [header, coding, accepted] of cases) {
     assert.equal(acceptsEncoding(header, coding), accepted, `${coding} in "${header}"`);
+  }
+});
+
+Deno.test("within: a resolved path is the root or below it, also when the root is /", () => {
+  const cases: [string, string, boolean][] = [
+    ["/srv/site", "/srv/site", true],
+    ["/srv/site/a.txt", "/srv/site", true],
+    ["/srv/site/a/b.txt.br", "/srv/site/", true],
+    ["/srv/site2/a.txt", "/srv/site", false], // a sibling folder sharing the name's start
+    ["/srv/sit", "/srv/site", false],
+    ["/etc/passwd", "/srv/site", false],
+    // The file system's root: every path is inside it (the sibling check once compared with "//").
+    ["/index.html.gz", "/", true],
+    ["/", "/", true],
+  ];
+  for (const [real, base, expected] of cases) {
+    assert.equal(within(real, base), expected, `${real} within ${base}`);
   }
 });

@@ -5,12 +5,10 @@
 import assert from "node:assert/strict";
 import { inRange, IpSet, parseCidr, parseIp } from "../src/http/ip.ts";
 import { clientAddress } from "../src/routes/client_address.ts";
-import { validate } from "../src/config/load.ts";
-import { buildApp } from "../src/routes/build.ts";
 import { get, rawRequest } from "./support/clients.ts";
 import { assertCheckRefuses, configError } from "./support/config.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
-import { captureLogger, startTestServer } from "./support/servers.ts";
+import { bootRaw, captureLogger, startTestServer } from "./support/servers.ts";
 import type { RequestContext } from "../src/http/types.ts";
 
 const ctxFrom = (hostname: string): RequestContext => ({
@@ -180,12 +178,11 @@ Deno.test("ip_filtering: over IPv6 the socket's address counts; off when enabled
 });
 
 Deno.test("ip_filtering: a mapped IPv6 peer matches IPv4 ranges (in process)", async () => {
-  const { config } = validate({
+  const log = captureLogger();
+  const { app } = await bootRaw({
     version: 2,
     extensions: [{ type: "security", config: { ip_filtering: { blacklist: ["10.0.0.0/8"] } } }],
-  });
-  const log = captureLogger();
-  const app = buildApp(config, log);
+  }, log);
   try {
     const ask = async (peer: string) => {
       const res = await app.handle(new Request("http://localhost/"), ctxFrom(peer));

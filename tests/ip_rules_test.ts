@@ -24,7 +24,7 @@ const SITE = {
 async function siteApp(server: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   const dir = await tempDir();
   await writeFiles(dir.path, SITE);
-  const app = testApp({ http: { static_dir: dir.path }, server, ...extra });
+  const app = await testApp({ http: { static_dir: dir.path }, server, ...extra });
   return {
     app,
     status: async (path: string, init?: RequestInit) => (await app.get(path, init)).status,

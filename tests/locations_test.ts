@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../src/config/config_error.ts";
 import { loadConfig, validate } from "../src/config/load.ts";
 import { unsupported } from "../src/app/validate.ts";
-import { buildApp } from "../src/routes/build.ts";
+import { bootLoaded } from "../src/app/boot.ts";
 import { startServer } from "../src/server/server.ts";
 import { testApp } from "./support/app.ts";
 import { echoBackend } from "./support/backends.ts";
@@ -19,7 +19,7 @@ import { captureLogger, startTestServer } from "./support/servers.ts";
 Deno.test("V2: priority order exact > regex (file order) > longest prefix > __default__", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, { "index.html": "home" });
-  using app = testApp({
+  using app = await testApp({
     version: 2,
     http: { static_dir: dir.path },
     extensions: [{
@@ -192,14 +192,15 @@ Deno.test("V2: extensions without version: 2 are a warning naming the line, and 
     "config.yaml": "server:\n  port: 0\nextensions:\n  - type: routing\n    config:\n" +
       '      regex_locations:\n        "=/health":\n          return: "200 OK"\n',
   });
-  const { config, warnings } = await loadConfig({ config: `${dir.path}/config.yaml` });
+  const loaded = await loadConfig({ config: `${dir.path}/config.yaml` });
+  const { warnings } = loaded;
   assert.equal(warnings.length, 1, warnings.join("\n"));
   assert.match(
     warnings[0],
     /config\.yaml:3:1: extensions without "version: 2" at the top of the file; PyServe ignores them, denoserve applies them/,
   );
   const log = captureLogger();
-  const app = buildApp(config, log);
+  const { app } = await bootLoaded(loaded, log);
   try {
     const res = await app.handle(new Request("http://localhost/health"), {
       path: "/health",
@@ -241,7 +242,7 @@ Deno.test("V2: unknown location keys PyServe ignores are warnings naming the key
     warnings[1],
     /config\.yaml:10:11: unknown key .*\["=\/typo"\]\.retrun is ignored \(did you mean "return"\?\)/,
   );
-  using app = testApp({ version: 2, extensions: structuredClone(config.extensions) });
+  using app = await testApp({ version: 2, extensions: structuredClone(config.extensions) });
   assert.deepEqual([(await app.get("/health")).status, (await app.get("/health")).body], [
     200,
     "OK",
@@ -361,10 +362,11 @@ Deno.test("README: the PyServe V2 example loads and behaves as described", async
     "static/docs.html": "docs page",
     "static/app.js": "let app;",
   });
-  const { config, warnings } = await loadConfig({ config: `${dir.path}/config.yaml`, port: 0 });
-  assert.deepEqual(warnings, []);
+  const loaded = await loadConfig({ config: `${dir.path}/config.yaml`, port: 0 });
+  assert.deepEqual(loaded.warnings, []);
   const log = captureLogger();
-  const server = await startServer(config, log, buildApp(config, log));
+  const { config, app } = await bootLoaded(loaded, log);
+  const server = await startServer(config, log, app);
   try {
     const url = server.url.replace(/\/$/, "");
     let r = await get(`${url}/health`);

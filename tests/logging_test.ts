@@ -4,7 +4,7 @@ import { formatCommon, formatJson, isoTime, requestIdFor } from "../src/log/acce
 import { setHeaders } from "../src/http/headers.ts";
 import { openFileSink } from "../src/log/file_sink.ts";
 import { createLogger, type Logger, loggerOptions } from "../src/log/logger.ts";
-import { buildApp } from "../src/routes/build.ts";
+import { bootLoaded } from "../src/app/boot.ts";
 import { type RunningServer, startServer } from "../src/server/server.ts";
 import { serveBackend } from "./support/backends.ts";
 import { MAIN, runCli, spawnCli } from "./support/cli.ts";
@@ -20,14 +20,15 @@ async function fileLoggedServer(
   more: Record<string, unknown> = {},
 ): Promise<{ url: string; log: Logger; server: RunningServer } & AsyncDisposable> {
   await writeFiles(dir, { "static/index.html": "<p>hi</p>", "static/a.txt": "hello" });
-  const { config } = validate({
+  const loaded = validate({
     ...more,
     server: { host: "127.0.0.1", port: 0 },
     http: { static_dir: `${dir}/static` },
     logging: { console_output: false, log_file: `${dir}/denoserve.log`, ...logging },
   });
-  const log = createLogger(loggerOptions(config.logging));
-  const server = await startServer(config, log, buildApp(config, log));
+  const log = createLogger(loggerOptions(loaded.config.logging));
+  const { config, app } = await bootLoaded(loaded, log);
+  const server = await startServer(config, log, app);
   let stopped = false;
   return {
     url: server.url.replace(/\/$/, ""),

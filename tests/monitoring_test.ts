@@ -6,8 +6,7 @@
 import assert from "node:assert/strict";
 import { parse } from "yaml";
 import { validate } from "../src/config/load.ts";
-import { buildApp } from "../src/routes/build.ts";
-import { watchReload } from "../src/server/reload.ts";
+import { watchReload } from "../src/app/reload.ts";
 import { echoBackend } from "./support/backends.ts";
 import { makeCerts } from "./support/certs.ts";
 import { runCli } from "./support/cli.ts";
@@ -15,7 +14,7 @@ import { get } from "./support/clients.ts";
 import { configError } from "./support/config.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { type Exposition, parseExposition, valueOf } from "./support/prometheus.ts";
-import { freePort, startTestServer } from "./support/servers.ts";
+import { bootRaw, freePort, startTestServer } from "./support/servers.ts";
 import { eventually } from "./support/wait.ts";
 
 // From Prometheus's documentation of the text exposition format.
@@ -221,10 +220,7 @@ Deno.test("metrics: reloads by result, and seconds until the certificate expires
     server: srv.server,
     log: srv.log,
     signal: null,
-    prepare: () => {
-      const { config, warnings } = validate({ ...structuredClone(raw), server: srv.config.server });
-      return Promise.resolve({ config, warnings, app: buildApp(config, srv.log) });
-    },
+    prepare: () => bootRaw({ ...structuredClone(raw), server: srv.config.server }, srv.log),
   });
   assert.equal(await reloader.reload(), true);
   const after = await read();

@@ -3,10 +3,8 @@
  * slow, dying mid-response), the real server in process and the real CLI as a child.
  */
 import assert from "node:assert/strict";
-import { validate } from "../src/config/load.ts";
 import { compileMatcher } from "../src/proxy/rules.ts";
 import { rewriteLocation } from "../src/proxy/forwarded_headers.ts";
-import { buildApp } from "../src/routes/build.ts";
 import { splitUrl } from "../src/http/types.ts";
 import { describeError } from "../src/proxy/forward.ts";
 import { ConnectError } from "../src/proxy/http1.ts";
@@ -24,7 +22,13 @@ import { curl, hasCommand, runCli, spawnCli } from "./support/cli.ts";
 import { rawRequest } from "./support/clients.ts";
 import { tempDir } from "./support/files.ts";
 import { rssBytes } from "./support/proc.ts";
-import { captureLogger, freePort, startTestServer, type TestServer } from "./support/servers.ts";
+import {
+  bootRaw,
+  captureLogger,
+  freePort,
+  startTestServer,
+  type TestServer,
+} from "./support/servers.ts";
 
 /** The names in `lines` (header lines as sent), lowercased and sorted. */
 const headerNames = (lines: string[]) =>
@@ -345,8 +349,7 @@ Deno.test("TLS front: X-Forwarded-Proto and Location say https (handler called d
       })
       : Response.json(Object.fromEntries(request.headers))
   );
-  const { config } = validate({ server: { reverse_proxy: [at(b, "/p")] } });
-  const app = buildApp(config, captureLogger());
+  const { app } = await bootRaw({ server: { reverse_proxy: [at(b, "/p")] } }, captureLogger());
   try {
     const call = async (url: string) => {
       const request = new Request(url, { headers: { host: "secure.example" } });

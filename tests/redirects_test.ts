@@ -9,7 +9,7 @@ import { tempDir } from "./support/files.ts";
 
 Deno.test("redirects: exact path, 302 by default, query carried over, status and absolute URL", async () => {
   await using dir = await tempDir();
-  using app = testApp({
+  using app = await testApp({
     http: { static_dir: dir.path },
     server: {
       redirect_instructions: [

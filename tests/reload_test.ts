@@ -5,13 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
-import { type App, buildApp } from "../src/routes/build.ts";
+import type { App } from "../src/routes/build.ts";
+import { applyReload } from "../src/app/reload.ts";
 import { makeCerts } from "./support/certs.ts";
 import { spawnCli } from "./support/cli.ts";
 import { clientLoop } from "./support/clients.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { listeningSockets } from "./support/proc.ts";
-import { freePort, startTestServer } from "./support/servers.ts";
+import { bootRaw, freePort, startTestServer } from "./support/servers.ts";
 import { eventually } from "./support/wait.ts";
 
 const config = (port: number | string, dir: string) =>
@@ -153,23 +154,23 @@ Deno.test("reload: switching the same port from HTTP to HTTPS and back", async (
   await using srv = await startTestServer({ http: { static_dir: `${tmp.path}/one` } });
   const port = srv.server.addr.port;
   const base = { host: "127.0.0.1", port };
-  const tls = validate({
-    server: base,
-    http: { static_dir: `${tmp.path}/one` },
-    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key, hsts: "max-age=60" },
-  }).config;
-  await srv.server.reload(tls, buildApp(tls, srv.log));
+  await applyReload(srv.server, () =>
+    bootRaw({
+      server: base,
+      http: { static_dir: `${tmp.path}/one` },
+      ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key, hsts: "max-age=60" },
+    }, srv.log));
   assert.equal(srv.server.url, `https://127.0.0.1:${port}/`);
   using client = Deno.createHttpClient({ caCerts: [certs.caPem] });
   const res = await fetch(`https://localhost:${port}/a.txt`, { client });
   assert.equal(await res.text(), "one");
   assert.equal(res.headers.get("strict-transport-security"), "max-age=60");
 
-  const plain = validate({
-    server: base,
-    http: { static_dir: `${tmp.path}/one` },
-  }).config;
-  await srv.server.reload(plain, buildApp(plain, srv.log));
+  await applyReload(srv.server, () =>
+    bootRaw({
+      server: base,
+      http: { static_dir: `${tmp.path}/one` },
+    }, srv.log));
   assert.equal(srv.server.url, `http://127.0.0.1:${port}/`);
   // A connection made in the instant the old listener closes can be reset unless
   // net.ipv4.tcp_migrate_req=1 (README, HTTPS): wait until the old one has closed.

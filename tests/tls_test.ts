@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { loadTlsMaterial, TlsError } from "../src/tls/certs.ts";
 import { rewriteSslSection } from "../src/cli/ssl_config.ts";
-import { watchReload } from "../src/server/reload.ts";
+import { watchReload } from "../src/app/reload.ts";
 import { makeCerts, makeSpecCert, servedFingerprint } from "./support/certs.ts";
 import { curl, runCli, spawnCli } from "./support/cli.ts";
 import { clientLoop } from "./support/clients.ts";

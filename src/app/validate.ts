@@ -1,18 +1,22 @@
 /**
  * Every check a configuration must pass before it is served, including those that need I/O
- * (files, certificates, permissions): the one list behind a start, a SIGHUP reload, each worker
- * and `--test configuration`, so that what `--test` passes starts and what it fails does not.
+ * (files, certificates, permissions, backends), and every warning a start says about a
+ * configuration: the one list behind a start, a SIGHUP reload, each worker and `--test
+ * configuration` (all through `boot.ts`), so that what `--test` passes starts, what it fails does
+ * not, and a start warns of nothing `--test` did not print.
  *
  * @module
  */
 import type { LoadedConfig } from "../config/load.ts";
 import { type Config, isRedisStorage } from "../config/schema.ts";
 import { shownUrl } from "../redis/link.ts";
-import { workerCount } from "../server/server.ts";
+import { workerCount } from "../config/derived.ts";
 import { explainError } from "../http/errors.ts";
 import { ConfigError } from "../config/config_error.ts";
 import { loadTlsMaterial, readCaFile, TlsError } from "../tls/certs.ts";
-import { checkAccess } from "../routes/auth.ts";
+import { authWarnings, checkAccess } from "../routes/auth.ts";
+import { checkBackends } from "../proxy/startup_check.ts";
+import { compileRule } from "../proxy/rules.ts";
 
 /** How a check ended: `warn` is an optional check that failed. */
 export type CheckStatus = "ok" | "warn" | "fail";
@@ -105,6 +109,14 @@ export function checkProxyTargets(config: Config): CheckResult[] {
         ),
       );
     } else seen.set(rule.path, i);
+    if (rule.insecure_skip_verify && rule.ssl && !problems.length) {
+      results.push(warn(
+        `${key}.insecure_skip_verify`,
+        `${key}: insecure_skip_verify is on: the certificate of ` +
+          `${compileRule(rule, i).backends.map((b) => b.origin).join(", ")} is NOT verified; ` +
+          `anyone on the path can read and change this traffic. Use ca_file instead.`,
+      ));
+    }
     const target = rule.upstreams?.join(", ") ??
       `${rule.ssl ? "https" : "http"}://${rule.host}:${rule.port}`;
     results.push(
@@ -148,6 +160,43 @@ export async function checkTls(config: Config, now = new Date()): Promise<CheckR
   return results.length ? results : [
     ok("ssl.cert_file", `${subject}, key matches, valid until ${notAfter.toISOString()}`),
   ];
+}
+
+/** `ssl` keys that mean something only over HTTPS, set while it is off. */
+export function checkSslIgnored(config: Config): CheckResult[] {
+  if (config.ssl.enabled) return [];
+  const results: CheckResult[] = [];
+  for (const key of ["hsts", "redirect_http"] as const) {
+    if (config.ssl[key] !== undefined) {
+      results.push(warn(`ssl.${key}`, `ssl.${key} is ignored while ssl.enabled is false`));
+    }
+  }
+  if (config.ssl.http3) {
+    results.push(warn("ssl.http3", "ssl.http3 is ignored while ssl.enabled is false"));
+  }
+  return results;
+}
+
+/**
+ * `http.static_dir` missing is no reason not to start (a welcome page answers at /), but it is
+ * said. One that cannot be looked at (a missing permission) is a failed check with `report`, and
+ * thrown otherwise: a start ends on it with exit 1, naming the flag. `--test directories` checks
+ * the folder more closely and fails without it.
+ */
+export async function checkStaticDir(config: Config, report = false): Promise<CheckResult[]> {
+  const dir = config.http.static_dir;
+  try {
+    await Deno.stat(dir);
+    return [];
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      return [
+        warn("http.static_dir", `static folder ${dir} does not exist; serving a welcome page at /`),
+      ];
+    }
+    if (!report) throw e;
+    return [fail("http.static_dir", `${dir}: ${reason(e)}`)];
+  }
 }
 
 /** `server.host` must be something a listener can bind: a host name or an IP address. */
@@ -231,16 +280,24 @@ export function unsupported(config: Config): string[] {
 /** Options of {@link validateConfig}. */
 export interface ValidateOptions {
   /**
-   * Also load the certificate and key. A start leaves that to the listener, which reports a
-   * broken certificate in its own words (exit 1, as PyServe does); `--test` checks it here.
+   * Also load the certificate and key, and report a static folder that cannot be looked at, as
+   * failed checks. A start leaves the certificate to the listener, which reports a broken one in
+   * its own words, and ends on an unreadable static folder naming the flag (exit 1 for both, as
+   * PyServe does); `--test` checks them here.
    */
   tls?: boolean;
+  /**
+   * Also try one TCP connection to each `server.reverse_proxy` backend; one that cannot be
+   * reached is a warning. A start does this unless `--skip-proxy-check`, and so does `--test`.
+   */
+  backends?: boolean;
 }
 
 /**
  * Every check for a configuration that loaded: one `ok` line for the file, its warnings, then
- * what this build cannot serve, the listen address, the proxy targets, ACME and (with
- * `options.tls`) the certificate.
+ * what this build cannot serve, the listen address, the static folder, `ssl` keys without HTTPS,
+ * plain passwords without HTTPS, the proxy targets (with `options.backends`, whether they
+ * answer), ACME and (with `options.tls`) the certificate.
  */
 export async function validateConfig(
   loaded: LoadedConfig,
@@ -259,7 +316,16 @@ export async function validateConfig(
     results.push(fail("configuration", `not supported by this build: ${missing.join(", ")}`));
   }
   results.push(...checkServerHost(config));
-  results.push(...checkProxyTargets(config));
+  results.push(...await checkStaticDir(config, options.tls));
+  results.push(...checkSslIgnored(config));
+  for (const w of authWarnings(config)) results.push(warn("server.locations", w));
+  const targets = checkProxyTargets(config);
+  results.push(...targets);
+  if (options.backends && !targets.some((r) => r.status === "fail")) {
+    for (const w of await checkBackends(config.server.reverse_proxy)) {
+      results.push(warn("server.reverse_proxy", w));
+    }
+  }
   results.push(...await checkAccess(config, loaded.file));
   results.push(...await checkAcme(config));
   if (options.tls) results.push(...await checkTls(config));

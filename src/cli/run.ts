@@ -1,25 +1,27 @@
 /**
- * The command: flags in, exit status out.
+ * The command: flags in, exit status out. A start checks and builds its configuration through
+ * `app/boot.ts` (as each worker, every reload and `--test configuration` do), opens ACME's port-80
+ * listener and the server's listeners through `server/`, then starts `app/`'s workers and reload
+ * watcher, and stops them all on SIGINT or SIGTERM.
  *
  * @module
  */
 import denoJson from "../../deno.json" with { type: "json" };
 import { ConfigError } from "../config/config_error.ts";
-import type { LoadedConfig } from "../config/load.ts";
 import { type Config, isRedisStorage } from "../config/schema.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
-import { checkBackends } from "../proxy/startup_check.ts";
-import { type App, buildApp } from "../routes/build.ts";
-import { boot, loadChecked } from "../app/boot.ts";
-import { type Reloader, watchReload } from "../server/reload.ts";
+import type { App } from "../routes/build.ts";
+import { boot, build, type CheckedConfig, CheckFailed, loadChecked } from "../app/boot.ts";
+import { type Reloader, watchReload } from "../app/reload.ts";
 import {
   connectionLimits,
   ListenerLost,
   type RunningServer,
   startServer,
-  workerCount,
 } from "../server/server.ts";
-import { startWorkers, type WorkerPool } from "../server/workers.ts";
+import { workerCount } from "../config/derived.ts";
+import { type ChallengeListener, listenForChallenges } from "../server/challenge_listener.ts";
+import { startWorkers, type WorkerPool } from "../app/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
 import { runSslConfig } from "./ssl_config.ts";
@@ -41,6 +43,8 @@ function refuse(e: unknown, debug: boolean): number {
     stderr(explainError(e, debug));
     return 1;
   }
+  // What `--test configuration` prints as WARN beside the failures.
+  if (e instanceof CheckFailed) { for (const w of e.warnings) stderr(`warning: ${w}`); }
   for (const line of e.message.split("\n")) stderr(line);
   return e.code;
 }
@@ -66,13 +70,13 @@ export async function run(args: string[]): Promise<number> {
   }
   if (flags.sslConfig) return await runSslConfig(flags);
   if (flags.test) return await runChecks(flags, flags.test);
-  let loaded: LoadedConfig;
+  let checked: CheckedConfig;
   try {
-    loaded = await loadChecked(flags);
+    checked = await loadChecked(flags, { backends: !flags.skipProxyCheck });
   } catch (e) {
     return refuse(e, flags.debug);
   }
-  const { config } = loaded;
+  const { config } = checked;
   let log: Logger;
   try {
     log = createLogger(loggerOptions(config.logging));
@@ -83,37 +87,26 @@ export async function run(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    for (const w of loaded.warnings) log.warn(w);
-    return await serve(loaded, log, flags);
+    return await serve(checked, log, flags);
   } finally {
     await log.close();
   }
 }
 
-async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<number> {
-  const { config } = loaded;
-  try {
-    await Deno.stat(config.http.static_dir);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-    log.warn(
-      `static folder ${config.http.static_dir} does not exist; serving a welcome page at /`,
-    );
-  }
+async function serve(checked: CheckedConfig, log: Logger, flags: Flags): Promise<number> {
+  const { config } = checked;
   let app: App;
   try {
-    app = buildApp(config, log);
+    app = build(checked, log);
   } catch (e) {
     return refuse(e, flags.debug);
-  }
-  if (!flags.skipProxyCheck && config.server.reverse_proxy.length) {
-    await checkBackends(config.server.reverse_proxy, log);
   }
   // With ACME, the first certificate must be there before the HTTPS listener opens; renewals
   // land in the same files, which the reloader below watches. With Redis storage there are no
   // files: each certificate is handed to the server in memory and swapped in by the reloader.
   const firstCertificate = Promise.withResolvers<void>();
   let acme: AcmeManager | undefined;
+  let port80: ChallengeListener | undefined;
   let inMemory: { cert: string; key: string; source: string } | undefined;
   const reloading: { reloader?: Reloader } = {};
   const keptInMemory = config.ssl.enabled && config.ssl.acme !== undefined &&
@@ -129,8 +122,16 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
         }
         firstCertificate.resolve();
       })!;
+      // Open before the first order: the CA fetches its challenge answers here.
+      port80 = listenForChallenges({
+        hostname: config.server.host,
+        port: config.ssl.acme.http_port,
+        challenges: acme.handleChallenge,
+        httpsPort: config.server.port,
+      });
       await acme.start();
     } catch (e) {
+      await port80?.shutdown();
       return refuse(e, flags.debug);
     }
     if (!acme!.certificate) {
@@ -143,7 +144,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   try {
     // Port 80 (the ACME challenge listener) redirects to wherever HTTPS really listens.
     server = await startServer(config, log, app, {
-      onListen: (addr) => acme?.redirectTo(addr.port),
+      onListen: (addr) => port80?.redirectTo(addr.port),
       certificate: keptInMemory ? () => inMemory : undefined,
     });
   } catch (e) {
@@ -183,7 +184,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
   if (pool && Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", reloadWorkers);
   log.info(
     `denoserve ${VERSION} serving ${config.http.static_dir} on ${server.url}` +
-      (loaded.file ? ` (config ${loaded.file})` : " (built-in defaults)") +
+      (checked.file ? ` (config ${checked.file})` : " (built-in defaults)") +
       (pool ? ` with ${pool.size + 1} workers` : "") + limitsOf(config) +
       (config.server.proxy_protocol
         ? `; PROXY protocol required, from ${config.server.proxy_protocol_from.join(", ")}`
@@ -207,6 +208,7 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
     await server.shutdown(0);
   }
   await acme?.stop();
+  await port80?.shutdown();
   await pool?.stop(0);
   if (pool && Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", reloadWorkers);
   Deno.removeSignalListener("SIGINT", stop);

@@ -1,6 +1,8 @@
 /**
  * `--test all | configuration | directories`: checks what the server would check at start, one
- * line per check, and PyServe's exit status.
+ * line per check, and PyServe's exit status. `configuration` is a start without listening: the
+ * same checks and warnings (`app/boot.ts`, `app/validate.ts`), the certificate loaded and the
+ * route table built, then closed.
  *
  * Exit status: 0 every check passed; 1 the required checks passed and an optional one did not;
  * 2 a required check failed; 3 the configuration file could not be loaded at all.
@@ -12,15 +14,9 @@ import { ConfigError } from "../config/config_error.ts";
 import { loadConfig, type LoadedConfig, readConfigFile } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { explainError } from "../http/errors.ts";
-import {
-  type CheckResult,
-  type CheckStatus,
-  fail,
-  ok,
-  reason,
-  validateConfig,
-  warn,
-} from "../app/validate.ts";
+import { createLogger } from "../log/logger.ts";
+import { build, check, type CheckedConfig, CheckFailed } from "../app/boot.ts";
+import { type CheckResult, type CheckStatus, fail, ok, reason, warn } from "../app/validate.ts";
 import type { Flags } from "./flags.ts";
 
 /** What `--test` checks. */
@@ -85,6 +81,20 @@ export async function checkDirectories(config: Config): Promise<CheckResult[]> {
   return results;
 }
 
+/**
+ * Builds the route table as a start would, with nothing logged, and closes it again: a failure
+ * when it cannot be built (nothing is added to the report when it can).
+ */
+function buildCheck(checked: CheckedConfig, debug: boolean): CheckResult[] {
+  const log = createLogger({ console: false, access: false });
+  try {
+    build(checked, log, { logWarnings: false }).close();
+    return [];
+  } catch (e) {
+    return [fail("configuration", `cannot be served: ${explainError(e, debug)}`)];
+  }
+}
+
 const MARKS: Record<CheckStatus, [string, string]> = {
   ok: ["✅", "OK  "],
   warn: ["⚠️ ", "WARN"],
@@ -139,7 +149,19 @@ export async function runChecks(
   }
   const results: CheckResult[] = [];
   if (scope !== "directories") {
-    for (const r of await validateConfig(loaded, { tls: true })) {
+    let checks: CheckResult[];
+    let checked: CheckedConfig | undefined;
+    try {
+      checked = await check(loaded, { tls: true, backends: !flags.skipProxyCheck });
+      checks = checked.checks;
+    } catch (e) {
+      if (!(e instanceof CheckFailed)) throw e;
+      checks = e.checks;
+    }
+    if (checked) checks.push(...buildCheck(checked, flags.debug));
+    for (const r of checks) {
+      // Below, the directory checks look at the static folder more closely (a failure without it).
+      if (scope === "all" && r.name === "http.static_dir") continue;
       show(r);
       results.push(r);
     }

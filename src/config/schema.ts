@@ -6,6 +6,7 @@
  */
 import * as v from "valibot";
 import { parseCidr } from "../http/ip.ts";
+import { TCHAR, TOKEN } from "../http/headers.ts";
 
 const shown = (value: unknown) => JSON.stringify(value) ?? String(value);
 
@@ -670,7 +671,7 @@ export function parseLocationPattern(key: string): LocationPattern {
 /** `Name: value` as written in a location's `headers`. */
 const headerLine = v.pipe(
   nonEmpty,
-  v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:\s*\S/, got('must be "Name: value"')),
+  v.regex(new RegExp(`^[${TCHAR}]+:\\s*\\S`), got('must be "Name: value"')),
 );
 
 /** `return: "200 OK"`: a status and an optional body (or Location, for 3xx). */
@@ -726,25 +727,50 @@ export const RoutingLocation = v.pipe(
 );
 export type RoutingLocation = v.InferOutput<typeof RoutingLocation>;
 
+/**
+ * Parses each key of `record` with {@link parseLocationPattern}, once: each key that does not
+ * parse is an issue at `path` + key; `only` narrows the kinds allowed. The parsed patterns come
+ * out as `patterns`, in the record's order, for the route builders to use as they are (the one
+ * place a pattern is parsed).
+ */
+const withPatterns = <T extends object>(
+  pick: (value: T) => Record<string, unknown>,
+  path: string[],
+  only?: (p: LocationPattern, key: string) => void,
+) =>
+  v.rawTransform<T, T & { patterns: ReadonlyMap<string, LocationPattern> }>(
+    ({ dataset, addIssue, NEVER }) => {
+      const patterns = new Map<string, LocationPattern>();
+      let failed = false;
+      for (const key of Object.keys(pick(dataset.value))) {
+        try {
+          const p = parseLocationPattern(key);
+          only?.(p, key);
+          patterns.set(key, p);
+        } catch (e) {
+          failed = true;
+          addIssue({
+            message: (e as Error).message,
+            path: [...path, key].map((k) => step(k)) as [v.IssuePathItem],
+          });
+        }
+      }
+      if (failed) return NEVER;
+      // Not enumerable: the section reads, prints and compares as the file wrote it.
+      return Object.defineProperty({ ...dataset.value }, "patterns", { value: patterns }) as
+        & T
+        & { patterns: ReadonlyMap<string, LocationPattern> };
+    },
+  );
+
 /** `extensions: [{ type: routing, config: … }]`. */
 export const RoutingConfig = v.pipe(
   strict({
     regex_locations: v.optional(record(RoutingLocation), {}),
   }),
-  refine((c, fail) => {
-    for (const key of Object.keys(c.regex_locations)) {
-      try {
-        parseLocationPattern(key);
-      } catch (e) {
-        fail(["regex_locations", key], (e as Error).message);
-      }
-    }
-  }),
+  withPatterns((c) => c.regex_locations, ["regex_locations"]),
 );
 export type RoutingConfig = v.InferOutput<typeof RoutingConfig>;
-
-/** A header or method name (an HTTP token). */
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 const word = v.pipe(nonEmpty, v.regex(TOKEN, got("must be a header or method name")));
 
@@ -978,28 +1004,14 @@ export const CachingConfig = v.pipe(
      * `~regex` / `~*regex` (as in V2 locations) → seconds; the first that matches the path
      * decides, `0` = do not cache.
      */
-    rules: v.optional(
-      v.pipe(
-        record(seconds),
-        refine((rules, fail) => {
-          for (const key of Object.keys(rules)) {
-            try {
-              const p = parseLocationPattern(key);
-              if (p.kind !== "regex") {
-                throw new Error(`must be "~regex" or "~*regex", got ${shown(key)}`);
-              }
-            } catch (e) {
-              fail([key], (e as Error).message);
-            }
-          }
-        }),
-      ),
-      {},
-    ),
+    rules: v.optional(record(seconds), {}),
     /** Bytes of bodies and headers kept at most; the least recently used entries go first. */
     max_bytes: v.optional(whole(1), 64 * 1024 * 1024),
     /** Bytes one answer may have to be kept; larger ones pass through uncached. */
     max_entry_bytes: v.optional(whole(1), 1024 * 1024),
+  }),
+  withPatterns((c) => c.rules, ["rules"], (p, key) => {
+    if (p.kind !== "regex") throw new Error(`must be "~regex" or "~*regex", got ${shown(key)}`);
   }),
   refine((c, fail) => {
     if (c.max_entry_bytes > c.max_bytes) {

@@ -1,8 +1,15 @@
 /**
- * Adding headers to answers that may have come from `fetch` (whose headers are immutable).
+ * Adding headers to answers that may have come from `fetch` (whose headers are immutable), and
+ * the one definition of an HTTP token.
  *
  * @module
  */
+
+/** The characters of an HTTP token (RFC 9110 §5.6.2 `tchar`), for a regex character class. */
+export const TCHAR = "!#$%&'*+\\-.^_`|~0-9A-Za-z";
+
+/** An HTTP token: a header name, a method, a directive name. */
+export const TOKEN: RegExp = new RegExp(`^[${TCHAR}]+$`);
 
 function apply(headers: Headers, pairs: readonly (readonly [string, string])[]) {
   for (const [name, value] of pairs) {

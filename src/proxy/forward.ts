@@ -49,6 +49,16 @@ export function streamLength(request: Request): number | undefined {
 }
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
+/**
+ * The status of a request whose exchange with a backend failed with `e`, for `server.reverse_proxy`
+ * and `proxy_pass` alike: the client's own body failing is its fault (400, or 408 when it
+ * stalled); no response headers in time, or no connection in time, is 504; anything else 502.
+ */
+export function failureStatus(e: unknown): 400 | 408 | 502 | 504 {
+  if (e instanceof ClientBodyError || bodyFailureStatus(e) === 408) return bodyFailureStatus(e);
+  return e instanceof TimeoutError || (e instanceof ConnectError && e.timedOut) ? 504 : 502;
+}
+
 /** One line for a failure, with its cause (where the useful part is) unless it says the same. */
 export function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
@@ -148,16 +158,17 @@ export function createForwarder(options: ForwarderOptions): Handler {
           log.debug(`${where}: client went away during ${request.method} ${ctx.path}`);
           return errorResponse(502, request);
         }
+        const status = failureStatus(e);
         if (e instanceof TimeoutError) {
           log.warn(
             `${where}: ${backend.address.origin} sent no response headers within ` +
               `${rule.rule.response_timeout}s for ${request.method} ${ctx.path}`,
           );
-          return errorResponse(504, request);
+          return errorResponse(status, request);
         }
         if (e instanceof ClientBodyError) {
           log.debug(`${where}: ${request.method} ${ctx.path}: ${describeError(e)}`);
-          return errorResponse(bodyFailureStatus(e), request);
+          return errorResponse(status, request);
         }
         const reason = describeError(e);
         if (e instanceof BrokenBodyError) {
@@ -165,27 +176,27 @@ export function createForwarder(options: ForwarderOptions): Handler {
             `${where}: ${backend.address.origin} broke off the response to ${request.method} ` +
               `${ctx.path}: ${reason}`,
           );
-          return errorResponse(502, request);
+          return errorResponse(status, request);
         }
         if (e instanceof BackendError) {
           log.error(
             `${where}: ${backend.address.origin} answered ${request.method} ${ctx.path} ` +
               `with an invalid response: ${reason}`,
           );
-          return errorResponse(502, request);
+          return errorResponse(status, request);
         }
         if (!isConnectError(e)) {
           log.warn(
             `${where}: ${request.method} ${ctx.path} to ${backend.address.origin}: ${reason}`,
           );
-          return errorResponse(502, request);
+          return errorResponse(status, request);
         }
         pool.fail(backend, reason);
-        if (e instanceof ConnectError && e.timedOut) return errorResponse(504, request);
+        if (e instanceof ConnectError && e.timedOut) return errorResponse(status, request);
         const other = retryable && tries === 0 ? pool.pick(request, ctx, backend) : undefined;
         if (other === undefined) {
           log.warn(`${where}: cannot reach ${backend.address.origin} for ${ctx.path}: ${reason}`);
-          return errorResponse(502, request);
+          return errorResponse(status, request);
         }
         log.debug(`${where}: retrying ${request.method} ${ctx.path} on ${other.address.origin}`);
         backend = other;

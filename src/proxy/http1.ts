@@ -13,6 +13,7 @@
  * @module
  */
 import { HOP_BY_HOP, withoutNamed } from "./forwarded_headers.ts";
+import { TOKEN } from "../http/headers.ts";
 
 /** Longest response head accepted (status line and headers). */
 const MAX_HEAD = 64 * 1024;
@@ -22,7 +23,6 @@ const MAX_LINE = 4096;
 const MAX_IDLE = 128;
 /** Idle connections are closed after this long (nginx's `keepalive_timeout` for backends). */
 const IDLE_MS = 60_000;
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Dropped from responses while parsing. */
 const HOP = new Set(HOP_BY_HOP);
 

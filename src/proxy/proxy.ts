@@ -49,13 +49,7 @@ export function createProxy(
   try {
     for (const rule of compiled) {
       const where = `server.reverse_proxy[${rule.index}]`;
-      if (rule.rule.insecure_skip_verify && rule.rule.ssl) {
-        log.warn(
-          `${where}: insecure_skip_verify is on: the certificate of ` +
-            `${rule.backends.map((b) => b.origin).join(", ")} is NOT verified; anyone on the ` +
-            `path can read and change this traffic. Use ca_file instead.`,
-        );
-      }
+      // insecure_skip_verify is warned about by the checks (app/validate.ts).
       log.info(
         `proxy ${rule.rule.path} → ${rule.backends.map((b) => b.origin).join(", ")}` +
           (rule.rule.strip_prefix && rule.prefix ? " (prefix stripped)" : ""),

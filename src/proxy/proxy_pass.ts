@@ -7,7 +7,13 @@
  * @module
  */
 import { forwardHeaders, relocate } from "./forwarded_headers.ts";
-import { BUFFERED_BODY, describeError, readPayload, streamLength } from "./forward.ts";
+import {
+  BUFFERED_BODY,
+  describeError,
+  failureStatus,
+  readPayload,
+  streamLength,
+} from "./forward.ts";
 import {
   type BackendClient,
   ClientBodyError,
@@ -87,7 +93,6 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
         bufferLimit: BUFFERED_BODY,
       }, false);
     } catch (e) {
-      const late = e instanceof TimeoutError || (e instanceof ConnectError && e.timedOut);
       const what = `${request.method} ${ctx.path}`;
       const seconds = timeoutMs / 1000;
       const bodyFailed = e instanceof ClientBodyError || bodyFailureStatus(e) === 408;
@@ -107,8 +112,7 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
       } else {
         options.log?.warn(`proxy_pass ${target.origin}: ${what}: ${describeError(e)}`, ctx);
       }
-      if (bodyFailed) return options.errorResponse(bodyFailureStatus(e), request);
-      return options.errorResponse(late ? 504 : 502, request);
+      return options.errorResponse(failureStatus(e), request);
     }
     return new Response(answer.body, {
       status: answer.status,

@@ -1,18 +1,17 @@
 /**
  * The start-up check: each backend gets one TCP connection attempt; one that cannot be reached
- * is a warning (it may come up later), never a reason not to start.
+ * is a warning (it may come up later), never a reason not to start. `app/validate.ts` runs it for
+ * a start and for `--test`.
  *
  * @module
  */
 import type { ProxyRule } from "../config/schema.ts";
-import type { Logger } from "../log/logger.ts";
 import { dial } from "./http1.ts";
 import { compileRule } from "./rules.ts";
 
-/** Probes every backend of `rules` at once; resolves to the unreachable ones ("host:port"). */
+/** Probes every backend of `rules` at once; resolves to a warning for each unreachable one. */
 export async function checkBackends(
   rules: readonly ProxyRule[],
-  log: Logger,
   timeoutMs = 3000,
 ): Promise<string[]> {
   const seen = new Map<string, { host: string; port: number; rule: number; path: string }>();
@@ -29,8 +28,7 @@ export async function checkBackends(
       (await dial({ hostname: b.host, port: b.port, tls: false, connectTimeoutMs: limit })).close();
       return;
     } catch { /* reported below */ }
-    down.push(key);
-    log.warn(
+    down.push(
       `server.reverse_proxy[${b.rule}]: backend ${key} for ${b.path} is not reachable now; ` +
         `requests get 502 until it is (--skip-proxy-check skips this check)`,
     );

@@ -32,8 +32,9 @@ import {
 } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import { createProxy } from "../proxy/proxy.ts";
-import { createFileServer, fileServerOptions } from "../static/file_server.ts";
-import { authWarnings, createAuthRoute } from "./auth.ts";
+import { createFileServer } from "../static/file_server.ts";
+import { fileServerOptions } from "./static_files.ts";
+import { createAuthRoute } from "./auth.ts";
 import { withAccessLog } from "./access_log.ts";
 import { createCache } from "./cache.ts";
 import { withCors } from "./cors.ts";
@@ -160,7 +161,6 @@ export function buildApp(config: Config, log: Logger): App {
     client,
   });
   if (auth) routes.push(auth);
-  for (const w of authWarnings(config)) log.warn(w);
 
   let handle = dispatch(routes, inner);
   if (security?.csrf_protection) handle = withCsrf(security.csrf_protection, errorResponse)(handle);

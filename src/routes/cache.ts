@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type CachingConfig, parseLocationPattern } from "../config/schema.ts";
+import type { CachingConfig } from "../config/schema.ts";
 import type { RequestContext } from "../http/types.ts";
 import { urlAuthority } from "../http/types.ts";
 import { normalizePath } from "../http/paths.ts";
@@ -186,7 +186,7 @@ export interface Cache {
 /** The TTL `rules` and `default_ttl` give a path (percent-decoded, as V2 locations see it). */
 function ruleTtl(config: CachingConfig): (path: string) => number {
   const rules = Object.entries(config.rules).map(([key, ttl]) => {
-    const p = parseLocationPattern(key);
+    const p = config.patterns.get(key)!;
     return { re: p.kind === "regex" ? new RegExp(p.source, p.flags) : /(?!)/, ttl };
   });
   return (path) => rules.find((r) => r.re.test(path))?.ttl ?? config.default_ttl;

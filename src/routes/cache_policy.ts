@@ -6,6 +6,10 @@
  * @module
  */
 import { etagMatches, notModifiedSince } from "../static/conditional.ts";
+import { TCHAR } from "../http/headers.ts";
+
+/** One directive: a token, then `=` and a token or a quoted string, up to the next comma. */
+const DIRECTIVE = String.raw`\s*([${TCHAR}]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*))?\s*(?:,|$)`;
 
 /** `Cache-Control` directives by lower-case name; a directive without a value is `true`. */
 export type Directives = Map<string, string | true>;
@@ -14,7 +18,7 @@ export type Directives = Map<string, string | true>;
 export function parseCacheControl(value: string | null): Directives {
   const out: Directives = new Map();
   if (!value) return out;
-  const re = /\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*))?\s*(?:,|$)/gy;
+  const re = new RegExp(DIRECTIVE, "gy");
   let m: RegExpExecArray | null;
   while (re.lastIndex < value.length && (m = re.exec(value)) !== null) {
     const name = m[1].toLowerCase();

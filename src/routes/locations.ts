@@ -8,19 +8,9 @@
  *
  * @module
  */
-import {
-  type Config,
-  type LocationPattern,
-  parseLocationPattern,
-  type RoutingConfig,
-  type RoutingLocation,
-} from "../config/schema.ts";
-import {
-  createFileServer,
-  type FileAnswers,
-  type FileHandler,
-  fileServerOptions,
-} from "../static/file_server.ts";
+import type { Config, LocationPattern, RoutingConfig, RoutingLocation } from "../config/schema.ts";
+import { createFileServer, type FileAnswers, type FileHandler } from "../static/file_server.ts";
+import { fileServerOptions } from "./static_files.ts";
 import type { ErrorResponder, RequestContext, Route } from "../http/types.ts";
 import type { ProxyForward } from "../proxy/proxy_pass.ts";
 import { setHeaders } from "../http/headers.ts";
@@ -148,7 +138,7 @@ export function createLocationRoute(
   const prefixes: { path: string; location: Compiled }[] = [];
   let fallback: Compiled | undefined;
   for (const [key, location] of entries) {
-    const pattern = parseLocationPattern(key);
+    const pattern = routing!.patterns.get(key)!;
     const groups = pattern.kind === "regex" ? pattern.groups : [];
     const compiled: Compiled = {
       key,

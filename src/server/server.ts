@@ -8,6 +8,7 @@
 import { explainError } from "../http/errors.ts";
 import { IpSet } from "../http/ip.ts";
 import type { Config } from "../config/schema.ts";
+import { redirectIsAcme, workerCount } from "../config/derived.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
 import { addCertificateSource, addConnectionSource } from "../routes/metrics.ts";
@@ -26,7 +27,7 @@ import {
   listen,
   type Listening,
 } from "./listener.ts";
-import { redirectToHttps } from "./redirect_http.ts";
+import { redirectToHttps } from "../routes/https_redirect.ts";
 import { openFilesLimit } from "./sockets.ts";
 import { setHeaders } from "../http/headers.ts";
 import { listenHttp3 } from "./http3/listener.ts";
@@ -146,11 +147,6 @@ interface Generation {
   url: string;
 }
 
-/** The number of event loops `server.workers` asks for: the main thread and the workers. */
-export function workerCount(setting: number | "auto"): number {
-  return setting === "auto" ? Math.max(1, navigator.hardwareConcurrency || 1) : setting;
-}
-
 /**
  * The connection limits of the whole process: `server.max_connections`, or by default the
  * open-files limit less a tenth of it (at least 128) for files, backends and logs; and
@@ -196,8 +192,9 @@ function reportConnections(connections: Connections, log: Logger): () => void {
 }
 
 /**
- * Loads the certificates `config` names (or `certificate` hands over), logging warnings and (at
- * debug) what they hold.
+ * Loads the certificates `config` names (or `certificate` hands over), logging their warnings and
+ * (at debug) what they hold. (`ssl` keys set while HTTPS is off are warned about by the checks in
+ * `app/validate.ts`.)
  */
 export async function loadConfiguredTls(
   config: Config,
@@ -205,14 +202,6 @@ export async function loadConfiguredTls(
   certificate?: StartOptions["certificate"],
 ): Promise<TlsMaterial | undefined> {
   const { enabled, cert_file, key_file } = config.ssl;
-  if (!enabled) {
-    for (const key of ["hsts", "redirect_http"] as const) {
-      if (config.ssl[key] !== undefined) {
-        log.warn(`ssl.${key} is ignored while ssl.enabled is false`);
-      }
-    }
-    if (config.ssl.http3) log.warn("ssl.http3 is ignored while ssl.enabled is false");
-  }
   const given = enabled ? certificate?.() : undefined;
   if (!given && (!enabled || !cert_file || !key_file)) return undefined;
   const tls = given
@@ -222,15 +211,6 @@ export async function loadConfiguredTls(
   if (log.enabled("DEBUG")) { for (const line of describeMaterial(tls)) log.debug(line); }
   return tls;
 }
-
-/**
- * Whether `ssl.redirect_http` names `ssl.acme.http_port`. The ACME challenge listener then holds
- * that port from before the first certificate to the end, and redirects whatever is not a
- * challenge: the server opens nothing there, so no reload has to hand the port over.
- */
-const redirectIsAcme = (cfg: Config) =>
-  cfg.ssl.acme !== undefined && cfg.ssl.redirect_http !== undefined &&
-  cfg.ssl.redirect_http !== 0 && cfg.ssl.redirect_http === cfg.ssl.acme.http_port;
 
 const sameTls = (a?: TlsMaterial, b?: TlsMaterial) =>
   a === b || (a !== undefined && b !== undefined && a.cert === b.cert && a.key === b.key);

@@ -8,7 +8,6 @@
  * @module
  */
 import mime from "mime";
-import type { Config } from "../config/schema.ts";
 import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 import type { ErrorResponder } from "../http/types.ts";
 import { cloneMarked } from "../http/headers.ts";
@@ -72,25 +71,12 @@ export interface FileAnswers {
 }
 
 /**
- * The options `http` sets for a file server of `root` (`http.static_dir` unless given):
- * listing, dot files, the cache; `answers` says what the answers carry. `/static/x` is looked up
- * as `/x` only under `http.static_dir`. The error pages are the caller's to add.
+ * Whether the resolved path `real` is the root `base` or inside it: the one containment check
+ * (symlinks resolved first) for files, index files and precompressed siblings. `base` may end in
+ * "/" (the root is the file system's root).
  */
-export function fileServerOptions(
-  http: Config["http"],
-  answers: FileAnswers,
-  root: string = http.static_dir,
-): FileServerOptions {
-  return {
-    ...answers,
-    root,
-    listing: http.directory_listing,
-    dotfiles: http.serve_dotfiles,
-    ttlMs: http.file_cache_ttl_ms,
-    maxFileSize: http.file_cache_max_file_size,
-    maxBytes: http.file_cache_max_bytes,
-    staticPrefix: root === http.static_dir,
-  };
+export function within(real: string, base: string): boolean {
+  return real === base || real.startsWith(base.endsWith("/") ? base : base + "/");
 }
 
 /** Serves one request whose URL path (still percent-encoded) is `path`. */
@@ -374,9 +360,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
       }
       throw e;
     }
-    if (real !== base && !real.startsWith(base.endsWith("/") ? base : base + "/")) {
-      return { kind: "missing", status: 404, checkedAt: now };
-    }
+    if (!within(real, base)) return { kind: "missing", status: 404, checkedAt: now };
     if (info.isDirectory) {
       if (!trailingSlash) return { kind: "slash", checkedAt: now };
       const dir = real;
@@ -392,9 +376,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
           ? { kind: "listing", fsPath: dir, checkedAt: now }
           : { kind: "missing", status: 404, checkedAt: now };
       }
-      if (!real.startsWith(base.endsWith("/") ? base : base + "/")) {
-        return { kind: "missing", status: 404, checkedAt: now };
-      }
+      if (!within(real, base)) return { kind: "missing", status: 404, checkedAt: now };
     } else if (trailingSlash || !info.isFile) {
       return { kind: "missing", status: 404, checkedAt: now };
     }
@@ -449,7 +431,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
     try {
       const real = await Deno.realPath(path);
       const info = await Deno.stat(real);
-      return info.isFile && real.startsWith(base + "/") ? { path: real, info } : null;
+      return info.isFile && within(real, base) ? { path: real, info } : null;
     } catch {
       return null;
     }

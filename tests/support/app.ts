@@ -4,11 +4,11 @@
  *
  * @module
  */
+import { bootLoaded } from "../../src/app/boot.ts";
 import { validate } from "../../src/config/load.ts";
 import type { Config } from "../../src/config/schema.ts";
 import type { RequestContext } from "../../src/http/types.ts";
 import { splitUrl } from "../../src/http/types.ts";
-import { buildApp } from "../../src/routes/build.ts";
 import { type Answer, answerOf } from "./clients.ts";
 import { type CapturedLog, captureLogger } from "./servers.ts";
 
@@ -33,14 +33,15 @@ export interface TestApp extends Disposable {
 
 /**
  * Builds the app for `raw` configuration as {@link startTestServer} would (merged over
- * 127.0.0.1 and port 0, otherwise the shipped defaults; access log on, to the test's logger).
+ * 127.0.0.1 and port 0, otherwise the shipped defaults; access log on, to the test's logger;
+ * through the start's boot path, its checks and warnings included).
  */
-export function testApp(raw: Record<string, unknown>): TestApp {
+export async function testApp(raw: Record<string, unknown>): Promise<TestApp> {
   const merged = structuredClone(raw) as Record<string, Record<string, unknown>>;
   merged.server = { host: "127.0.0.1", port: 0, ...merged.server };
-  const { config } = validate(merged);
-  const log = captureLogger(config.logging.level);
-  const app = buildApp(config, log);
+  const loaded = validate(merged);
+  const log = captureLogger(loaded.config.logging.level);
+  const { config, app } = await bootLoaded(loaded, log);
   const request = async (input: Request | string, init?: RequestInit) => {
     const req = typeof input === "string"
       ? new Request(new URL(input, "http://localhost"), init)
@@ -82,6 +83,6 @@ export async function appRequest(
   input: Request | string,
   init?: RequestInit,
 ): Promise<Response> {
-  using app = testApp(raw);
+  using app = await testApp(raw);
   return await app.request(input, init);
 }

@@ -4,10 +4,10 @@
  *
  * @module
  */
+import { type Booted, bootLoaded } from "../../src/app/boot.ts";
 import { validate } from "../../src/config/load.ts";
 import type { Config } from "../../src/config/schema.ts";
 import { createLogger, type Logger } from "../../src/log/logger.ts";
-import { buildApp } from "../../src/routes/build.ts";
 import { type RunningServer, startServer } from "../../src/server/server.ts";
 
 /** Lines a test logger collected. */
@@ -40,6 +40,15 @@ export function captureLogger(level: Config["logging"]["level"] = "DEBUG"): Capt
   };
 }
 
+/**
+ * `raw` configuration (what a config.yaml parses to) through the start's own boot path
+ * (`app/boot.ts`): every check, its warnings logged to `log`, the route table built. Rejects as a
+ * start refuses.
+ */
+export async function bootRaw(raw: Record<string, unknown>, log: Logger): Promise<Booted> {
+  return await bootLoaded(validate(raw), log);
+}
+
 /** A server started in this process on 127.0.0.1 and a free port. */
 export interface TestServer extends AsyncDisposable {
   url: string;
@@ -51,7 +60,7 @@ export interface TestServer extends AsyncDisposable {
 /**
  * Starts the real server with `raw` configuration merged over port 0 (with HTTP/3 a free port
  * below the ephemeral range) on 127.0.0.1, otherwise on the shipped defaults (access log on, to
- * the test's logger); dispose it to stop it.
+ * the test's logger), booted as a start boots ({@link bootRaw}); dispose it to stop it.
  */
 export async function startTestServer(raw: Record<string, unknown>): Promise<TestServer> {
   const merged = structuredClone(raw) as Record<string, Record<string, unknown>>;
@@ -59,9 +68,10 @@ export async function startTestServer(raw: Record<string, unknown>): Promise<Tes
   // already be as some client's UDP socket: such a server gets a port below that range.
   const port = merged.ssl?.http3 ? freePort() : 0;
   merged.server = { host: "127.0.0.1", port, ...merged.server };
-  const { config } = validate(merged);
-  const log = captureLogger(config.logging.level);
-  const server = await startServer(config, log, buildApp(config, log));
+  const loaded = validate(merged);
+  const log = captureLogger(loaded.config.logging.level);
+  const { config, app } = await bootLoaded(loaded, log);
+  const server = await startServer(config, log, app);
   return {
     url: server.url.replace(/\/$/, ""),
     server,

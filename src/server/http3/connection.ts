@@ -15,6 +15,7 @@
  * @module
  */
 import type { Exchange, ExchangeHandler } from "../listener.ts";
+import { TOKEN } from "../../http/headers.ts";
 import {
   FRAME,
   frameHeader,
@@ -517,7 +518,7 @@ function requestHead(fields: [string, string][], madeUp: string) {
   }
   if (cookies.length) headers.set("cookie", cookies.join("; "));
   const method = pseudo.get(":method");
-  if (!method || !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(method)) throw new Malformed();
+  if (!method || !TOKEN.test(method)) throw new Malformed();
   if (method === "CONNECT") {
     return { method, url: `https://${madeUp}/`, headers, contentLength };
   }

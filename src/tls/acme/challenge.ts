@@ -53,25 +53,3 @@ export function createChallengeResponder(store: ChallengeStore, log?: Logger): C
     },
   };
 }
-
-/** Options of {@link serveChallenges}. */
-export interface ChallengeListenerOptions {
-  /** Address to bind. Default "0.0.0.0". */
-  hostname?: string;
-  /** Port to bind (`ssl.acme.http_port`). */
-  port: number;
-  responder: ChallengeResponder;
-  /** Answers every request that is not a challenge (a redirect to HTTPS). */
-  others: (request: Request) => Response;
-}
-
-/**
- * The plain-HTTP listener on `port`: challenges first, everything else to `others`. It is also
- * the `ssl.redirect_http` listener when that names the same port.
- */
-export function serveChallenges(options: ChallengeListenerOptions): Deno.HttpServer<Deno.NetAddr> {
-  return Deno.serve(
-    { hostname: options.hostname ?? "0.0.0.0", port: options.port, onListen() {} },
-    (request) => options.responder.handle(request) ?? options.others(request),
-  );
-}

@@ -11,6 +11,9 @@
  * the storage's order lock, so one instance orders while the others wait for the result (told by
  * the storage's notification, or found by the poll every `ssl.acme.poll_interval`).
  *
+ * The manager opens no socket: the CA's http-01 requests reach {@link AcmeManager.handleChallenge}
+ * through the listener `server/challenge_listener.ts` opens on `ssl.acme.http_port`.
+ *
  * @example The first certificate before the HTTPS listener, then port 80 pointed at it
  * ```ts
  * const first = Promise.withResolvers<void>();
@@ -19,15 +22,21 @@
  *   log,
  *   onCertificate: () => first.resolve(), // renewals: the reloader watches the stored files
  * });
- * await manager.start(); // the challenge listener is open from here on
+ * const port80 = listenForChallenges({
+ *   hostname: config.server.host,
+ *   port: config.ssl.acme!.http_port,
+ *   challenges: manager.handleChallenge,
+ * });
+ * await manager.start();
  * if (!manager.certificate) await first.promise;
  * // ssl.cert_file and ssl.key_file name manager.certFile and manager.keyFile
  * const server = await startServer(config, log, app, {
- *   onListen: (addr) => manager.redirectTo(addr.port),
+ *   onListen: (addr) => port80.redirectTo(addr.port),
  * });
  * // … at shutdown
  * await server.shutdown();
  * await manager.stop();
+ * await port80.shutdown();
  * ```
  *
  * @module
@@ -35,9 +44,8 @@
 import { ConfigError } from "../../config/config_error.ts";
 import type { Config } from "../../config/schema.ts";
 import type { Logger } from "../../log/logger.ts";
-import { redirectToHttps } from "../../server/redirect_http.ts";
 import { type AcmeClient, openAccount } from "./account.ts";
-import { createChallengeResponder, serveChallenges } from "./challenge.ts";
+import { createChallengeResponder } from "./challenge.ts";
 import { AcmeError, explainAcmeError } from "./problems.ts";
 import { orderCertificate } from "./order.ts";
 import { createRenewalScheduler } from "./renewal.ts";
@@ -65,18 +73,6 @@ export interface AcmeManagerOptions {
    * after each issuance, with the chain (leaf first) and its private key in PEM.
    */
   onCertificate: (certPem: string, keyPem: string) => void | Promise<void>;
-  /**
-   * Open the http-01 listener on `ssl.acme.http_port`. Default true. Pass false when something
-   * else answers the CA there (it can call {@link AcmeManager.handleChallenge}).
-   */
-  listen?: boolean;
-  /** Address the http-01 listener binds. Default "0.0.0.0". */
-  hostname?: string;
-  /**
-   * Port of the HTTPS listener, for the redirect of non-challenge requests until
-   * {@link AcmeManager.redirectTo} names the real one. Default 443.
-   */
-  httpsPort?: number;
   /** First retry delay after a failed issuance, in ms. Default 60 000. */
   retryMinMs?: number;
   /** Longest retry delay, in ms. Default 3 600 000. */
@@ -90,23 +86,17 @@ export interface AcmeManagerOptions {
 /** A running certificate keeper. */
 export interface AcmeManager {
   /**
-   * Prepares storage and the challenge listener, puts a valid stored certificate into service, or
-   * starts ordering one in the background. Throws {@link ConfigError} for unusable settings.
+   * Prepares storage, puts a valid stored certificate into service, or starts ordering one in
+   * the background. Throws {@link ConfigError} for unusable settings.
    */
   start(): Promise<void>;
-  /** Cancels planned renewals and closes the challenge listener. */
+  /** Cancels planned renewals and closes the storage. */
   stop(): Promise<void>;
   /**
    * Answers `/.well-known/acme-challenge/<token>` requests; null for any other request. The
-   * challenge listener answers with it; for a listener of one's own, see
-   * {@link AcmeManagerOptions.listen}.
+   * listener on `ssl.acme.http_port` (in `server/`) answers the CA with it.
    */
   handleChallenge(request: Request): Response | Promise<Response> | null;
-  /**
-   * From now on the challenge listener redirects requests that are not challenges to HTTPS on
-   * `httpsPort` (the port the HTTPS listener really took, after start and after a reload).
-   */
-  redirectTo(httpsPort: number): void;
   /** The certificate in service, if any. */
   readonly certificate: StoredCertificate | undefined;
   /** The last issuance failure since the last success. */
@@ -121,8 +111,6 @@ export interface AcmeManager {
   readonly keyFile: string | undefined;
   /** Where the state is kept: the folder or the Redis URL (without its password). */
   readonly storageWhere: string;
-  /** Address of the http-01 listener when it runs. */
-  readonly challengeAddr: Deno.NetAddr | undefined;
 }
 
 /** A manager for the `ssl.acme` section; nothing happens until {@link AcmeManager.start}. */
@@ -151,11 +139,6 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
   const names = domains.join(", ");
   const storage = options.storage ?? storageFor(acme, log);
   const responder = createChallengeResponder(storage.challenges, log);
-  const hostname = options.hostname ?? "0.0.0.0";
-  // Used when a request has no usable Host header.
-  const fallbackHost = hostname.includes(":") ? `[${hostname}]` : hostname;
-  let others = redirectToHttps(options.httpsPort ?? 443, fallbackHost);
-  let listener: Deno.HttpServer<Deno.NetAddr> | undefined;
   let certificate: StoredCertificate | undefined;
   let lastError: AcmeError | undefined;
   let client: AcmeClient | undefined;
@@ -310,28 +293,6 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
         }
       }
       await storage.open();
-      if (options.listen ?? true) {
-        try {
-          listener = serveChallenges({
-            hostname,
-            port: acme.http_port,
-            responder,
-            others: (request) => others(request),
-          });
-        } catch (e) {
-          storage.close();
-          const why = e instanceof Deno.errors.AddrInUse
-            ? "already in use"
-            : e instanceof Deno.errors.PermissionDenied
-            ? "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-            : e instanceof Error
-            ? e.message
-            : String(e);
-          throw new ConfigError(
-            `ssl.acme.http_port: cannot listen on ${hostname}:${acme.http_port}: ${why}`,
-          );
-        }
-      }
       // Another instance's new certificate is looked at at once, not at the next poll.
       unwatch = storage.watch(() => {
         if (!stopped) scheduler.at(Date.now());
@@ -357,18 +318,14 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
         scheduler.at(Date.now());
       }
     },
-    async stop() {
+    stop() {
       stopped = true;
       scheduler.stop();
       unwatch();
-      if (listener) await listener.shutdown();
-      listener = undefined;
       storage.close();
+      return Promise.resolve();
     },
     handleChallenge: responder.handle,
-    redirectTo(httpsPort) {
-      others = redirectToHttps(httpsPort, fallbackHost);
-    },
     get certificate() {
       return certificate;
     },
@@ -381,8 +338,5 @@ export function createAcmeManager(options: AcmeManagerOptions): AcmeManager {
     certFile: storage.files?.cert,
     keyFile: storage.files?.key,
     storageWhere: storage.where,
-    get challengeAddr() {
-      return listener?.addr;
-    },
   };
 }

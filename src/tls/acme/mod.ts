@@ -17,21 +17,9 @@ export { AcmeError, type AcmeFailure } from "./problems.ts";
 export { CHALLENGE_PREFIX, type ChallengeResponder } from "./challenge.ts";
 
 /**
- * The manager for `config`, or undefined when `ssl.acme` is not in use. Its challenge listener
- * binds `server.host` on `ssl.acme.http_port` and redirects what is not a challenge to HTTPS;
- * when `ssl.redirect_http` names the same port it is that listener too, and the server opens
- * none there.
- *
- * @example
- * ```ts
- * const first = Promise.withResolvers<void>();
- * const acme = acmeManagerFor(config, log, () => first.resolve());
- * await acme?.start();
- * if (acme && !acme.certificate) await first.promise;
- * const server = await startServer(config, log, app, {
- *   onListen: (addr) => acme?.redirectTo(addr.port),
- * });
- * ```
+ * The manager for `config`, or undefined when `ssl.acme` is not in use. The CA's http-01
+ * requests reach its {@link AcmeManager.handleChallenge} through the listener `server/` opens on
+ * `ssl.acme.http_port` (see `server/challenge_listener.ts`).
  */
 export function acmeManagerFor(
   config: Config,
@@ -44,7 +32,5 @@ export function acmeManagerFor(
     acme,
     log,
     onCertificate,
-    hostname: config.server.host,
-    httpsPort: config.server.port,
   });
 }

@@ -1,6 +1,7 @@
 /**
- * The plain-HTTP listener of `ssl.redirect_http`: every request gets a 308 to the same path on
- * HTTPS.
+ * The answer of the plain-HTTP listeners (`ssl.redirect_http`, and ACME's on
+ * `ssl.acme.http_port` for what is not a challenge): every request gets a 308 to the same path on
+ * HTTPS. A route; the listeners are `server/`'s.
  *
  * @module
  */

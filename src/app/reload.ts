@@ -2,6 +2,8 @@
  * Reload without downtime: on SIGHUP the configuration and certificates are read again and
  * swapped in whole when valid; when the certificate or key file changes on disk, the new pair is
  * taken. Anything that cannot be used is reported in one line and the running setup stays.
+ * {@link applyReload} is the one way a new configuration takes over, in the main thread and in
+ * each worker.
  *
  * @module
  */
@@ -11,21 +13,22 @@ import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
 import { countReload } from "../routes/metrics.ts";
 import { TlsError } from "../tls/certs.ts";
-import type { RunningServer } from "./server.ts";
+import type { RunningServer } from "../server/server.ts";
 
-/** A configuration read again and its route table, ready to take over. */
+/** A configuration read again and its route table, ready to take over (what `boot()` gives). */
 export interface Prepared {
   config: Config;
   app: App;
-  /** Problems that do not stop the reload (unknown keys). */
-  warnings: string[];
 }
 
 /** Options of {@link watchReload}. */
 export interface ReloadOptions {
   server: RunningServer;
   log: Logger;
-  /** Reads, validates and builds the next configuration; throws when it cannot be served. */
+  /**
+   * Reads, validates and builds the next configuration (`boot()`, which logs its warnings);
+   * throws when it cannot be served.
+   */
   prepare(): Promise<Prepared>;
   /** How often the certificate and key files are checked for changes, in ms; 0 = never. Default 1000. */
   certCheckMs?: number;
@@ -52,6 +55,33 @@ export interface Reloader extends Disposable {
 export const oneLine = (e: unknown, debug: boolean): string =>
   e instanceof TlsError ? e.message : explainError(e, debug).split("\n").join("; ");
 
+/**
+ * Prepares the next configuration and puts it into `server`: the reload of the main thread and
+ * of each worker. Counts the reload as a success or a failure; on failure (rethrown) the new
+ * route table is closed and the running configuration stays.
+ */
+export async function applyReload(
+  server: RunningServer,
+  prepare: () => Promise<Prepared>,
+): Promise<{ listenersReplaced: boolean }> {
+  let prepared: Prepared;
+  try {
+    prepared = await prepare();
+  } catch (e) {
+    countReload(false);
+    throw e;
+  }
+  try {
+    const replaced = await server.reload(prepared.config, prepared.app);
+    countReload(true);
+    return replaced;
+  } catch (e) {
+    prepared.app.close();
+    countReload(false);
+    throw e;
+  }
+}
+
 /** Watches for SIGHUP and certificate changes and reloads `server` accordingly. */
 export function watchReload(options: ReloadOptions): Reloader {
   const { server, log, debug = false } = options;
@@ -70,30 +100,18 @@ export function watchReload(options: ReloadOptions): Reloader {
   const reload = () =>
     serial(async () => {
       log.info("reloading configuration");
-      let prepared: Prepared;
-      try {
-        prepared = await options.prepare();
-      } catch (e) {
-        log.error(`reload failed, still serving the previous configuration: ${oneLine(e, debug)}`);
-        countReload(false);
-        return false;
-      }
-      for (const w of prepared.warnings) log.warn(w);
       const before = server.url;
       try {
-        const { listenersReplaced } = await server.reload(prepared.config, prepared.app);
+        const { listenersReplaced } = await applyReload(server, options.prepare);
         log.info(
           `reloaded configuration; serving on ${server.url}` +
             (listenersReplaced
               ? ` (new listeners${before !== server.url ? `, was ${before}` : ""})`
               : ""),
         );
-        countReload(true);
         return true;
       } catch (e) {
-        prepared.app.close();
         log.error(`reload failed, still serving the previous configuration: ${oneLine(e, debug)}`);
-        countReload(false);
         return false;
       }
     });

@@ -5,12 +5,10 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { boot, loadChecked } from "../app/boot.ts";
+import { boot, build, loadChecked } from "./boot.ts";
 import { createLogger, type Logger, loggerOptions } from "../log/logger.ts";
-import { buildApp } from "../routes/build.ts";
-import { type RunningServer, startServer } from "./server.ts";
-import { countReload } from "../routes/metrics.ts";
-import { oneLine } from "./reload.ts";
+import { type RunningServer, startServer } from "../server/server.ts";
+import { applyReload, oneLine } from "./reload.ts";
 import type { WorkerMessage } from "./workers.ts";
 
 let server: RunningServer | undefined;
@@ -22,37 +20,27 @@ const debug = () => flags?.flags.debug ?? false;
 
 /** The main thread's boot path, on the port it holds: a worker refuses what the main refuses. */
 const overrides = () => ({ ...flags.flags, port: flags.port });
+/** The main thread has said the warnings (and probed the backends) already. */
+const quiet = { logWarnings: false };
 
 async function handle(data: WorkerMessage) {
   try {
     if (data.type === "start") {
       flags = data;
-      const { config } = await loadChecked(overrides());
+      const checked = await loadChecked(overrides());
       log = createLogger({
-        ...loggerOptions(config.logging),
+        ...loggerOptions(checked.config.logging),
         forward: (console, file) => post({ type: "log", console, file }),
       });
-      server = await startServer(config, log, buildApp(config, log), { sharePort: true });
+      server = await startServer(checked.config, log, build(checked, log, quiet), {
+        sharePort: true,
+      });
       server.finished.catch(() => post({ type: "lost" })); // already logged by the server
       post({ type: "ready" });
     } else if (data.type === "reload") {
       if (!server || !log) throw new Error("it is not serving");
-      let booted;
-      try {
-        booted = await boot(overrides(), log);
-      } catch (e) {
-        countReload(false);
-        throw e;
-      }
-      const { config, app } = booted;
-      try {
-        await server.reload(config, app);
-      } catch (e) {
-        app.close();
-        countReload(false);
-        throw e;
-      }
-      countReload(true);
+      const logger = log;
+      await applyReload(server, () => boot(overrides(), logger, quiet));
       post({ type: "reloaded", id: data.id });
     } else if (data.type === "stop") {
       await server?.shutdown(data.timeoutMs);

@@ -9,7 +9,7 @@
  */
 import type { Overrides } from "../config/overrides.ts";
 import type { Logger } from "../log/logger.ts";
-import { ListenerLost } from "./server.ts";
+import { ListenerLost } from "../server/server.ts";
 
 /** Messages between the main thread and a worker. */
 export type WorkerMessage =

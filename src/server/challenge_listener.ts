@@ -1,0 +1,71 @@
+/**
+ * The plain-HTTP listener on `ssl.acme.http_port` (port 80): ACME's http-01 challenge handler
+ * mounted first, the HTTPS redirect for everything else. It opens before the first certificate
+ * is ordered (the CA fetches the answer here) and stays for the life of the process; when
+ * `ssl.redirect_http` names the same port it is that listener too, and the server opens none
+ * there.
+ *
+ * @module
+ */
+import { ConfigError } from "../config/config_error.ts";
+import { redirectToHttps } from "../routes/https_redirect.ts";
+
+/** Options of {@link listenForChallenges}. */
+export interface ChallengeListenerOptions {
+  /** Address to bind (`server.host`). */
+  hostname: string;
+  /** Port to bind (`ssl.acme.http_port`). */
+  port: number;
+  /** Answers a challenge request; null for any other request (then redirected to HTTPS). */
+  challenges: (request: Request) => Response | Promise<Response> | null;
+  /**
+   * Port of the HTTPS listener, for the redirect, until {@link ChallengeListener.redirectTo}
+   * names the real one. Default 443.
+   */
+  httpsPort?: number;
+}
+
+/** A running challenge listener. */
+export interface ChallengeListener {
+  readonly addr: Deno.NetAddr;
+  /**
+   * From now on requests that are not challenges are redirected to HTTPS on `httpsPort` (the
+   * port the HTTPS listener really took, after start and after a reload).
+   */
+  redirectTo(httpsPort: number): void;
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Opens the listener. Throws {@link ConfigError} naming `ssl.acme.http_port` when the port
+ * cannot be bound.
+ */
+export function listenForChallenges(options: ChallengeListenerOptions): ChallengeListener {
+  const { hostname, port, challenges } = options;
+  // Used when a request has no usable Host header.
+  const fallbackHost = hostname.includes(":") ? `[${hostname}]` : hostname;
+  let others = redirectToHttps(options.httpsPort ?? 443, fallbackHost);
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve(
+      { hostname, port, onListen() {} },
+      (request) => challenges(request) ?? others(request),
+    );
+  } catch (e) {
+    const why = e instanceof Deno.errors.AddrInUse
+      ? "already in use"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+      : e instanceof Error
+      ? e.message
+      : String(e);
+    throw new ConfigError(`ssl.acme.http_port: cannot listen on ${hostname}:${port}: ${why}`);
+  }
+  return {
+    addr: server.addr,
+    redirectTo(httpsPort) {
+      others = redirectToHttps(httpsPort, fallbackHost);
+    },
+    shutdown: () => server.shutdown(),
+  };
+}
