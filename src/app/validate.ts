@@ -117,6 +117,9 @@ export function checkProxyTargets(config: Config): CheckResult[] {
 export async function checkTls(config: Config, now = new Date()): Promise<CheckResult[]> {
   const { ssl } = config;
   if (!ssl.enabled) return [ok("ssl", "HTTPS is off")];
+  if (!ssl.acme && !ssl.cert_file && !ssl.key_file) {
+    return [ok("ssl", "no certificate files: a certificate from the local CA is made at start")];
+  }
   if (ssl.acme && !ssl.cert_file) {
     return [ok(
       "ssl.acme",

@@ -18,12 +18,28 @@ export interface Flags extends Overrides {
   skipProxyCheck: boolean;
   /** `--test all|configuration|directories`. */
   test?: "all" | "configuration" | "directories";
+  /** A command word before or among the options: `trust`, `untrust`, `permissions`. */
+  command?: Command;
+  /** The folder given as an argument (`denoserve ./dist`), also in `static`. */
+  folder?: string;
 }
+
+/** The commands besides serving. */
+export const COMMANDS = ["trust", "untrust"] as const;
+export type Command = typeof COMMANDS[number];
 
 /** A command line that cannot be understood; exit 2 with usage. */
 export class UsageError extends Error {}
 
-export const USAGE = `Usage: denoserve [options]
+export const USAGE = `Usage: denoserve [options] [FOLDER]
+       denoserve trust | untrust
+
+Serves FOLDER (default ./static, or http.static_dir of the config file).
+
+Commands:
+  trust                    install the local CA's root (used by --ssl without --cert/--key)
+                           into the system's trust store and the browsers' NSS databases
+  untrust                  remove it again
 
 Options:
   -c, --config PATH        configuration file (default ./config.yaml)
@@ -31,7 +47,7 @@ Options:
   -p, --port PORT          port to listen on (default 8000)
   -s, --static DIR         folder of static files (default ./static)
   -t, --templates DIR      folder of error page templates (default ./templates)
-      --ssl                serve HTTPS
+      --ssl                serve HTTPS (without --cert/--key: a certificate from the local CA)
       --cert FILE          certificate chain (PEM) for --ssl
       --key FILE           private key (PEM) for --ssl
       --ssl-config         save --ssl --cert --key into the config file and exit
@@ -64,7 +80,7 @@ export function parseFlags(args: string[]): Flags {
     parsed = parseArgs({
       args,
       strict: true,
-      allowPositionals: false,
+      allowPositionals: true,
       options: {
         config: { type: "string", short: "c" },
         port: { type: "string", short: "p" },
@@ -90,6 +106,16 @@ export function parseFlags(args: string[]): Flags {
   for (const name of ["config", "host", "static", "templates", "cert", "key"] as const) {
     if (v[name] === "") throw new UsageError(`--${name} needs a value`);
   }
+  const positionals = [...parsed.positionals];
+  const command = COMMANDS.find((c) => c === positionals[0]);
+  if (command) positionals.shift();
+  if (positionals.length > 1 || (command && positionals.length)) {
+    throw new UsageError(`unexpected argument "${positionals.at(-1)}"`);
+  }
+  if (positionals.length && v.static !== undefined) {
+    throw new UsageError(`give the folder once: "${positionals[0]}" or --static ${v.static}`);
+  }
+  const folder = positionals[0];
   const test = v.test;
   if (test !== undefined && !["all", "configuration", "directories"].includes(test)) {
     throw new UsageError(`--test must be all, configuration or directories, got "${test}"`);
@@ -98,7 +124,7 @@ export function parseFlags(args: string[]): Flags {
     config: v.config,
     port: v.port === undefined ? undefined : parsePort(v.port, "--port"),
     host: v.host,
-    static: v.static,
+    static: v.static ?? folder,
     templates: v.templates,
     debug: v.debug,
     version: v.version,
@@ -110,5 +136,7 @@ export function parseFlags(args: string[]): Flags {
     proxy: v.proxy.map(parseProxy),
     skipProxyCheck: v["skip-proxy-check"],
     test: test as Flags["test"],
+    command,
+    folder,
   };
 }

@@ -23,6 +23,14 @@ import { startWorkers, type WorkerPool } from "../server/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
 import { runSslConfig } from "./ssl_config.ts";
+import {
+  keepRenewing,
+  type LocalHttps,
+  localHttpsLines,
+  prepareLocalHttps,
+  usesLocalCa,
+} from "./local_https.ts";
+import { networkAddresses, reachOf, urlFor } from "./addresses.ts";
 import { runChecks } from "./test_command.ts";
 import { explainError } from "../http/errors.ts";
 import { type Flags, parseFlags, USAGE, UsageError } from "./flags.ts";
@@ -64,11 +72,31 @@ export async function run(args: string[]): Promise<number> {
     console.log(`denoserve ${VERSION}`);
     return 0;
   }
+  if (flags.command === "trust" || flags.command === "untrust") {
+    const { runTrust } = await import("./trust.ts");
+    return await runTrust(flags.command === "trust");
+  }
   if (flags.sslConfig) return await runSslConfig(flags);
   if (flags.test) return await runChecks(flags, flags.test);
+  if (flags.folder !== undefined) {
+    // A folder named on the command line must be there (a configured one may come later).
+    const info = await Deno.stat(flags.folder).catch((e) => e as Error);
+    if (info instanceof Deno.errors.NotFound || (!(info instanceof Error) && !info.isDirectory)) {
+      stderr(`${flags.folder} is not a folder; name the folder to serve`);
+      return 2;
+    }
+  }
   let loaded: LoadedConfig;
+  let local: LocalHttps | undefined;
   try {
     loaded = await loadChecked(flags);
+    if (usesLocalCa(loaded.config)) {
+      // The leaf's files are given as --cert and --key would be: a reload and each worker load
+      // the same pair, and the file watch takes each renewal.
+      local = await prepareLocalHttps(loaded.config);
+      flags = { ...flags, cert: local.leaf.cert, key: local.leaf.key };
+      loaded = await loadChecked(flags);
+    }
   } catch (e) {
     return refuse(e, flags.debug);
   }
@@ -84,13 +112,18 @@ export async function run(args: string[]): Promise<number> {
   }
   try {
     for (const w of loaded.warnings) log.warn(w);
-    return await serve(loaded, log, flags);
+    return await serve(loaded, log, flags, local);
   } finally {
     await log.close();
   }
 }
 
-async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<number> {
+async function serve(
+  loaded: LoadedConfig,
+  log: Logger,
+  flags: Flags,
+  local?: LocalHttps,
+): Promise<number> {
   const { config } = loaded;
   try {
     await Deno.stat(config.http.static_dir);
@@ -163,7 +196,17 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
     server,
     log,
     debug: flags.debug,
-    prepare: () => boot(flags, log),
+    prepare: async () => {
+      const next = await boot(flags, log);
+      if (usesLocalCa(next.config)) {
+        next.app.close();
+        throw new ConfigError(
+          "ssl: HTTPS without certificate files or ACME uses the local CA, which is set up at " +
+            "start; restart denoserve to turn it on",
+        );
+      }
+      return next;
+    },
   });
   reloading.reloader = watcher;
   // One that arrived between the start of the listener and now.
@@ -189,6 +232,14 @@ async function serve(loaded: LoadedConfig, log: Logger, flags: Flags): Promise<n
         ? `; PROXY protocol required, from ${config.server.proxy_protocol_from.join(", ")}`
         : ""),
   );
+  for (const line of bannerLines(server, config)) log.info(line);
+  if (local) { for (const line of localHttpsLines(local)) log.info(line); }
+  using _renewing = local
+    ? keepRenewing(local, log, () => {
+      void watcher.reloadCertificates();
+      reloadWorkers();
+    })
+    : undefined;
   log.flush();
   const stop = () => {
     log.info("shutting down");
@@ -220,4 +271,32 @@ function limitsOf(config: Config): string {
   const { max, perIp } = connectionLimits(config);
   return `, up to ${max === 0 ? "unlimited" : max} connections` +
     (perIp > 0 ? ` (${perIp} per client address)` : "");
+}
+
+/**
+ * Every URL the server answers on, when there is more than the one in the first line: the local
+ * names, and on 0.0.0.0 or :: the machine's network addresses.
+ */
+function bannerLines(server: RunningServer, config: Config): string[] {
+  const url = new URL(server.url);
+  const scheme = url.protocol.slice(0, -1);
+  const port = Number(url.port || (scheme === "https" ? 443 : 80));
+  let unlisted: string | undefined;
+  const reach = reachOf(config.server.host, () => {
+    try {
+      return networkAddresses(config.server.host.includes(":"));
+    } catch (e) {
+      unlisted = explainError(e);
+      return [];
+    }
+  });
+  const lines: string[] = [];
+  if (reach.local.length) {
+    lines.push(`local: ${reach.local.map((h) => urlFor(scheme, h, port)).join("  ")}`);
+  }
+  if (reach.network.length && reach.local.length) {
+    lines.push(`network: ${reach.network.map((h) => urlFor(scheme, h, port)).join("  ")}`);
+  }
+  if (unlisted) lines.push(`network addresses not listed: ${unlisted}`);
+  return lines;
 }
