@@ -152,6 +152,35 @@ Deno.test("server.backlog sets the listen queue length", async () => {
   assert.equal(sendQ, "37");
 });
 
+Deno.test("a folder argument, --spa and --cors: serve, http-server and file_server habits", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "dist/index.html": "<h1>app</h1>",
+    "dist/assets/app.js": "run()",
+  });
+  // No config.yaml in the working folder: built-in defaults plus the flags.
+  await using server = await spawnCli(["./dist", "--spa", "--cors", "-p", "0"], { cwd: dir.path });
+  assert.match(server.output(), /serving .*\/dist on http:\/\/127\.0\.0\.1:\d+\//);
+  const port = new URL(server.url).port;
+  assert.match(
+    server.output(),
+    new RegExp(`local: http://localhost:${port}/ +http://127\\.0\\.0\\.1:${port}/`),
+  );
+  // An unknown path is the app's page; a missing file stays 404.
+  const deep = await fetch(`${server.url}/settings/profile`);
+  assert.equal(deep.status, 200);
+  assert.equal(await deep.text(), "<h1>app</h1>");
+  const missing = await fetch(`${server.url}/assets/missing.js`);
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  const asset = await fetch(`${server.url}/assets/app.js`, {
+    headers: { origin: "http://a.test" },
+  });
+  assert.equal(await asset.text(), "run()");
+  assert.equal(asset.headers.get("access-control-allow-origin"), "*");
+  assert.doesNotMatch(server.output(), /WARNING/);
+});
+
 Deno.test("a folder argument that is not there: one line, exit 2", async () => {
   await using dir = await tempDir();
   const r = await runCli(["./nowhere"], { cwd: dir.path });

@@ -51,6 +51,8 @@ Options:
       --cert FILE          certificate chain (PEM) for --ssl
       --key FILE           private key (PEM) for --ssl
       --ssl-config         save --ssl --cert --key into the config file and exit
+      --spa                unknown paths answer index.html (single-page apps)
+      --cors               allow cross-origin requests from any origin
       --proxy HOST:PORT/PATH
                            forward PATH to a backend (repeatable)
       --skip-proxy-check   do not probe backends at start
@@ -97,6 +99,8 @@ export function parseFlags(args: string[]): Flags {
         proxy: { type: "string", multiple: true, default: [] },
         "skip-proxy-check": { type: "boolean", default: false },
         test: { type: "string" },
+        spa: { type: "boolean", default: false },
+        cors: { type: "boolean", default: false },
       },
     });
   } catch (e) {
@@ -136,6 +140,8 @@ export function parseFlags(args: string[]): Flags {
     proxy: v.proxy.map(parseProxy),
     skipProxyCheck: v["skip-proxy-check"],
     test: test as Flags["test"],
+    spa: v.spa || undefined,
+    cors: v.cors || undefined,
     command,
     folder,
   };
