@@ -115,7 +115,7 @@ export function baseFor(
 /** `deno task start`: what the bundled config.yaml needs and no more. */
 export const START_PERMISSIONS: readonly string[] = [
   "--allow-net=127.0.0.1:8000",
-  "--allow-read=./config.yaml,./static,./templates",
+  "--allow-read=./config.yaml,./static,./templates,./ssl",
   `--allow-env=${ENV_ALLOWED.join(",")}`,
   "--no-prompt",
 ];
