@@ -13,6 +13,7 @@ import {
   INCLUDES,
   outputFor,
   PERMISSIONS,
+  runFor,
   TARGETS,
   UNSTABLE,
   V8_FLAGS,
@@ -35,8 +36,10 @@ Deno.test("the compile command is exactly this", () => {
     "--allow-read",
     "--allow-write",
     "--allow-env",
+    "--allow-sys=hostname,networkInterfaces",
     "--no-prompt",
     ...ffiFor(Deno.build.target),
+    ...runFor(Deno.build.target),
     "--include",
     "src/server/worker_main.ts",
     "--output",
@@ -56,6 +59,7 @@ Deno.test("the compile command is exactly this", () => {
     ...UNSTABLE,
     ...V8_FLAGS,
     ...PERMISSIONS,
+    "--allow-run=security",
     "--target",
     "aarch64-apple-darwin",
     "--include",
@@ -121,11 +125,18 @@ Deno.test("the baked-in permissions are no wider than the server needs", () => {
     "--allow-read",
     "--allow-write",
     "--allow-env",
+    "--allow-sys=hostname,networkInterfaces",
     "--no-prompt",
   ]);
   for (const p of PERMISSIONS) {
-    assert.doesNotMatch(p, /^(-A|--allow-all|--allow-(run|ffi|sys|import|hrtime))/);
+    assert.doesNotMatch(p, /^(-A|--allow-all|--allow-(run|ffi|import|hrtime))/);
+    assert.doesNotMatch(p, /^--allow-sys$/, "sys only for the host name and addresses");
   }
+  // Running programs: only the trust-store tools of `denoserve trust`, named.
+  assert.deepEqual(runFor("x86_64-unknown-linux-gnu"), [
+    "--allow-run=update-ca-certificates,update-ca-trust,certutil",
+  ]);
+  assert.deepEqual(runFor("x86_64-pc-windows-msvc"), ["--allow-run=certutil"]);
   assert.deepEqual(ENV_ALLOWED, [
     "DENOSERVE_*",
     "PYSERVE_*",

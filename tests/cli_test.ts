@@ -24,6 +24,7 @@ Deno.test("bad flags print the problem and the usage and exit 2", async () => {
     [["--test", "everything"], /--test must be all, configuration or directories/],
     [["one", "two"], /unexpected argument "two"/],
     [["trust", "extra"], /unexpected argument "extra"/],
+    [["--systemd"], /--systemd goes with the permissions command/],
   ];
   for (const [args, message] of cases) {
     const r = await runCli(args);

@@ -22,10 +22,12 @@ export interface Flags extends Overrides {
   command?: Command;
   /** The folder given as an argument (`denoserve ./dist`), also in `static`. */
   folder?: string;
+  /** `permissions --systemd`: a systemd unit instead of the command line. */
+  systemd: boolean;
 }
 
 /** The commands besides serving. */
-export const COMMANDS = ["trust", "untrust"] as const;
+export const COMMANDS = ["trust", "untrust", "permissions"] as const;
 export type Command = typeof COMMANDS[number];
 
 /** A command line that cannot be understood; exit 2 with usage. */
@@ -33,6 +35,7 @@ export class UsageError extends Error {}
 
 export const USAGE = `Usage: denoserve [options] [FOLDER]
        denoserve trust | untrust
+       denoserve permissions [options] [--systemd]
 
 Serves FOLDER (default ./static, or http.static_dir of the config file).
 
@@ -40,6 +43,8 @@ Commands:
   trust                    install the local CA's root (used by --ssl without --cert/--key)
                            into the system's trust store and the browsers' NSS databases
   untrust                  remove it again
+  permissions              print the least-privilege deno run line for the configuration
+                           (--systemd: a systemd unit with the same limits)
 
 Options:
   -c, --config PATH        configuration file (default ./config.yaml)
@@ -99,6 +104,7 @@ export function parseFlags(args: string[]): Flags {
         proxy: { type: "string", multiple: true, default: [] },
         "skip-proxy-check": { type: "boolean", default: false },
         test: { type: "string" },
+        systemd: { type: "boolean", default: false },
         spa: { type: "boolean", default: false },
         cors: { type: "boolean", default: false },
       },
@@ -113,11 +119,14 @@ export function parseFlags(args: string[]): Flags {
   const positionals = [...parsed.positionals];
   const command = COMMANDS.find((c) => c === positionals[0]);
   if (command) positionals.shift();
-  if (positionals.length > 1 || (command && positionals.length)) {
+  if (positionals.length > 1 || (command && command !== "permissions" && positionals.length)) {
     throw new UsageError(`unexpected argument "${positionals.at(-1)}"`);
   }
   if (positionals.length && v.static !== undefined) {
     throw new UsageError(`give the folder once: "${positionals[0]}" or --static ${v.static}`);
+  }
+  if (v.systemd && command !== "permissions") {
+    throw new UsageError("--systemd goes with the permissions command");
   }
   const folder = positionals[0];
   const test = v.test;
@@ -144,5 +153,6 @@ export function parseFlags(args: string[]): Flags {
     cors: v.cors || undefined,
     command,
     folder,
+    systemd: v.systemd,
   };
 }

@@ -76,6 +76,10 @@ export async function run(args: string[]): Promise<number> {
     const { runTrust } = await import("./trust.ts");
     return await runTrust(flags.command === "trust");
   }
+  if (flags.command === "permissions") {
+    const { runPermissions } = await import("./permissions.ts");
+    return await runPermissions(flags, args);
+  }
   if (flags.sslConfig) return await runSslConfig(flags);
   if (flags.test) return await runChecks(flags, flags.test);
   if (flags.folder !== undefined) {
