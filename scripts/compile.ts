@@ -130,6 +130,36 @@ export const START_PERMISSIONS: readonly string[] = [
   "--no-prompt",
 ];
 
+/**
+ * The local CA's folder in `deno task https` and `deno task trust`, the same on every system so
+ * that the two tasks and their permissions agree (the binary's own default is the system's usual
+ * place; on Linux without XDG_DATA_HOME, this one).
+ */
+export const TASK_CA_DIR = "$HOME/.local/share/denoserve/ca";
+
+/** `deno task https`: the start task's, plus reading and writing the local CA's folder. */
+export const HTTPS_PERMISSIONS: readonly string[] = [
+  "--allow-net=127.0.0.1:8000",
+  `--allow-read=./config.yaml,./static,./templates,./ssl,${TASK_CA_DIR}`,
+  `--allow-write=${TASK_CA_DIR}`,
+  `--allow-env=${ENV_ALLOWED.join(",")}`,
+  "--no-prompt",
+];
+
+/**
+ * `deno task trust` (and `untrust`): the local CA, the system stores of Debian and Fedora, and
+ * the NSS databases under HOME; the trust-store tools.
+ */
+export const TRUST_PERMISSIONS: readonly string[] = [
+  `--allow-read=${TASK_CA_DIR},/usr/local/share/ca-certificates,/etc/pki/ca-trust/source/anchors,` +
+  "$HOME/.pki,$HOME/.mozilla,$HOME/snap",
+  `--allow-write=${TASK_CA_DIR},/usr/local/share/ca-certificates,/etc/pki/ca-trust/source/anchors,` +
+  "$HOME/.pki",
+  "--allow-env=DENOSERVE_*,HOME",
+  "--allow-run=update-ca-certificates,update-ca-trust,certutil,security",
+  "--no-prompt",
+];
+
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,

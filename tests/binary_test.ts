@@ -169,9 +169,9 @@ Deno.test("every environment variable named in src/ is inside the granted list",
   await walk(`${ROOT}/src`);
   for (const name of ENV_NAMES) named.add(name);
   assert.ok(named.has("NO_COLOR"));
-  // Read by `denoserve trust`/`untrust` only (cli/trust.ts: the tools on PATH, the browsers'
-  // databases under HOME), never by the server.
-  const trustOnly = ["PATH", "HOME"];
+  // Read by `denoserve trust`/`untrust` only (cli/trust.ts: the browsers' databases under HOME),
+  // never by the server.
+  const trustOnly = ["HOME"];
   assert.deepEqual([...named].filter((n) => !granted(n) && !trustOnly.includes(n)), []);
 });
 

@@ -4,7 +4,15 @@
  * needs.
  */
 import assert from "node:assert/strict";
-import { ENV_ALLOWED, START_PERMISSIONS, UNSTABLE, V8_FLAGS } from "../scripts/compile.ts";
+import {
+  ENV_ALLOWED,
+  HTTPS_PERMISSIONS,
+  START_PERMISSIONS,
+  TASK_CA_DIR,
+  TRUST_PERMISSIONS,
+  UNSTABLE,
+  V8_FLAGS,
+} from "../scripts/compile.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { ENV_NAMES } from "../src/config/load.ts";
 import { curl, runCli, spawnCli } from "./support/cli.ts";
@@ -41,6 +49,13 @@ Deno.test("deno task start grants exactly the permissions (and V8 flags) in scri
   const args = [...V8_FLAGS, ...UNSTABLE, ...START_PERMISSIONS].map(quote).join(" ");
   assert.equal(denoJson.tasks.start, `deno run ${args} main.ts`);
   assert.equal(denoJson.tasks.dev, `deno run --watch ${args} main.ts -d`);
+  // deno task https and trust: the local CA in one folder named the same way in both.
+  const ca = `DENOSERVE_CA_DIR=${TASK_CA_DIR}`;
+  const https = [...V8_FLAGS, ...UNSTABLE, ...HTTPS_PERMISSIONS].map(quote).join(" ");
+  assert.equal(denoJson.tasks.https, `${ca} deno run ${https} main.ts --ssl`);
+  const trust = TRUST_PERMISSIONS.map(quote).join(" ");
+  assert.equal(denoJson.tasks.trust, `${ca} deno run ${trust} main.ts trust`);
+  assert.equal(denoJson.tasks.untrust, `${ca} deno run ${trust} main.ts untrust`);
   // Network only for the bundled config's address, reading only its file and folders, no write.
   assert.ok(START_PERMISSIONS.includes("--allow-net=127.0.0.1:8000"));
   assert.ok(START_PERMISSIONS.includes("--allow-read=./config.yaml,./static,./templates,./ssl"));
@@ -94,6 +109,31 @@ Deno.test("the seed's steps: mkdir -p ssl, its openssl line, then the start task
   assert.match(server.url, /^https:/);
   // A self-signed certificate: curl -k, as a browser after its warning.
   const r = await curl(["-k", `${server.url.replace("127.0.0.1", "localhost")}/`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "<h1>home</h1>");
+  assert.doesNotMatch(server.output(), /permission denied/);
+});
+
+Deno.test("deno task https: HTTPS from the local CA with the task's permissions", async () => {
+  await using home = await tempDir();
+  await using dir = await tempDir();
+  await Deno.copyFile(`${ROOT}/config.yaml`, `${dir.path}/config.yaml`);
+  await writeFiles(dir.path, { "static/index.html": "<h1>home</h1>" });
+  // As the task, with HOME a throwaway folder and on a free port.
+  const permissions = HTTPS_PERMISSIONS.map((p) =>
+    p.startsWith("--allow-net") ? NET : p.replaceAll("$HOME", home.path)
+  );
+  const ca = TASK_CA_DIR.replace("$HOME", home.path);
+  await using server = await spawnCli(["--ssl", "-p", "0"], {
+    cwd: dir.path,
+    permissions,
+    env: { HOME: home.path, DENOSERVE_CA_DIR: ca },
+  });
+  const r = await curl([
+    "--cacert",
+    `${ca}/root.pem`,
+    `${server.url.replace("127.0.0.1", "localhost")}/`,
+  ]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, "<h1>home</h1>");
   assert.doesNotMatch(server.output(), /permission denied/);

@@ -25,18 +25,18 @@ type Argv = [string, ...string[]];
 const shellWord = (w: string) => /^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replaceAll("'", "'\\''")}'`;
 const shown = (argv: Argv) => argv.map(shellWord).join(" ");
 
-/** Where `program` is on PATH, or undefined. */
-function onPath(program: string): string | undefined {
-  const sep = Deno.build.os === "windows" ? ";" : ":";
-  for (const dir of (Deno.env.get("PATH") ?? "").split(sep)) {
-    if (!dir) continue;
-    for (const name of Deno.build.os === "windows" ? [`${program}.exe`, program] : [program]) {
-      try {
-        if (Deno.statSync(join(dir, name)).isFile) return join(dir, name);
-      } catch { /* not here */ }
-    }
+/**
+ * Whether `program` can be run: tried once with `--help` (found on PATH by the system, and
+ * allowed by `--allow-run`), its answer ignored.
+ */
+function hasProgram(program: string): boolean {
+  try {
+    new Deno.Command(program, { args: ["--help"], stdin: "null", stdout: "null", stderr: "null" })
+      .outputSync();
+    return true;
+  } catch {
+    return false;
   }
-  return undefined;
 }
 
 const isDir = (path: string) => {
@@ -113,7 +113,7 @@ export function systemStore(id: string, prefix: string): SystemStore | undefined
     };
   }
   const debian = at("/usr/local/share/ca-certificates");
-  if (isDir(debian) && onPath("update-ca-certificates")) {
+  if (isDir(debian) && hasProgram("update-ca-certificates")) {
     const update: Argv = prefix
       ? [
         "update-ca-certificates",
@@ -141,7 +141,7 @@ export function systemStore(id: string, prefix: string): SystemStore | undefined
     };
   }
   const fedora = at("/etc/pki/ca-trust/source/anchors");
-  if (isDir(fedora) && onPath("update-ca-trust")) {
+  if (isDir(fedora) && hasProgram("update-ca-trust")) {
     const file = join(fedora, `${name}.pem`);
     return {
       name: `the system store (${fedora}, update-ca-trust)`,
@@ -290,8 +290,7 @@ async function changeNss(install: boolean, nickname: string, root: string): Prom
   if (Deno.build.os !== "linux") return [];
   const home = Deno.env.get("HOME");
   if (!home) return [{ done: false, lines: ["NSS databases: HOME is not set; skipped"] }];
-  const certutil = onPath("certutil");
-  if (!certutil) {
+  if (!hasProgram("certutil")) {
     return [{
       done: true,
       lines: [
