@@ -300,3 +300,18 @@ Deno.test({
     assert.match(store.byHand(false, "/ca/root.pem")[1], / --fresh$/);
   },
 });
+
+Deno.test("two starts making the CA at the same moment end with one root", async () => {
+  await using dir = await tempDir();
+  const { LocalCa } = await import("../src/tls/local_ca.ts");
+  const opened = await Promise.all([1, 2, 3].map(() => LocalCa.open(`${dir.path}/ca`)));
+  const roots = new Set(opened.map((ca) => ca.rootPem));
+  assert.equal(roots.size, 1);
+  assert.equal(await Deno.readTextFile(`${dir.path}/ca/root.pem`), opened[0].rootPem);
+  // Each one's leaf chains to that root: openssl verifies the served chain against it.
+  const leaf = await opened[2].leaf(["localhost", "127.0.0.1"], 3600);
+  const verify = await new Deno.Command("openssl", {
+    args: ["verify", "-CAfile", `${dir.path}/ca/root.pem`, "-untrusted", leaf.cert, leaf.cert],
+  }).output();
+  assert.ok(verify.success, new TextDecoder().decode(verify.stderr));
+});

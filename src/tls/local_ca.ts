@@ -222,14 +222,41 @@ export class LocalCa {
   static async open(folder: string, now: Date = new Date()): Promise<LocalCa> {
     const files = caFiles(folder);
     await Deno.mkdir(folder, { recursive: true, mode: 0o700 });
-    let root = await readPair(files.root, files.rootKey);
-    if (!root) {
-      root = await makeRoot(now);
+    const root = await readPair(files.root, files.rootKey) ??
+      await LocalCa.makeRootOnce(files, now);
+    return new LocalCa(files, root, await LocalCa.intermediateFor(files, root, now));
+  }
+
+  /**
+   * Makes the root, or, when another denoserve is making it at the same moment (the folder
+   * `.making` exists: mkdir is atomic), waits for that one's.
+   */
+  private static async makeRootOnce(files: LocalCaFiles, now: Date): Promise<Pair> {
+    const lock = join(files.folder, ".making");
+    try {
+      await Deno.mkdir(lock);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      for (let i = 0; i < 100; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        const made = await readPair(files.root, files.rootKey).catch(() => undefined);
+        if (made) return made;
+      }
+      throw new Error(
+        `the local CA in ${files.folder} is still being made by another process after 10 s; ` +
+          `remove ${lock} if none is running`,
+      );
+    }
+    try {
+      const found = await readPair(files.root, files.rootKey);
+      if (found) return found;
+      const root = await makeRoot(now);
       await writeWhole(files.rootKey, await exportKey(root.keys.privateKey), 0o600);
       await writeWhole(files.root, root.cert.toString("pem") + "\n", 0o644);
+      return root;
+    } finally {
+      await Deno.remove(lock).catch(() => {});
     }
-    const ca = new LocalCa(files, root, await LocalCa.intermediateFor(files, root, now));
-    return ca;
   }
 
   private static async intermediateFor(files: LocalCaFiles, root: Pair, now: Date) {
