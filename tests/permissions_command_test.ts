@@ -223,4 +223,21 @@ Deno.test("permissions --systemd: a unit running the same line, writable only wh
   assert.match(r.stdout, /^ProtectSystem=strict$/m);
   assert.match(r.stdout, new RegExp(`^ReadWritePaths=${dir.path}/logs$`, "m"));
   assert.match(r.stdout, /^NoNewPrivileges=true$/m);
+  // The configuration lives under /tmp here: a private /tmp would hide it.
+  assert.match(r.stdout, /^PrivateTmp=false$/m);
+  const analyze = await new Deno.Command("systemd-analyze", { args: ["--version"] }).output()
+    .then((o) => o.success, () => false);
+  if (!analyze) {
+    console.log("systemd-analyze verify of the printed unit skipped: no systemd-analyze");
+    return;
+  }
+  await Deno.mkdir(`${dir.path}/logs`);
+  await Deno.writeTextFile(`${dir.path}/denoserve.service`, r.stdout);
+  const verify = await new Deno.Command("systemd-analyze", {
+    args: ["verify", `${dir.path}/denoserve.service`],
+    env: { SYSTEMD_LOG_COLOR: "0" },
+  }).output();
+  const dec = new TextDecoder();
+  assert.equal((dec.decode(verify.stdout) + dec.decode(verify.stderr)).trim(), "");
+  assert.equal(verify.code, 0);
 });

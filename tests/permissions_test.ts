@@ -100,7 +100,9 @@ Deno.test("the seed's steps: mkdir -p ssl, its openssl line, then the start task
   await answers.close();
   const made = await openssl.output();
   assert.ok(made.success, new TextDecoder().decode(made.stderr));
-  // The start task's permissions, on a free port so that tests can run side by side.
+  // The start task's permissions, on a free port so that tests can run side by side: 127.0.0.1
+  // without a port also covers the inner loopback listener HTTP/1.x over TLS is relayed to
+  // (server/listener.ts), which the task's 127.0.0.1:8000 alone does not.
   const permissions = START_PERMISSIONS.map((p) => p.startsWith("--allow-net") ? NET : p);
   await using server = await spawnCli(
     ["--ssl", "--cert", "./ssl/cert.pem", "--key", "./ssl/key.pem", "-p", "0"],
@@ -119,7 +121,8 @@ Deno.test("deno task https: HTTPS from the local CA with the task's permissions"
   await using dir = await tempDir();
   await Deno.copyFile(`${ROOT}/config.yaml`, `${dir.path}/config.yaml`);
   await writeFiles(dir.path, { "static/index.html": "<h1>home</h1>" });
-  // As the task, with HOME a throwaway folder and on a free port.
+  // As the task, with HOME a throwaway folder and on a free port (127.0.0.1 without a port, as
+  // in the test above, also covers the TLS relay's inner listener).
   const permissions = HTTPS_PERMISSIONS.map((p) =>
     p.startsWith("--allow-net") ? NET : p.replaceAll("$HOME", home.path)
   );

@@ -217,7 +217,10 @@ function systemdUnit(config: Config, file: string | undefined, argv: string[], n
   const deno = Deno.execPath();
   const lowPorts = [config.server.port, config.ssl.redirect_http, config.ssl.acme?.http_port]
     .some((p) => p !== undefined && p > 0 && p < 1024);
-  const home = [...needed.read, ...needed.write].some((p) => /^\/(home|root)(\/|$)/.test(p));
+  const paths = [...needed.read, ...needed.write];
+  const home = paths.some((p) => /^\/(home|root)(\/|$)/.test(p));
+  // A private /tmp would hide files the configuration names there.
+  const tmp = paths.some((p) => /^\/(var\/)?tmp(\/|$)/.test(p));
   return [
     "[Unit]",
     `Description=denoserve${file ? ` (${file})` : ""}`,
@@ -241,11 +244,12 @@ function systemdUnit(config: Config, file: string | undefined, argv: string[], n
       ]
       : ["CapabilityBoundingSet="]),
     "NoNewPrivileges=true",
-    "# The file system is read-only but for the folders the server writes.",
+    "# The file system is read-only but for the folders the server writes (make them before",
+    "# the first start: systemd needs them to exist).",
     "ProtectSystem=strict",
     ...(needed.write.length ? [`ReadWritePaths=${needed.write.map(shellWord).join(" ")}`] : []),
     `ProtectHome=${home ? "read-only" : "true"}`,
-    "PrivateTmp=true",
+    `PrivateTmp=${tmp ? "false" : "true"}`,
     "PrivateDevices=true",
     "ProtectKernelTunables=true",
     "ProtectKernelModules=true",
