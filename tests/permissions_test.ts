@@ -15,7 +15,7 @@ import {
 } from "../scripts/compile.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { ENV_NAMES } from "../src/config/load.ts";
-import { curl, runCli, spawnCli } from "./support/cli.ts";
+import { curl, DENO_DIR, runCli, spawnCli } from "./support/cli.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { makeCerts } from "./support/certs.ts";
 import { freePort } from "./support/servers.ts";
@@ -130,7 +130,7 @@ Deno.test("deno task https: HTTPS from the local CA with the task's permissions"
   await using server = await spawnCli(["--ssl", "-p", "0"], {
     cwd: dir.path,
     permissions,
-    env: { HOME: home.path, DENOSERVE_CA_DIR: ca },
+    env: { HOME: home.path, DENOSERVE_CA_DIR: ca, DENO_DIR },
   });
   const r = await curl([
     "--cacert",

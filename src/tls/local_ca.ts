@@ -124,6 +124,10 @@ async function readPair(certFile: string, keyFile: string): Promise<Pair | undef
     ["sign"],
   );
   const publicKey = await cert.publicKey.export(ALGORITHM, ["verify"], crypto);
+  // A key that is not the certificate's (a pair caught between its two writes) is no pair.
+  const probe = new Uint8Array([1]);
+  const signature = await crypto.subtle.sign(ALGORITHM, privateKey, probe);
+  if (!await crypto.subtle.verify(ALGORITHM, publicKey, signature, probe)) return undefined;
   return { cert, keys: { privateKey, publicKey } };
 }
 
@@ -228,47 +232,64 @@ export class LocalCa {
   }
 
   /**
-   * Makes the root, or, when another denoserve is making it at the same moment (the folder
-   * `.making` exists: mkdir is atomic), waits for that one's.
+   * Runs `make` alone among the processes using this folder: the folder `.making` is the lock
+   * (mkdir is atomic). Another holder is waited for, up to 10 s.
    */
-  private static async makeRootOnce(files: LocalCaFiles, now: Date): Promise<Pair> {
+  private static async alone<T>(files: LocalCaFiles, make: () => Promise<T>): Promise<T> {
     const lock = join(files.folder, ".making");
-    try {
-      await Deno.mkdir(lock);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-      for (let i = 0; i < 100; i++) {
+    for (let i = 0;; i++) {
+      try {
+        await Deno.mkdir(lock);
+        break;
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+        if (i === 100) {
+          throw new Error(
+            `the local CA in ${files.folder} is being changed by another process for 10 s; ` +
+              `remove ${lock} if none is running`,
+          );
+        }
         await new Promise((r) => setTimeout(r, 100));
-        const made = await readPair(files.root, files.rootKey).catch(() => undefined);
-        if (made) return made;
       }
-      throw new Error(
-        `the local CA in ${files.folder} is still being made by another process after 10 s; ` +
-          `remove ${lock} if none is running`,
-      );
     }
     try {
+      return await make();
+    } finally {
+      await Deno.remove(lock).catch(() => {});
+    }
+  }
+
+  /** The root, made when absent (once, whoever else starts at the same moment). */
+  private static async makeRootOnce(files: LocalCaFiles, now: Date): Promise<Pair> {
+    return await LocalCa.alone(files, async () => {
       const found = await readPair(files.root, files.rootKey);
       if (found) return found;
       const root = await makeRoot(now);
       await writeWhole(files.rootKey, await exportKey(root.keys.privateKey), 0o600);
       await writeWhole(files.root, root.cert.toString("pem") + "\n", 0o644);
       return root;
-    } finally {
-      await Deno.remove(lock).catch(() => {});
-    }
+    });
   }
 
+  /** The intermediate in its files while current, else a new one (made by one process). */
   private static async intermediateFor(files: LocalCaFiles, root: Pair, now: Date) {
-    const found = await readPair(files.intermediate, files.intermediateKey);
-    const due = !found || found.cert.issuer !== root.cert.subject ||
-      !(await found.cert.verify({ publicKey: root.keys.publicKey, signatureOnly: true })) ||
-      found.cert.notAfter.getTime() - now.getTime() < INTERMEDIATE_RENEW_DAYS * DAY;
-    if (!due) return found;
-    const made = await makeIntermediate(root, now);
-    await writeWhole(files.intermediateKey, await exportKey(made.keys.privateKey), 0o600);
-    await writeWhole(files.intermediate, made.cert.toString("pem") + "\n", 0o644);
-    return made;
+    const current = async () => {
+      const found = await readPair(files.intermediate, files.intermediateKey).catch(() =>
+        undefined
+      );
+      const ok = found && found.cert.issuer === root.cert.subject &&
+        await found.cert.verify({ publicKey: root.keys.publicKey, signatureOnly: true }) &&
+        found.cert.notAfter.getTime() - now.getTime() >= INTERMEDIATE_RENEW_DAYS * DAY;
+      return ok ? found : undefined;
+    };
+    return await current() ?? await LocalCa.alone(files, async () => {
+      const again = await current();
+      if (again) return again;
+      const made = await makeIntermediate(root, now);
+      await writeWhole(files.intermediateKey, await exportKey(made.keys.privateKey), 0o600);
+      await writeWhole(files.intermediate, made.cert.toString("pem") + "\n", 0o644);
+      return made;
+    });
   }
 
   /** The root's short id (in its name): tells this root from another machine's. */
@@ -306,57 +327,55 @@ export class LocalCa {
       return new Date(c.notAfter.getTime() - life / 3);
     };
     this.intermediate = await LocalCa.intermediateFor(this.files, this.root, now);
-    const found = await readPair(cert, key).catch(() => undefined);
-    if (
-      found && found.cert.issuer === this.intermediate.cert.subject &&
-      await found.cert.verify({
-        publicKey: this.intermediate.keys.publicKey,
-        signatureOnly: true,
-      }) &&
-      now < renewAt(found.cert) && now >= found.cert.notBefore &&
-      found.cert.notAfter.getTime() - found.cert.notBefore.getTime() <=
-        lifetime * 1000 + BACKDATE_MS
-    ) {
-      return {
-        cert,
-        key,
-        names: unique,
-        notAfter: found.cert.notAfter,
-        renewAt: renewAt(found.cert),
-      };
-    }
-    const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
-    const made = await x509.X509CertificateGenerator.create({
-      serialNumber: serial(),
-      subject: `CN=${unique[0]}`,
-      issuer: this.intermediate.cert.subject,
-      notBefore: new Date(now.getTime() - BACKDATE_MS),
-      notAfter: new Date(
-        Math.min(now.getTime() + lifetime * 1000, this.intermediate.cert.notAfter.getTime()),
-      ),
-      signingAlgorithm: ALGORITHM,
-      publicKey: keys.publicKey,
-      signingKey: this.intermediate.keys.privateKey,
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-        new x509.SubjectAlternativeNameExtension(
-          unique.map((n) => ({ type: isIp(n) ? "ip" as const : "dns" as const, value: n })),
+    const intermediate = this.intermediate;
+    const current = async (): Promise<Leaf | undefined> => {
+      const found = await readPair(cert, key).catch(() => undefined);
+      const ok = found && found.cert.issuer === intermediate.cert.subject &&
+        await found.cert.verify({ publicKey: intermediate.keys.publicKey, signatureOnly: true }) &&
+        now < renewAt(found.cert) && now >= found.cert.notBefore &&
+        found.cert.notAfter.getTime() - found.cert.notBefore.getTime() <=
+          lifetime * 1000 + BACKDATE_MS;
+      return ok
+        ? { cert, key, names: unique, notAfter: found.cert.notAfter, renewAt: renewAt(found.cert) }
+        : undefined;
+    };
+    const issue = async (): Promise<Leaf> => {
+      const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
+      const made = await x509.X509CertificateGenerator.create({
+        serialNumber: serial(),
+        subject: `CN=${unique[0]}`,
+        issuer: this.intermediate.cert.subject,
+        notBefore: new Date(now.getTime() - BACKDATE_MS),
+        notAfter: new Date(
+          Math.min(now.getTime() + lifetime * 1000, this.intermediate.cert.notAfter.getTime()),
         ),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-        await x509.AuthorityKeyIdentifierExtension.create(this.intermediate.keys.publicKey),
-      ],
-    });
-    await Deno.mkdir(join(this.files.folder, "leaves"), { recursive: true, mode: 0o700 });
-    // The key first: the server takes a new pair once both files have stopped changing.
-    await writeWhole(key, await exportKey(keys.privateKey), 0o600);
-    await writeWhole(
-      cert,
-      made.toString("pem") + "\n" + this.intermediate.cert.toString("pem") + "\n",
-      0o644,
-    );
-    return { cert, key, names: unique, notAfter: made.notAfter, renewAt: renewAt(made) };
+        signingAlgorithm: ALGORITHM,
+        publicKey: keys.publicKey,
+        signingKey: this.intermediate.keys.privateKey,
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+          new x509.SubjectAlternativeNameExtension(
+            unique.map((n) => ({ type: isIp(n) ? "ip" as const : "dns" as const, value: n })),
+          ),
+          await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+          await x509.AuthorityKeyIdentifierExtension.create(this.intermediate.keys.publicKey),
+        ],
+      });
+      await Deno.mkdir(join(this.files.folder, "leaves"), { recursive: true, mode: 0o700 });
+      // The key first: the server takes a new pair once both files have stopped changing.
+      await writeWhole(key, await exportKey(keys.privateKey), 0o600);
+      await writeWhole(
+        cert,
+        made.toString("pem") + "\n" + this.intermediate.cert.toString("pem") + "\n",
+        0o644,
+      );
+      return { cert, key, names: unique, notAfter: made.notAfter, renewAt: renewAt(made) };
+    };
+    // Servers with the same names share the files: one of them makes the next pair.
+    return await current() ??
+      await LocalCa.alone(this.files, async () => await current() ?? await issue());
   }
 }
 
