@@ -142,6 +142,27 @@ Deno.test("a leaf near its end is renewed while the server runs and served witho
   assert.doesNotMatch(server.output(), /expires on|renew it soon|ERROR/);
 });
 
+Deno.test("with server.workers, every worker serves the renewed leaf", async () => {
+  const s = await site("  workers: 2\nssl:\n  enabled: true\n  leaf_lifetime: 30\n");
+  await using _dir = s.dir;
+  await using server = await spawnCli(["-c", `${s.dir.path}/config.yaml`], { env: s.env });
+  assert.match(server.output(), /with 2 workers/);
+  const port = portOf(server.url);
+  const first = await servedLeaf(port);
+  await until(() => server.output().includes("local CA: new certificate"), "a renewal", 120_000);
+  await until(() => server.output().includes("certificate reloaded"), "the main thread", 60_000);
+  await until(
+    () => server.output().includes("reloaded configuration in 1 workers"),
+    "workers",
+    60_000,
+  );
+  // New connections land on either thread (SO_REUSEPORT): each one gets the new leaf.
+  for (let i = 0; i < 8; i++) {
+    const leaf = await servedLeaf(port);
+    assert.notEqual(leaf.fingerprint256, first.fingerprint256, `connection ${i}`);
+  }
+});
+
 Deno.test("certificate files or ACME configured: no local CA is made", async () => {
   const s = await site();
   await using _dir = s.dir;
