@@ -9,8 +9,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { parseChain } from "../src/tls/certs.ts";
 import { curl, DENO_DIR, hasCommand, runCli, spawnCli } from "./support/cli.ts";
 import { makeCerts } from "./support/certs.ts";
-import { tempDir, writeFiles } from "./support/files.ts";
-import { systemStore } from "../src/cli/trust.ts";
+import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 
 const chromium = hasCommand("chromium") ?? hasCommand("chromium-browser");
 const certutil = hasCommand("certutil");
@@ -295,25 +294,46 @@ Deno.test({
   },
 });
 
+const setpriv = hasCommand("setpriv");
+
 Deno.test({
-  name: "trust without the rights: the commands to run by hand name the file and the update",
-  ignore: !updateCa || Deno.build.os !== "linux",
+  name: "trust without the rights to the system store: the commands to run by hand, which work",
+  ignore: !updateCa || (Deno.uid() === 0 && !setpriv),
   async fn() {
-    await using dir = await tempDir();
-    const t = await throwawayRoot(dir.path);
-    const store = systemStore("abcd1234", t.env.DENOSERVE_TRUST_ROOT)!;
-    const file =
-      `${t.env.DENOSERVE_TRUST_ROOT}/usr/local/share/ca-certificates/denoserve-abcd1234.crt`;
-    assert.equal(store.file, file);
-    assert.deepEqual(store.byHand(true, "/ca/root.pem").slice(0, 1), [
-      `sudo cp /ca/root.pem ${file}`,
-    ]);
-    assert.match(
-      store.byHand(true, "/ca/root.pem")[1],
-      /^sudo update-ca-certificates --localcertsdir /,
-    );
-    assert.deepEqual(store.byHand(false, "/ca/root.pem")[0], `sudo rm ${file}`);
-    assert.match(store.byHand(false, "/ca/root.pem")[1], / --fresh$/);
+    const s = await site();
+    await using _dir = s.dir;
+    const t = await throwawayRoot(s.dir.path);
+    const store = `${t.env.DENOSERVE_TRUST_ROOT}/usr/local/share/ca-certificates`;
+    await Deno.chmod(store, 0o555);
+    // Root writes anywhere; without its capabilities it is held to the folder's mode as anyone.
+    const argv = [Deno.execPath(), "run", "-A", `${ROOT}/main.ts`, "trust"];
+    const asUser = Deno.uid() === 0
+      ? [setpriv!, "--bounding-set=-all", "--inh-caps=-all", ...argv]
+      : argv;
+    const r = await new Deno.Command(asUser[0], {
+      args: asUser.slice(1),
+      env: { ...s.env, ...t.env, NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 1, out);
+    assert.match(out, /no rights to change .*denoserve-\w+\.crt; run by hand:/);
+    assert.match(out, /1 step\(s\) above are left to do by hand/);
+    // The NSS database is the user's own: that step was done.
+    assert.match(out, /added "denoserve local CA \w+"/);
+    // The printed commands, run with the rights (here: as root, without sudo), install it.
+    const byHand = out.split("\n").filter((l) => l.startsWith("  sudo ")).map((l) => l.slice(7));
+    assert.equal(byHand.length, 2, out);
+    await Deno.chmod(store, 0o755);
+    for (const line of byHand) {
+      const done = await new Deno.Command("sh", { args: ["-c", line], stdout: "null" }).output();
+      assert.ok(done.success, line);
+    }
+    assert.ok((await Deno.readTextFile(t.bundle)).includes(
+      (await Deno.readTextFile(`${s.ca}/root.pem`)).trim(),
+    ));
   },
 });
 
