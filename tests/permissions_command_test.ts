@@ -191,7 +191,10 @@ Deno.test({
         `  acme:\n    email: admin@example.com\n    domains: [example.test]\n` +
         `    directory_url: ${pebble.directoryUrl}\n    ca_file: ${pebble.caFile}\n` +
         `    storage: ./acme\n    http_port: ${pebble.httpPort}\n`,
+      env: { DENOSERVE_CA_DIR: `${dir.path}/ca` },
       async serves(url) {
+        // The certificate is ACME's: no local CA is made beside it.
+        assert.equal(await Deno.stat(`${dir.path}/ca`).then(() => true, () => false), false);
         const port = new URL(url).port;
         await servesHome(`https://example.test:${port}`, [
           "-k",
