@@ -144,6 +144,20 @@ Deno.test("permissions: HTTPS from the local CA", async () => {
   });
 });
 
+Deno.test("permissions: HTTPS from the local CA on 0.0.0.0 (the LAN names need --allow-sys)", async () => {
+  await using dir = await site();
+  await check(dir.path, {
+    config: "server:\n  host: 0.0.0.0\n  port: 0\nssl:\n  enabled: true\n",
+    env: { DENOSERVE_CA_DIR: `${dir.path}/ca` },
+    async serves(url) {
+      const port = new URL(url).port;
+      await servesHome(`https://localhost:${port}`, ["--cacert", `${dir.path}/ca/root.pem`]);
+    },
+  });
+  const line = await printed(["-c", `${dir.path}/config.yaml`], {});
+  assert.ok(line.flags.includes("--allow-sys=hostname,networkInterfaces"), line.text);
+});
+
 Deno.test("permissions: a reverse proxy", async () => {
   await using dir = await site();
   await using backend = serveBackend(() => new Response("from the backend"));
