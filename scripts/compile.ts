@@ -17,8 +17,9 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ENV_ALLOWED } from "../src/http/errors.ts";
+import { UNSTABLE, V8_FLAGS } from "../src/cli/deno_flags.ts";
 
-export { ENV_ALLOWED };
+export { ENV_ALLOWED, UNSTABLE, V8_FLAGS };
 
 /**
  * Permissions baked into the binary. Network, reading and writing are not narrowed to paths or
@@ -26,19 +27,19 @@ export { ENV_ALLOWED };
  * `--ssl-config` rewrites are all chosen at run time, after the binary is built. Confine them
  * with the operating system instead (see scripts/denoserve.service). The environment is not
  * narrowed either: the ACME client library (`ssl.acme`) lists every variable when it loads.
- * No `--allow-run`, `--allow-sys` or `--allow-import`: the server needs none. `--allow-ffi` only
- * for libc on Linux ({@link ffiFor}).
+ * `--allow-sys` only for the host name and network addresses (the local CA's certificate and the
+ * start banner on 0.0.0.0 or ::), `--allow-run` only for the trust-store tools of `denoserve
+ * trust` on each system ({@link runFor}); no `--allow-import`. `--allow-ffi` only for libc on
+ * Linux ({@link ffiFor}).
  */
 export const PERMISSIONS: readonly string[] = [
   "--allow-net",
   "--allow-read",
   "--allow-write",
   "--allow-env",
+  "--allow-sys=hostname,networkInterfaces",
   "--no-prompt",
 ];
-
-/** Unstable APIs used: `reusePort` on TLS listeners. */
-export const UNSTABLE: readonly string[] = ["--unstable-net", "--unstable-no-legacy-abort"];
 
 /** The targets `compile:all` builds. */
 export const TARGETS: readonly string[] = [
@@ -50,11 +51,6 @@ export const TARGETS: readonly string[] = [
 ];
 
 /** Modules loaded as workers (`server.workers`): compile adds them only when named. */
-/**
- * V8 settings baked in: the young generation capped at 1 MB keeps idle memory 5-7 MB lower with
- * no measurable change in throughput (see README, Performance).
- */
-export const V8_FLAGS: readonly string[] = ["--v8-flags=--max-semi-space-size=1"];
 
 export const INCLUDES: readonly string[] = ["src/app/worker_main.ts"];
 
@@ -72,6 +68,19 @@ export function ffiFor(target: string): string[] {
   return linux ? [`--allow-ffi=/lib/${linux[1]}-linux-gnu/libc.so.6`] : [];
 }
 
+/**
+ * The programs `denoserve trust` and `untrust` run on `target`'s system: Debian's and Fedora's
+ * trust-store updates and NSS's certutil on Linux, `security` on macOS, `certutil` on Windows.
+ */
+export function runFor(target: string): string[] {
+  if (target.includes("linux")) {
+    return ["--allow-run=update-ca-certificates,update-ca-trust,certutil"];
+  }
+  if (target.includes("apple")) return ["--allow-run=security"];
+  if (target.includes("windows")) return ["--allow-run=certutil"];
+  return [];
+}
+
 /** The `deno` arguments that build the binary (`target` undefined: this machine). */
 export function compileArgs(
   options: { output?: string; target?: string } = {},
@@ -82,6 +91,7 @@ export function compileArgs(
     ...V8_FLAGS,
     ...PERMISSIONS,
     ...ffiFor(options.target ?? Deno.build.target),
+    ...runFor(options.target ?? Deno.build.target),
     ...(options.target ? ["--target", options.target] : []),
     ...INCLUDES.flatMap((file) => ["--include", file]),
     "--output",
@@ -115,8 +125,38 @@ export function baseFor(
 /** `deno task start`: what the bundled config.yaml needs and no more. */
 export const START_PERMISSIONS: readonly string[] = [
   "--allow-net=127.0.0.1:8000",
-  "--allow-read=./config.yaml,./static,./templates",
+  "--allow-read=./config.yaml,./static,./templates,./ssl",
   `--allow-env=${ENV_ALLOWED.join(",")}`,
+  "--no-prompt",
+];
+
+/**
+ * The local CA's folder in `deno task https` and `deno task trust`, the same on every system so
+ * that the two tasks and their permissions agree (the binary's own default is the system's usual
+ * place; on Linux without XDG_DATA_HOME, this one).
+ */
+export const TASK_CA_DIR = "$HOME/.local/share/denoserve/ca";
+
+/** `deno task https`: the start task's, plus reading and writing the local CA's folder. */
+export const HTTPS_PERMISSIONS: readonly string[] = [
+  "--allow-net=127.0.0.1:8000",
+  `--allow-read=./config.yaml,./static,./templates,./ssl,${TASK_CA_DIR}`,
+  `--allow-write=${TASK_CA_DIR}`,
+  `--allow-env=${ENV_ALLOWED.join(",")}`,
+  "--no-prompt",
+];
+
+/**
+ * `deno task trust` (and `untrust`): the local CA, the system stores of Debian and Fedora, and
+ * the NSS databases under HOME; the trust-store tools.
+ */
+export const TRUST_PERMISSIONS: readonly string[] = [
+  `--allow-read=${TASK_CA_DIR},/usr/local/share/ca-certificates,/etc/pki/ca-trust/source/anchors,` +
+  "$HOME/.pki,$HOME/.mozilla,$HOME/snap",
+  `--allow-write=${TASK_CA_DIR},/usr/local/share/ca-certificates,/etc/pki/ca-trust/source/anchors,` +
+  "$HOME/.pki",
+  "--allow-env=DENOSERVE_*,HOME",
+  "--allow-run=update-ca-certificates,update-ca-trust,certutil,security",
   "--no-prompt",
 ];
 

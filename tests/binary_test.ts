@@ -13,6 +13,7 @@ import {
   INCLUDES,
   outputFor,
   PERMISSIONS,
+  runFor,
   TARGETS,
   UNSTABLE,
   V8_FLAGS,
@@ -35,8 +36,10 @@ Deno.test("the compile command is exactly this", () => {
     "--allow-read",
     "--allow-write",
     "--allow-env",
+    "--allow-sys=hostname,networkInterfaces",
     "--no-prompt",
     ...ffiFor(Deno.build.target),
+    ...runFor(Deno.build.target),
     "--include",
     "src/app/worker_main.ts",
     "--output",
@@ -56,6 +59,7 @@ Deno.test("the compile command is exactly this", () => {
     ...UNSTABLE,
     ...V8_FLAGS,
     ...PERMISSIONS,
+    "--allow-run=security",
     "--target",
     "aarch64-apple-darwin",
     "--include",
@@ -121,11 +125,18 @@ Deno.test("the baked-in permissions are no wider than the server needs", () => {
     "--allow-read",
     "--allow-write",
     "--allow-env",
+    "--allow-sys=hostname,networkInterfaces",
     "--no-prompt",
   ]);
   for (const p of PERMISSIONS) {
-    assert.doesNotMatch(p, /^(-A|--allow-all|--allow-(run|ffi|sys|import|hrtime))/);
+    assert.doesNotMatch(p, /^(-A|--allow-all|--allow-(run|ffi|import|hrtime))/);
+    assert.doesNotMatch(p, /^--allow-sys$/, "sys only for the host name and addresses");
   }
+  // Running programs: only the trust-store tools of `denoserve trust`, named.
+  assert.deepEqual(runFor("x86_64-unknown-linux-gnu"), [
+    "--allow-run=update-ca-certificates,update-ca-trust,certutil",
+  ]);
+  assert.deepEqual(runFor("x86_64-pc-windows-msvc"), ["--allow-run=certutil"]);
   assert.deepEqual(ENV_ALLOWED, [
     "DENOSERVE_*",
     "PYSERVE_*",
@@ -158,7 +169,10 @@ Deno.test("every environment variable named in src/ is inside the granted list",
   await walk(`${ROOT}/src`);
   for (const name of ENV_NAMES) named.add(name);
   assert.ok(named.has("NO_COLOR"));
-  assert.deepEqual([...named].filter((n) => !granted(n)), []);
+  // Read by `denoserve trust`/`untrust` only (cli/trust.ts: the browsers' databases under HOME),
+  // never by the server.
+  const trustOnly = ["HOME"];
+  assert.deepEqual([...named].filter((n) => !granted(n) && !trustOnly.includes(n)), []);
 });
 
 Deno.test("no source file reads files next to itself (they would be missing in the binary)", async () => {

@@ -22,7 +22,9 @@ Deno.test("bad flags print the problem and the usage and exit 2", async () => {
     [["-p", "70000"], /--port must be a port number 0–65535, got "70000"/],
     [["--proxy", "nohost"], /--proxy must be HOST:PORT\/PATH/],
     [["--test", "everything"], /--test must be all, configuration or directories/],
-    [["stray"], /positional/i],
+    [["one", "two"], /unexpected argument "two"/],
+    [["trust", "extra"], /unexpected argument "extra"/],
+    [["--systemd"], /--systemd goes with the permissions command/],
   ];
   for (const [args, message] of cases) {
     const r = await runCli(args);
@@ -149,4 +151,54 @@ Deno.test("server.backlog sets the listen queue length", async () => {
   // For a listening socket, ss shows the backlog in the Send-Q column.
   const [, , sendQ] = new TextDecoder().decode(out.stdout).trim().split(/\s+/);
   assert.equal(sendQ, "37");
+});
+
+Deno.test("a folder argument, --spa and --cors: serve, http-server and file_server habits", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "dist/index.html": "<h1>app</h1>",
+    "dist/assets/app.js": "run()",
+  });
+  // No config.yaml in the working folder: built-in defaults plus the flags.
+  await using server = await spawnCli(["./dist", "--spa", "--cors", "-p", "0"], { cwd: dir.path });
+  assert.match(server.output(), /serving .*\/dist on http:\/\/127\.0\.0\.1:\d+\//);
+  const port = new URL(server.url).port;
+  assert.match(
+    server.output(),
+    new RegExp(`local: http://localhost:${port}/ +http://127\\.0\\.0\\.1:${port}/`),
+  );
+  // An unknown path is the app's page; a missing file stays 404.
+  const deep = await fetch(`${server.url}/settings/profile`);
+  assert.equal(deep.status, 200);
+  assert.equal(await deep.text(), "<h1>app</h1>");
+  const missing = await fetch(`${server.url}/assets/missing.js`);
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  const asset = await fetch(`${server.url}/assets/app.js`, {
+    headers: { origin: "http://a.test" },
+  });
+  assert.equal(await asset.text(), "run()");
+  assert.equal(asset.headers.get("access-control-allow-origin"), "*");
+  assert.doesNotMatch(server.output(), /WARNING/);
+});
+
+Deno.test("a folder argument that is not there: one line, exit 2", async () => {
+  await using dir = await tempDir();
+  const r = await runCli(["./nowhere"], { cwd: dir.path });
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim(), "denoserve: ./nowhere is not a folder; name the folder to serve");
+});
+
+Deno.test("bound to 0.0.0.0: the banner lists the local and the network URLs", async () => {
+  await using server = await spawnCli(["-H", "0.0.0.0", "-p", "0"]);
+  const port = new URL(server.url).port;
+  const addresses = Deno.networkInterfaces().filter((i) =>
+    i.family === "IPv4" && !i.address.startsWith("127.")
+  );
+  await server.waitFor("local: ");
+  assert.match(
+    server.output(),
+    new RegExp(`local: http://localhost:${port}/ +http://127\\.0\\.0\\.1:${port}/`),
+  );
+  for (const a of addresses) assert.ok(server.output().includes(`http://${a.address}:${port}/`));
 });

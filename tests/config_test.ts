@@ -85,8 +85,8 @@ Deno.test("a wrong value names the key path, the position and what was expected"
   assert.match(m, /logging\.level must be DEBUG, INFO, WARNING, ERROR or CRITICAL/);
   m = await loadError("server:\n  reverse_proxy:\n    - path: api\n");
   assert.match(m, /server\.reverse_proxy\[0\]\.path must start with "\/"/);
-  m = await loadError("ssl:\n  enabled: true\n");
-  assert.match(m, /ssl\.cert_file is required when ssl\.enabled is true/);
+  m = await loadError("ssl:\n  enabled: true\n  key_file: ./key.pem\n");
+  assert.match(m, /ssl\.cert_file is required with ssl\.key_file/);
   m = await loadError("- just\n- a list\n");
   assert.match(m, /must be a mapping/);
 });
@@ -200,8 +200,12 @@ Deno.test("precedence: flags > environment > file > defaults", async () => {
   assert.ok(r instanceof ConfigError, "a missing -c file is an error");
   const m = await loadError(yaml, {}, { DENOSERVE_PORT: "x80" });
   assert.match(m, /DENOSERVE_PORT must be a port number/);
-  const m2 = await loadError(yaml, {}, { DENOSERVE_SSL_ENABLED: "true" });
-  assert.match(m2, /ssl\.cert_file is required/);
+  const m2 = await loadError(yaml, {}, { DENOSERVE_SSL_ENABLED: "true", DENOSERVE_SSL_KEY: "k" });
+  assert.match(m2, /ssl\.cert_file is required with ssl\.key_file/);
+  // HTTPS with neither file is the local CA's case (cli/local_https.ts).
+  r = await load(yaml, {}, { DENOSERVE_SSL_ENABLED: "true" });
+  assert.equal(r.config.ssl.enabled, true);
+  assert.equal(r.config.ssl.cert_file, undefined);
 });
 
 Deno.test("PyServe's PYSERVE_* variables are read; a DENOSERVE_* one of the same meaning wins", async () => {

@@ -4,10 +4,18 @@
  * needs.
  */
 import assert from "node:assert/strict";
-import { ENV_ALLOWED, START_PERMISSIONS, UNSTABLE, V8_FLAGS } from "../scripts/compile.ts";
+import {
+  ENV_ALLOWED,
+  HTTPS_PERMISSIONS,
+  START_PERMISSIONS,
+  TASK_CA_DIR,
+  TRUST_PERMISSIONS,
+  UNSTABLE,
+  V8_FLAGS,
+} from "../scripts/compile.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { ENV_NAMES } from "../src/config/load.ts";
-import { runCli, spawnCli } from "./support/cli.ts";
+import { curl, DENO_DIR, runCli, spawnCli } from "./support/cli.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { makeCerts } from "./support/certs.ts";
 import { freePort } from "./support/servers.ts";
@@ -41,9 +49,16 @@ Deno.test("deno task start grants exactly the permissions (and V8 flags) in scri
   const args = [...V8_FLAGS, ...UNSTABLE, ...START_PERMISSIONS].map(quote).join(" ");
   assert.equal(denoJson.tasks.start, `deno run ${args} main.ts`);
   assert.equal(denoJson.tasks.dev, `deno run --watch ${args} main.ts -d`);
+  // deno task https and trust: the local CA in one folder named the same way in both.
+  const ca = `DENOSERVE_CA_DIR=${TASK_CA_DIR}`;
+  const https = [...V8_FLAGS, ...UNSTABLE, ...HTTPS_PERMISSIONS].map(quote).join(" ");
+  assert.equal(denoJson.tasks.https, `${ca} deno run ${https} main.ts --ssl`);
+  const trust = TRUST_PERMISSIONS.map(quote).join(" ");
+  assert.equal(denoJson.tasks.trust, `${ca} deno run ${trust} main.ts trust`);
+  assert.equal(denoJson.tasks.untrust, `${ca} deno run ${trust} main.ts untrust`);
   // Network only for the bundled config's address, reading only its file and folders, no write.
   assert.ok(START_PERMISSIONS.includes("--allow-net=127.0.0.1:8000"));
-  assert.ok(START_PERMISSIONS.includes("--allow-read=./config.yaml,./static,./templates"));
+  assert.ok(START_PERMISSIONS.includes("--allow-read=./config.yaml,./static,./templates,./ssl"));
   assert.ok(!START_PERMISSIONS.some((p) => p.startsWith("--allow-write")));
   // Every variable the configuration reads, PyServe's names included, is granted.
   for (const name of ENV_NAMES) assert.match(name, /^(DENOSERVE|PYSERVE)_/);
@@ -60,6 +75,70 @@ Deno.test("the bundled config serves with the start task's permissions", async (
   const missing = await fetch(`${server.url}/no-such-file`);
   assert.equal(missing.status, 404);
   await missing.body?.cancel();
+  assert.doesNotMatch(server.output(), /permission denied/);
+});
+
+Deno.test("the seed's steps: mkdir -p ssl, its openssl line, then the start task with --ssl --cert --key", async () => {
+  await using dir = await tempDir();
+  // A checkout's bundled config.yaml and a static folder.
+  await Deno.copyFile(`${ROOT}/config.yaml`, `${dir.path}/config.yaml`);
+  await writeFiles(dir.path, { "static/index.html": "<h1>home</h1>" });
+  // As written in PyServe's documentation; Enter answers each of openssl's questions.
+  const openssl = new Deno.Command("sh", {
+    args: [
+      "-c",
+      "mkdir -p ./ssl && openssl req -x509 -newkey rsa:4096 -keyout ./ssl/key.pem " +
+      "-out ./ssl/cert.pem -days 365 -nodes",
+    ],
+    cwd: dir.path,
+    stdin: "piped",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const answers = openssl.stdin.getWriter();
+  await answers.write(new TextEncoder().encode("\n".repeat(10)));
+  await answers.close();
+  const made = await openssl.output();
+  assert.ok(made.success, new TextDecoder().decode(made.stderr));
+  // The start task's permissions, on a free port so that tests can run side by side: 127.0.0.1
+  // without a port also covers the inner loopback listener HTTP/1.x over TLS is relayed to
+  // (server/listener.ts), which the task's 127.0.0.1:8000 alone does not.
+  const permissions = START_PERMISSIONS.map((p) => p.startsWith("--allow-net") ? NET : p);
+  await using server = await spawnCli(
+    ["--ssl", "--cert", "./ssl/cert.pem", "--key", "./ssl/key.pem", "-p", "0"],
+    { cwd: dir.path, permissions },
+  );
+  assert.match(server.url, /^https:/);
+  // A self-signed certificate: curl -k, as a browser after its warning.
+  const r = await curl(["-k", `${server.url.replace("127.0.0.1", "localhost")}/`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "<h1>home</h1>");
+  assert.doesNotMatch(server.output(), /permission denied/);
+});
+
+Deno.test("deno task https: HTTPS from the local CA with the task's permissions", async () => {
+  await using home = await tempDir();
+  await using dir = await tempDir();
+  await Deno.copyFile(`${ROOT}/config.yaml`, `${dir.path}/config.yaml`);
+  await writeFiles(dir.path, { "static/index.html": "<h1>home</h1>" });
+  // As the task, with HOME a throwaway folder and on a free port (127.0.0.1 without a port, as
+  // in the test above, also covers the TLS relay's inner listener).
+  const permissions = HTTPS_PERMISSIONS.map((p) =>
+    p.startsWith("--allow-net") ? NET : p.replaceAll("$HOME", home.path)
+  );
+  const ca = TASK_CA_DIR.replace("$HOME", home.path);
+  await using server = await spawnCli(["--ssl", "-p", "0"], {
+    cwd: dir.path,
+    permissions,
+    env: { HOME: home.path, DENOSERVE_CA_DIR: ca, DENO_DIR },
+  });
+  const r = await curl([
+    "--cacert",
+    `${ca}/root.pem`,
+    `${server.url.replace("127.0.0.1", "localhost")}/`,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "<h1>home</h1>");
   assert.doesNotMatch(server.output(), /permission denied/);
 });
 

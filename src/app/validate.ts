@@ -8,7 +8,7 @@
  * @module
  */
 import type { LoadedConfig } from "../config/load.ts";
-import { type Config, isRedisStorage } from "../config/schema.ts";
+import { cachingConfig, type Config, isRedisStorage, securityConfig } from "../config/schema.ts";
 import { shownUrl } from "../redis/link.ts";
 import { workerCount } from "../config/derived.ts";
 import { explainError } from "../http/errors.ts";
@@ -130,6 +130,9 @@ export function checkProxyTargets(config: Config): CheckResult[] {
 export async function checkTls(config: Config, now = new Date()): Promise<CheckResult[]> {
   const { ssl } = config;
   if (!ssl.enabled) return [ok("ssl", "HTTPS is off")];
+  if (!ssl.acme && !ssl.cert_file && !ssl.key_file) {
+    return [ok("ssl", "no certificate files: a certificate from the local CA is made at start")];
+  }
   if (ssl.acme && !ssl.cert_file) {
     return [ok(
       "ssl.acme",
@@ -197,6 +200,49 @@ export async function checkStaticDir(config: Config, report = false): Promise<Ch
     if (!report) throw e;
     return [fail("http.static_dir", `${dir}: ${reason(e)}`)];
   }
+}
+
+/**
+ * Net permission for the backends and Redis servers the configuration names: without it each
+ * request to them would fail, so a start says which `--allow-net` to add instead.
+ */
+export function checkNetPermissions(config: Config): CheckResult[] {
+  const targets: [string, string][] = [];
+  config.server.reverse_proxy.forEach((rule, i) => {
+    const key = `server.reverse_proxy[${i}]`;
+    if (rule.upstreams) { for (const u of rule.upstreams) targets.push([key, u]); }
+    else targets.push([key, `${rule.host}:${rule.port}`]);
+  });
+  const security = securityConfig(config);
+  const caching = cachingConfig(config);
+  for (
+    const [key, url] of [
+      [
+        "rate_limiting.url",
+        security?.rate_limiting?.backend === "redis" && security.rate_limiting.url,
+      ],
+      ["caching.url", caching?.backend === "redis" && caching.url],
+    ] as const
+  ) {
+    if (url) {
+      const u = new URL(url);
+      targets.push([key, `${u.hostname}:${u.port || 6379}`]);
+    }
+  }
+  const missing = targets.filter(([, host]) => {
+    try {
+      return Deno.permissions.querySync({ name: "net", host }).state !== "granted";
+    } catch {
+      return false; // not a host the permission API takes; the request says why
+    }
+  });
+  if (!missing.length) return [];
+  const hosts = [...new Set(missing.map(([, h]) => h))].join(",");
+  return [fail(
+    missing[0][0],
+    `${missing.map(([k, h]) => `${k} (${h})`).join(", ")}: no net permission; run with ` +
+      `--allow-net=${hosts} beside the listen address`,
+  )];
 }
 
 /** `server.host` must be something a listener can bind: a host name or an IP address. */
@@ -319,7 +365,7 @@ export async function validateConfig(
   results.push(...await checkStaticDir(config, options.tls));
   results.push(...checkSslIgnored(config));
   for (const w of authWarnings(config)) results.push(warn("server.locations", w));
-  const targets = checkProxyTargets(config);
+  const targets = [...checkProxyTargets(config), ...checkNetPermissions(config)];
   results.push(...targets);
   if (options.backends && !targets.some((r) => r.status === "fail")) {
     for (const w of await checkBackends(config.server.reverse_proxy)) {

@@ -18,12 +18,33 @@ export interface Flags extends Overrides {
   skipProxyCheck: boolean;
   /** `--test all|configuration|directories`. */
   test?: "all" | "configuration" | "directories";
+  /** A command word before or among the options: `trust`, `untrust`, `permissions`. */
+  command?: Command;
+  /** The folder given as an argument (`denoserve ./dist`), also in `static`. */
+  folder?: string;
+  /** `permissions --systemd`: a systemd unit instead of the command line. */
+  systemd: boolean;
 }
+
+/** The commands besides serving. */
+export const COMMANDS = ["trust", "untrust", "permissions"] as const;
+export type Command = typeof COMMANDS[number];
 
 /** A command line that cannot be understood; exit 2 with usage. */
 export class UsageError extends Error {}
 
-export const USAGE = `Usage: denoserve [options]
+export const USAGE = `Usage: denoserve [options] [FOLDER]
+       denoserve trust | untrust
+       denoserve permissions [options] [--systemd]
+
+Serves FOLDER (default ./static, or http.static_dir of the config file).
+
+Commands:
+  trust                    install the local CA's root (used by --ssl without --cert/--key)
+                           into the system's trust store and the browsers' NSS databases
+  untrust                  remove it again
+  permissions              print the least-privilege deno run line for the configuration
+                           (--systemd: a systemd unit with the same limits)
 
 Options:
   -c, --config PATH        configuration file (default ./config.yaml)
@@ -31,10 +52,12 @@ Options:
   -p, --port PORT          port to listen on (default 8000)
   -s, --static DIR         folder of static files (default ./static)
   -t, --templates DIR      folder of error page templates (default ./templates)
-      --ssl                serve HTTPS
+      --ssl                serve HTTPS (without --cert/--key: a certificate from the local CA)
       --cert FILE          certificate chain (PEM) for --ssl
       --key FILE           private key (PEM) for --ssl
       --ssl-config         save --ssl --cert --key into the config file and exit
+      --spa                unknown paths answer index.html (single-page apps)
+      --cors               allow cross-origin requests from any origin
       --proxy HOST:PORT/PATH
                            forward PATH to a backend (repeatable)
       --skip-proxy-check   do not probe backends at start
@@ -64,7 +87,7 @@ export function parseFlags(args: string[]): Flags {
     parsed = parseArgs({
       args,
       strict: true,
-      allowPositionals: false,
+      allowPositionals: true,
       options: {
         config: { type: "string", short: "c" },
         port: { type: "string", short: "p" },
@@ -81,6 +104,9 @@ export function parseFlags(args: string[]): Flags {
         proxy: { type: "string", multiple: true, default: [] },
         "skip-proxy-check": { type: "boolean", default: false },
         test: { type: "string" },
+        systemd: { type: "boolean", default: false },
+        spa: { type: "boolean", default: false },
+        cors: { type: "boolean", default: false },
       },
     });
   } catch (e) {
@@ -90,6 +116,19 @@ export function parseFlags(args: string[]): Flags {
   for (const name of ["config", "host", "static", "templates", "cert", "key"] as const) {
     if (v[name] === "") throw new UsageError(`--${name} needs a value`);
   }
+  const positionals = [...parsed.positionals];
+  const command = COMMANDS.find((c) => c === positionals[0]);
+  if (command) positionals.shift();
+  if (positionals.length > 1 || (command && command !== "permissions" && positionals.length)) {
+    throw new UsageError(`unexpected argument "${positionals.at(-1)}"`);
+  }
+  if (positionals.length && v.static !== undefined) {
+    throw new UsageError(`give the folder once: "${positionals[0]}" or --static ${v.static}`);
+  }
+  if (v.systemd && command !== "permissions") {
+    throw new UsageError("--systemd goes with the permissions command");
+  }
+  const folder = positionals[0];
   const test = v.test;
   if (test !== undefined && !["all", "configuration", "directories"].includes(test)) {
     throw new UsageError(`--test must be all, configuration or directories, got "${test}"`);
@@ -98,7 +137,7 @@ export function parseFlags(args: string[]): Flags {
     config: v.config,
     port: v.port === undefined ? undefined : parsePort(v.port, "--port"),
     host: v.host,
-    static: v.static,
+    static: v.static ?? folder,
     templates: v.templates,
     debug: v.debug,
     version: v.version,
@@ -110,5 +149,10 @@ export function parseFlags(args: string[]): Flags {
     proxy: v.proxy.map(parseProxy),
     skipProxyCheck: v["skip-proxy-check"],
     test: test as Flags["test"],
+    spa: v.spa || undefined,
+    cors: v.cors || undefined,
+    command,
+    folder,
+    systemd: v.systemd,
   };
 }

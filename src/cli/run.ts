@@ -25,6 +25,14 @@ import { startWorkers, type WorkerPool } from "../app/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
 import { TlsError } from "../tls/certs.ts";
 import { runSslConfig } from "./ssl_config.ts";
+import {
+  keepRenewing,
+  type LocalHttps,
+  localHttpsLines,
+  prepareLocalHttps,
+  usesLocalCa,
+} from "./local_https.ts";
+import { networkAddresses, reachOf, urlFor } from "./addresses.ts";
 import { runChecks } from "./test_command.ts";
 import { explainError } from "../http/errors.ts";
 import { type Flags, parseFlags, USAGE, UsageError } from "./flags.ts";
@@ -68,11 +76,35 @@ export async function run(args: string[]): Promise<number> {
     console.log(`denoserve ${VERSION}`);
     return 0;
   }
+  if (flags.command === "trust" || flags.command === "untrust") {
+    const { runTrust } = await import("./trust.ts");
+    return await runTrust(flags.command === "trust");
+  }
+  if (flags.command === "permissions") {
+    const { runPermissions } = await import("./permissions.ts");
+    return await runPermissions(flags, args);
+  }
   if (flags.sslConfig) return await runSslConfig(flags);
   if (flags.test) return await runChecks(flags, flags.test);
+  if (flags.folder !== undefined) {
+    // A folder named on the command line must be there (a configured one may come later).
+    const info = await Deno.stat(flags.folder).catch((e) => e as Error);
+    if (info instanceof Deno.errors.NotFound || (!(info instanceof Error) && !info.isDirectory)) {
+      stderr(`${flags.folder} is not a folder; name the folder to serve`);
+      return 2;
+    }
+  }
   let checked: CheckedConfig;
+  let local: LocalHttps | undefined;
   try {
     checked = await loadChecked(flags, { backends: !flags.skipProxyCheck });
+    if (usesLocalCa(checked.config)) {
+      // The leaf's files are given as --cert and --key would be: a reload and each worker load
+      // the same pair, and the file watch takes each renewal.
+      local = await prepareLocalHttps(checked.config);
+      flags = { ...flags, cert: local.leaf.cert, key: local.leaf.key };
+      checked = await loadChecked(flags, { backends: !flags.skipProxyCheck });
+    }
   } catch (e) {
     return refuse(e, flags.debug);
   }
@@ -87,13 +119,18 @@ export async function run(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    return await serve(checked, log, flags);
+    return await serve(checked, log, flags, local);
   } finally {
     await log.close();
   }
 }
 
-async function serve(checked: CheckedConfig, log: Logger, flags: Flags): Promise<number> {
+async function serve(
+  checked: CheckedConfig,
+  log: Logger,
+  flags: Flags,
+  local?: LocalHttps,
+): Promise<number> {
   const { config } = checked;
   let app: App;
   try {
@@ -164,7 +201,17 @@ async function serve(checked: CheckedConfig, log: Logger, flags: Flags): Promise
     server,
     log,
     debug: flags.debug,
-    prepare: () => boot(flags, log),
+    prepare: async () => {
+      const next = await boot(flags, log);
+      if (usesLocalCa(next.config)) {
+        next.app.close();
+        throw new ConfigError(
+          "ssl: HTTPS without certificate files or ACME uses the local CA, which is set up at " +
+            "start; restart denoserve to turn it on",
+        );
+      }
+      return next;
+    },
   });
   reloading.reloader = watcher;
   // One that arrived between the start of the listener and now.
@@ -190,6 +237,14 @@ async function serve(checked: CheckedConfig, log: Logger, flags: Flags): Promise
         ? `; PROXY protocol required, from ${config.server.proxy_protocol_from.join(", ")}`
         : ""),
   );
+  for (const line of bannerLines(server, config)) log.info(line);
+  if (local) { for (const line of localHttpsLines(local)) log.info(line); }
+  using _renewing = local
+    ? keepRenewing(local, log, () => {
+      void watcher.reloadCertificates();
+      reloadWorkers();
+    })
+    : undefined;
   log.flush();
   const stop = () => {
     log.info("shutting down");
@@ -222,4 +277,32 @@ function limitsOf(config: Config): string {
   const { max, perIp } = connectionLimits(config);
   return `, up to ${max === 0 ? "unlimited" : max} connections` +
     (perIp > 0 ? ` (${perIp} per client address)` : "");
+}
+
+/**
+ * Every URL the server answers on, when there is more than the one in the first line: the local
+ * names, and on 0.0.0.0 or :: the machine's network addresses.
+ */
+function bannerLines(server: RunningServer, config: Config): string[] {
+  const url = new URL(server.url);
+  const scheme = url.protocol.slice(0, -1);
+  const port = Number(url.port || (scheme === "https" ? 443 : 80));
+  let unlisted: string | undefined;
+  const reach = reachOf(config.server.host, () => {
+    try {
+      return networkAddresses(config.server.host.includes(":"));
+    } catch (e) {
+      unlisted = explainError(e);
+      return [];
+    }
+  });
+  const lines: string[] = [];
+  if (reach.local.length) {
+    lines.push(`local: ${reach.local.map((h) => urlFor(scheme, h, port)).join("  ")}`);
+  }
+  if (reach.network.length && reach.local.length) {
+    lines.push(`network: ${reach.network.map((h) => urlFor(scheme, h, port)).join("  ")}`);
+  }
+  if (unlisted) lines.push(`network addresses not listed: ${unlisted}`);
+  return lines;
 }

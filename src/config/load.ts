@@ -629,6 +629,26 @@ export async function loadConfig(
     const rules = Array.isArray(server.reverse_proxy) ? server.reverse_proxy : [];
     server.reverse_proxy = [...rules, ...flags.proxy];
   }
+  if (flags.spa || flags.cors) {
+    if (!Array.isArray(raw.extensions)) raw.extensions = [];
+    const extensions = raw.extensions as Raw[];
+    const configOf = (type: string): Raw => {
+      let found = extensions.find((e) => e?.type === type);
+      if (!found) extensions.push(found = { type, config: {} });
+      if (typeof found.config !== "object" || found.config === null) found.config = {};
+      return found.config as Raw;
+    };
+    if (flags.cors) {
+      const security = configOf("security");
+      security.cors = { ...(security.cors as Raw | undefined), enabled: true };
+    }
+    if (flags.spa) {
+      const routing = configOf("routing");
+      const locations = (routing.regex_locations ??= {}) as Raw;
+      locations.__default__ = { ...(locations.__default__ as Raw | undefined), spa_fallback: true };
+    }
+    raw.version ??= 2; // extensions asked for on the command line need no "version: 2" warning
+  }
 
   const locate = (path: Path, atKey?: boolean) => {
     const source = origin.get(path.join("."));

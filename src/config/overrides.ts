@@ -21,4 +21,8 @@ export interface Overrides {
   key?: string;
   /** Reverse-proxy rules added after the file's. */
   proxy?: { host: string; port: number; path: string }[];
+  /** Unknown paths answer index.html (a V2 `__default__` location with `spa_fallback`). */
+  spa?: boolean;
+  /** CORS for any origin (the security extension's `cors` with its defaults). */
+  cors?: boolean;
 }

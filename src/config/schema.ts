@@ -585,6 +585,11 @@ const Ssl = strict({
    */
   http3: v.optional(bool, false),
   acme: v.optional(Acme),
+  /**
+   * Seconds a certificate from the local CA lasts (HTTPS with neither certificate files nor
+   * ACME); a new one is made two thirds into its life. @default 43200 (12 hours)
+   */
+  leaf_lifetime: v.optional(positive("a positive number of seconds"), 43200),
 });
 
 export const LogLevel = oneOf(
@@ -1117,10 +1122,11 @@ export const Config = v.pipe(
         `must differ from server.port (${redirect}), which serves HTTPS`,
       );
     }
-    if (c.ssl.enabled && !c.ssl.acme) {
-      for (const key of ["cert_file", "key_file"] as const) {
+    // With neither file nor ACME, the certificate comes from the local CA (cli/local_https.ts).
+    if (c.ssl.enabled && !c.ssl.acme && (c.ssl.cert_file || c.ssl.key_file)) {
+      for (const [key, other] of [["cert_file", "key_file"], ["key_file", "cert_file"]] as const) {
         if (!c.ssl[key]) {
-          fail(["ssl", key], "is required when ssl.enabled is true (or configure ssl.acme)");
+          fail(["ssl", key], `is required with ssl.${other} (or leave both out for the local CA)`);
         }
       }
     }

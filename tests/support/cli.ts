@@ -150,3 +150,14 @@ export function hasCommand(name: string): string | null {
   }
   return null;
 }
+
+/**
+ * Deno's cache folder, for a child given another HOME (which would otherwise fetch every package
+ * again into a cache of its own).
+ */
+export const DENO_DIR: string = Deno.env.get("DENO_DIR") ??
+  JSON.parse(
+    new TextDecoder().decode(
+      (await new Deno.Command(Deno.execPath(), { args: ["info", "--json"] }).output()).stdout,
+    ),
+  ).denoDir;
