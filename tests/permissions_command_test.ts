@@ -4,7 +4,8 @@
  * serves; without any one of its `--allow-*` flags the start fails with one line naming that flag.
  */
 import assert from "node:assert/strict";
-import { serveBackend } from "./support/backends.ts";
+import { createHash } from "node:crypto";
+import { autheliaBackend, serveBackend } from "./support/backends.ts";
 import { makeCerts } from "./support/certs.ts";
 import { curl, runCli, spawnCli } from "./support/cli.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
@@ -168,6 +169,23 @@ Deno.test("permissions: a reverse proxy", async () => {
       await servesHome(url);
       const r = await curl([`${url}/api/x`]);
       assert.equal(r.stdout, "from the backend");
+    },
+  });
+});
+
+Deno.test("permissions: basic auth from an htpasswd file, and an auth service", async () => {
+  await using dir = await site();
+  await using authelia = autheliaBackend({ good: { user: "ana" } });
+  const sha1 = createHash("sha1").update("secret").digest("base64");
+  await Deno.writeTextFile(`${dir.path}/users.htpasswd`, `ana:{SHA}${sha1}\n`);
+  await check(dir.path, {
+    config: `server:\n  host: 127.0.0.1\n  port: 0\n  locations:\n` +
+      `    /private:\n      auth:\n        type: basic\n        htpasswd_file: ./users.htpasswd\n` +
+      `    /:\n      forward_auth:\n        url: ${authelia.url}/api/authz/forward-auth\n`,
+    async serves(url) {
+      await servesHome(url, ["-H", "Cookie: authelia_session=good"]);
+      const r = await curl(["-o", "/dev/null", "-w", "%{http_code}", `${url}/`]);
+      assert.equal(r.stdout, "302");
     },
   });
 });

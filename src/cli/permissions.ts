@@ -137,10 +137,20 @@ export async function neededPermissions(loaded: LoadedConfig): Promise<Needed> {
   // The start banner lists the machine's addresses when it listens on all of them.
   if (isWildcard(server.host)) sys.push("networkInterfaces");
 
+  const authService = (auth: { url: string; ca_file?: string } | undefined) => {
+    if (!auth) return;
+    net.push(urlHostPort(auth.url));
+    if (auth.ca_file) read.push(auth.ca_file);
+  };
   for (const rule of server.reverse_proxy) {
     if (rule.upstreams) net.push(...rule.upstreams);
     else net.push(hostPort(rule.host, rule.port));
     if (rule.ca_file) read.push(rule.ca_file);
+    authService(rule.forward_auth);
+  }
+  for (const location of Object.values(server.locations)) {
+    if (location.auth?.htpasswd_file) read.push(location.auth.htpasswd_file);
+    authService(location.forward_auth);
   }
   const routing = routingConfig(config);
   for (const [pattern, location] of Object.entries(routing?.regex_locations ?? {})) {
