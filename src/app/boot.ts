@@ -12,7 +12,8 @@ import { ConfigError } from "../config/config_error.ts";
 import { loadConfig, type LoadedConfig } from "../config/load.ts";
 import type { Overrides } from "../config/overrides.ts";
 import type { Logger } from "../log/logger.ts";
-import { type App, buildApp } from "../routes/build.ts";
+import type { App } from "../routes/build.ts";
+import { buildSites } from "../routes/sites.ts";
 import { type CheckResult, validateConfig, type ValidateOptions } from "./validate.ts";
 
 /** A configuration that passed every required check. */
@@ -73,7 +74,7 @@ export interface BuildOptions {
 /** The route table of a checked configuration, its warnings logged first. */
 export function build(checked: CheckedConfig, log: Logger, options: BuildOptions = {}): App {
   if (options.logWarnings ?? true) { for (const w of checked.warnings) log.warn(w); }
-  return buildApp(checked.config, log);
+  return buildSites(checked.config, log);
 }
 
 /** A configuration checked and built, ready to serve (or to be swapped in by a reload). */

@@ -14,6 +14,7 @@ import { workerCount } from "../config/derived.ts";
 import { explainError } from "../http/errors.ts";
 import { ConfigError } from "../config/config_error.ts";
 import { loadTlsMaterial, readCaFile, TlsError } from "../tls/certs.ts";
+import { nameCovers, siteConfigs } from "../config/sites.ts";
 import { authWarnings, checkAccess } from "../routes/auth.ts";
 import { checkBackends } from "../proxy/startup_check.ts";
 import { compileRule } from "../proxy/rules.ts";
@@ -323,6 +324,92 @@ export function unsupported(config: Config): string[] {
   return found;
 }
 
+/**
+ * The checks of each of `sites` that a single-site file gets for its own sections (static folder,
+ * backends, permissions, htpasswd files, extensions), each message naming the site; and its
+ * certificate: files that load, and that cover the site's names (a warning naming both, as a
+ * client would refuse the certificate).
+ */
+export async function checkSites(
+  loaded: LoadedConfig,
+  options: ValidateOptions = {},
+): Promise<CheckResult[]> {
+  const { config } = loaded;
+  const sites = siteConfigs(config);
+  if (sites.length === 0) return [];
+  const locate = loaded.locate ?? (() => "");
+  const results: CheckResult[] = [];
+  const defaultCert = config.ssl.enabled && !config.ssl.acme ? config.ssl.cert_file : undefined;
+  for (const site of sites) {
+    const key = `sites[${site.index}]`;
+    const named = (r: CheckResult) => ({
+      ...r,
+      name: `${key}.${r.name}`,
+      message: `${key} (${site.names[0]}): ${r.message}`,
+    });
+    const c = site.config;
+    const missing = unsupported(c);
+    if (missing.length) {
+      results.push(fail(key, `${key}: not supported by this build: ${missing.join(", ")}`));
+    }
+    results.push(...(await checkStaticDir(c, options.tls)).map(named));
+    for (const w of authWarnings(c)) results.push(named(warn("server.locations", w)));
+    const targets = [...checkProxyTargets(c), ...checkNetPermissions(c)];
+    results.push(...targets.map(named));
+    if (options.backends && !targets.some((r) => r.status === "fail")) {
+      for (const w of await checkBackends(c.server.reverse_proxy)) {
+        results.push(named(warn("server.reverse_proxy", w)));
+      }
+    }
+    results.push(...(await checkAccess(c)).map(named));
+    if (!config.ssl.enabled) continue;
+    const own = config.sites[site.index].ssl.cert_file;
+    if (config.ssl.acme && !own) {
+      for (const name of site.names.filter((n) => n.startsWith("*."))) {
+        results.push(warn(
+          `${key}.names`,
+          `${locate(["sites", site.index, "names"])}${key}.names: ${name} cannot be ordered ` +
+            `with an http-01 challenge; give the site certificate files that cover it`,
+        ));
+      }
+      continue;
+    }
+    const certFile = own ?? defaultCert;
+    if (certFile === undefined) continue; // the local CA's certificate names every site
+    let sans: string[];
+    try {
+      const tls = await loadTlsMaterial(certFile, c.ssl.key_file!);
+      sans = tls.info.sans.filter((n) => n.startsWith("DNS:")).map((n) => n.slice(4));
+    } catch (e) {
+      if (!(e instanceof TlsError)) throw e;
+      // A start reports a broken default certificate in the listener's words.
+      if (own || options.tls) {
+        const which = e.path === certFile ? "cert_file" : "key_file";
+        results.push(fail(
+          `${key}.ssl.${which}`,
+          `${
+            locate(["sites", site.index, "ssl", which])
+          }${key}.ssl.${which}: ${e.path}: ${e.reason}`,
+        ));
+      }
+      continue;
+    }
+    const uncovered = site.names.filter((name) => !sans.some((san) => nameCovers(san, name)));
+    if (uncovered.length) {
+      const at = own ? ["sites", site.index, "ssl", "cert_file"] : ["sites", site.index, "names"];
+      results.push(warn(
+        `${key}.ssl.cert_file`,
+        `${locate(at)}${key}: the certificate ${certFile}${own ? "" : " (ssl.cert_file)"} ` +
+          `does not cover ${uncovered.join(", ")} (it names ${
+            sans.join(", ") || "no DNS name"
+          }); ` +
+          `clients will refuse it for ${uncovered.length > 1 ? "those names" : "that name"}`,
+      ));
+    }
+  }
+  return results;
+}
+
 /** Options of {@link validateConfig}. */
 export interface ValidateOptions {
   /**
@@ -375,5 +462,6 @@ export async function validateConfig(
   results.push(...await checkAccess(config, loaded.file));
   results.push(...await checkAcme(config));
   if (options.tls) results.push(...await checkTls(config));
+  results.push(...await checkSites(loaded, options));
   return results;
 }

@@ -36,6 +36,8 @@ export interface LoadedConfig {
   file?: string;
   /** Problems that do not stop the server (unknown keys, keys given twice). */
   warnings: string[];
+  /** `file:line:col: ` of a key path, for checks that report a place (empty when unknown). */
+  locate?: (path: Path, atKey?: boolean) => string;
 }
 
 type Raw = Record<string, unknown>;
@@ -291,6 +293,17 @@ export function validate(
       // loading, checking and reloading certificates work on files alike. Redis storage has no
       // files: the certificate reaches the server from the ACME manager, in memory.
       const { ssl } = result.output;
+      // One ACME order covers the default site's domains and every name of a site without
+      // certificate files of its own (a wildcard cannot pass an http-01 challenge; validate.ts
+      // warns about it).
+      for (const site of result.output.sites) {
+        if (!ssl.acme || site.ssl.cert_file) continue;
+        for (const name of site.names) {
+          if (!name.startsWith("*.") && !ssl.acme.domains.includes(name)) {
+            ssl.acme.domains.push(name);
+          }
+        }
+      }
       if (ssl.acme && !ssl.cert_file && !ssl.key_file && !isRedisStorage(ssl.acme.storage)) {
         ssl.cert_file = `${ssl.acme.storage}/cert.pem`;
         ssl.key_file = `${ssl.acme.storage}/key.pem`;
@@ -655,5 +668,5 @@ export async function loadConfig(
     return source ? `${source}: ` : where(path, atKey);
   };
   const { config, warnings } = validate(raw, locate, base, substituted);
-  return { config, file: used, warnings: [...fileWarnings, ...warnings] };
+  return { config, file: used, warnings: [...fileWarnings, ...warnings], locate };
 }

@@ -417,6 +417,22 @@ const cidr = v.pipe(
 
 const cidrList = list(cidr, got("must be a list of addresses"));
 
+/** The `server` keys that belong to a site: each of `sites` has its own. */
+const SITE_SERVER = {
+  /**
+   * PyServe's switch for its welcome page at `/`. Here, when true and the static folder has no
+   * index.html, `/` shows the built-in welcome page (instead of a listing or 404); a site's own
+   * index.html always wins.
+   */
+  default_root: v.optional(bool, false),
+  /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
+  reverse_proxy: v.nullish(list(ProxyRule), []),
+  redirect_instructions: v.optional(v.pipe(list(Redirect), refine(checkRedirects)), []),
+  locations: v.optional(record(Location, isUrlPath, 'must start with "/"'), {}),
+  /** The site's `allow`/`deny` rules, for paths without a location that has its own. */
+  ip_rules: v.optional(ipRules, []),
+};
+
 const Server = v.pipe(
   strict({
     /** Address to listen on. */
@@ -474,17 +490,20 @@ const Server = v.pipe(
      */
     proxy_protocol_from: v.optional(cidrList, ["127.0.0.0/8", "::1/128"]),
     /**
-     * PyServe's switch for its welcome page at `/`. Here, when true and the static folder has no
-     * index.html, `/` shows the built-in welcome page (instead of a listing or 404); a site's own
-     * index.html always wins.
+     * What a request whose Host names none of `sites` gets: the default site (the top-level
+     * sections), or `421` Misdirected Request. Only read when `sites` is given.
      */
-    default_root: v.optional(bool, false),
-    /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
-    reverse_proxy: v.nullish(list(ProxyRule), []),
-    redirect_instructions: v.optional(v.pipe(list(Redirect), refine(checkRedirects)), []),
-    locations: v.optional(record(Location, isUrlPath, 'must start with "/"'), {}),
-    /** The site's `allow`/`deny` rules, for paths without a location that has its own. */
-    ip_rules: v.optional(ipRules, []),
+    unknown_host: v.optional(
+      v.pipe(
+        v.union(
+          [v.literal("default"), v.literal(421), v.literal("421")],
+          got('must be "default" or 421'),
+        ),
+        v.transform((x) => String(x) as "default" | "421"),
+      ),
+      "default",
+    ),
+    ...SITE_SERVER,
   }),
   refine((s, fail) => {
     if (s.proxy_protocol && s.proxy_protocol_from.length === 0) {
@@ -497,7 +516,8 @@ const Server = v.pipe(
   }),
 );
 
-const Http = strict({
+/** The `http` keys that belong to a site: each of `sites` has its own. */
+const SITE_HTTP = {
   /** Folder served as the site root and under /static/. */
   static_dir: v.optional(nonEmpty, "./static"),
   /** Folder of error page templates. */
@@ -506,6 +526,10 @@ const Http = strict({
   directory_listing: v.optional(bool, false),
   /** Serve files and folders whose name starts with a dot. */
   serve_dotfiles: v.optional(bool, false),
+};
+
+const Http = strict({
+  ...SITE_HTTP,
   /** How long a cached file's metadata is trusted before it is checked again (ms; 0 = always). */
   file_cache_ttl_ms: v.optional(whole(0), 1000),
   /** Files up to this size are kept in memory (bytes; 0 = never). */
@@ -1093,6 +1117,52 @@ export function cachingConfig(config: Config): CachingConfig | undefined {
     | undefined;
 }
 
+/**
+ * A name of `sites[].names`: a host name, or a wildcard of one leading label (`*.example.com`,
+ * as Caddy has it); read in lower case, without a trailing dot.
+ */
+const siteName = v.pipe(
+  nonEmpty,
+  v.transform((n) => n.toLowerCase().replace(/\.$/, "")),
+  v.check(
+    (n) => !n.slice(n.startsWith("*.") ? 2 : 0).includes("*"),
+    got("has a wildcard that is not one whole leading label; write *.example.com"),
+  ),
+  v.check(
+    (n) =>
+      n.slice(n.startsWith("*.") ? 2 : 0).includes("*") ||
+      /^(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/.test(n),
+    got("must be a host name such as example.com, or *.example.com"),
+  ),
+);
+
+/**
+ * One of `sites`: its names, and the site-level keys of the sections a single-site file has at
+ * the top (which are the default site's). A key a site leaves out takes its default, not the
+ * default site's value.
+ */
+const Site = strict({
+  /** Host names (and `*.example.com` wildcards) the site answers, and its certificate's. */
+  names: v.pipe(
+    list(siteName, got("must be a list of host names such as [example.com, www.example.com]")),
+    v.minLength(1, "must list at least one name (only the top-level default site has none)"),
+  ),
+  server: v.optional(strict(SITE_SERVER), {}),
+  http: v.optional(strict(SITE_HTTP), {}),
+  ssl: v.optional(
+    strict({
+      /** The site's certificate chain; without it the default site's certificate is served. */
+      cert_file: v.optional(nonEmpty),
+      key_file: v.optional(nonEmpty),
+      /** Strict-Transport-Security on the site's HTTPS answers; none when absent. */
+      hsts: v.optional(nonEmpty),
+    }),
+    {},
+  ),
+  extensions: v.optional(list(Extension), []),
+});
+export type Site = v.InferOutput<typeof Site>;
+
 export const Config = v.pipe(
   strict({
     version: v.optional(v.picklist([1, 2], got("must be 1 or 2")), 1),
@@ -1101,8 +1171,31 @@ export const Config = v.pipe(
     ssl: v.optional(Ssl, {}),
     logging: v.optional(Logging, {}),
     extensions: v.optional(list(Extension), []),
+    /** More sites on the same listeners, chosen by Host (and by SNI for the certificate). */
+    sites: v.optional(list(Site), []),
   }),
   refine((c, fail) => {
+    const owner = new Map<string, string>();
+    c.sites.forEach((site, i) => {
+      site.names.forEach((name, j) => {
+        const first = owner.get(name);
+        if (first !== undefined) fail(["sites", i, "names", j], `repeats "${name}" of ${first}`);
+        else owner.set(name, `sites[${i}].names[${j}]`);
+      });
+      for (const key of ["cert_file", "key_file"] as const) {
+        const other = key === "cert_file" ? "key_file" : "cert_file";
+        if (site.ssl[other] !== undefined && site.ssl[key] === undefined) {
+          fail(["sites", i, "ssl", key], `is required with sites[${i}].ssl.${other}`);
+        }
+      }
+      const types = new Set<string>();
+      site.extensions.forEach((e, k) => {
+        if (types.has(e.type) && e.type in EXTENSION_SCHEMAS) {
+          fail(["sites", i, "extensions", k], `repeats type ${e.type}; merge the two into one`);
+        }
+        types.add(e.type);
+      });
+    });
     // `extensions` without `version: 2` is a warning (see load.ts): PyServe applies them too.
     const firstOfType = new Map<string, number>();
     c.extensions.forEach((e, i) => {
@@ -1169,4 +1262,13 @@ export const PATH_KEYS: readonly (readonly string[])[] = [
   ["server", "locations", "*", "auth", "htpasswd_file"],
   ["extensions", "*", "source"],
   ["extensions", "*", "config", "regex_locations", "*", "root"],
+  ["sites", "*", "http", "static_dir"],
+  ["sites", "*", "http", "templates_dir"],
+  ["sites", "*", "ssl", "cert_file"],
+  ["sites", "*", "ssl", "key_file"],
+  ["sites", "*", "server", "reverse_proxy", "*", "ca_file"],
+  ["sites", "*", "server", "reverse_proxy", "*", "forward_auth", "ca_file"],
+  ["sites", "*", "server", "locations", "*", "forward_auth", "ca_file"],
+  ["sites", "*", "server", "locations", "*", "auth", "htpasswd_file"],
+  ["sites", "*", "extensions", "*", "config", "regex_locations", "*", "root"],
 ];

@@ -21,6 +21,8 @@ export interface RequestContext {
   readonly protocol?: string;
   /** {@link Route.name} of the route that took the request (`static` for the files); metrics read it. */
   route?: string;
+  /** With `sites`: the first name of the site that answers (`default` for the default site). */
+  site?: string;
   /** The request's id when access logging is on; pass the context to log calls to tag lines. */
   requestId?: string;
   /**

@@ -22,6 +22,8 @@ export interface AccessRecord {
   requestId?: string;
   /** `HTTP/3`, `HTTP/2`, or undefined where the server does not learn the version. */
   protocol?: string;
+  /** With `sites`: the site that answered (its first name, or `default`). */
+  site?: string;
   /** The request's headers; User-Agent and Referer are read only when a format needs them. */
   headers?: Headers;
 }
@@ -77,7 +79,7 @@ const orDash = (v: string | null | undefined) => v ? escapeField(v) : "-";
 
 /**
  * `client - - [time] "METHOD path PROTOCOL" status bytes`, then for `combined`
- * `"referer" "user-agent"`, then `id=REQUEST_ID ms=DURATION`. The protocol is there where the
+ * `"referer" "user-agent"`, then `id=REQUEST_ID`, `site=NAME` (with `sites`) and `ms=DURATION`. The protocol is there where the
  * connection tells it (HTTP/3, HTTP/2); for HTTP/1.x the server does not learn the version, and
  * the request field is `"METHOD path"`.
  */
@@ -89,6 +91,7 @@ export function formatCommon(r: AccessRecord, combined: boolean, now = Date.now(
     line += ` "${orDash(r.headers?.get("referer"))}" "${orDash(r.headers?.get("user-agent"))}"`;
   }
   if (r.requestId) line += ` id=${r.requestId}`;
+  if (r.site) line += ` site=${escapeField(r.site)}`;
   return `${line} ms=${r.durationMs.toFixed(1)}\n`;
 }
 
@@ -108,6 +111,7 @@ export function formatJson(r: AccessRecord, now = Date.now()): string {
     referer: r.headers?.get("referer") ?? null,
     request_id: r.requestId ?? null,
     protocol: r.protocol ?? null,
+    ...(r.site ? { site: r.site } : {}),
   }) + "\n";
 }
 

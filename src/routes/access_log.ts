@@ -30,6 +30,7 @@ export function withAccessLog(log: Logger): Wrapper {
         clientIp,
         requestId: ctx.requestId,
         protocol: ctx.protocol,
+        site: ctx.site,
         headers: request.headers,
       });
     };

@@ -38,6 +38,21 @@ import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
 import { RequestHeads } from "./request_heads.ts";
 import { NEEDED, setListenerNoDelay, shutdownSockets } from "./sockets.ts";
 
+/**
+ * Certificate and key in PEM, and `sni`, when given, choosing them by the name each client sends
+ * (the runtime asks once per name and listener, and keeps the answer).
+ */
+export interface TlsKeys {
+  cert: string;
+  key: string;
+  sni?: (name: string) => { cert: string; key: string };
+}
+
+/** `Deno.listenTls`'s option for a certificate per SNI name (Deno 2.9). */
+const SNI_RESOLVER: symbol = (Deno as unknown as Record<symbol, { resolverSymbol: symbol }>)[
+  (Deno as unknown as { internal: symbol }).internal
+]?.resolverSymbol;
+
 /** What a handler learns of the connection a request came on. */
 export interface Exchange {
   readonly remoteAddr: Deno.NetAddr;
@@ -219,7 +234,7 @@ export interface Listening {
    * TLS only: new connections get this certificate from now on. A new TLS listener takes the
    * port (SO_REUSEPORT) before the old one closes; open connections keep theirs and go on.
    */
-  replaceCertificate?(cert: string, key: string): void;
+  replaceCertificate?(cert: string, key: string, sni?: TlsKeys["sni"]): void;
 }
 
 /** Options of {@link listen}. */
@@ -230,7 +245,7 @@ export interface ListenOptions {
   /** Listen queue length. */
   tcpBacklog: number;
   /** Certificate and key in PEM: TLS with ALPN (h2, http/1.1). */
-  tls?: { cert: string; key: string };
+  tls?: TlsKeys;
   connections: Connections;
   /**
    * Every connection starts with a PROXY protocol header whose source address is the client's;
@@ -751,7 +766,7 @@ function listenPlain(options: ListenOptions, handler: ExchangeHandler): Listenin
 
 function listenTls(
   options: ListenOptions,
-  tls: { cert: string; key: string },
+  tls: TlsKeys,
   handler: ExchangeHandler,
 ): Listening {
   if (!serveOnConnection) {
@@ -778,13 +793,14 @@ function listenTls(
   );
   relay.port = inner.addr.port;
   madeUp = `localhost:${inner.addr.port}`;
-  const open = (cert: string, key: string, port: number) => {
+  const open = ({ cert, key, sni }: TlsKeys, port: number) => {
     const listener = Deno.listenTls(
       {
         hostname: options.hostname,
         port,
         cert,
         key,
+        ...(sni ? { [SNI_RESOLVER]: sni } : {}),
         tcpBacklog: options.tcpBacklog,
         alpnProtocols: ["h2", "http/1.1"],
         ...(options.reusePort ? { reusePort: true } : {}),
@@ -793,7 +809,7 @@ function listenTls(
     noDelay((listener.addr as Deno.NetAddr).port, log);
     return listener;
   };
-  let listener = open(tls.cert, tls.key, options.port);
+  let listener = open(tls, options.port);
   const addr = listener.addr as Deno.NetAddr;
   const serving = new Serving<Connection>();
   const failed = acceptFailures(addr, log, table);
@@ -817,8 +833,8 @@ function listenTls(
 
   return {
     addr,
-    replaceCertificate(cert, key) {
-      const next = open(cert, key, addr.port);
+    replaceCertificate(cert, key, sni) {
+      const next = open({ cert, key, sni }, addr.port);
       const old = listener;
       listener = next;
       accepting.add(accept(next));
@@ -1024,7 +1040,10 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
   return {
     addr,
     ...(inner.replaceCertificate
-      ? { replaceCertificate: (cert: string, key: string) => inner.replaceCertificate!(cert, key) }
+      ? {
+        replaceCertificate: (cert: string, key: string, sni?: TlsKeys["sni"]) =>
+          inner.replaceCertificate!(cert, key, sni),
+      }
       : {}),
     finished: end.finished,
     async shutdown() {

@@ -31,6 +31,14 @@ import { redirectToHttps } from "../routes/https_redirect.ts";
 import { openFilesLimit } from "./sockets.ts";
 import { setHeaders } from "../http/headers.ts";
 import { listenHttp3 } from "./http3/listener.ts";
+import { loadSiteCertificates, sniResolver } from "../tls/sni.ts";
+
+/** What the TLS listener takes: the default certificate, and with `sites` the choice by SNI. */
+const keyPairs = (tls: TlsMaterial) => ({
+  cert: tls.cert,
+  key: tls.key,
+  sni: tls.sites && sniResolver(tls, tls.sites),
+});
 
 /**
  * The context of a served request. The client's address is asked of the runtime only when
@@ -38,6 +46,7 @@ import { listenHttp3 } from "./http3/listener.ts";
  */
 class ServedContext implements RequestContext {
   route?: string;
+  site?: string;
   requestId?: string;
   private session?: Upgrade;
   constructor(
@@ -207,13 +216,20 @@ export async function loadConfiguredTls(
   const tls = given
     ? tlsMaterialFromPem(given.source, given.cert, `the key of ${given.source}`, given.key)
     : await loadTlsMaterial(cert_file!, key_file!);
-  for (const w of tls.warnings) log.warn(w);
-  if (log.enabled("DEBUG")) { for (const line of describeMaterial(tls)) log.debug(line); }
-  return tls;
+  const sites = config.sites.length ? await loadSiteCertificates(config) : [];
+  for (const material of [tls, ...sites.map((s) => s.tls)]) {
+    for (const w of material.warnings) log.warn(w);
+    if (log.enabled("DEBUG")) { for (const line of describeMaterial(material)) log.debug(line); }
+  }
+  return sites.length ? { ...tls, sites } : tls;
 }
 
-const sameTls = (a?: TlsMaterial, b?: TlsMaterial) =>
-  a === b || (a !== undefined && b !== undefined && a.cert === b.cert && a.key === b.key);
+const sameTls = (a?: TlsMaterial, b?: TlsMaterial): boolean =>
+  a === b || (a !== undefined && b !== undefined && a.cert === b.cert && a.key === b.key &&
+    (a.sites?.length ?? 0) === (b.sites?.length ?? 0) &&
+    (a.sites ?? []).every((s, i) =>
+      sameTls(s.tls, b.sites![i].tls) && s.names.join() === b.sites![i].names.join()
+    ));
 
 let migrateChecked = false;
 /**
@@ -315,7 +331,7 @@ export async function startServer(
         port,
         reusePort,
         tcpBacklog: cfg.server.backlog,
-        tls: tls && { cert: tls.cert, key: tls.key },
+        tls: tls && keyPairs(tls),
         connections,
         proxyProtocol: proxyProtocol && { from: proxyProtocol },
         onError,
@@ -547,7 +563,7 @@ export async function startServer(
         gen.main.replaceCertificate !== undefined;
       if (certificateOnly) {
         try {
-          gen.main.replaceCertificate!(tls.cert, tls.key);
+          gen.main.replaceCertificate!(tls.cert, tls.key, keyPairs(tls).sni);
           gen.h3?.replaceCertificate?.(tls.cert, tls.key);
         } catch (e) {
           if (!reusePort) {

@@ -51,6 +51,11 @@ export interface TlsMaterial {
   info: CertInfo;
   /** Problems that do not stop the server (near expiry, key readable by others). */
   warnings: string[];
+  /**
+   * With `sites`: the certificates of the sites that have their own, chosen by SNI (`sni.ts`);
+   * this one is the default site's.
+   */
+  sites?: readonly { names: readonly string[]; tls: TlsMaterial }[];
 }
 
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n[\s\S]*?-----END \1-----/g;

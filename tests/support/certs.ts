@@ -28,6 +28,8 @@ export interface MakeCertsOptions {
   notAfter?: Date;
   /** Sign the leaf with an intermediate CA and put it in the chain. Default false. */
   intermediate?: boolean;
+  /** DNS names of the leaf (wildcards allowed) instead of localhost, 127.0.0.1 and ::1. */
+  names?: string[];
 }
 
 async function openssl(args: string[], cwd: string): Promise<void> {
@@ -161,7 +163,19 @@ export async function makeCerts(dir: string, options: MakeCertsOptions = {}): Pr
     "-out",
     `${name}.csr`,
   ], work);
-  await sign(`${name}.csr`, `${name}-leaf.pem`, "leaf", issuer, from, to);
+  let section = "leaf";
+  if (options.names) {
+    section = `leaf_${name.replace(/\W/g, "_")}`;
+    await Deno.writeTextFile(
+      `${work}/ca.cnf`,
+      `\n[${section}]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n` +
+        `extendedKeyUsage = serverAuth\nsubjectAltName = ${
+          options.names.map((n) => `DNS:${n}`).join(",")
+        }\n`,
+      { append: true },
+    );
+  }
+  await sign(`${name}.csr`, `${name}-leaf.pem`, section, issuer, from, to);
   const cert = `${dir}/${name}.pem`;
   await Deno.writeTextFile(cert, (await Deno.readTextFile(`${work}/${name}-leaf.pem`)) + chain);
   await Deno.copyFile(`${work}/${name}-leaf-key.pem`, key);

@@ -1,0 +1,347 @@
+/**
+ * Several sites on one server: the `sites:` list and its errors, the choice of a site by Host
+ * (exact, wildcard, unknown, port and trailing dot), the certificate chosen by SNI, and the site
+ * in the access log.
+ */
+import assert from "node:assert/strict";
+import { makeCerts } from "./support/certs.ts";
+import { curl, hasCommand, runCli, spawnCli } from "./support/cli.ts";
+import { rawRequest } from "./support/clients.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { startTestServer } from "./support/servers.ts";
+
+/** A folder per site, each index.html naming it. */
+async function siteFolders(dir: string, names: string[]) {
+  const files: Record<string, string> = {};
+  for (const name of names) files[`${name}/index.html`] = `site ${name}`;
+  await writeFiles(dir, files);
+}
+
+/** The body of a raw answer. */
+const bodyOf = (answer: { text: string }) => answer.text.slice(answer.text.indexOf("\r\n\r\n") + 4);
+
+/** `GET /` with Host `host` over a raw connection: the status and the body. */
+async function getWithHost(port: number, host: string) {
+  const answer = await rawRequest(
+    port,
+    `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+  );
+  return { status: answer.status, body: bodyOf(answer) };
+}
+
+const threeSites = (dir: string) => ({
+  http: { static_dir: `${dir}/main` },
+  sites: [
+    { names: ["example.com", "www.example.com"], http: { static_dir: `${dir}/apex` } },
+    { names: ["*.example.com"], http: { static_dir: `${dir}/wild` } },
+    { names: ["api.example.com"], http: { static_dir: `${dir}/api` } },
+  ],
+});
+
+Deno.test("sites: Host chooses the site, exact names before the wildcard, unknown goes to the default site", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main", "apex", "wild", "api"]);
+  await using srv = await startTestServer(threeSites(tmp.path));
+  const port = srv.server.addr.port;
+  const cases: [string, string][] = [
+    ["example.com", "apex"],
+    ["www.example.com", "apex"],
+    ["api.example.com", "api"], // exact beats *.example.com, although listed after it
+    ["shop.example.com", "wild"],
+    ["a.b.example.com", "main"], // a wildcard covers one label only
+    ["other.test", "main"],
+    ["EXAMPLE.COM", "apex"],
+    ["example.com.", "apex"],
+    [`example.com:${port}`, "apex"],
+    [`Api.Example.Com.:${port}`, "api"],
+    ["127.0.0.1", "main"],
+    ["[::1]:8000", "main"],
+  ];
+  for (const [host, site] of cases) {
+    const got = await getWithHost(port, host);
+    assert.equal(got.status, 200, host);
+    assert.equal(got.body, `site ${site}`, `Host: ${host}`);
+  }
+  // HTTP/1.0 without Host: the default site.
+  const old = await rawRequest(port, "GET / HTTP/1.0\r\n\r\n");
+  assert.equal(bodyOf(old), "site main");
+});
+
+Deno.test("sites: server.unknown_host: 421 answers a Host of no site with 421; the access log names the site", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main", "apex", "wild", "api"]);
+  const raw = threeSites(tmp.path);
+  await using srv = await startTestServer({ ...raw, server: { unknown_host: 421 } });
+  const port = srv.server.addr.port;
+  assert.equal((await getWithHost(port, "other.test")).status, 421);
+  assert.equal((await getWithHost(port, "a.b.example.com")).status, 421);
+  assert.equal((await getWithHost(port, "shop.example.com")).body, "site wild");
+  const noHost = await rawRequest(port, "GET / HTTP/1.0\r\n\r\n");
+  assert.equal(bodyOf(noHost), "site main", "a request without Host is the default site's");
+  srv.log.flush();
+  const access = srv.log.lines.filter((l) => l.startsWith("ACCESS "));
+  assert.ok(access.some((l) => /" 421 /.test(l) && !l.includes("site=")), access.join("\n"));
+  assert.ok(access.some((l) => /" 200 .*site=\*\.example\.com /.test(l)), access.join("\n"));
+  assert.ok(access.some((l) => /" 200 .*site=default /.test(l)), access.join("\n"));
+});
+
+Deno.test("sites: a single-site file has no site in its access lines", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main"]);
+  await using srv = await startTestServer({ http: { static_dir: `${tmp.path}/main` } });
+  assert.equal((await getWithHost(srv.server.addr.port, "example.com")).body, "site main");
+  srv.log.flush();
+  const access = srv.log.lines.filter((l) => l.startsWith("ACCESS "));
+  assert.equal(access.length, 1);
+  assert.doesNotMatch(access[0], /site=/);
+});
+
+Deno.test("sites: each site has its own redirects, proxy-less locations and HSTS, nothing from the default site", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main", "apex"]);
+  await using srv = await startTestServer({
+    http: { static_dir: `${tmp.path}/main` },
+    server: { redirect_instructions: [{ "/old": "/main-new" }] },
+    sites: [{
+      names: ["example.com"],
+      http: { static_dir: `${tmp.path}/apex` },
+      server: { redirect_instructions: [{ from: "/old", to: "/apex-new", status: 301 }] },
+    }],
+  });
+  const port = srv.server.addr.port;
+  const main = await rawRequest(
+    port,
+    "GET /old HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(main.status, 302);
+  assert.equal(main.headers.find(([k]) => k === "location")?.[1], "/main-new");
+  const apex = await rawRequest(
+    port,
+    "GET /old HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(apex.status, 301);
+  assert.equal(apex.headers.find(([k]) => k === "location")?.[1], "/apex-new");
+});
+
+/** `--test configuration` in `dir` with `yaml` as its config.yaml. */
+async function testConfiguration(dir: string, yaml: string) {
+  await writeFiles(dir, { "config.yaml": yaml });
+  return await runCli(["--test", "configuration"], { cwd: dir });
+}
+
+Deno.test("sites: a name given twice, a wildcard not one leading label and a site without names are errors naming file:line", async () => {
+  await using tmp = await tempDir();
+  const out = await testConfiguration(
+    tmp.path,
+    [
+      "sites:", //                          1
+      "  - names: [example.com]", //         2
+      "  - names: ['*.*.example.com']", //   3
+      "  - names: ['a.*.example.com']", //   4
+      "  - names: []", //                    5
+      "  - http: { static_dir: ./x }", //   6
+      "",
+    ].join("\n"),
+  );
+  assert.equal(out.code, 2, out.stdout + out.stderr);
+  const lines = out.stdout.split("\n").filter((l) => l.startsWith("FAIL"));
+  const expected = [
+    /config\.yaml:3:\d+: sites\[1\]\.names\[0\] has a wildcard that is not one whole leading label/,
+    /config\.yaml:4:\d+: sites\[2\]\.names\[0\] has a wildcard that is not one whole leading label/,
+    /config\.yaml:5:\d+: sites\[3\]\.names must list at least one name/,
+    /config\.yaml:6:\d+: sites\[4\]\.names must be a list of host names/,
+  ];
+  assert.equal(lines.length, expected.length, out.stdout);
+  expected.forEach((re, i) => assert.match(lines[i], re));
+  // A name given twice, in any spelling.
+  const twice = await testConfiguration(
+    tmp.path,
+    "sites:\n  - names: [example.com]\n  - names:\n      - www.example.com\n      - Example.com.\n",
+  );
+  assert.equal(twice.code, 2, twice.stdout + twice.stderr);
+  assert.match(
+    twice.stdout,
+    /config\.yaml:5:\d+: sites\[1\]\.names\[1\] repeats "example\.com" of sites\[0\]\.names\[0\]/,
+  );
+  // A start refuses it in the same words, exit 2.
+  const start = await runCli(["-p", "0"], { cwd: tmp.path });
+  assert.equal(start.code, 2);
+  assert.match(start.stderr, /config\.yaml:5:\d+: sites\[1\]\.names\[1\] repeats "example\.com"/);
+});
+
+Deno.test("sites: a certificate that does not cover the site's names is a warning naming both, from --test and a start", async () => {
+  await using tmp = await tempDir();
+  const main = await makeCerts(tmp.path, { name: "main", names: ["main.test"] });
+  const other = await makeCerts(tmp.path, { name: "other", names: ["other.test"] });
+  await siteFolders(tmp.path, ["static"]);
+  const yaml = [
+    "ssl:",
+    "  enabled: true",
+    `  cert_file: ${main.cert}`,
+    `  key_file: ${main.key}`,
+    "sites:",
+    "  - names: [other.test, www.other.test]", // 6
+    "    ssl:",
+    `      cert_file: ${other.cert}`, // 8
+    `      key_file: ${other.key}`,
+    "  - names: [third.test]", // 10
+    "",
+  ].join("\n");
+  const out = await testConfiguration(tmp.path, yaml);
+  assert.equal(out.code, 1, out.stdout + out.stderr);
+  assert.match(
+    out.stdout,
+    new RegExp(
+      `^WARN .*config\\.yaml:8:\\d+: sites\\[0\\]: the certificate ${other.cert} does not cover ` +
+        "www\\.other\\.test \\(it names other\\.test\\)",
+      "m",
+    ),
+  );
+  assert.match(
+    out.stdout,
+    new RegExp(
+      `^WARN .*config\\.yaml:10:\\d+: sites\\[1\\]: the certificate ${main.cert} \\(ssl\\.cert_file\\) ` +
+        "does not cover third\\.test",
+      "m",
+    ),
+  );
+  await using srv = await spawnCli(["-p", "0"], { cwd: tmp.path });
+  assert.match(
+    srv.output(),
+    /WARNING.*sites\[0\]: the certificate .* does not cover www\.other\.test/,
+  );
+  assert.match(srv.output(), /WARNING.*sites\[1\]: the certificate .* does not cover third\.test/);
+});
+
+const hasOpenssl = hasCommand("openssl") !== null;
+
+/** The subject alternative names of the certificate openssl gets for `servername` (or none). */
+async function servedNames(port: number, servername?: string): Promise<string> {
+  const args = ["s_client", "-connect", `127.0.0.1:${port}`];
+  args.push(...(servername ? ["-servername", servername] : ["-noservername"]));
+  const hello = await new Deno.Command("openssl", {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const pem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(
+    new TextDecoder().decode(hello.stdout),
+  );
+  if (!pem) throw new Error(`no certificate from 127.0.0.1:${port} for ${servername}`);
+  const { X509Certificate } = await import("node:crypto");
+  return new X509Certificate(pem[0]).subjectAltName ?? "";
+}
+
+/** Two sites with certificates of their own, a third on the default certificate. */
+async function tlsSites(dir: string) {
+  await siteFolders(dir, ["main", "a", "b", "wild"]);
+  const main = await makeCerts(dir, { name: "main", names: ["main.test", "shared.test"] });
+  const a = await makeCerts(dir, { name: "a", names: ["a.test", "www.a.test"] });
+  const b = await makeCerts(dir, { name: "b", names: ["b.test", "*.b.test"] });
+  return {
+    ca: a.ca,
+    caPem: a.caPem,
+    config: {
+      http: { static_dir: `${dir}/main` },
+      ssl: { enabled: true, cert_file: main.cert, key_file: main.key },
+      sites: [
+        {
+          names: ["a.test", "www.a.test"],
+          http: { static_dir: `${dir}/a` },
+          ssl: { cert_file: a.cert, key_file: a.key, hsts: "max-age=60" },
+        },
+        {
+          names: ["b.test", "*.b.test"],
+          http: { static_dir: `${dir}/b` },
+          ssl: { cert_file: b.cert, key_file: b.key },
+        },
+        { names: ["shared.test"], http: { static_dir: `${dir}/wild` } },
+      ],
+    },
+  };
+}
+
+Deno.test({
+  name: "sites: openssl s_client gets each site's certificate by SNI, the default one without SNI",
+  ignore: !hasOpenssl,
+  async fn() {
+    await using tmp = await tempDir();
+    const { config } = await tlsSites(tmp.path);
+    await using srv = await startTestServer(config);
+    const port = srv.server.addr.port;
+    assert.equal(await servedNames(port, "a.test"), "DNS:a.test, DNS:www.a.test");
+    assert.equal(await servedNames(port, "WWW.A.TEST"), "DNS:a.test, DNS:www.a.test");
+    assert.equal(await servedNames(port, "b.test"), "DNS:b.test, DNS:*.b.test");
+    assert.equal(await servedNames(port, "x.b.test"), "DNS:b.test, DNS:*.b.test");
+    assert.equal(await servedNames(port, "shared.test"), "DNS:main.test, DNS:shared.test");
+    assert.equal(await servedNames(port, "unknown.test"), "DNS:main.test, DNS:shared.test");
+    assert.equal(await servedNames(port), "DNS:main.test, DNS:shared.test");
+  },
+});
+
+Deno.test({
+  name:
+    "sites: curl --resolve reaches each site by name over HTTP/2 and HTTP/1.1, verified, with its HSTS",
+  ignore: hasCommand("curl") === null,
+  async fn() {
+    await using tmp = await tempDir();
+    const { config, ca } = await tlsSites(tmp.path);
+    await using srv = await startTestServer(config);
+    const port = srv.server.addr.port;
+    const cases: [string, string, string][] = [
+      ["a.test", "site a", "max-age=60"],
+      ["www.a.test", "site a", "max-age=60"],
+      ["b.test", "site b", ""],
+      ["x.b.test", "site b", ""],
+      ["shared.test", "site wild", ""],
+      ["main.test", "site main", ""],
+    ];
+    for (const version of ["--http2", "--http1.1"]) {
+      for (const [name, body, hsts] of cases) {
+        const out = await curl([
+          "-sS",
+          version,
+          "--cacert",
+          ca,
+          "--resolve",
+          `${name}:${port}:127.0.0.1`,
+          "-D",
+          "-",
+          `https://${name}:${port}/`,
+        ]);
+        assert.equal(out.code, 0, `${name}: ${out.stderr}`);
+        assert.ok(out.stdout.endsWith(body), `${name} ${version}: ${out.stdout}`);
+        const header = /^strict-transport-security: (.*)\r$/mi.exec(out.stdout)?.[1] ?? "";
+        assert.equal(header, hsts, `${name} ${version} HSTS`);
+      }
+    }
+  },
+});
+
+Deno.test("sites: Deno.connectTls with each SNI name verifies the site's certificate and gets its page", async () => {
+  await using tmp = await tempDir();
+  const { config, caPem } = await tlsSites(tmp.path);
+  await using srv = await startTestServer(config);
+  const port = srv.server.addr.port;
+  for (const [name, body] of [["a.test", "site a"], ["x.b.test", "site b"]]) {
+    const conn = await Deno.connectTls({ hostname: name, port, caCerts: [caPem] }).catch(
+      async () => {
+        // The name does not resolve here: connect to 127.0.0.1 and send the name as SNI.
+        const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+        return await Deno.startTls(tcp, { hostname: name, caCerts: [caPem] });
+      },
+    );
+    try {
+      await conn.write(
+        new TextEncoder().encode(`GET / HTTP/1.1\r\nHost: ${name}\r\nConnection: close\r\n\r\n`),
+      );
+      const text = await new Response(conn.readable).text();
+      assert.match(text, /^HTTP\/1\.1 200/);
+      assert.ok(text.endsWith(body), text);
+    } catch (e) {
+      conn.close();
+      throw e;
+    }
+  }
+});
