@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { makeCerts } from "./support/certs.ts";
 import { curl, hasCommand, runCli, spawnCli } from "./support/cli.ts";
 import { rawRequest } from "./support/clients.ts";
+import { echoBackend } from "./support/backends.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
 
@@ -96,7 +97,7 @@ Deno.test("sites: a single-site file has no site in its access lines", async () 
   assert.doesNotMatch(access[0], /site=/);
 });
 
-Deno.test("sites: each site has its own redirects, proxy-less locations and HSTS, nothing from the default site", async () => {
+Deno.test("sites: each site has its own redirect_instructions, none of the default site's", async () => {
   await using tmp = await tempDir();
   await siteFolders(tmp.path, ["main", "apex"]);
   await using srv = await startTestServer({
@@ -121,6 +122,45 @@ Deno.test("sites: each site has its own redirects, proxy-less locations and HSTS
   );
   assert.equal(apex.status, 301);
   assert.equal(apex.headers.find(([k]) => k === "location")?.[1], "/apex-new");
+});
+
+Deno.test("sites: the README's shape: www redirects every path to the apex, the API site proxies, the default site serves files", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main"]);
+  await using api = echoBackend("api");
+  await using srv = await startTestServer({
+    version: 2,
+    http: { static_dir: `${tmp.path}/main` },
+    sites: [
+      {
+        names: ["www.example.com"],
+        extensions: [{
+          type: "routing",
+          config: {
+            regex_locations: { __default__: { return: "301 https://example.com$request_uri" } },
+          },
+        }],
+      },
+      {
+        names: ["api.example.com"],
+        server: { reverse_proxy: [{ path: "/", host: "127.0.0.1", port: api.port }] },
+      },
+    ],
+  });
+  const port = srv.server.addr.port;
+  const www = await rawRequest(
+    port,
+    "GET /a/b?c=1 HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(www.status, 301);
+  assert.equal(www.headers.find(([k]) => k === "location")?.[1], "https://example.com/a/b?c=1");
+  const proxied = await rawRequest(
+    port,
+    "GET /v1/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(proxied.status, 200);
+  assert.equal(JSON.parse(bodyOf(proxied)).path, "/v1/x");
+  assert.equal((await getWithHost(port, "example.com")).body, "site main");
 });
 
 /** `--test configuration` in `dir` with `yaml` as its config.yaml. */

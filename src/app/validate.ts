@@ -8,7 +8,13 @@
  * @module
  */
 import type { LoadedConfig } from "../config/load.ts";
-import { cachingConfig, type Config, isRedisStorage, securityConfig } from "../config/schema.ts";
+import {
+  cachingConfig,
+  type Config,
+  isRedisStorage,
+  routingConfig,
+  securityConfig,
+} from "../config/schema.ts";
 import { shownUrl } from "../redis/link.ts";
 import { workerCount } from "../config/derived.ts";
 import { explainError } from "../http/errors.ts";
@@ -352,7 +358,12 @@ export async function checkSites(
     if (missing.length) {
       results.push(fail(key, `${key}: not supported by this build: ${missing.join(", ")}`));
     }
-    results.push(...(await checkStaticDir(c, options.tls)).map(named));
+    // A site whose routes take every path (a proxy of "/", a `__default__` location that
+    // answers or proxies) never serves a file: its static folder is not looked at.
+    const fallback = routingConfig(c)?.regex_locations.__default__;
+    const takesAll = c.server.reverse_proxy.some((r) => r.path === "/") ||
+      fallback?.return !== undefined || fallback?.proxy_pass !== undefined;
+    if (!takesAll) results.push(...(await checkStaticDir(c, options.tls)).map(named));
     for (const w of authWarnings(c)) results.push(named(warn("server.locations", w)));
     const targets = [...checkProxyTargets(c), ...checkNetPermissions(c)];
     results.push(...targets.map(named));
