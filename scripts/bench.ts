@@ -185,7 +185,7 @@ async function makeCerts(dir: string) {
 
 // ---------------------------------------------------------------- servers
 
-type Variant = "log" | "2 workers" | "h3" | "features";
+type Variant = "log" | "2 workers" | "h3" | "features" | "sites";
 
 interface Server {
   name: string;
@@ -468,6 +468,25 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     });
   }
 
+  // One site against 50 (`sites:`, the Host of the last), in the same rounds.
+  for (const [name, extra] of runs(SITES_WORKLOAD) ? SITES : []) {
+    const port = await freePort();
+    servers.push({
+      name,
+      http: port,
+      process: await denoserve(
+        name.replaceAll(/\W+/g, "-"),
+        port,
+        false,
+        false,
+        "1",
+        false,
+        extra(),
+      ),
+      variant: "sites",
+    });
+  }
+
   const VARIANTS: (Variant | undefined)[] = [undefined, "log", "2 workers"];
   // nginx
   for (const variant of VARIANTS) {
@@ -691,6 +710,23 @@ const FEATURES: readonly (readonly [string, string])[] = [
   ],
 ];
 const FEATURES_WORKLOAD = "1 KiB file, extension features";
+const SITES_WORKLOAD = "1 KiB file, 50 sites, Host of the last one";
+/** The last of the 50 sites' names, sent as Host to both servers of {@link SITES_WORKLOAD}. */
+const LAST_SITE = "site50.example.com";
+/** One site, and 50 sites each with its own names and the same folder. */
+const SITES: readonly (readonly [string, () => string])[] = [
+  ["denoserve, one site", () => ""],
+  [
+    "denoserve, 50 sites",
+    () =>
+      "sites:\n" + Array.from(
+        { length: 50 },
+        (_, i) =>
+          `  - names: [site${i + 1}.example.com, www.site${i + 1}.example.com]\n` +
+          `    http: { static_dir: ${WORK}/site }\n`,
+      ).join(""),
+  ],
+];
 const CONNECTIONS_SECTION = "connections";
 const HTTP3_SECTION = "HTTP/3";
 const HANDSHAKES = "TLS handshakes (Connection: close)";
@@ -715,6 +751,11 @@ const WORKLOADS: Workload[] = [
   { name: "1 KiB file, access log on", run: plain("/1k.html"), variant: "log" },
   { name: "1 KiB file, 2 workers", run: plain("/1k.html", ["-t2"]), variant: "2 workers" },
   { name: FEATURES_WORKLOAD, run: plain("/1k.html"), variant: "features" },
+  {
+    name: SITES_WORKLOAD,
+    run: plain("/1k.html", ["-H", `Host: ${LAST_SITE}`]),
+    variant: "sites",
+  },
 ];
 
 function median(xs: number[]): number {
@@ -1040,6 +1081,7 @@ async function main() {
   let connectionRows: string[] = [];
   let http3Rows: string[] = [];
   let featureRates = new Map<string, number>();
+  let siteRates = new Map<string, number>();
   const ratios: Record<
     string,
     { nginx: number; caddy: number; bare?: number; reads?: number }
@@ -1074,6 +1116,9 @@ async function main() {
       );
       if (w.name === FEATURES_WORKLOAD) {
         featureRates = new Map([...summary].map(([name, r]) => [name, r.rps]));
+      }
+      if (w.name === SITES_WORKLOAD) {
+        siteRates = new Map([...summary].map(([name, r]) => [name, r.rps]));
       }
       const ds = summary.get("denoserve")?.rps ?? NaN;
       const ratio = (other: string, of = ds) => of / (summary.get(other)?.rps ?? NaN);
@@ -1132,6 +1177,11 @@ async function main() {
         `${name.replace("denoserve + ", "")} ${fmt((featureRates.get(name) ?? NaN) / none, 2)}×`
       ).join(", ")
     }.`;
+  const sitesLine = siteRates.size === 0
+    ? ""
+    : `${SITES_WORKLOAD}: ${
+      fmt((siteRates.get(SITES[1][0]) ?? NaN) / (siteRates.get(SITES[0][0]) ?? NaN), 2)
+    }× of ${SITES[0][0]} in the same rounds (target ≥ 0.95×).`;
   const report = `# Benchmark results
 
 Date: ${new Date().toISOString()}
@@ -1173,6 +1223,7 @@ server that also reads the URL, the method and one header (what any file server 
   }× against the same; the reverse proxy against a bare \`Deno.serve\` passing each request to the backend with the
 runtime's \`fetch\`: ${fmt(ratios["reverse proxy 1 KiB"]?.bare ?? NaN, 2)}×.
 ${featureLine}
+${sitesLine}
 (HTTP/2 rows: the p50 column is h2load's mean time per request.)
 ${
     connectionRows.length === 0 ? "" : `
