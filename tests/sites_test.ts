@@ -10,6 +10,7 @@ import { rawRequest } from "./support/clients.ts";
 import { echoBackend } from "./support/backends.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
+import { HAVE_PEBBLE, startPebble } from "./support/pebble.ts";
 
 /** A folder per site, each index.html naming it. */
 async function siteFolders(dir: string, names: string[]) {
@@ -384,4 +385,75 @@ Deno.test("sites: Deno.connectTls with each SNI name verifies the site's certifi
       throw e;
     }
   }
+});
+
+Deno.test({
+  name:
+    "sites: ACME orders one certificate for the default site's and every site's names (pebble, real http-01), served by SNI; port 80 redirects both",
+  ignore: !HAVE_PEBBLE || hasCommand("curl") === null,
+  async fn() {
+    await using pebble = await startPebble();
+    await using tmp = await tempDir();
+    const dir = tmp.path;
+    await siteFolders(dir, ["main", "other", "own"]);
+    const own = await makeCerts(dir, { name: "own", names: ["own.test"] });
+    await writeFiles(dir, {
+      "config.yaml": [
+        "server:\n  port: 0\nhttp:\n  static_dir: ./main\nssl:\n  enabled: true",
+        `  redirect_http: ${pebble.httpPort}`,
+        "  acme:\n    email: admin@example.com\n    domains: [example.test]",
+        `    directory_url: ${pebble.directoryUrl}\n    ca_file: ${pebble.caFile}`,
+        `    storage: ./acme\n    http_port: ${pebble.httpPort}`,
+        "sites:",
+        "  - names: [other.test, www.other.test]\n    http: { static_dir: ./other }",
+        "  - names: [own.test]\n    http: { static_dir: ./own }",
+        `    ssl: { cert_file: ${own.cert}, key_file: ${own.key} }`,
+        "",
+      ].join("\n"),
+    });
+    const client = Deno.createHttpClient({ caCerts: [await Deno.readTextFile(pebble.caFile)] });
+    const root = await (await fetch(`${pebble.managementUrl}/roots/0`, { client })).text();
+    client.close();
+    await Deno.writeTextFile(`${dir}/root.pem`, root + await Deno.readTextFile(own.ca));
+    await using server = await spawnCli(["-c", `${dir}/config.yaml`]);
+    assert.match(server.url, /^https:/);
+    const port = Number(new URL(server.url).port);
+    // One order, for the default site's domain and both names of the site without files.
+    assert.deepEqual(
+      (await servedNames(port, "www.other.test")).split(", ").sort(),
+      ["DNS:example.test", "DNS:other.test", "DNS:www.other.test"],
+    );
+    assert.equal(await servedNames(port, "own.test"), "DNS:own.test");
+    assert.match(pebble.output(), /Issued certificate serial/i);
+    for (
+      const [name, body] of [
+        ["example.test", "site main"],
+        ["other.test", "site other"],
+        ["www.other.test", "site other"],
+        ["own.test", "site own"],
+      ]
+    ) {
+      const out = await curl([
+        "-sS",
+        "--cacert",
+        `${dir}/root.pem`,
+        "--resolve",
+        `${name}:${port}:127.0.0.1`,
+        `https://${name}:${port}/`,
+      ]);
+      assert.equal(out.stdout, body, `${name}: ${out.stderr}`);
+    }
+    // The port-80 listener (ACME's, redirect_http on the same port) redirects every site.
+    for (const name of ["example.test", "other.test", "own.test"]) {
+      const answer = await rawRequest(
+        pebble.httpPort,
+        `GET /a?b HTTP/1.1\r\nHost: ${name}\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(answer.status, 308, name);
+      assert.equal(
+        answer.headers.find(([k]) => k === "location")?.[1],
+        `https://${name}:${port}/a?b`,
+      );
+    }
+  },
 });
