@@ -11,6 +11,7 @@ import { echoBackend } from "./support/backends.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
 import { HAVE_PEBBLE, startPebble } from "./support/pebble.ts";
+import { eventually } from "./support/wait.ts";
 
 /** A folder per site, each index.html naming it. */
 async function siteFolders(dir: string, names: string[]) {
@@ -457,3 +458,105 @@ Deno.test({
     }
   },
 });
+
+/** A TLS connection kept alive, sending one HTTP/1.1 request at a time with `Host` = its SNI. */
+async function keptConnection(port: number, name: string, caPem: string) {
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+  const conn = await Deno.startTls(tcp, { hostname: name, caCerts: [caPem] });
+  const dec = new TextDecoder();
+  let buffered = "";
+  const buf = new Uint8Array(16 * 1024);
+  return {
+    async get(path = "/"): Promise<string> {
+      await conn.write(new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nHost: ${name}\r\n\r\n`));
+      for (;;) {
+        const end = buffered.indexOf("\r\n\r\n");
+        if (end >= 0) {
+          const length = Number(/^content-length: *(\d+)/mi.exec(buffered.slice(0, end))?.[1]);
+          if (buffered.length >= end + 4 + length) {
+            const body = buffered.slice(end + 4, end + 4 + length);
+            buffered = buffered.slice(end + 4 + length);
+            return body;
+          }
+        }
+        const n = await conn.read(buf);
+        if (n === null) throw new Error(`the connection for ${name} was closed`);
+        buffered += dec.decode(buf.subarray(0, n), { stream: true });
+      }
+    },
+    [Symbol.dispose]() {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "sites: SIGHUP adds, changes and removes sites, and a site's new certificate is taken, while another site's open connection goes on",
+  ignore: !hasOpenssl,
+  async fn() {
+    await using tmp = await tempDir();
+    const dir = tmp.path;
+    await siteFolders(dir, ["main", "a", "a2", "b"]);
+    const main = await makeCerts(dir, { name: "main", names: ["main.test"] });
+    const a = await makeCerts(dir, { name: "a", names: ["a.test"] });
+    const b = await makeCerts(dir, { name: "b", names: ["b.test"] });
+    const yaml = (sites: string[]) =>
+      [
+        "server:\n  port: 0\nhttp:\n  static_dir: ./main\nssl:\n  enabled: true",
+        `  cert_file: ${main.cert}\n  key_file: ${main.key}`,
+        "sites:",
+        ...sites,
+        "",
+      ].join("\n");
+    const siteA = (folder: string) =>
+      `  - names: [a.test]\n    http: { static_dir: ./${folder} }\n` +
+      `    ssl: { cert_file: ${a.cert}, key_file: ${a.key} }`;
+    const siteB = "  - names: [b.test]\n    http: { static_dir: ./b }\n" +
+      `    ssl: { cert_file: ${dir}/b-live.pem, key_file: ${dir}/b-live-key.pem }`;
+    await Deno.copyFile(b.cert, `${dir}/b-live.pem`);
+    await Deno.copyFile(b.key, `${dir}/b-live-key.pem`);
+    await writeFiles(dir, { "config.yaml": yaml([siteA("a")]) });
+    await using cli = await spawnCli(["-c", "config.yaml"], { cwd: dir });
+    const port = Number(new URL(cli.url).port);
+    using kept = await keptConnection(port, "a.test", a.caPem);
+    assert.equal(await kept.get(), "site a");
+    assert.equal(await servedNames(port, "b.test"), "DNS:main.test", "no site b yet");
+
+    // Added: site b with its certificate; site a's folder changed.
+    await writeFiles(dir, { "config.yaml": yaml([siteA("a2"), siteB]) });
+    cli.process.kill("SIGHUP");
+    await cli.waitFor(/reloaded configuration.*\n/);
+    assert.equal(await kept.get(), "site a2", "the open connection is served by the new table");
+    assert.equal(await servedNames(port, "b.test"), "DNS:b.test");
+    assert.equal(await getWithHostTls(port, "b.test", a.caPem), "site b");
+
+    // Site b's certificate replaced on disk: taken without a signal; site a's connection goes on.
+    const b2 = await makeCerts(dir, { name: "b2", names: ["b.test", "www.b.test"] });
+    await Deno.copyFile(b2.key, `${dir}/b-live-key.pem`);
+    await Deno.copyFile(b2.cert, `${dir}/b-live.pem`);
+    await cli.waitFor(/certificate reloaded/, 15_000);
+    assert.equal(await servedNames(port, "b.test"), "DNS:b.test, DNS:www.b.test");
+    assert.equal(await servedNames(port, "a.test"), "DNS:a.test");
+    assert.equal(await kept.get(), "site a2");
+
+    // Removed: b.test now goes to the default site, with the default certificate.
+    await writeFiles(dir, { "config.yaml": yaml([siteA("a2")]) });
+    const reloads = cli.output().match(/reloaded configuration/g)!.length;
+    cli.process.kill("SIGHUP");
+    assert.ok(
+      await eventually(() => cli.output().match(/reloaded configuration/g)!.length > reloads),
+    );
+    assert.equal(await servedNames(port, "b.test"), "DNS:main.test");
+    assert.equal(await kept.get(), "site a2");
+    assert.doesNotMatch(cli.output(), /ERROR/);
+  },
+});
+
+/** `GET /` over a new TLS connection whose SNI and Host are `name`, verified with `caPem`. */
+async function getWithHostTls(port: number, name: string, caPem: string): Promise<string> {
+  using conn = await keptConnection(port, name, caPem);
+  return await conn.get();
+}

@@ -140,9 +140,14 @@ export function watchReload(options: ReloadOptions): Reloader {
   let seen = "";
   let pending = "";
   const signature = async (): Promise<string> => {
-    const { ssl } = server.config;
-    if (!ssl.enabled || !ssl.cert_file || !ssl.key_file) return "";
-    const parts = await Promise.all([ssl.cert_file, ssl.key_file].map(async (f) => {
+    const { ssl, sites } = server.config;
+    if (!ssl.enabled) return "";
+    // The default site's files and those of each of `sites` that has its own.
+    const files = [ssl, ...sites.map((site) => site.ssl)].flatMap((s) =>
+      s.cert_file && s.key_file ? [s.cert_file, s.key_file] : []
+    );
+    if (files.length === 0) return "";
+    const parts = await Promise.all(files.map(async (f) => {
       try {
         const s = await Deno.stat(f);
         return `${f}:${s.mtime?.getTime()}:${s.size}:${s.ino}`;
