@@ -71,6 +71,16 @@ function backend() {
   });
   return {
     port: server.port,
+    reports,
+    /** Settles when `n` reports have come. */
+    async reportsOf(n: number, ms: number) {
+      const end = Date.now() + ms;
+      while (reports.length < n) {
+        if (Date.now() > end) throw new Error(`${reports.length} of ${n} reports in ${ms} ms`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return reports;
+    },
     async report(ms: number) {
       if (!reports.length) {
         await new Promise<void>((resolve, reject) => {
@@ -92,6 +102,8 @@ async function withChromium<T>(
   url: string,
   done: () => Promise<T>,
   extraArgs: string[] = [],
+  /** Accept any certificate (the test CA is not in the browser's store). Default true. */
+  anyCertificate = true,
 ): Promise<T> {
   await using profile = await tempDir();
   const child = new Deno.Command(chromium!, {
@@ -105,7 +117,7 @@ async function withChromium<T>(
       "--disable-sync",
       "--disable-dev-shm-usage",
       // The test CA is not in the browser's store; the certificate is still a valid localhost one.
-      "--ignore-certificate-errors",
+      ...(anyCertificate ? ["--ignore-certificate-errors"] : []),
       `--user-data-dir=${profile.path}`,
       ...extraArgs,
       url,
@@ -232,5 +244,88 @@ Deno.test({
       lines.some((l) => /"POST \/report\/ HTTP\/3" 200/.test(l)),
       "the report went up over h3",
     );
+  },
+});
+
+/** A page that reports its host and its site's /who.txt, then goes to `next` when given. */
+const SITE_PAGE = `<!doctype html>
+<meta charset="utf-8"><title>site check</title>
+<script>
+(async () => {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const who = await (await fetch("/who.txt")).text();
+  await fetch("/report/", {
+    method: "POST",
+    body: JSON.stringify({ host: location.hostname, who, protocol: nav.nextHopProtocol }),
+  });
+  const next = new URLSearchParams(location.search).get("next");
+  if (next) location.href = next;
+})();
+</script>`;
+
+Deno.test({
+  name:
+    "chromium loads two sites from one server by name (--host-resolver-rules), each with its own certificate trusted by key",
+  ignore: !chromium,
+  async fn() {
+    await using dir = await tempDir();
+    await using echo = backend();
+    const d = dir.path;
+    await writeFiles(d, {
+      "a/index.html": SITE_PAGE,
+      "a/who.txt": "site a",
+      "b/index.html": SITE_PAGE,
+      "b/who.txt": "site b",
+      "main/who.txt": "default site",
+    });
+    const main = await makeCerts(d, { name: "main", names: ["main.test"] });
+    const a = await makeCerts(d, { name: "a", names: ["a.test"] });
+    const b = await makeCerts(d, { name: "b", names: ["b.test"] });
+    const report = [{
+      type: "routing",
+      config: {
+        regex_locations: { "^~/report/": { proxy_pass: `http://127.0.0.1:${echo.port}` } },
+      },
+    }];
+    await using srv = await startTestServer({
+      version: 2,
+      http: { static_dir: `${d}/main` },
+      ssl: { enabled: true, cert_file: main.cert, key_file: main.key },
+      sites: [
+        {
+          names: ["a.test"],
+          http: { static_dir: `${d}/a` },
+          ssl: { cert_file: a.cert, key_file: a.key },
+          extensions: report,
+        },
+        {
+          names: ["b.test"],
+          http: { static_dir: `${d}/b` },
+          ssl: { cert_file: b.cert, key_file: b.key },
+          extensions: report,
+        },
+      ],
+    });
+    const port = srv.server.addr.port;
+    const next = encodeURIComponent(`https://b.test:${port}/`);
+    // Only the two sites' keys are trusted: the default certificate would be refused.
+    const reports = await withChromium(
+      `https://a.test:${port}/?next=${next}`,
+      () => echo.reportsOf(2, 30_000),
+      [
+        "--host-resolver-rules=MAP a.test 127.0.0.1, MAP b.test 127.0.0.1",
+        `--ignore-certificate-errors-spki-list=${await spkiHash(a.cert)},${await spkiHash(b.cert)}`,
+      ],
+      false,
+    );
+    console.log(`chromium: ${JSON.stringify(reports)}`);
+    assert.deepEqual(reports, [
+      { host: "a.test", who: "site a", protocol: "h2" },
+      { host: "b.test", who: "site b", protocol: "h2" },
+    ]);
+    srv.log.flush();
+    const access = srv.log.lines.filter((l) => l.includes("GET /who.txt"));
+    assert.ok(access.some((l) => / site=a\.test /.test(l)), access.join("\n"));
+    assert.ok(access.some((l) => / site=b\.test /.test(l)), access.join("\n"));
   },
 });
