@@ -12,6 +12,7 @@ import { tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
 import { HAVE_PEBBLE, startPebble } from "./support/pebble.ts";
 import { eventually } from "./support/wait.ts";
+import { H3Client } from "./support/h3_client.ts";
 
 /** A folder per site, each index.html naming it. */
 async function siteFolders(dir: string, names: string[]) {
@@ -560,3 +561,82 @@ async function getWithHostTls(port: number, name: string, caPem: string): Promis
   using conn = await keptConnection(port, name, caPem);
   return await conn.get();
 }
+
+Deno.test({
+  name:
+    "sites: over HTTP/2 and HTTP/1.1, a Host of no site gets 421 with unknown_host: 421, and a connection reused for another name its certificate covers is answered by that name's site",
+  ignore: hasCommand("curl") === null,
+  async fn() {
+    await using tmp = await tempDir();
+    const { config, ca } = await tlsSites(tmp.path);
+    await using srv = await startTestServer({ ...config, server: { unknown_host: 421 } });
+    const port = srv.server.addr.port;
+    const ask = (version: string, sni: string, host: string) =>
+      curl([
+        "-sS",
+        version,
+        "--cacert",
+        ca,
+        "--resolve",
+        `${sni}:${port}:127.0.0.1`,
+        "-H",
+        `Host: ${host}`,
+        "-w",
+        " %{http_code} %{http_version}",
+        `https://${sni}:${port}/`,
+      ]);
+    for (const [version, shown] of [["--http2", "2"], ["--http1.1", "1.1"]]) {
+      // main.test's certificate (the default one) also names shared.test, another site's: the
+      // connection made for main.test serves shared.test's requests (HTTP/2 connection reuse).
+      const reused = await ask(version, "main.test", "shared.test");
+      assert.equal(reused.stdout, `site wild 200 ${shown}`, reused.stderr);
+      const unknown = await ask(version, "main.test", "nowhere.test");
+      assert.match(unknown.stdout, new RegExp(` 421 ${shown.replace(".", "\\.")}$`));
+      assert.match(unknown.stdout, /Misdirected Request/);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "sites: HTTP/3 serves the sites its certificate (the default one) covers, by :authority; Alt-Svc is announced only to those",
+  ignore: hasCommand("curl") === null,
+  async fn() {
+    await using tmp = await tempDir();
+    const { config, ca, caPem } = await tlsSites(tmp.path);
+    await using srv = await startTestServer({ ...config, ssl: { ...config.ssl, http3: true } });
+    const port = srv.server.addr.port;
+    const altSvc = async (name: string) => {
+      const out = await curl([
+        "-sS",
+        "--http2",
+        "--cacert",
+        ca,
+        "--resolve",
+        `${name}:${port}:127.0.0.1`,
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        `https://${name}:${port}/`,
+      ]);
+      return /^alt-svc: (.*)\r$/mi.exec(out.stdout)?.[1] ?? "";
+    };
+    assert.equal(await altSvc("main.test"), `h3=":${port}"; ma=86400`);
+    assert.equal(await altSvc("shared.test"), `h3=":${port}"; ma=86400`);
+    assert.equal(
+      await altSvc("a.test"),
+      "",
+      "a.test has its own certificate, which QUIC cannot serve",
+    );
+    assert.equal(await altSvc("x.b.test"), "");
+    await using h3 = await H3Client.connect(port, caPem, { serverName: "shared.test" });
+    for (const [authority, body] of [["shared.test", "site wild"], ["main.test", "site main"]]) {
+      const answer = await h3.request("/", { authority: `${authority}:${port}` });
+      assert.equal(answer.status, 200);
+      assert.equal(answer.text(), body, authority);
+    }
+    // The QUIC listener has the default certificate only: a client that verifies a.test refuses it.
+    await assert.rejects(H3Client.connect(port, caPem, { serverName: "a.test" }));
+  },
+});

@@ -32,6 +32,7 @@ import { openFilesLimit } from "./sockets.ts";
 import { setHeaders } from "../http/headers.ts";
 import { listenHttp3 } from "./http3/listener.ts";
 import { loadSiteCertificates, sniResolver } from "../tls/sni.ts";
+import { hostName, nameCovers } from "../config/sites.ts";
 
 /** What the TLS listener takes: the default certificate, and with `sites` the choice by SNI. */
 const keyPairs = (tls: TlsMaterial) => ({
@@ -301,14 +302,32 @@ export async function startServer(
     return current.handle(request, new ServedContext(path, query, secure, exchange, request));
   };
 
-  /** The HTTPS handler announcing HTTP/3 on `port` (RFC 7838) on its answers over TCP. */
-  const announcing = (handler: ExchangeHandler, port: number): ExchangeHandler => {
+  /**
+   * The HTTPS handler announcing HTTP/3 on `port` (RFC 7838) on its answers over TCP. With sites
+   * that have certificates of their own, only to names the QUIC listener's certificate (the
+   * default site's: QUIC takes one) covers; a browser told of it for another name would fail the
+   * QUIC handshake.
+   */
+  const announcing = (
+    handler: ExchangeHandler,
+    port: number,
+    tls: TlsMaterial,
+  ): ExchangeHandler => {
     const pairs: [string, string][] = [["alt-svc", `h3=":${port}"; ma=86400`]];
     const add = (response: Response) =>
       response.status === 101 ? response : setHeaders(response, pairs);
-    return (request, exchange) => {
+    const all: ExchangeHandler = (request, exchange) => {
       const response = handler(request, exchange);
       return response instanceof Promise ? response.then(add) : add(response);
+    };
+    if (!tls.sites?.length) return all;
+    const sans = tls.info.sans.filter((n) => n.startsWith("DNS:")).map((n) => n.slice(4));
+    return (request, exchange) => {
+      const host = request.headers.get("host") ?? urlAuthority(request.url);
+      const name = hostName(host);
+      return sans.some((san) => nameCovers(san, name))
+        ? all(request, exchange)
+        : handler(request, exchange);
     };
   };
 
@@ -420,7 +439,7 @@ export async function startServer(
     );
     let h3: Listening | undefined;
     if (h3Wanted) {
-      announced = announcing(handler, main.addr.port);
+      announced = announcing(handler, main.addr.port, tls!);
       try {
         h3 = keepH3 ?? openH3(cfg, tls!, main.addr.port);
       } catch (e) {

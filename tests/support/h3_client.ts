@@ -147,12 +147,13 @@ export class H3Client implements AsyncDisposable {
   static async connect(
     port: number,
     caPem: string,
-    options: { settings?: boolean; hostname?: string; authority?: string } = {},
+    options: { settings?: boolean; hostname?: string; authority?: string; serverName?: string } =
+      {},
   ): Promise<H3Client> {
     const quic = await Deno.connectQuic({
       hostname: options.hostname ?? "127.0.0.1",
       port,
-      serverName: "localhost",
+      serverName: options.serverName ?? "localhost",
       alpnProtocols: ["h3"],
       caCerts: [caPem],
     });
