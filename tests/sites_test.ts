@@ -640,3 +640,30 @@ Deno.test({
     await assert.rejects(H3Client.connect(port, caPem, { serverName: "a.test" }));
   },
 });
+
+Deno.test("sites: metrics label each site's requests with the site", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main", "a"]);
+  const monitoring = [{ type: "monitoring", config: { metrics: { enabled: true } } }];
+  await using srv = await startTestServer({
+    version: 2,
+    http: { static_dir: `${tmp.path}/main` },
+    extensions: monitoring,
+    sites: [{
+      names: ["a.test"],
+      http: { static_dir: `${tmp.path}/a` },
+      extensions: monitoring,
+    }],
+  });
+  const port = srv.server.addr.port;
+  for (let i = 0; i < 3; i++) assert.equal((await getWithHost(port, "a.test")).body, "site a");
+  assert.equal((await getWithHost(port, "main.test")).body, "site main");
+  const metrics = await rawRequest(
+    port,
+    "GET /metrics HTTP/1.1\r\nHost: main.test\r\nConnection: close\r\n\r\n",
+  );
+  const text = bodyOf(metrics);
+  assert.match(text, /^denoserve_requests_total\{route="static",site="a\.test",status="2xx"\} 3$/m);
+  assert.match(text, /^denoserve_requests_total\{route="static",site="default",status="2xx"\} 1$/m);
+  assert.match(text, /^denoserve_response_bytes_total\{route="static",site="a\.test"\} 18$/m);
+});

@@ -21,6 +21,8 @@ const CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"] as const;
 /** What one route kind counted; plain numbers, so that a request only adds. */
 interface KindSeries {
   kind: string;
+  /** With `sites`: the site that answered (see {@link RequestContext.site}). */
+  site?: string;
   /** Answers by status class, 1xx first. */
   byClass: Float64Array;
   /** Answers per duration bucket (not cumulative; the last slot is above the last bound). */
@@ -31,18 +33,20 @@ interface KindSeries {
 }
 
 const series = new Map<string, KindSeries>();
-const seriesFor = (kind: string): KindSeries => {
-  let s = series.get(kind);
+const seriesFor = (kind: string, site: string | undefined): KindSeries => {
+  const key = site === undefined ? kind : `${kind} ${site}`;
+  let s = series.get(key);
   if (s === undefined) {
     s = {
       kind,
+      site,
       byClass: new Float64Array(CLASSES.length),
       buckets: new Float64Array(BUCKETS.length + 1),
       seconds: 0,
       count: 0,
       bytes: 0,
     };
-    series.set(kind, s);
+    series.set(key, s);
   }
   return s;
 };
@@ -105,7 +109,7 @@ export const withMetrics: Wrapper = (next: Handler): Handler => (request, ctx) =
 // Made once rather than a closure per request: this runs on every request.
 function counted(ctx: RequestContext, response: Response, started: number): Response {
   const kind = KIND[ctx.route ?? ""] ?? "error";
-  const s = seriesFor(kind);
+  const s = seriesFor(kind, ctx.site);
   const cls = Math.floor(response.status / 100) - 1;
   s.byClass[cls >= 0 && cls < 5 ? cls : 4]++;
   const seconds = (performance.now() - started) / 1000;
@@ -161,14 +165,17 @@ function family(
 export function renderMetrics(now = Date.now()): string {
   const out: string[] = [];
   const kinds = [...series.values()];
+  /** The series' own labels: its route kind, and its site with `sites`. */
+  const own = (s: KindSeries): Record<string, string> =>
+    s.site === undefined ? { route: s.kind } : { route: s.kind, site: s.site };
   family(
     out,
     "denoserve_requests_total",
     "counter",
-    "Requests answered, by the kind of route that answered and the status class.",
+    "Requests answered, by the kind of route that answered (and the site, with sites) and the status class.",
     kinds.flatMap((s) =>
       CLASSES.map((status, i) =>
-        ["", { route: s.kind, status }, s.byClass[i]] as [string, Record<string, string>, number]
+        ["", { ...own(s), status }, s.byClass[i]] as [string, Record<string, string>, number]
       )
     ),
   );
@@ -177,11 +184,11 @@ export function renderMetrics(now = Date.now()): string {
     let cumulative = 0;
     BUCKETS.forEach((le, i) => {
       cumulative += s.buckets[i];
-      histogram.push(["_bucket", { route: s.kind, le: String(le) }, cumulative]);
+      histogram.push(["_bucket", { ...own(s), le: String(le) }, cumulative]);
     });
-    histogram.push(["_bucket", { route: s.kind, le: "+Inf" }, s.count]);
-    histogram.push(["_sum", { route: s.kind }, s.seconds]);
-    histogram.push(["_count", { route: s.kind }, s.count]);
+    histogram.push(["_bucket", { ...own(s), le: "+Inf" }, s.count]);
+    histogram.push(["_sum", own(s), s.seconds]);
+    histogram.push(["_count", own(s), s.count]);
   }
   family(
     out,
@@ -195,7 +202,7 @@ export function renderMetrics(now = Date.now()): string {
     "denoserve_response_bytes_total",
     "counter",
     "Body bytes of answers whose Content-Length was known, by route kind.",
-    kinds.map((s) => ["", { route: s.kind }, s.bytes]),
+    kinds.map((s) => ["", own(s), s.bytes]),
   );
   family(out, "denoserve_reloads_total", "counter", "Configuration reloads, by result.", [
     ["", { result: "ok" }, reloads.ok],
