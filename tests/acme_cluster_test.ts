@@ -62,6 +62,8 @@ async function cluster(
     pollInterval?: number;
     /** How many of the three instances HAProxy sends to (the first n). Default 3. */
     behind?: number;
+    /** Lines appended to every instance's config.yaml (a `sites:` list). */
+    extra?: string[];
   } = {},
 ): Promise<Cluster> {
   const pebble = await startPebble({ validity: options.validity });
@@ -127,6 +129,7 @@ async function cluster(
         `    http_port: ${s.http}`,
         `    lock_timeout: ${options.lockTimeout ?? 4}`,
         `    poll_interval: ${options.pollInterval ?? 30}`,
+        ...options.extra ?? [],
         "",
       ].join("\n"),
     );
@@ -271,6 +274,48 @@ Deno.test({
     assert.ok(orders >= 2, `a renewal was ordered:\n${all()}`);
     assert.equal(count(all(), OBTAINED), orders, "every order completed");
     assert.equal(count(c.pebble.output(), ISSUED), orders, "one certificate per order");
+  },
+});
+
+/** The DNS names of the certificate served on `port` for SNI `name`. */
+async function servedNames(port: number, name: string): Promise<string[]> {
+  const hello = await new Deno.Command("openssl", {
+    args: ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", name],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const pem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(
+    new TextDecoder().decode(hello.stdout),
+  );
+  if (!pem) throw new Error(`no certificate from 127.0.0.1:${port} for ${name}`);
+  const { X509Certificate } = await import("node:crypto");
+  return (new X509Certificate(pem[0]).subjectAltName ?? "").split(", ").sort();
+}
+
+Deno.test({
+  name:
+    "acme cluster: with sites, two instances place one order for every site's names and serve it by SNI",
+  ignore,
+  async fn() {
+    await using redis = await startRedis(freePort());
+    await using c = await cluster(redis.url, {
+      behind: 2,
+      extra: ["sites:", "  - names: [other.test]", "    http: { static_dir: . }"],
+    });
+    const servers = await Promise.all(c.slots.slice(0, 2).map((s) => c.start(s)));
+    await Promise.all(servers.map((s) => s.waitFor(/ serving .* on https:/, DEADLINE)));
+    const all = () => servers.map((s) => s.output()).join("\n");
+    assert.equal(count(all(), ORDERED), 1, `one order placed:\n${all()}`);
+    for (const slot of c.slots.slice(0, 2)) {
+      for (const name of ["other.test", "example.test"]) {
+        assert.deepEqual(
+          await servedNames(slot.https, name),
+          ["DNS:example.test", "DNS:other.test", "DNS:www.example.test"],
+          `${slot.name} for ${name}`,
+        );
+      }
+    }
   },
 });
 
