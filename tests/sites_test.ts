@@ -667,3 +667,45 @@ Deno.test("sites: metrics label each site's requests with the site", async () =>
   assert.match(text, /^denoserve_requests_total\{route="static",site="default",status="2xx"\} 1$/m);
   assert.match(text, /^denoserve_response_bytes_total\{route="static",site="a\.test"\} 18$/m);
 });
+
+Deno.test("sites: a site's extension read from a source: file, whose errors point into that file", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main", "a"]);
+  await writeFiles(tmp.path, {
+    "routing-a.yaml": 'regex_locations:\n  =/hello:\n    return: "200 hello from a"\n',
+    "bad.yaml": 'regex_locations:\n  =/x:\n    content_type: text/plain\n    return: "999 x"\n',
+    "config.yaml": [
+      "version: 2",
+      "http: { static_dir: ./main }",
+      "sites:",
+      "  - names: [a.test]",
+      "    http: { static_dir: ./a }",
+      "    extensions:",
+      "      - type: routing",
+      "        source: ./routing-a.yaml",
+      "",
+    ].join("\n"),
+  });
+  await using cli = await spawnCli(["-c", "config.yaml", "-p", "0"], { cwd: tmp.path });
+  const port = Number(new URL(cli.url).port);
+  const hello = await rawRequest(
+    port,
+    "GET /hello HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+  );
+  assert.equal(bodyOf(hello), "hello from a");
+  assert.equal(
+    (await rawRequest(port, "GET /hello HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n"))
+      .status,
+    404,
+  );
+  await Deno.writeTextFile(
+    `${tmp.path}/config.yaml`,
+    (await Deno.readTextFile(`${tmp.path}/config.yaml`)).replace("routing-a", "bad"),
+  );
+  const out = await runCli(["--test", "configuration"], { cwd: tmp.path });
+  assert.equal(out.code, 2, out.stdout);
+  assert.match(
+    out.stdout,
+    /bad\.yaml:4:\d+: sites\[0\]\.extensions\[0\]\.config\.regex_locations\["=\/x"\]\.return must be/,
+  );
+});

@@ -523,6 +523,8 @@ export async function readConfigFile(
  */
 async function loadExtensionSources(
   raw: Raw,
+  /** The key path of `raw` in the file: [] for the top, ["sites", 1] for a site. */
+  at: Path,
   base: string,
   where: (path: Path, atKey?: boolean) => string,
   env: (name: string) => string | undefined,
@@ -542,7 +544,9 @@ async function loadExtensionSources(
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
       throw new ConfigError(
-        `${where(["extensions", i, "source"])}extensions[${i}].source: ${file} not found`,
+        `${where([...at, "extensions", i, "source"])}${
+          pathString([...at, "extensions", i, "source"])
+        }: ${file} not found`,
       );
     }
     const local: Substituted = new Map();
@@ -552,14 +556,16 @@ async function loadExtensionSources(
       const path = JSON.parse(key) as Path;
       if (!wrapped || path[0] === "config") {
         substituted.set(
-          JSON.stringify(["extensions", i, "config", ...(wrapped ? path.slice(1) : path)]),
+          JSON.stringify([...at, "extensions", i, "config", ...(wrapped ? path.slice(1) : path)]),
           vars,
         );
       }
     }
     if (wrapped && body.type !== undefined && body.type !== ext.type) {
       throw new ConfigError(
-        `${loaded.where(["type"])}type is ${JSON.stringify(body.type)}, but extensions[${i}] ` +
+        `${loaded.where(["type"])}type is ${JSON.stringify(body.type)}, but ${
+          pathString([...at, "extensions", i])
+        } ` +
           `that loads this file says ${JSON.stringify(ext.type)}`,
       );
     }
@@ -574,10 +580,11 @@ async function loadExtensionSources(
     sources.set(i, wrapped ? (p, atKey) => inner(["config", ...p], atKey) : inner);
   }
   if (sources.size === 0) return where;
+  const n = at.length;
   return (path, atKey) => {
-    const source = path[0] === "extensions" && path[2] === "config" &&
-      sources.get(path[1] as number);
-    return source ? source(path.slice(3), atKey) : where(path, atKey);
+    const source = at.every((p, k) => path[k] === p) && path[n] === "extensions" &&
+      path[n + 2] === "config" && sources.get(path[n + 1] as number);
+    return source ? source(path.slice(n + 3), atKey) : where(path, atKey);
   };
 }
 
@@ -609,7 +616,21 @@ export async function loadConfig(
   const substituted: Substituted = new Map();
   raw = substituteEnv(raw, [], where, env, substituted) as Raw;
   const base = used ? resolve(file, "..") : Deno.cwd();
-  where = await loadExtensionSources(raw, base, where, env, substituted, fileWarnings);
+  where = await loadExtensionSources(raw, [], base, where, env, substituted, fileWarnings);
+  if (Array.isArray(raw.sites)) {
+    for (const [i, site] of raw.sites.entries()) {
+      if (typeof site !== "object" || site === null || Array.isArray(site)) continue;
+      where = await loadExtensionSources(
+        site as Raw,
+        ["sites", i],
+        base,
+        where,
+        env,
+        substituted,
+        fileWarnings,
+      );
+    }
+  }
 
   const origin = new Map<string, string>();
   const override = (path: string[], value: unknown, source: string) => {

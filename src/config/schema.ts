@@ -1271,4 +1271,5 @@ export const PATH_KEYS: readonly (readonly string[])[] = [
   ["sites", "*", "server", "locations", "*", "forward_auth", "ca_file"],
   ["sites", "*", "server", "locations", "*", "auth", "htpasswd_file"],
   ["sites", "*", "extensions", "*", "config", "regex_locations", "*", "root"],
+  ["sites", "*", "extensions", "*", "source"],
 ];
