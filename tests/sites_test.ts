@@ -709,3 +709,34 @@ Deno.test("sites: a site's extension read from a source: file, whose errors poin
     /bad\.yaml:4:\d+: sites\[0\]\.extensions\[0\]\.config\.regex_locations\["=\/x"\]\.return must be/,
   );
 });
+
+Deno.test("sites: JSON access lines carry the site; server.unknown_host without sites is a warning", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main", "a"]);
+  await writeFiles(tmp.path, {
+    "config.yaml": [
+      "http: { static_dir: ./main }",
+      "logging: { access_format: json }",
+      "sites:",
+      "  - names: [a.test]",
+      "    http: { static_dir: ./a }",
+      "",
+    ].join("\n"),
+  });
+  await using cli = await spawnCli(["-c", "config.yaml", "-p", "0"], { cwd: tmp.path });
+  const port = Number(new URL(cli.url).port);
+  assert.equal((await getWithHost(port, "a.test")).body, "site a");
+  await cli.waitFor(/"site":"a\.test"/);
+  const line = cli.output().split("\n").find((l) => l.includes('"site":"a.test"'))!;
+  const record = JSON.parse(line.slice(line.indexOf("{")));
+  assert.equal(record.site, "a.test");
+  assert.equal(record.status, 200);
+
+  await writeFiles(tmp.path, { "config.yaml": "server:\n  unknown_host: 421\n" });
+  const out = await runCli(["--test", "configuration"], { cwd: tmp.path });
+  assert.equal(out.code, 1, out.stdout);
+  assert.match(
+    out.stdout,
+    /^WARN .*config\.yaml:2:\d+: server\.unknown_host is ignored without sites/m,
+  );
+});

@@ -342,8 +342,14 @@ export async function checkSites(
 ): Promise<CheckResult[]> {
   const { config } = loaded;
   const sites = siteConfigs(config);
-  if (sites.length === 0) return [];
   const locate = loaded.locate ?? (() => "");
+  if (sites.length === 0) {
+    return config.server.unknown_host === "default" ? [] : [warn(
+      "server.unknown_host",
+      `${locate(["server", "unknown_host"])}server.unknown_host is ignored without sites ` +
+        "(every Host goes to the one site)",
+    )];
+  }
   const results: CheckResult[] = [];
   const defaultCert = config.ssl.enabled && !config.ssl.acme ? config.ssl.cert_file : undefined;
   for (const site of sites) {
