@@ -9,7 +9,7 @@ import { curl, hasCommand, runCli, spawnCli } from "./support/cli.ts";
 import { rawRequest } from "./support/clients.ts";
 import { echoBackend } from "./support/backends.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
-import { startTestServer } from "./support/servers.ts";
+import { freePort, startTestServer } from "./support/servers.ts";
 import { HAVE_PEBBLE, startPebble } from "./support/pebble.ts";
 import { eventually } from "./support/wait.ts";
 import { H3Client } from "./support/h3_client.ts";
@@ -739,4 +739,25 @@ Deno.test("sites: JSON access lines carry the site; server.unknown_host without 
     out.stdout,
     /^WARN .*config\.yaml:2:\d+: server\.unknown_host is ignored without sites/m,
   );
+});
+
+Deno.test("sites: ssl.redirect_http sends each site's plain requests to HTTPS on its own name", async () => {
+  await using tmp = await tempDir();
+  const { config } = await tlsSites(tmp.path);
+  await using srv = await startTestServer({
+    ...config,
+    ssl: { ...config.ssl, redirect_http: freePort() },
+  });
+  const port = srv.server.addr.port;
+  for (const name of ["a.test", "x.b.test", "main.test"]) {
+    const answer = await rawRequest(
+      srv.server.redirectAddr!.port,
+      `GET /p?q HTTP/1.1\r\nHost: ${name}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.equal(answer.status, 308, name);
+    assert.equal(
+      answer.headers.find(([k]) => k === "location")?.[1],
+      `https://${name}:${port}/p?q`,
+    );
+  }
 });
