@@ -308,11 +308,7 @@ export async function startServer(
    * default site's: QUIC takes one) covers; a browser told of it for another name would fail the
    * QUIC handshake.
    */
-  const announcing = (
-    handler: ExchangeHandler,
-    port: number,
-    tls: TlsMaterial,
-  ): ExchangeHandler => {
+  const announcing = (handler: ExchangeHandler, port: number): ExchangeHandler => {
     const pairs: [string, string][] = [["alt-svc", `h3=":${port}"; ma=86400`]];
     const add = (response: Response) =>
       response.status === 101 ? response : setHeaders(response, pairs);
@@ -320,11 +316,17 @@ export async function startServer(
       const response = handler(request, exchange);
       return response instanceof Promise ? response.then(add) : add(response);
     };
-    if (!tls.sites?.length) return all;
-    const sans = tls.info.sans.filter((n) => n.startsWith("DNS:")).map((n) => n.slice(4));
+    // The certificate in service (a certificate-only reload swaps it under this handler).
+    let seen: TlsMaterial | undefined;
+    let sans: string[] = [];
     return (request, exchange) => {
-      const host = request.headers.get("host") ?? urlAuthority(request.url);
-      const name = hostName(host);
+      const tls = gen.tls;
+      if (!tls?.sites?.length) return all(request, exchange);
+      if (tls !== seen) {
+        seen = tls;
+        sans = tls.info.sans.filter((n) => n.startsWith("DNS:")).map((n) => n.slice(4));
+      }
+      const name = hostName(request.headers.get("host") ?? urlAuthority(request.url));
       return sans.some((san) => nameCovers(san, name))
         ? all(request, exchange)
         : handler(request, exchange);
@@ -439,7 +441,7 @@ export async function startServer(
     );
     let h3: Listening | undefined;
     if (h3Wanted) {
-      announced = announcing(handler, main.addr.port, tls!);
+      announced = announcing(handler, main.addr.port);
       try {
         h3 = keepH3 ?? openH3(cfg, tls!, main.addr.port);
       } catch (e) {
