@@ -360,6 +360,17 @@ export async function checkSites(
       message: `${key} (${site.names[0]}): ${r.message}`,
     });
     const c = site.config;
+    const own = config.sites[site.index].ssl.cert_file;
+    results.push(ok(
+      key,
+      `${site.names.join(", ")}: ${
+        c.server.reverse_proxy.length ? `${c.server.reverse_proxy.length} proxy rule(s), ` : ""
+      }files from ${c.http.static_dir}${
+        config.ssl.enabled
+          ? `, certificate ${own ?? "of the default site"}${c.ssl.hsts ? ", HSTS" : ""}`
+          : ""
+      }`,
+    ));
     const missing = unsupported(c);
     if (missing.length) {
       results.push(fail(key, `${key}: not supported by this build: ${missing.join(", ")}`));
@@ -380,7 +391,6 @@ export async function checkSites(
     }
     results.push(...(await checkAccess(c)).map(named));
     if (!config.ssl.enabled) continue;
-    const own = config.sites[site.index].ssl.cert_file;
     if (config.ssl.acme && !own) {
       for (const name of site.names.filter((n) => n.startsWith("*."))) {
         results.push(warn(
@@ -396,6 +406,10 @@ export async function checkSites(
     let sans: string[];
     try {
       const tls = await loadTlsMaterial(certFile, c.ssl.key_file!);
+      // A start logs them as it loads the certificate (server.ts), as for the default one.
+      if (own && options.tls) {
+        for (const w of tls.warnings) results.push(warn(`${key}.ssl`, `${key}: ${w}`));
+      }
       sans = tls.info.sans.filter((n) => n.startsWith("DNS:")).map((n) => n.slice(4));
     } catch (e) {
       if (!(e instanceof TlsError)) throw e;

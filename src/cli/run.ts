@@ -235,6 +235,11 @@ async function serve(
       (pool ? ` with ${pool.size + 1} workers` : "") + limitsOf(config) +
       (config.server.proxy_protocol
         ? `; PROXY protocol required, from ${config.server.proxy_protocol_from.join(", ")}`
+        : "") +
+      (config.sites.length
+        ? `; by Host also ${config.sites.length === 1 ? "site" : `${config.sites.length} sites`} ` +
+          config.sites.slice(0, 5).map((s) => s.names[0]).join(", ") +
+          (config.sites.length > 5 ? ", …" : "")
         : ""),
   );
   for (const line of bannerLines(server, config)) log.info(line);
