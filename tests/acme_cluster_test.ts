@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { validate } from "../src/config/load.ts";
 import { redisKeys } from "../src/tls/acme/redis_storage.ts";
 import { createSealer, SealError } from "../src/tls/acme/seal.ts";
-import { servedFingerprint } from "./support/certs.ts";
+import { servedCertificate, servedFingerprint } from "./support/certs.ts";
 import { type CliServer, curl, runCli, spawnCli } from "./support/cli.ts";
 import { tempDir } from "./support/files.ts";
 import { HAPROXY, type Haproxy, startHaproxy } from "./support/haproxy.ts";
@@ -279,18 +279,7 @@ Deno.test({
 
 /** The DNS names of the certificate served on `port` for SNI `name`. */
 async function servedNames(port: number, name: string): Promise<string[]> {
-  const hello = await new Deno.Command("openssl", {
-    args: ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", name],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  const pem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(
-    new TextDecoder().decode(hello.stdout),
-  );
-  if (!pem) throw new Error(`no certificate from 127.0.0.1:${port} for ${name}`);
-  const { X509Certificate } = await import("node:crypto");
-  return (new X509Certificate(pem[0]).subjectAltName ?? "").split(", ").sort();
+  return ((await servedCertificate(port, name)).subjectAltName ?? "").split(", ").sort();
 }
 
 Deno.test({

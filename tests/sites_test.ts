@@ -4,7 +4,7 @@
  * in the access log.
  */
 import assert from "node:assert/strict";
-import { makeCerts } from "./support/certs.ts";
+import { makeCerts, servedCertificate } from "./support/certs.ts";
 import { curl, hasCommand, runCli, spawnCli } from "./support/cli.ts";
 import { rawRequest } from "./support/clients.ts";
 import { echoBackend } from "./support/backends.ts";
@@ -24,13 +24,17 @@ async function siteFolders(dir: string, names: string[]) {
 /** The body of a raw answer. */
 const bodyOf = (answer: { text: string }) => answer.text.slice(answer.text.indexOf("\r\n\r\n") + 4);
 
-/** `GET /` with Host `host` over a raw connection: the status and the body. */
-async function getWithHost(port: number, host: string) {
+/** `GET path` with Host `host` over a raw connection: the status, the body and any Location. */
+async function getWithHost(port: number, host: string, path = "/") {
   const answer = await rawRequest(
     port,
-    `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
+    `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`,
   );
-  return { status: answer.status, body: bodyOf(answer) };
+  return {
+    status: answer.status,
+    body: bodyOf(answer),
+    location: answer.headers.find(([k]) => k === "location")?.[1],
+  };
 }
 
 const threeSites = (dir: string) => ({
@@ -113,18 +117,12 @@ Deno.test("sites: each site has its own redirect_instructions, none of the defau
     }],
   });
   const port = srv.server.addr.port;
-  const main = await rawRequest(
-    port,
-    "GET /old HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
-  );
+  const main = await getWithHost(port, "a.test", "/old");
   assert.equal(main.status, 302);
-  assert.equal(main.headers.find(([k]) => k === "location")?.[1], "/main-new");
-  const apex = await rawRequest(
-    port,
-    "GET /old HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
-  );
+  assert.equal(main.location, "/main-new");
+  const apex = await getWithHost(port, "example.com", "/old");
   assert.equal(apex.status, 301);
-  assert.equal(apex.headers.find(([k]) => k === "location")?.[1], "/apex-new");
+  assert.equal(apex.location, "/apex-new");
 });
 
 Deno.test("sites: the README's shape: www redirects every path to the apex, the API site proxies, the default site serves files", async () => {
@@ -151,18 +149,12 @@ Deno.test("sites: the README's shape: www redirects every path to the apex, the 
     ],
   });
   const port = srv.server.addr.port;
-  const www = await rawRequest(
-    port,
-    "GET /a/b?c=1 HTTP/1.1\r\nHost: www.example.com\r\nConnection: close\r\n\r\n",
-  );
+  const www = await getWithHost(port, "www.example.com", "/a/b?c=1");
   assert.equal(www.status, 301);
-  assert.equal(www.headers.find(([k]) => k === "location")?.[1], "https://example.com/a/b?c=1");
-  const proxied = await rawRequest(
-    port,
-    "GET /v1/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
-  );
+  assert.equal(www.location, "https://example.com/a/b?c=1");
+  const proxied = await getWithHost(port, "api.example.com", "/v1/x");
   assert.equal(proxied.status, 200);
-  assert.equal(JSON.parse(bodyOf(proxied)).path, "/v1/x");
+  assert.equal(JSON.parse(proxied.body).path, "/v1/x");
   assert.equal((await getWithHost(port, "example.com")).body, "site main");
 });
 
@@ -260,20 +252,7 @@ const hasOpenssl = hasCommand("openssl") !== null;
 
 /** The subject alternative names of the certificate openssl gets for `servername` (or none). */
 async function servedNames(port: number, servername?: string): Promise<string> {
-  const args = ["s_client", "-connect", `127.0.0.1:${port}`];
-  args.push(...(servername ? ["-servername", servername] : ["-noservername"]));
-  const hello = await new Deno.Command("openssl", {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  const pem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(
-    new TextDecoder().decode(hello.stdout),
-  );
-  if (!pem) throw new Error(`no certificate from 127.0.0.1:${port} for ${servername}`);
-  const { X509Certificate } = await import("node:crypto");
-  return new X509Certificate(pem[0]).subjectAltName ?? "";
+  return (await servedCertificate(port, servername ?? null)).subjectAltName ?? "";
 }
 
 /** Two sites with certificates of their own, a third on the default certificate. */
@@ -447,13 +426,10 @@ Deno.test({
     }
     // The port-80 listener (ACME's, redirect_http on the same port) redirects every site.
     for (const name of ["example.test", "other.test", "own.test"]) {
-      const answer = await rawRequest(
-        pebble.httpPort,
-        `GET /a?b HTTP/1.1\r\nHost: ${name}\r\nConnection: close\r\n\r\n`,
-      );
+      const answer = await getWithHost(pebble.httpPort, name, "/a?b");
       assert.equal(answer.status, 308, name);
       assert.equal(
-        answer.headers.find(([k]) => k === "location")?.[1],
+        answer.location,
         `https://${name}:${port}/a?b`,
       );
     }
@@ -658,11 +634,8 @@ Deno.test("sites: metrics label each site's requests with the site", async () =>
   const port = srv.server.addr.port;
   for (let i = 0; i < 3; i++) assert.equal((await getWithHost(port, "a.test")).body, "site a");
   assert.equal((await getWithHost(port, "main.test")).body, "site main");
-  const metrics = await rawRequest(
-    port,
-    "GET /metrics HTTP/1.1\r\nHost: main.test\r\nConnection: close\r\n\r\n",
-  );
-  const text = bodyOf(metrics);
+  const metrics = await getWithHost(port, "main.test", "/metrics");
+  const text = metrics.body;
   assert.match(text, /^denoserve_requests_total\{route="static",site="a\.test",status="2xx"\} 3$/m);
   assert.match(text, /^denoserve_requests_total\{route="static",site="default",status="2xx"\} 1$/m);
   assert.match(text, /^denoserve_response_bytes_total\{route="static",site="a\.test"\} 18$/m);
@@ -688,13 +661,10 @@ Deno.test("sites: a site's extension read from a source: file, whose errors poin
   });
   await using cli = await spawnCli(["-c", "config.yaml", "-p", "0"], { cwd: tmp.path });
   const port = Number(new URL(cli.url).port);
-  const hello = await rawRequest(
-    port,
-    "GET /hello HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
-  );
-  assert.equal(bodyOf(hello), "hello from a");
+  const hello = await getWithHost(port, "a.test", "/hello");
+  assert.equal(hello.body, "hello from a");
   assert.equal(
-    (await rawRequest(port, "GET /hello HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n"))
+    (await getWithHost(port, "b.test", "/hello"))
       .status,
     404,
   );
@@ -750,13 +720,10 @@ Deno.test("sites: ssl.redirect_http sends each site's plain requests to HTTPS on
   });
   const port = srv.server.addr.port;
   for (const name of ["a.test", "x.b.test", "main.test"]) {
-    const answer = await rawRequest(
-      srv.server.redirectAddr!.port,
-      `GET /p?q HTTP/1.1\r\nHost: ${name}\r\nConnection: close\r\n\r\n`,
-    );
+    const answer = await getWithHost(srv.server.redirectAddr!.port, name, "/p?q");
     assert.equal(answer.status, 308, name);
     assert.equal(
-      answer.headers.find(([k]) => k === "location")?.[1],
+      answer.location,
       `https://${name}:${port}/p?q`,
     );
   }

@@ -208,10 +208,17 @@ export async function makeSpecCert(dir: string): Promise<{ cert: string; key: st
   return { cert: `${dir}/cert.pem`, key: `${dir}/key.pem` };
 }
 
-/** SHA-256 fingerprint of the certificate a server at `port` presents, read with openssl s_client. */
-export async function servedFingerprint(port: number): Promise<string> {
+/**
+ * The leaf certificate a server at `port` presents to openssl s_client for SNI `servername`
+ * (`null`: no SNI at all).
+ */
+export async function servedCertificate(
+  port: number,
+  servername: string | null = "localhost",
+): Promise<import("node:crypto").X509Certificate> {
+  const sni = servername === null ? ["-noservername"] : ["-servername", servername];
   const hello = await new Deno.Command("openssl", {
-    args: ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", "localhost"],
+    args: ["s_client", "-connect", `127.0.0.1:${port}`, ...sni],
     stdin: "null",
     stdout: "piped",
     stderr: "null",
@@ -219,9 +226,14 @@ export async function servedFingerprint(port: number): Promise<string> {
   const pem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(
     new TextDecoder().decode(hello.stdout),
   );
-  if (!pem) throw new Error(`no certificate from 127.0.0.1:${port}`);
+  if (!pem) throw new Error(`no certificate from 127.0.0.1:${port} for ${servername}`);
   const { X509Certificate } = await import("node:crypto");
-  return new X509Certificate(pem[0]).fingerprint256;
+  return new X509Certificate(pem[0]);
+}
+
+/** SHA-256 fingerprint of the certificate a server at `port` presents, read with openssl s_client. */
+export async function servedFingerprint(port: number): Promise<string> {
+  return (await servedCertificate(port)).fingerprint256;
 }
 
 /**
