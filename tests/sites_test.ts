@@ -728,3 +728,29 @@ Deno.test("sites: ssl.redirect_http sends each site's plain requests to HTTPS on
     );
   }
 });
+
+Deno.test("sites: a server-wide key in a site, a site key outside its section and ACME in a site say where they belong", async () => {
+  await using tmp = await tempDir();
+  const misplaced = await testConfiguration(
+    tmp.path,
+    "sites:\n  - names: [a.test]\n    static_dir: ./x\n    server:\n      port: 9000\n",
+  );
+  assert.equal(misplaced.code, 1, misplaced.stdout);
+  assert.match(
+    misplaced.stdout,
+    /config\.yaml:3:5: unknown key sites\[0\]\.static_dir is ignored \(did you mean "sites\[0\]\.http\.static_dir"\?\)/,
+  );
+  assert.match(
+    misplaced.stdout,
+    /config\.yaml:5:7: unknown key sites\[0\]\.server\.port is ignored \(server\.port is server-wide: set it at the top/,
+  );
+  const acme = await testConfiguration(
+    tmp.path,
+    "sites:\n  - names: [a.test]\n    ssl:\n      acme: { email: a@b.c, domains: [a.test] }\n",
+  );
+  assert.equal(acme.code, 2, acme.stdout);
+  assert.match(
+    acme.stdout,
+    /config\.yaml:4:7: sites\[0\]\.ssl\.acme cannot be set for a site: set ssl\.acme at the top/,
+  );
+});

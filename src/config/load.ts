@@ -229,6 +229,21 @@ function suggestion(raw: Raw, path: Path, key: string): string {
     const home = SECTIONS.find((s) => s !== path[0] && keysAt(Config, [s]).includes(key));
     if (home) return ` (did you mean "${home}.${key}"?)`;
   }
+  if (path[0] === "sites" && typeof path[1] === "number") {
+    const site = path.slice(0, 2);
+    // `sites[0].static_dir`: a site's key outside its section.
+    if (path.length === 2) {
+      const home = SECTIONS.find((s) => keysAt(Config, [...site, s]).includes(key));
+      if (home) return ` (did you mean "${pathString([...site, home, key])}"?)`;
+    }
+    // `sites[0].server.port`: a server-wide key, which only the top of the file sets.
+    const section = path[2] as string;
+    if (
+      path.length === 3 && SECTIONS.includes(section) && keysAt(Config, [section]).includes(key)
+    ) {
+      return ` (${section}.${key} is server-wide: set it at the top of the file, for every site)`;
+    }
+  }
   return didYouMean(key, knownKeys(raw, path));
 }
 

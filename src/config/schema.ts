@@ -1156,6 +1156,14 @@ const Site = strict({
       key_file: v.optional(nonEmpty),
       /** Strict-Transport-Security on the site's HTTPS answers; none when absent. */
       hsts: v.optional(nonEmpty),
+      /** Refused with the way to say it: ACME is set once, at the top. */
+      acme: v.optional(
+        v.custom<never>(
+          () => false,
+          "cannot be set for a site: set ssl.acme at the top of the file; the names of every " +
+            "site without cert_file join its order",
+        ),
+      ),
     }),
     {},
   ),
