@@ -47,7 +47,8 @@ const keyPairs = (tls: TlsMaterial) => ({
  */
 class ServedContext implements RequestContext {
   route?: string;
-  site?: string;
+  /** Set by the site dispatcher only (`routes/sites.ts`): no field at all on one site. */
+  declare site?: string;
   requestId?: string;
   private session?: Upgrade;
   constructor(
