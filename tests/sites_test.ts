@@ -729,7 +729,7 @@ Deno.test("sites: ssl.redirect_http sends each site's plain requests to HTTPS on
   }
 });
 
-Deno.test("sites: a server-wide key in a site, a site key outside its section and ACME in a site say where they belong", async () => {
+Deno.test("sites: a server-wide key in a site, a site key outside its section, a site's ssl without HTTPS and ACME in a site say where they belong", async () => {
   await using tmp = await tempDir();
   const misplaced = await testConfiguration(
     tmp.path,
@@ -743,6 +743,15 @@ Deno.test("sites: a server-wide key in a site, a site key outside its section an
   assert.match(
     misplaced.stdout,
     /config\.yaml:5:7: unknown key sites\[0\]\.server\.port is ignored \(server\.port is server-wide: set it at the top/,
+  );
+  const plain = await testConfiguration(
+    tmp.path,
+    "sites:\n  - names: [a.test]\n    ssl:\n      hsts: max-age=60\n",
+  );
+  assert.equal(plain.code, 1, plain.stdout);
+  assert.match(
+    plain.stdout,
+    /config\.yaml:4:7: sites\[0\]\.ssl\.hsts is ignored while ssl\.enabled is false/,
   );
   const acme = await testConfiguration(
     tmp.path,

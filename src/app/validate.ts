@@ -390,7 +390,20 @@ export async function checkSites(
       }
     }
     results.push(...(await checkAccess(c)).map(named));
-    if (!config.ssl.enabled) continue;
+    if (!config.ssl.enabled) {
+      const set = (["cert_file", "key_file", "hsts"] as const).filter((k) =>
+        config.sites[site.index].ssl[k] !== undefined
+      );
+      if (set.length) {
+        results.push(warn(
+          `${key}.ssl`,
+          `${locate(["sites", site.index, "ssl", set[0]], true)}${
+            set.map((k) => `${key}.ssl.${k}`).join(", ")
+          } ${set.length > 1 ? "are" : "is"} ignored while ssl.enabled is false`,
+        ));
+      }
+      continue;
+    }
     if (config.ssl.acme && !own) {
       for (const name of site.names.filter((n) => n.startsWith("*."))) {
         results.push(warn(
