@@ -138,6 +138,23 @@ const nonEmpty = v.pipe(
 
 const bool = v.boolean(got("must be true or false"));
 
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A number of bytes, or nginx's `512k`, `10m`, `1g` (powers of 1024), read as bytes. */
+const byteSize = v.pipe(
+  v.custom<number | string>(
+    (x) =>
+      (Number.isSafeInteger(x) && (x as number) >= 0) ||
+      (typeof x === "string" && /^\d+\s*[kmg]?b?$/i.test(x.trim())),
+    got('must be a number of bytes or a size such as "512k", "10m" or "1g"'),
+  ),
+  v.transform((x) => {
+    if (typeof x === "number") return x;
+    const m = /^(\d+)\s*([kmg]?)/i.exec(x.trim())!;
+    return Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()];
+  }),
+);
+
 /** `host:port`, as written in `upstreams`. */
 const hostPort = v.pipe(
   nonEmpty,
@@ -326,6 +343,8 @@ const Location = strict({
   auth: v.optional(Auth),
   forward_auth: v.optional(ForwardAuth),
   ip_rules: v.optional(ipRules),
+  /** Request bodies larger than this get 413 below this prefix (replaces server.max_body_size). */
+  max_body_size: v.optional(byteSize),
 });
 
 const redirectStatus = v.picklist([301, 302, 307, 308], got("must be 301, 302, 307 or 308"));
@@ -452,6 +471,11 @@ const Server = v.pipe(
      * closed (nginx's client_body_timeout); over HTTP/2 the stream is answered 408 instead.
      */
     body_timeout: v.optional(positive("a positive number of seconds"), 60),
+    /**
+     * Request bodies larger than this (bytes, or "10m") get 413: nginx's client_max_body_size.
+     * 0 = no limit (Caddy's default): bodies stream through and are never held whole.
+     */
+    max_body_size: v.optional(byteSize, 0),
     /**
      * Most connections open at once in the whole process; beyond it new ones are closed at once.
      * Default: the open-files limit less a tenth of it (at least 128).

@@ -52,10 +52,11 @@ const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
 /**
  * The status of a request whose exchange with a backend failed with `e`, for `server.reverse_proxy`
  * and `proxy_pass` alike: the client's own body failing is its fault (400, or 408 when it
- * stalled); no response headers in time, or no connection in time, is 504; anything else 502.
+ * stalled, 413 when it grew past max_body_size); no response headers in time, or no connection in
+ * time, is 504; anything else 502.
  */
-export function failureStatus(e: unknown): 400 | 408 | 502 | 504 {
-  if (e instanceof ClientBodyError || bodyFailureStatus(e) === 408) return bodyFailureStatus(e);
+export function failureStatus(e: unknown): 400 | 408 | 413 | 502 | 504 {
+  if (e instanceof ClientBodyError || bodyFailureStatus(e) !== 400) return bodyFailureStatus(e);
   return e instanceof TimeoutError || (e instanceof ConnectError && e.timedOut) ? 504 : 502;
 }
 

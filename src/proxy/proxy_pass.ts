@@ -95,7 +95,7 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
     } catch (e) {
       const what = `${request.method} ${ctx.path}`;
       const seconds = timeoutMs / 1000;
-      const bodyFailed = e instanceof ClientBodyError || bodyFailureStatus(e) === 408;
+      const bodyFailed = e instanceof ClientBodyError || bodyFailureStatus(e) !== 400;
       if (request.signal.aborted || bodyFailed) {
         options.log?.debug(`proxy_pass ${target.origin}: ${what}: ${describeError(e)}`, ctx);
       } else if (e instanceof TimeoutError) {
