@@ -165,6 +165,78 @@ const isUrlPath = (p: string) => p.startsWith("/");
 
 const urlPath = v.pipe(nonEmpty, v.check(isUrlPath, got('must start with "/"')));
 
+/**
+ * The variables a header rule's value may use: `{client_ip}`, `{host}`, `{scheme}`,
+ * `{request_id}`, `{method}`, `{uri}` and `{header.Name}` (a request header).
+ */
+export const HEADER_VARIABLES: readonly string[] = [
+  "client_ip",
+  "host",
+  "scheme",
+  "request_id",
+  "method",
+  "uri",
+];
+
+/** A `{variable}` in a header rule's value; group 1 is its name. */
+export const HEADER_VARIABLE: RegExp = /\{([^{}]*)\}/g;
+
+/** Whether `name` (between braces) is a variable header rules know. */
+export const isHeaderVariable = (name: string): boolean =>
+  HEADER_VARIABLES.includes(name) || /^header\.[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name);
+
+/**
+ * Headers no rule may touch: they frame the message or describe one connection (the proxy drops
+ * them both ways and sets the framing itself).
+ */
+export const UNTOUCHABLE_HEADERS: readonly string[] = [
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-connection",
+  "content-length",
+];
+
+const headerName = v.pipe(
+  nonEmpty,
+  v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, got("must be a header name")),
+  v.check(
+    (n) => !UNTOUCHABLE_HEADERS.includes(n.toLowerCase()),
+    got(`must not be one of ${UNTOUCHABLE_HEADERS.join(", ")} (set by the server itself)`),
+  ),
+);
+
+const headerTemplate = v.pipe(
+  v.string(got("must be a string")),
+  v.check((t) => !/[\r\n\0]/.test(t), "must not contain line breaks"),
+  v.check(
+    (t) => [...t.matchAll(HEADER_VARIABLE)].every((m) => isHeaderVariable(m[1])),
+    (issue) =>
+      `uses ${
+        [...String(issue.input).matchAll(HEADER_VARIABLE)].find((m) => !isHeaderVariable(m[1]))
+          ?.[0]
+      }; the variables are ${HEADER_VARIABLES.map((n) => `{${n}}`).join(", ")} and {header.Name}`,
+  ),
+);
+
+const NAME_MESSAGE =
+  "must be a header name (hop-by-hop headers and Content-Length are set by the server)";
+const isRuleName = (n: string) => v.is(headerName, n);
+
+/** `remove`, `set` (replace) and `add` (append) header rules, applied in that order. */
+export const HeaderRules = strict({
+  /** Headers dropped. */
+  remove: v.optional(list(headerName), []),
+  /** Headers replaced (or added when absent); a value that comes out empty sends none. */
+  set: v.optional(record(headerTemplate, isRuleName, NAME_MESSAGE), {}),
+  /** Headers appended, beside any of the same name. */
+  add: v.optional(record(headerTemplate, isRuleName, NAME_MESSAGE), {}),
+});
+export type HeaderRules = v.InferOutput<typeof HeaderRules>;
+
 /** `forward_auth:` ask an auth service (Authelia, Authentik, oauth2-proxy) about each request. */
 const ForwardAuth = strict({
   /** The auth service and the path to ask: `http://authelia:9091/api/authz/forward-auth`. */
@@ -240,6 +312,10 @@ export const ProxyRule = strict({
    * is not told to pass upgrades on.
    */
   websocket: v.optional(bool, true),
+  /** Header rules for the request sent to the backend (after X-Forwarded-*: these win). */
+  request_headers: v.optional(HeaderRules),
+  /** Header rules for the backend's answer on its way to the client. */
+  response_headers: v.optional(HeaderRules),
 });
 export type ProxyRule = v.InferOutput<typeof ProxyRule>;
 
@@ -503,6 +579,8 @@ const Server = v.pipe(
      * index.html always wins.
      */
     default_root: v.optional(bool, false),
+    /** Header rules for every answer (error pages, files and proxied answers alike). */
+    response_headers: v.optional(HeaderRules),
     /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
     reverse_proxy: v.nullish(list(ProxyRule), []),
     redirect_instructions: v.optional(v.pipe(list(Redirect), refine(checkRedirects)), []),
@@ -726,6 +804,10 @@ export const RoutingLocation = v.pipe(
     cache_control: v.optional(nonEmpty),
     /** Extra response headers, `Name: value` with `{group}` and `$remote_addr`-style variables. */
     headers: v.optional(list(headerLine), []),
+    /** With proxy_pass: header rules for the request sent to the backend. */
+    request_headers: v.optional(HeaderRules),
+    /** With proxy_pass: header rules for the backend's answer. */
+    response_headers: v.optional(HeaderRules),
     /** Answer directly with `STATUS [text]`. */
     return: v.optional(returnSpec),
     /** Content-Type of a `return` answer. Default text/plain. */
@@ -748,6 +830,9 @@ export const RoutingLocation = v.pipe(
         }
       }
       if (l.spa_fallback) fail(["spa_fallback"], `cannot be used with ${what}`);
+    }
+    for (const key of ["request_headers", "response_headers"] as const) {
+      if (l[key] !== undefined && l.proxy_pass === undefined) fail([key], "needs proxy_pass");
     }
     if (l.content_type !== undefined && l.return === undefined) {
       fail(["content_type"], "needs return");

@@ -21,6 +21,7 @@ import {
   ConnectError,
   TimeoutError,
 } from "./http1.ts";
+import { compileHeaderRules } from "./header_rules.ts";
 import type { Backend, Pool } from "./pool.ts";
 import type { CompiledRule } from "./rules.ts";
 import { backendPath } from "./rules.ts";
@@ -89,7 +90,9 @@ export function createForwarder(options: ForwarderOptions): Handler {
   const { rule, pool, log, errorResponse } = options;
   const where = `server.reverse_proxy[${rule.index}]`;
   const strippedPrefix = rule.rule.strip_prefix ? rule.prefix : "";
-  const preserveHost = rule.rule.preserve_host;
+  const up = compileHeaderRules(rule.rule.request_headers);
+  const down = compileHeaderRules(rule.rule.response_headers);
+  const preserveHost = rule.rule.preserve_host || (up?.setsHost ?? false);
 
   /** One attempt against `backend`; rejects with the reason on failure. */
   const attempt = async (
@@ -131,7 +134,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
       status: answer.status,
       statusText: answer.statusText,
       headers: relocate(
-        answer.headers,
+        down ? down.apply(answer.headers, request, ctx) : answer.headers,
         backend.address.locationOrigins,
         () => `${ctx.secure ? "https" : "http"}://${clientHost(request)}`,
         strippedPrefix,
@@ -141,7 +144,8 @@ export function createForwarder(options: ForwarderOptions): Handler {
 
   return async (request, ctx) => {
     const target = backendPath(rule, ctx.path) + ctx.query;
-    const headers = forwardHeaders(request, ctx);
+    const forwarded = forwardHeaders(request, ctx);
+    const headers = up ? up.apply(forwarded, request, ctx) : forwarded;
     let payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
     try {
       payload = await readPayload(request);

@@ -4,7 +4,7 @@
  * The pipeline, outermost first:
  *
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, metrics
- *    (`monitoring` extension), the guard again (`security_headers` on every answer sit between
+ *    (`monitoring` extension), `server.response_headers`, the guard again (`security_headers` on every answer sit between
  *    the two), HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
  *    (403 before anything else); then the site's and locations' `ip_rules` (403); then 400 for
  *    an empty Host; then `max_body_size` (413); then `rate_limiting` (429).
@@ -44,6 +44,7 @@ import type { ErrorResponder, Handler, Route } from "../http/types.ts";
 import { createProxyForward } from "../proxy/proxy_pass.ts";
 import { withErrorGuard } from "./guard.ts";
 import { withHostRequired } from "./host.ts";
+import { withResponseHeaders } from "./response_headers.ts";
 import { withBodyLimit } from "./body_limit.ts";
 import { withHsts } from "./hsts.ts";
 import { clientAddress, clientKey } from "./client_address.ts";
@@ -185,6 +186,8 @@ export function buildApp(config: Config, log: Logger): App {
   handle = guard(withHsts(hstsValue(config))(handle));
   // Outside the inner guard, so that its 500 carries them too.
   handle = withSecurityHeaders(answers.headers)(handle);
+  // Outside the security headers, so that a rule can replace or drop one of them.
+  handle = withResponseHeaders(config.server.response_headers)(handle);
   if (metrics) handle = withMetrics(handle);
   handle = guard(withAccessLog(log)(handle));
   const close = () => {
