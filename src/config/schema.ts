@@ -307,6 +307,19 @@ export const ProxyRule = strict({
   /** Seconds to wait for the backend's response headers. */
   response_timeout: v.optional(positive("a positive number of seconds"), 30),
   /**
+   * Seconds to keep trying while no backend can be reached (Caddy's lb_try_duration), before
+   * 502; 0 = one try (and one other backend for an idempotent request).
+   */
+  try_duration: v.optional(
+    v.pipe(
+      v.number(got("must be a number of seconds ≥ 0")),
+      v.minValue(0, got("must be a number of seconds ≥ 0")),
+    ),
+    0,
+  ),
+  /** Seconds between those tries (Caddy's lb_try_interval). */
+  try_interval: v.optional(positive("a positive number of seconds"), 0.25),
+  /**
    * Bridge `Upgrade: websocket` requests to the backend (PyServe's key). When false the upgrade
    * is not offered: the request goes on as plain HTTP without `Upgrade`, as nginx does when it
    * is not told to pass upgrades on.

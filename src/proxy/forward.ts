@@ -19,10 +19,11 @@ import {
   BrokenBodyError,
   ClientBodyError,
   ConnectError,
+  IDEMPOTENT,
   TimeoutError,
 } from "./http1.ts";
 import { compileHeaderRules } from "./header_rules.ts";
-import type { Backend, Pool } from "./pool.ts";
+import { type Backend, backendUp, type Pool } from "./pool.ts";
 import type { CompiledRule } from "./rules.ts";
 import { backendPath } from "./rules.ts";
 
@@ -48,7 +49,6 @@ export function streamLength(request: Request): number | undefined {
   const length = request.headers.get("content-length");
   return length === null ? undefined : Number(length);
 }
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
 /**
  * The status of a request whose exchange with a backend failed with `e`, for `server.reverse_proxy`
@@ -75,6 +75,21 @@ export function isConnectError(error: unknown): boolean {
   return error instanceof ConnectError ||
     /\(Connect\)|tcp connect error|Connection refused|dns error|unreachable|No route/i
       .test(describeError(error));
+}
+
+/** Waits `ms`; false when `signal` fires first (the client went away). */
+function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", abort);
+      resolve(ok);
+    };
+    const abort = () => done(false);
+    const timer = setTimeout(() => done(true), ms);
+    signal.addEventListener("abort", abort);
+  });
 }
 
 /** Options of {@link createForwarder}. */
@@ -153,6 +168,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
       log.debug(`${where}: ${request.method} ${ctx.path}: the request body failed: ${e}`);
       return errorResponse(bodyFailureStatus(e), request);
     }
+    const started = performance.now();
     let backend = pool.pick(request, ctx);
     const retryable = !(payload instanceof ReadableStream) && IDEMPOTENT.has(request.method);
     for (let tries = 0; backend !== undefined; tries++) {
@@ -197,6 +213,21 @@ export function createForwarder(options: ForwarderOptions): Handler {
           return errorResponse(status, request);
         }
         pool.fail(backend, reason);
+        // Nothing reached the backend: within `try_duration` the request is tried again, after
+        // `try_interval` unless another backend is up, as long as its body can still be sent.
+        const resendable = !(payload instanceof ReadableStream) || !payload.locked;
+        if (resendable && performance.now() - started < rule.tryDurationMs) {
+          const other = pool.pick(request, ctx, backend);
+          if (other !== undefined && backendUp(other)) {
+            backend = other;
+            continue;
+          }
+          if (!(await pause(rule.tryIntervalMs, request.signal))) {
+            return errorResponse(502, request);
+          }
+          backend = pool.pick(request, ctx);
+          continue;
+        }
         if (e instanceof ConnectError && e.timedOut) return errorResponse(status, request);
         const other = retryable && tries === 0 ? pool.pick(request, ctx, backend) : undefined;
         if (other === undefined) {
