@@ -273,63 +273,94 @@ const ForwardAuth = strict({
 });
 export type ForwardAuth = v.InferOutput<typeof ForwardAuth>;
 
-export const ProxyRule = strict({
-  /** Public path prefix, matched on segment boundaries. */
-  path: v.optional(urlPath, "/"),
-  /** Backend host (PyServe's form). */
-  host: v.optional(nonEmpty, "localhost"),
-  /** Backend port (PyServe's form). */
-  port: v.optional(port(), 80),
-  /** https to the backend. */
-  ssl: v.optional(bool, false),
-  /** Remove the matched prefix before forwarding (PyServe does). */
-  strip_prefix: v.optional(bool, true),
-  /** Send the client's Host to the backend instead of the backend's own. */
-  preserve_host: v.optional(bool, false),
-  /** Ask an auth service about each request before it is forwarded (see server.locations). */
-  forward_auth: v.optional(ForwardAuth),
-  /** Extra CA (PEM) to trust for an https backend. */
-  ca_file: v.optional(nonEmpty),
-  /** Accept any backend certificate (warned about loudly). */
-  insecure_skip_verify: v.optional(bool, false),
-  /** Several backends as host:port; replaces host/port when given. */
-  upstreams: v.optional(v.pipe(list(hostPort), v.minLength(1, "must list at least one host:port"))),
-  /** How to pick among upstreams. */
-  lb: v.optional(oneOf(["round_robin", "least_conn"]), "round_robin"),
-  /** Path probed by the active health check; no active check when absent. */
-  health_path: v.optional(urlPath),
-  /** Seconds between active health checks. */
-  health_interval: v.optional(positive("a positive number of seconds"), 10),
-  /** Seconds a failed backend stays marked down. */
-  fail_timeout: v.optional(positive("a positive number of seconds"), 10),
-  /** Seconds to establish the backend connection. */
-  connect_timeout: v.optional(positive("a positive number of seconds"), 10),
-  /** Seconds to wait for the backend's response headers. */
-  response_timeout: v.optional(positive("a positive number of seconds"), 30),
-  /**
-   * Seconds to keep trying while no backend can be reached (Caddy's lb_try_duration), before
-   * 502; 0 = one try (and one other backend for an idempotent request).
-   */
-  try_duration: v.optional(
-    v.pipe(
-      v.number(got("must be a number of seconds ≥ 0")),
-      v.minValue(0, got("must be a number of seconds ≥ 0")),
+export const ProxyRule = v.pipe(
+  strict({
+    /** Public path prefix, matched on segment boundaries. */
+    path: v.optional(urlPath, "/"),
+    /** Backend host (PyServe's form). */
+    host: v.optional(nonEmpty, "localhost"),
+    /** Backend port (PyServe's form). */
+    port: v.optional(port(), 80),
+    /** https to the backend. */
+    ssl: v.optional(bool, false),
+    /** Remove the matched prefix before forwarding (PyServe does). */
+    strip_prefix: v.optional(bool, true),
+    /** Send the client's Host to the backend instead of the backend's own. */
+    preserve_host: v.optional(bool, false),
+    /** Ask an auth service about each request before it is forwarded (see server.locations). */
+    forward_auth: v.optional(ForwardAuth),
+    /** Extra CA (PEM) to trust for an https backend. */
+    ca_file: v.optional(nonEmpty),
+    /** Accept any backend certificate (warned about loudly). */
+    insecure_skip_verify: v.optional(bool, false),
+    /** Several backends as host:port; replaces host/port when given. */
+    upstreams: v.optional(
+      v.pipe(list(hostPort), v.minLength(1, "must list at least one host:port")),
     ),
-    0,
-  ),
-  /** Seconds between those tries (Caddy's lb_try_interval). */
-  try_interval: v.optional(positive("a positive number of seconds"), 0.25),
-  /**
-   * Bridge `Upgrade: websocket` requests to the backend (PyServe's key). When false the upgrade
-   * is not offered: the request goes on as plain HTTP without `Upgrade`, as nginx does when it
-   * is not told to pass upgrades on.
-   */
-  websocket: v.optional(bool, true),
-  /** Header rules for the request sent to the backend (after X-Forwarded-*: these win). */
-  request_headers: v.optional(HeaderRules),
-  /** Header rules for the backend's answer on its way to the client. */
-  response_headers: v.optional(HeaderRules),
-});
+    /** How to pick among upstreams. */
+    lb: v.optional(
+      oneOf(["round_robin", "least_conn", "ip_hash", "uri_hash", "header", "cookie"]),
+      "round_robin",
+    ),
+    /** With `lb: header`: the request header whose value picks the backend. */
+    lb_header: v.optional(
+      v.pipe(nonEmpty, v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, got("must be a header name"))),
+    ),
+    /** With `lb: cookie`: the cookie's name. */
+    lb_cookie: v.optional(
+      v.pipe(nonEmpty, v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, got("must be a cookie name"))),
+      "denoserve_lb",
+    ),
+    /** With `lb: cookie`: the HMAC key; default one chosen at random per process. */
+    lb_cookie_secret: v.optional(
+      v.pipe(nonEmpty, v.minLength(16, "must be at least 16 characters")),
+    ),
+    /** Path probed by the active health check; no active check when absent. */
+    health_path: v.optional(urlPath),
+    /** Seconds between active health checks. */
+    health_interval: v.optional(positive("a positive number of seconds"), 10),
+    /** Seconds a failed backend stays marked down. */
+    fail_timeout: v.optional(positive("a positive number of seconds"), 10),
+    /** Seconds to establish the backend connection. */
+    connect_timeout: v.optional(positive("a positive number of seconds"), 10),
+    /** Seconds to wait for the backend's response headers. */
+    response_timeout: v.optional(positive("a positive number of seconds"), 30),
+    /**
+     * Seconds to keep trying while no backend can be reached (Caddy's lb_try_duration), before
+     * 502; 0 = one try (and one other backend for an idempotent request).
+     */
+    try_duration: v.optional(
+      v.pipe(
+        v.number(got("must be a number of seconds ≥ 0")),
+        v.minValue(0, got("must be a number of seconds ≥ 0")),
+      ),
+      0,
+    ),
+    /** Seconds between those tries (Caddy's lb_try_interval). */
+    try_interval: v.optional(positive("a positive number of seconds"), 0.25),
+    /**
+     * Bridge `Upgrade: websocket` requests to the backend (PyServe's key). When false the upgrade
+     * is not offered: the request goes on as plain HTTP without `Upgrade`, as nginx does when it
+     * is not told to pass upgrades on.
+     */
+    websocket: v.optional(bool, true),
+    /** Header rules for the request sent to the backend (after X-Forwarded-*: these win). */
+    request_headers: v.optional(HeaderRules),
+    /** Header rules for the backend's answer on its way to the client. */
+    response_headers: v.optional(HeaderRules),
+  }),
+  refine((r, fail) => {
+    if (r.lb === "header" && r.lb_header === undefined) {
+      fail(["lb_header"], "is needed by lb: header");
+    }
+    if (r.lb !== "header" && r.lb_header !== undefined) {
+      fail(["lb_header"], "needs lb: header");
+    }
+    if (r.lb !== "cookie" && r.lb_cookie_secret !== undefined) {
+      fail(["lb_cookie_secret"], "needs lb: cookie");
+    }
+  }),
+);
 export type ProxyRule = v.InferOutput<typeof ProxyRule>;
 
 /** A bcrypt hash as written by htpasswd -B, bcryptjs or Python's bcrypt. */

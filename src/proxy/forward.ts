@@ -145,6 +145,8 @@ export function createForwarder(options: ForwarderOptions): Handler {
         );
       }
     });
+    const sticky = pool.cookie?.(backend, request, ctx);
+    if (sticky !== undefined) answer.headers.push(["set-cookie", sticky]);
     return new Response(answer.body, {
       status: answer.status,
       statusText: answer.statusText,
