@@ -556,6 +556,37 @@ const cidr = v.pipe(
 
 const cidrList = list(cidr, got("must be a list of addresses"));
 
+/** A media type or a family of them (`text/*`), as `types` of `compression` lists them. */
+const mediaRange = v.pipe(
+  nonEmpty,
+  v.regex(
+    /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\/([!#$%&'*+\-.^_`|~0-9A-Za-z]+|\*)$/,
+    got('must be a media type such as "application/json" or "text/*"'),
+  ),
+);
+
+/** `server.compression`: gzip, zstd and br for answers made on the fly. */
+export const Compression = strict({
+  /** Off by default, as in nginx and Caddy: it costs CPU on every answer it applies to. */
+  enabled: v.optional(bool, false),
+  /** The codings offered, the server's preference first (used when a client rates two equally). */
+  encodings: v.optional(
+    v.pipe(
+      list(oneOf(["zstd", "br", "gzip"])),
+      v.minLength(1, "must list at least one of zstd, br, gzip"),
+    ),
+    ["zstd", "gzip"],
+  ),
+  gzip_level: v.optional(whole(1, 9), 5),
+  zstd_level: v.optional(whole(1, 19), 3),
+  br_level: v.optional(whole(0, 11), 4),
+  /** Answers with a Content-Length below this are sent as they are. */
+  min_size: v.optional(byteSize, 256),
+  /** Media types compressed; empty = text, JSON, JavaScript, XML, SVG and wasm. */
+  types: v.optional(list(mediaRange), []),
+});
+export type Compression = v.InferOutput<typeof Compression>;
+
 const Server = v.pipe(
   strict({
     /** Address to listen on. */
@@ -623,6 +654,8 @@ const Server = v.pipe(
      * index.html always wins.
      */
     default_root: v.optional(bool, false),
+    /** Compression of answers made on the fly (proxied, error pages, listings, `return`). */
+    compression: v.optional(Compression, {}),
     /** Header rules for every answer (error pages, files and proxied answers alike). */
     response_headers: v.optional(HeaderRules),
     /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */

@@ -4,8 +4,8 @@
  * The pipeline, outermost first:
  *
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, metrics
- *    (`monitoring` extension), `server.response_headers`, the guard again (`security_headers` on every answer sit between
- *    the two), HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
+ *    (`monitoring` extension), `server.response_headers`, `server.compression`, the guard
+ *    again (`security_headers` on every answer sit between the two), HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
  *    (403 before anything else); then the site's and locations' `ip_rules` (403); then 400 for
  *    an empty Host; then `max_body_size` (413); then `rate_limiting` (429).
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below; then
@@ -45,6 +45,7 @@ import { createProxyForward } from "../proxy/proxy_pass.ts";
 import { withErrorGuard } from "./guard.ts";
 import { withHostRequired } from "./host.ts";
 import { withResponseHeaders } from "./response_headers.ts";
+import { withCompression } from "./compression.ts";
 import { withBodyLimit } from "./body_limit.ts";
 import { withHsts } from "./hsts.ts";
 import { clientAddress, clientKey } from "./client_address.ts";
@@ -186,6 +187,7 @@ export function buildApp(config: Config, log: Logger): App {
   handle = guard(withHsts(hstsValue(config))(handle));
   // Outside the inner guard, so that its 500 carries them too.
   handle = withSecurityHeaders(answers.headers)(handle);
+  handle = withCompression(config.server.compression)(handle);
   // Outside the security headers, so that a rule can replace or drop one of them.
   handle = withResponseHeaders(config.server.response_headers)(handle);
   if (metrics) handle = withMetrics(handle);
