@@ -6,7 +6,7 @@
  */
 import * as v from "valibot";
 import { parseCidr } from "../http/ip.ts";
-import { TCHAR, TOKEN } from "../http/headers.ts";
+import { HOP_BY_HOP, TCHAR, TOKEN } from "../http/headers.ts";
 
 const shown = (value: unknown) => JSON.stringify(value) ?? String(value);
 
@@ -189,16 +189,7 @@ export const isHeaderVariable = (name: string): boolean =>
  * Headers no rule may touch: they frame the message or describe one connection (the proxy drops
  * them both ways and sets the framing itself).
  */
-export const UNTOUCHABLE_HEADERS: readonly string[] = [
-  "connection",
-  "keep-alive",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-connection",
-  "content-length",
-];
+export const UNTOUCHABLE_HEADERS: readonly string[] = [...HOP_BY_HOP, "content-length"];
 
 const headerName = v.pipe(
   nonEmpty,

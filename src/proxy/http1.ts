@@ -12,7 +12,8 @@
  *
  * @module
  */
-import { HOP_BY_HOP, withoutNamed } from "./forwarded_headers.ts";
+import { HOP_BY_HOP } from "../http/headers.ts";
+import { withoutNamed } from "./forwarded_headers.ts";
 import { TOKEN } from "../http/headers.ts";
 
 /** Longest response head accepted (status line and headers). */

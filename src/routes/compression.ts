@@ -22,6 +22,7 @@ import {
   compressStream,
   preferredEncoding,
 } from "../http/encoding.ts";
+import { addVary } from "../http/headers.ts";
 import type { Handler, RequestContext, Wrapper } from "../http/types.ts";
 
 /** Answers up to this size with a Content-Length are read whole and compressed at once. */
@@ -37,15 +38,6 @@ export function typeMatcher(types: readonly string[]): (contentType: string) => 
     const type = (semi < 0 ? contentType : contentType.slice(0, semi)).trim().toLowerCase();
     return exact.has(type) || families.some((f) => type.startsWith(f));
   };
-}
-
-/** `headers` with Accept-Encoding in its Vary (unless it is there, or Vary is `*`). */
-function addVary(headers: Headers): void {
-  const vary = headers.get("vary");
-  if (vary === null) headers.set("vary", "Accept-Encoding");
-  else if (!/(^|,)\s*(\*|accept-encoding)\s*(,|$)/i.test(vary)) {
-    headers.set("vary", `${vary}, Accept-Encoding`);
-  }
 }
 
 /** Wraps `next` so that its answers are compressed as `config` says; the identity when off. */
@@ -83,7 +75,7 @@ export function withCompression(config: Compression): Wrapper {
       ? undefined
       : preferredEncoding(accept, offered);
     const headers = new Headers(h);
-    addVary(headers);
+    addVary(headers, "Accept-Encoding");
     const init = { status, statusText: response.statusText, headers };
     if (coding === undefined) return new Response(body, init);
     headers.delete("content-length");

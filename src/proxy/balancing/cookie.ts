@@ -10,6 +10,7 @@
  * @module
  */
 import { createHmac } from "node:crypto";
+import { readCookie } from "../../http/headers.ts";
 import type { Backend } from "../pool.ts";
 import type { CompiledRule } from "../rules.ts";
 import type { BalancingPolicy } from "./policy.ts";
@@ -17,16 +18,6 @@ import { roundRobin } from "./round_robin.ts";
 
 /** The key when `lb_cookie_secret` is not set: one per process, kept across reloads. */
 const PROCESS_SECRET = crypto.getRandomValues(new Uint8Array(32));
-
-/** The value of cookie `name` in a `Cookie` header, or undefined. */
-export function cookieValue(header: string | null, name: string): string | undefined {
-  if (header === null) return undefined;
-  for (const part of header.split(";")) {
-    const eq = part.indexOf("=");
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
-}
 
 /** The cookie policy of `rule`. */
 export function cookiePolicy(rule: CompiledRule): BalancingPolicy {
@@ -40,7 +31,7 @@ export function cookiePolicy(rule: CompiledRule): BalancingPolicy {
   const fallback = roundRobin();
   return {
     pick(backends, request, ctx) {
-      const value = cookieValue(request.headers.get("cookie"), name);
+      const value = readCookie(request.headers.get("cookie"), name);
       const index = value === undefined ? undefined : byValue.get(value);
       if (index !== undefined) {
         for (const b of backends) if (b.index === index) return b;
@@ -49,7 +40,7 @@ export function cookiePolicy(rule: CompiledRule): BalancingPolicy {
     },
     cookie(backend: Backend, request, ctx) {
       const value = values[backend.index];
-      if (cookieValue(request.headers.get("cookie"), name) === value) return undefined;
+      if (readCookie(request.headers.get("cookie"), name) === value) return undefined;
       return `${name}=${value}${attributes}${ctx.secure ? "; Secure" : ""}`;
     },
   };
