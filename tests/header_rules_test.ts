@@ -152,3 +152,31 @@ Deno.test("header rules: names the server owns, unknown variables and rules with
     /regex_locations\.\/a\.response_headers needs proxy_pass/,
   );
 });
+
+Deno.test("request_headers apply to a WebSocket handshake too", async () => {
+  await using b = recordingBackend();
+  await using dir = await tempDir();
+  await using s = await startTestServer({
+    http: { static_dir: dir.path },
+    server: {
+      reverse_proxy: [{
+        path: "/",
+        host: "127.0.0.1",
+        port: b.port,
+        request_headers: { set: { "X-Client": "{client_ip}" }, remove: ["Cookie"] },
+      }],
+    },
+  });
+  const ws = new WebSocket(s.url.replace("http", "ws") + "/socket", {
+    headers: { cookie: "a=1" },
+  } as unknown as string[]);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  ws.close();
+  const lines = b.heads[0];
+  assert.ok(lines.includes("x-client: 127.0.0.1"), lines.join("\n"));
+  assert.ok(!lines.some((l) => /^cookie:/i.test(l)), lines.join("\n"));
+  assert.ok(lines.some((l) => /^sec-websocket-key:/i.test(l)), lines.join("\n"));
+});

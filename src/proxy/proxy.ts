@@ -8,6 +8,7 @@ import type { Logger } from "../log/logger.ts";
 import type { ErrorResponder, Handler, RequestContext, Route } from "../http/types.ts";
 import { openConnections, type RuleConnections } from "./connections.ts";
 import { createForwarder, describeError, isConnectError } from "./forward.ts";
+import { compileHeaderRules } from "./header_rules.ts";
 import { createPool, type Pool } from "./pool.ts";
 import { backendPath, compileMatcher, compileRule } from "./rules.ts";
 import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./websocket.ts";
@@ -69,6 +70,7 @@ export function createProxy(
       );
       pools.push(pool);
       const forward = createForwarder({ rule, pool, log, errorResponse });
+      const requestHeaders = compileHeaderRules(rule.rule.request_headers);
       const websocket = async (request: Request, ctx: RequestContext) => {
         const backend = pool.pick(request, ctx);
         if (backend === undefined) return errorResponse(502, request);
@@ -84,6 +86,7 @@ export function createProxy(
             backendClient: backend.connections.client,
             target: backendPath(rule, ctx.path) + ctx.query,
             preserveHost: rule.rule.preserve_host,
+            requestHeaders,
             timeoutMs: rule.responseTimeoutMs,
             log,
             where,
