@@ -19,6 +19,8 @@ const json = (bytes: number) =>
     Array.from({ length: Math.ceil(bytes / 60) }, (_, i) => ({ id: i, name: `item number ${i}` })),
   );
 const BIG = json(100 * 1024);
+/** Past the size compressed in one go: compressed as it streams. */
+const HUGE = json(400 * 1024);
 const SMALL = json(10 * 1024);
 
 /** Runs curl; resolves to its stdout bytes and the response head (-D). */
@@ -76,6 +78,9 @@ function jsonBackend(): Backend {
       });
     }
     if (path === "/small") return Response.json(JSON.parse(SMALL));
+    if (path === "/huge") {
+      return new Response(HUGE, { headers: { "content-type": "application/json" } });
+    }
     if (path === "/tiny") return Response.json({ ok: true });
     if (path === "/png") {
       return new Response(new Uint8Array(5000), { headers: { "content-type": "image/png" } });
@@ -94,12 +99,12 @@ function jsonBackend(): Backend {
   });
 }
 
-Deno.test("compression: proxied JSON decoded by curl --compressed, gzip and zstd; q-values choose; ETag weak, Vary merged", async () => {
+Deno.test("compression: proxied JSON (400, 100 and 10 KiB) decoded by curl --compressed, gzip and zstd; q-values choose; ETag weak, Vary merged", async () => {
   await using b = jsonBackend();
   await using dir = await tempDir();
   await writeFiles(dir.path, { "site/.keep": "" });
   await using s = await server(b, dir.path, { enabled: true, encodings: ["zstd", "br", "gzip"] });
-  for (const [path, text] of [["/api/big", BIG], ["/api/small", SMALL]]) {
+  for (const [path, text] of [["/api/huge", HUGE], ["/api/big", BIG], ["/api/small", SMALL]]) {
     // curl offers every coding it knows; it gets zstd, the server's first choice.
     const all = await curlRaw(["--compressed", s.url + path]);
     assert.equal(dec.decode(all.body), text);
