@@ -51,10 +51,7 @@ export interface HeaderRules {
   readonly drop: ReadonlySet<string>;
   /** Whether a rule sets `host` (the backend then gets it instead of its own). */
   readonly setsHost: boolean;
-  /**
-   * `list` with the rules applied: a new array when anything is dropped, else `list` itself with
-   * the set and added headers appended.
-   */
+  /** `list` with the rules applied, in place (dropped pairs taken out, the others appended). */
   apply(list: [string, string][], request: Request, ctx: RequestContext): [string, string][];
   /** The same on a `Headers` (in place; throws TypeError when it is immutable). */
   applyTo(headers: Headers, request: Request, ctx: RequestContext): void;
@@ -79,12 +76,20 @@ export function compileHeaderRules(
     drop,
     setsHost: drop.has("host") && set.some(([n]) => n === "host"),
     apply(list, request, ctx) {
-      const out = drop.size === 0 ? list : list.filter(([name]) => !drop.has(name));
-      for (const [name, v] of pairs) {
-        const text = value(v, request, ctx);
-        if (text !== "") out.push([name, text]);
+      if (drop.size > 0) {
+        let kept = 0;
+        for (let i = 0; i < list.length; i++) {
+          const pair = list[i];
+          if (!drop.has(pair[0])) list[kept++] = pair;
+        }
+        list.length = kept;
       }
-      return out;
+      for (let i = 0; i < pairs.length; i++) {
+        const [name, v] = pairs[i];
+        const text = typeof v === "string" ? v : v(request, ctx);
+        if (text !== "") list.push([name, text]);
+      }
+      return list;
     },
     applyTo(headers, request, ctx) {
       for (const name of remove) headers.delete(name);
