@@ -35,6 +35,10 @@ const DURATION = Number(args.values.duration ?? (QUICK ? 1 : 4));
  * `--quick` (which keeps the main workloads against denoserve, nginx and Caddy, under a minute).
  */
 const runs = (section: string) => args.values.only ? section.includes(args.values.only) : !QUICK;
+/** Whether the proxy directives section runs: by its name or by one of its workloads' names. */
+const runsDirectives = () =>
+  runs(DIRECTIVES_SECTION) ||
+  [HEADER_RULES, GZIP_JSON].some((w) => args.values.only && w.includes(args.values.only));
 const CONNECTIONS = 50;
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const DENO = Deno.execPath();
@@ -483,7 +487,7 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
 
   // The proxy directives of issue 29: header rules and compression, each against the same
   // denoserve without them, in the same rounds.
-  for (const [name, serverExtra, ruleExtra] of runs(DIRECTIVES_SECTION) ? DIRECTIVES : []) {
+  for (const [name, serverExtra, ruleExtra] of runsDirectives() ? DIRECTIVES : []) {
     const port = await freePort();
     servers.push({
       name,
@@ -1114,6 +1118,8 @@ async function directiveWorkloads(servers: Server[]): Promise<string[]> {
   ];
   const rows: string[] = [];
   for (const [workload, targets] of groups) {
+    const only = args.values.only;
+    if (only && !DIRECTIVES_SECTION.includes(only) && !workload.includes(only)) continue;
     const results = targets.map(() => [] as Result[]);
     for (let round = 0; round < ROUNDS; round++) {
       for (const [i, [, s, path, extra]] of targets.entries()) {
@@ -1230,7 +1236,7 @@ async function main() {
     }
     if (runs(CONNECTIONS_SECTION)) connectionRows = await connectionWorkloads(servers);
     if (runs(HTTP3_SECTION)) http3Rows = await http3Workloads(servers);
-    if (runs(DIRECTIVES_SECTION)) directiveRows = await directiveWorkloads(servers);
+    if (runsDirectives()) directiveRows = await directiveWorkloads(servers);
   } finally {
     for (const s of servers) {
       try {
