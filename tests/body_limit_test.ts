@@ -156,3 +156,57 @@ Deno.test("max_body_size: sizes in bytes or k/m/g; anything else names the key",
     /server\.locations\.\/a\.max_body_size must be a number of bytes/,
   );
 });
+
+Deno.test("max_body_size: a chunked body that grows past the limit after the answer has begun breaks the answer off", async () => {
+  // The backend answers at once and reports each piece of the body as it reads it.
+  await using backend = serveBackend((req) => {
+    const reader = req.body!.getReader();
+    let total = 0;
+    return new Response(
+      new ReadableStream({
+        async pull(ctl) {
+          const r = await reader.read().catch(() => ({ done: true as const, value: undefined }));
+          if (r.done) {
+            ctl.enqueue(enc.encode(`end ${total}\n`));
+            return ctl.close();
+          }
+          total += r.value.length;
+          ctl.enqueue(enc.encode(`got ${total}\n`));
+        },
+      }),
+    );
+  });
+  await using dir = await tempDir();
+  await using s = await startTestServer({
+    http: { static_dir: dir.path },
+    server: {
+      max_body_size: 4096,
+      reverse_proxy: [{ path: "/", host: "127.0.0.1", port: backend.port }],
+    },
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.server.addr.port });
+  await conn.write(
+    enc.encode("POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"),
+  );
+  const buf = new Uint8Array(65536);
+  let text = "";
+  let closed = false;
+  const more = async () => {
+    const n = await conn.read(buf).catch(() => null);
+    if (n === null) closed = true;
+    else text += dec.decode(buf.subarray(0, n));
+  };
+  // 1000 bytes at a time, each once the backend has reported the one before.
+  for (let sent = 1000; !closed && sent <= 20_000; sent += 1000) {
+    await conn.write(enc.encode(`3e8\r\n${"a".repeat(1000)}\r\n`)).catch(() => {});
+    while (!closed && !text.includes(`got ${sent}\n`)) await more();
+  }
+  try {
+    conn.close();
+  } catch { /* closed */ }
+  assert.ok(closed, `the connection was closed: ${JSON.stringify(text)}`);
+  assert.match(text, /^HTTP\/1\.1 200 /);
+  assert.match(text, /got 4000\n/);
+  assert.doesNotMatch(text, /got 5000|end /, "no byte past the limit reached the backend");
+  assert.ok(!text.endsWith("0\r\n\r\n"), `the answer is cut, not ended: ${JSON.stringify(text)}`);
+});
