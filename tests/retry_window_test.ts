@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { configError } from "./support/config.ts";
 import { tempDir } from "./support/files.ts";
-import { startTestServer } from "./support/servers.ts";
+import { freePort, startTestServer } from "./support/servers.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -88,4 +88,45 @@ Deno.test("try_duration and try_interval are checked with their key", () => {
     configError(rule({ try_interval: 0 })),
     /server\.reverse_proxy\[0\]\.try_interval must be a positive number of seconds, got 0/,
   );
+});
+
+Deno.test("try_duration: a WebSocket upgrade waits for a backend that comes up within the window", async () => {
+  const port = freePort();
+  await using dir = await tempDir();
+  await using s = await startTestServer({
+    http: { static_dir: dir.path },
+    server: {
+      reverse_proxy: [{
+        path: "/",
+        host: "127.0.0.1",
+        port,
+        try_duration: 30,
+        try_interval: 0.05,
+      }],
+    },
+  });
+  const ws = new WebSocket(s.url.replace("http", "ws") + "/socket");
+  const opened = new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error("the WebSocket failed"));
+  });
+  opened.catch(() => {}); // awaited below, once the backend is up
+  // The upgrade is waiting: the backend has been found down.
+  await until(() => s.log.lines.some((l) => /is down for/.test(l)));
+  const backend = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(`echo ${e.data}`);
+    return response;
+  });
+  try {
+    await opened;
+    const reply = new Promise<string>((resolve) => ws.onmessage = (e) => resolve(e.data));
+    ws.send("hi");
+    assert.equal(await reply, "echo hi");
+    const closed = new Promise((r) => ws.onclose = r);
+    ws.close();
+    await closed;
+  } finally {
+    await backend.shutdown();
+  }
 });

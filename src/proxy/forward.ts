@@ -78,7 +78,7 @@ export function isConnectError(error: unknown): boolean {
 }
 
 /** Waits `ms`; false when `signal` fires first (the client went away). */
-function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+export function pause(ms: number, signal: AbortSignal): Promise<boolean> {
   if (signal.aborted) return Promise.resolve(false);
   return new Promise((resolve) => {
     const done = (ok: boolean) => {

@@ -7,11 +7,14 @@ import type { ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { ErrorResponder, Handler, RequestContext, Route } from "../http/types.ts";
 import { openConnections, type RuleConnections } from "./connections.ts";
-import { createForwarder, describeError, isConnectError } from "./forward.ts";
+import { createForwarder, describeError, isConnectError, pause } from "./forward.ts";
 import { compileHeaderRules } from "./header_rules.ts";
 import { createPool, type Pool } from "./pool.ts";
 import { backendPath, compileMatcher, compileRule } from "./rules.ts";
 import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./websocket.ts";
+
+/** What one WebSocket try answers when it is to be tried again. */
+const RETRY = Symbol("retry");
 
 /** The proxy part of an app. */
 export interface Proxy {
@@ -71,7 +74,12 @@ export function createProxy(
       pools.push(pool);
       const forward = createForwarder({ rule, pool, log, errorResponse });
       const requestHeaders = compileHeaderRules(rule.rule.request_headers);
-      const websocket = async (request: Request, ctx: RequestContext) => {
+      /** One try: the answer, or RETRY when the backend could not be connected to in the window. */
+      const bridgeOnce = async (
+        request: Request,
+        ctx: RequestContext,
+        started: number,
+      ): Promise<Response | typeof RETRY> => {
         const backend = pool.pick(request, ctx);
         if (backend === undefined) return errorResponse(502, request);
         backend.active++;
@@ -98,9 +106,23 @@ export function createProxy(
             log.warn(`${where}: WebSocket ${ctx.path} to ${backend.address.origin}: ${reason}`);
             return errorResponse(504, request);
           }
-          if (isConnectError(e)) pool.fail(backend, reason);
+          if (isConnectError(e)) {
+            pool.fail(backend, reason);
+            // The retry window (`try_duration`), as for any request: nothing reached the backend.
+            if (
+              performance.now() - started < rule.tryDurationMs &&
+              await pause(rule.tryIntervalMs, request.signal)
+            ) return RETRY;
+          }
           log.warn(`${where}: WebSocket ${ctx.path} to ${backend.address.origin}: ${reason}`);
           return errorResponse(502, request);
+        }
+      };
+      const websocket = async (request: Request, ctx: RequestContext): Promise<Response> => {
+        const started = performance.now();
+        for (;;) {
+          const answer = await bridgeOnce(request, ctx, started);
+          if (answer !== RETRY) return answer;
         }
       };
       // With `websocket: false` an upgrade is forwarded as a plain request: Upgrade and
