@@ -11,7 +11,7 @@ import { curl } from "./support/cli.ts";
 import { configError } from "./support/config.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { H3Client } from "./support/h3_client.ts";
-import { startTestServer } from "./support/servers.ts";
+import { startProxyServer, startTestServer } from "./support/servers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -176,14 +176,7 @@ Deno.test("max_body_size: a chunked body that grows past the limit after the ans
       }),
     );
   });
-  await using dir = await tempDir();
-  await using s = await startTestServer({
-    http: { static_dir: dir.path },
-    server: {
-      max_body_size: 4096,
-      reverse_proxy: [{ path: "/", host: "127.0.0.1", port: backend.port }],
-    },
-  });
+  await using s = await startProxyServer(backend.port, {}, { max_body_size: 4096 });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.server.addr.port });
   await conn.write(
     enc.encode("POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"),

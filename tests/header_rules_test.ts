@@ -7,35 +7,26 @@ import assert from "node:assert/strict";
 import { recordingBackend, serveBackend } from "./support/backends.ts";
 import { configError } from "./support/config.ts";
 import { tempDir } from "./support/files.ts";
-import { startTestServer } from "./support/servers.ts";
+import { startProxyServer, startTestServer } from "./support/servers.ts";
 
 const enc = new TextEncoder();
 
 Deno.test("request_headers: remove, set and add towards the backend, with variables; the rules win over X-Forwarded-*", async () => {
   await using b = recordingBackend();
-  await using dir = await tempDir();
-  await using s = await startTestServer({
-    http: { static_dir: dir.path },
-    server: {
-      reverse_proxy: [{
-        path: "/",
-        host: "127.0.0.1",
-        port: b.port,
-        request_headers: {
-          remove: ["Cookie", "X-Secret"],
-          set: {
-            "X-Forwarded-Proto": "{scheme}-set",
-            "X-Client": "{client_ip}",
-            "X-Host": "{host}",
-            "X-Id": "[{request_id}]",
-            "X-Agent": "agent={header.User-Agent}",
-            "X-What": "{method} {uri}",
-            "X-Empty": "{header.Missing}",
-            "Host": "inside.example",
-          },
-          add: { Via: "1.1 denoserve" },
-        },
-      }],
+  await using s = await startProxyServer(b.port, {
+    request_headers: {
+      remove: ["Cookie", "X-Secret"],
+      set: {
+        "X-Forwarded-Proto": "{scheme}-set",
+        "X-Client": "{client_ip}",
+        "X-Host": "{host}",
+        "X-Id": "[{request_id}]",
+        "X-Agent": "agent={header.User-Agent}",
+        "X-What": "{method} {uri}",
+        "X-Empty": "{header.Missing}",
+        "Host": "inside.example",
+      },
+      add: { Via: "1.1 denoserve" },
     },
   });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.server.addr.port });
@@ -155,17 +146,8 @@ Deno.test("header rules: names the server owns, unknown variables and rules with
 
 Deno.test("request_headers apply to a WebSocket handshake too", async () => {
   await using b = recordingBackend();
-  await using dir = await tempDir();
-  await using s = await startTestServer({
-    http: { static_dir: dir.path },
-    server: {
-      reverse_proxy: [{
-        path: "/",
-        host: "127.0.0.1",
-        port: b.port,
-        request_headers: { set: { "X-Client": "{client_ip}" }, remove: ["Cookie"] },
-      }],
-    },
+  await using s = await startProxyServer(b.port, {
+    request_headers: { set: { "X-Client": "{client_ip}" }, remove: ["Cookie"] },
   });
   const ws = new WebSocket(s.url.replace("http", "ws") + "/socket", {
     headers: { cookie: "a=1" },

@@ -4,8 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { configError } from "./support/config.ts";
-import { tempDir } from "./support/files.ts";
-import { freePort, startTestServer } from "./support/servers.ts";
+import { freePort, startProxyServer } from "./support/servers.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -31,19 +30,7 @@ function backendOn(port: number) {
 Deno.test("try_duration: requests during a backend restart wait for it instead of getting 502", async () => {
   let backend = backendOn(0);
   const port = backend.server.addr.port;
-  await using dir = await tempDir();
-  await using s = await startTestServer({
-    http: { static_dir: dir.path },
-    server: {
-      reverse_proxy: [{
-        path: "/",
-        host: "127.0.0.1",
-        port,
-        try_duration: 30,
-        try_interval: 0.05,
-      }],
-    },
-  });
+  await using s = await startProxyServer(port, { try_duration: 30, try_interval: 0.05 });
   const statuses: number[] = [];
   let stop = false;
   const client = async (i: number) => {
@@ -92,19 +79,7 @@ Deno.test("try_duration and try_interval are checked with their key", () => {
 
 Deno.test("try_duration: a WebSocket upgrade waits for a backend that comes up within the window", async () => {
   const port = freePort();
-  await using dir = await tempDir();
-  await using s = await startTestServer({
-    http: { static_dir: dir.path },
-    server: {
-      reverse_proxy: [{
-        path: "/",
-        host: "127.0.0.1",
-        port,
-        try_duration: 30,
-        try_interval: 0.05,
-      }],
-    },
-  });
+  await using s = await startProxyServer(port, { try_duration: 30, try_interval: 0.05 });
   const ws = new WebSocket(s.url.replace("http", "ws") + "/socket");
   const opened = new Promise<void>((resolve, reject) => {
     ws.onopen = () => resolve();
