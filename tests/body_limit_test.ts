@@ -5,13 +5,13 @@
  * against the real server proxying to a real backend.
  */
 import assert from "node:assert/strict";
-import { serveBackend } from "./support/backends.ts";
+import { serveBackend, tcpBackend } from "./support/backends.ts";
 import { makeCerts } from "./support/certs.ts";
 import { curl } from "./support/cli.ts";
 import { configError } from "./support/config.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { H3Client } from "./support/h3_client.ts";
-import { startProxyServer, startTestServer } from "./support/servers.ts";
+import { startTestServer } from "./support/servers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -157,27 +157,60 @@ Deno.test("max_body_size: sizes in bytes or k/m/g; anything else names the key",
   );
 });
 
-Deno.test("max_body_size: a chunked body that grows past the limit after the answer has begun breaks the answer off", async () => {
-  // The backend answers at once and reports each piece of the body as it reads it.
-  await using backend = serveBackend((req) => {
-    const reader = req.body!.getReader();
+/**
+ * A raw backend that answers at once (chunked) and, as the body comes, reports how many body
+ * bytes it has read (the test bodies are all "a", which chunk framing never contains).
+ */
+function earlyAnswerBackend() {
+  return tcpBackend(async (conn) => {
+    const buf = new Uint8Array(65536);
+    let head = "";
     let total = 0;
-    return new Response(
-      new ReadableStream({
-        async pull(ctl) {
-          const r = await reader.read().catch(() => ({ done: true as const, value: undefined }));
-          if (r.done) {
-            ctl.enqueue(enc.encode(`end ${total}\n`));
-            return ctl.close();
-          }
-          total += r.value.length;
-          ctl.enqueue(enc.encode(`got ${total}\n`));
-        },
-      }),
-    );
+    const count = (bytes: Uint8Array) => {
+      for (const b of bytes) if (b === 97) total++;
+    };
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buf);
+      if (n === null) return;
+      head += new TextDecoder("latin1").decode(buf.subarray(0, n));
+    }
+    count(enc.encode(head.slice(head.indexOf("\r\n\r\n") + 4)));
+    const chunk = (text: string) =>
+      conn.write(enc.encode(`${text.length.toString(16)}\r\n${text}\r\n`));
+    await conn.write(enc.encode("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    if (total > 0) await chunk(`got ${total}\n`);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) return;
+      count(buf.subarray(0, n));
+      if (buf.subarray(0, n).includes(97)) await chunk(`got ${total}\n`);
+      if (dec.decode(buf.subarray(0, n)).endsWith("0\r\n\r\n")) break;
+    }
+    await chunk(`end ${total}\n`);
+    await conn.write(enc.encode("0\r\n\r\n"));
   });
-  await using s = await startProxyServer(backend.port, {}, { max_body_size: 4096 });
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.server.addr.port });
+}
+
+Deno.test("max_body_size: a body that grows past the limit after the answer has begun breaks the answer off (HTTP/1.1 chunked, HTTP/2)", async () => {
+  await using backend = earlyAnswerBackend();
+  await using dir = await tempDir();
+  const certs = await makeCerts(dir.path);
+  await using s = await startTestServer({
+    http: { static_dir: dir.path },
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+    server: {
+      max_body_size: 4096,
+      reverse_proxy: [{ path: "/", host: "127.0.0.1", port: backend.port }],
+    },
+  });
+
+  // HTTP/1.1 over TLS, chunked: 1000 bytes at a time, each once the backend has reported the
+  // one before.
+  const conn = await Deno.connectTls({
+    hostname: "localhost",
+    port: s.server.addr.port,
+    caCerts: [certs.caPem],
+  });
   await conn.write(
     enc.encode("POST /x HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n"),
   );
@@ -189,7 +222,6 @@ Deno.test("max_body_size: a chunked body that grows past the limit after the ans
     if (n === null) closed = true;
     else text += dec.decode(buf.subarray(0, n));
   };
-  // 1000 bytes at a time, each once the backend has reported the one before.
   for (let sent = 1000; !closed && sent <= 20_000; sent += 1000) {
     await conn.write(enc.encode(`3e8\r\n${"a".repeat(1000)}\r\n`)).catch(() => {});
     while (!closed && !text.includes(`got ${sent}\n`)) await more();
@@ -202,4 +234,42 @@ Deno.test("max_body_size: a chunked body that grows past the limit after the ans
   assert.match(text, /got 4000\n/);
   assert.doesNotMatch(text, /got 5000|end /, "no byte past the limit reached the backend");
   assert.ok(!text.endsWith("0\r\n\r\n"), `the answer is cut, not ended: ${JSON.stringify(text)}`);
+
+  // HTTP/2: the same upload as a stream without a length; the answer's stream is reset.
+  const client = Deno.createHttpClient({ caCerts: [certs.caPem], http1: false, http2: true });
+  try {
+    let got = "";
+    let wake = () => {};
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(ctl) {
+        while (sent > 0 && !got.includes(`got ${sent}\n`)) {
+          await new Promise<void>((r) => wake = r);
+        }
+        if (sent >= 20_000) return ctl.close();
+        sent += 1000;
+        ctl.enqueue(new Uint8Array(1000).fill(97));
+      },
+    });
+    const res = await fetch(`https://localhost:${s.server.addr.port}/x`, {
+      method: "POST",
+      body,
+      client,
+      duplex: "half",
+    } as RequestInit);
+    assert.equal(res.status, 200);
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    await assert.rejects(async () => {
+      for (;;) {
+        const r = await reader.read();
+        if (r.done) return;
+        got += r.value;
+        wake();
+      }
+    }, "the answer's stream ends in an error, not cleanly");
+    assert.match(got, /got 4000\n/);
+    assert.doesNotMatch(got, /got 5000|end /);
+  } finally {
+    client.close();
+  }
 });
