@@ -279,3 +279,32 @@ Deno.test("compression: preferredEncoding and the keys' checks", () => {
     /server\.compression\.types\[0\] must be a media type/,
   );
 });
+
+Deno.test("compression: a V2 location's files are left to the file server; a proxied answer offering ranges loses Accept-Ranges", async () => {
+  await using b = serveBackend(() =>
+    new Response(BIG, { headers: { "content-type": "application/json", "accept-ranges": "bytes" } })
+  );
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/.keep": "", "files/data.json": SMALL });
+  await using s = await startTestServer({
+    version: 2,
+    http: { static_dir: `${dir.path}/site` },
+    server: {
+      compression: { enabled: true },
+      reverse_proxy: [{ path: "/api", host: "127.0.0.1", port: b.port }],
+    },
+    extensions: [{
+      type: "routing",
+      config: { regex_locations: { "^~/files/": { root: dir.path } } },
+    }],
+  });
+  // zstd only: the file server has br and gzip forms, so the file goes as it is.
+  const file = await curlRaw(["-H", "Accept-Encoding: zstd", `${s.url}/files/data.json`]);
+  assert.equal(header(file.head, "content-encoding"), undefined);
+  assert.equal(header(file.head, "accept-ranges"), "bytes");
+  assert.equal(dec.decode(file.body), SMALL);
+  const proxied = await curlRaw(["-H", "Accept-Encoding: zstd", `${s.url}/api/x`]);
+  assert.equal(header(proxied.head, "content-encoding"), "zstd");
+  assert.equal(header(proxied.head, "accept-ranges"), undefined);
+  assert.equal(await decodeWith("zstd", proxied.body), BIG);
+});

@@ -65,8 +65,12 @@ export function withCompression(config: Compression): Wrapper {
     if (h.has("content-encoding")) return response;
     const type = h.get("content-type");
     if (type === null || !compressible(type)) return response;
-    // A file's answer: the file server has its own compressed forms and serves ranges.
-    if (ctx.route === "static" && h.has("accept-ranges")) return response;
+    // A file's answer (from the static folder or a V2 location's root; a `proxy_pass` answer
+    // that offers ranges counts too): the file server has its own compressed forms and serves
+    // ranges.
+    if ((ctx.route === "static" || ctx.route === "locations") && h.has("accept-ranges")) {
+      return response;
+    }
     const lengthText = h.get("content-length");
     const length = lengthText === null ? undefined : Number(lengthText);
     if (length !== undefined && length < minSize) return response;
