@@ -90,9 +90,12 @@ export function withCompression(config: Compression): Wrapper {
     if (etag !== null && !etag.startsWith("W/")) headers.set("etag", `W/${etag}`);
     const level = levels[coding];
     if (length !== undefined && length <= WHOLE) {
-      return response.bytes().then((bytes) =>
-        new Response(compressBytes(bytes, coding, level), init)
-      );
+      return response.bytes().then((bytes) => {
+        const packed = compressBytes(bytes, coding, level);
+        // The compressed length, for the access log and the byte counter as for the client.
+        headers.set("content-length", String(packed.byteLength));
+        return new Response(packed, init);
+      });
     }
     return new Response(compressStream(body, coding, level), init);
   };
