@@ -35,6 +35,10 @@ const DURATION = Number(args.values.duration ?? (QUICK ? 1 : 4));
  * `--quick` (which keeps the main workloads against denoserve, nginx and Caddy, under a minute).
  */
 const runs = (section: string) => args.values.only ? section.includes(args.values.only) : !QUICK;
+/** Whether the proxy directives section runs: by its name or by one of its workloads' names. */
+const runsDirectives = () =>
+  runs(DIRECTIVES_SECTION) ||
+  [HEADER_RULES, GZIP_JSON].some((w) => args.values.only && w.includes(args.values.only));
 const CONNECTIONS = 50;
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const DENO = Deno.execPath();
@@ -185,7 +189,7 @@ async function makeCerts(dir: string) {
 
 // ---------------------------------------------------------------- servers
 
-type Variant = "log" | "2 workers" | "h3" | "features" | "sites";
+type Variant = "log" | "2 workers" | "h3" | "features" | "sites" | "directives";
 
 interface Server {
   name: string;
@@ -258,6 +262,10 @@ http {
     root ${WORK}/site;
     location /proxy/ {
       proxy_pass http://backend/; proxy_http_version 1.1; proxy_set_header Connection "";
+    }
+    location /proxygz/ {
+      proxy_pass http://backend/; proxy_http_version 1.1; proxy_set_header Connection "";
+      gzip on; gzip_comp_level ${GZIP_LEVEL}; gzip_types application/json; gzip_proxied any;
     }
   }
 }
@@ -349,7 +357,12 @@ pid ${WORK}/backend.pid;
 events { worker_connections 4096; }
 http {
   access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:${BACKEND}; location / { return 200 "${"x".repeat(1024)}"; } }
+  include /etc/nginx/mime.types;
+  server {
+    listen 127.0.0.1:${BACKEND};
+    location / { return 200 "${"x".repeat(1024)}"; }
+    location = /100k.json { root ${WORK}/site; }
+  }
 }
 `,
   );
@@ -365,17 +378,19 @@ http {
     workers: string,
     http3 = false,
     extensions = "",
+    serverExtra = "",
+    ruleExtra = "",
   ) =>
     `${extensions}
 server:
   host: 127.0.0.1
   port: ${port}
   workers: ${workers}
-  reverse_proxy:
+${serverExtra}  reverse_proxy:
     - path: /proxy
       host: 127.0.0.1
       port: ${BACKEND}
-http:
+${ruleExtra}http:
   static_dir: ${WORK}/site
 ssl:
   enabled: ${https}
@@ -394,10 +409,12 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     workers = args.values.workers,
     http3 = false,
     extensions = "",
+    serverExtra = "",
+    ruleExtra = "",
   ) => {
     await Deno.writeTextFile(
       `${WORK}/${name}.yaml`,
-      dsConf(port, https, access, workers, http3, extensions),
+      dsConf(port, https, access, workers, http3, extensions, serverExtra, ruleExtra),
     );
     const p = spawn(
       [
@@ -487,6 +504,28 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     });
   }
 
+  // The proxy directives: header rules and compression, each against the same denoserve
+  // without them, in the same rounds.
+  for (const [name, serverExtra, ruleExtra] of runsDirectives() ? DIRECTIVES : []) {
+    const port = await freePort();
+    servers.push({
+      name,
+      http: port,
+      process: await denoserve(
+        name.replaceAll(/[^a-z0-9]+/gi, "-"),
+        port,
+        false,
+        false,
+        "1",
+        false,
+        "",
+        serverExtra,
+        ruleExtra,
+      ),
+      variant: "directives",
+    });
+  }
+
   const VARIANTS: (Variant | undefined)[] = [undefined, "log", "2 workers"];
   // nginx
   for (const variant of VARIANTS) {
@@ -505,6 +544,12 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
     const name = `caddy${variant ? "-" + variant.replace(" ", "") : ""}`;
     const site = `root * ${WORK}/site
   handle_path /proxy/* {
+    reverse_proxy 127.0.0.1:${BACKEND}
+  }
+  handle_path /proxygz/* {
+    encode {
+      gzip ${GZIP_LEVEL}
+    }
     reverse_proxy 127.0.0.1:${BACKEND}
   }
   file_server
@@ -595,6 +640,8 @@ interface Result {
   p99: number;
   errors: number;
   rss: number;
+  /** Bytes wrk read per answer (head and body, as on the wire). */
+  bytes?: number;
 }
 
 function ms(text: string): number {
@@ -646,7 +693,10 @@ async function wrk(url: string, extra: string[] = []): Promise<Omit<Result, "rss
   const errors = (sock ? sock.slice(1).reduce((a, b) => a + Number(b), 0) : 0) +
     (url.includes("missing") ? 0 : non2xx);
   if (Number.isNaN(rps)) console.error(text);
-  return { rps, p50, p99, errors };
+  const read = /(\d+) requests in [\d.]+\w+, ([\d.]+)([KMG]?B) read/.exec(text);
+  const unit = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 }[read?.[3] ?? "B"] ?? 1;
+  const bytes = read ? Number(read[2]) * unit / Number(read[1]) : undefined;
+  return { rps, p50, p99, errors, bytes };
 }
 
 async function h2load(url: string): Promise<Omit<Result, "rss">> {
@@ -725,6 +775,27 @@ const SITES: readonly (readonly [string, () => string])[] = [
           `  - names: [site${i + 1}.example.com, www.site${i + 1}.example.com]\n` +
           `    http: { static_dir: ${WORK}/site }\n`,
       ).join(""),
+  ],
+];
+
+/** The gzip level of the compression rows, for all three servers (Caddy's default). */
+const GZIP_LEVEL = 5;
+const DIRECTIVES_SECTION = "Proxy directives";
+const HEADER_RULES = "Proxy 1 KiB with two header rules";
+const GZIP_JSON = "Proxy 100 KiB JSON with gzip on";
+/** The denoserve servers of the proxy directives: name, server keys, keys of the /proxy rule. */
+const DIRECTIVES: readonly (readonly [string, string, string])[] = [
+  ["denoserve, no rules", "", ""],
+  [
+    "denoserve + two header rules",
+    "",
+    '      request_headers: { set: { X-Client: "{client_ip}" } }\n' +
+    "      response_headers: { remove: [Server] }\n",
+  ],
+  [
+    "denoserve + compression",
+    `  compression: { enabled: true, encodings: [gzip, zstd], gzip_level: ${GZIP_LEVEL} }\n`,
+    "",
   ],
 ];
 const CONNECTIONS_SECTION = "connections";
@@ -1056,6 +1127,64 @@ async function http3Workloads(servers: Server[]): Promise<string[]> {
   return rows;
 }
 
+/**
+ * The proxy directives: the 1 KiB proxy with two header rules against the same without, and a
+ * 100 KiB JSON answer compressed on the way (gzip at ${GZIP_LEVEL} everywhere, and denoserve's
+ * zstd) against nginx (`gzip on`) and Caddy (`encode gzip`): req/s and bytes per answer.
+ */
+async function directiveWorkloads(servers: Server[]): Promise<string[]> {
+  const find = (name: string, variant?: Variant) =>
+    servers.find((s) => s.name === name && s.variant === variant)!;
+  const gzip = ["-H", "Accept-Encoding: gzip"];
+  const groups: [string, [string, Server, string, string[]][]][] = [
+    [HEADER_RULES, [
+      ["denoserve, no rules", find("denoserve, no rules", "directives"), "/proxy/x", []],
+      [
+        "denoserve + two header rules",
+        find("denoserve + two header rules", "directives"),
+        "/proxy/x",
+        [],
+      ],
+    ]],
+    [GZIP_JSON, [
+      ["denoserve gzip", find("denoserve + compression", "directives"), "/proxy/100k.json", gzip],
+      ["nginx gzip on", find("nginx"), "/proxygz/100k.json", gzip],
+      ["Caddy encode gzip", find("caddy"), "/proxygz/100k.json", gzip],
+      ["denoserve zstd", find("denoserve + compression", "directives"), "/proxy/100k.json", [
+        "-H",
+        "Accept-Encoding: zstd",
+      ]],
+      ["denoserve, none", find("denoserve + compression", "directives"), "/proxy/100k.json", []],
+    ]],
+  ];
+  const rows: string[] = [];
+  for (const [workload, targets] of groups) {
+    const only = args.values.only;
+    if (only && !DIRECTIVES_SECTION.includes(only) && !workload.includes(only)) continue;
+    const results = targets.map(() => [] as Result[]);
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [i, [, s, path, extra]] of targets.entries()) {
+        results[i].push(
+          await measure(s.process.pid, () => wrk(`http://127.0.0.1:${s.http}${path}`, extra)),
+        );
+      }
+    }
+    const first = median(results[0].map((r) => r.rps));
+    for (const [i, [label]] of targets.entries()) {
+      const rs = results[i];
+      const rps = median(rs.map((r) => r.rps));
+      const line = `| ${workload} | ${label} | ${fmt(rps)} | ${
+        fmt(Math.min(...rs.map((r) => r.rps)))
+      }–${fmt(Math.max(...rs.map((r) => r.rps)))} | ${fmt(median(rs.map((r) => r.p50)), 2)} | ${
+        fmt(median(rs.map((r) => r.bytes ?? NaN)))
+      } | ${fmt(rs.reduce((a, r) => a + r.errors, 0))} | ${fmt(rps / first, 2)} |`;
+      rows.push(line);
+      console.error(line);
+    }
+  }
+  return rows;
+}
+
 async function main() {
   await ensurePackages();
   WORK = await Deno.makeTempDir({ prefix: "denoserve-bench-" });
@@ -1069,6 +1198,12 @@ async function main() {
   await Deno.writeFile(`${WORK}/site/10m.bin`, new Uint8Array(10 * 1024 * 1024).fill(98));
   await Deno.writeTextFile(`${WORK}/site/index.html`, "index");
   await Deno.writeFile(`${WORK}/site/2m.bin`, new Uint8Array(2 * 1024 * 1024).fill(99));
+  // About 100 KiB of JSON as an API answers it: records with repeating keys and varying values.
+  const records = [];
+  for (let i = 0; records.length === 0 || JSON.stringify(records).length < 100 * 1024; i++) {
+    records.push({ id: i, name: `user ${i}`, email: `user${i}@example.com`, active: i % 3 === 0 });
+  }
+  await Deno.writeTextFile(`${WORK}/site/100k.json`, JSON.stringify(records));
 
   const { servers, startupMs } = await startServers(await peersInstalled);
   const idle: Record<string, { all: number; own: number }> = {};
@@ -1080,6 +1215,7 @@ async function main() {
   const rows: string[] = [];
   let connectionRows: string[] = [];
   let http3Rows: string[] = [];
+  let directiveRows: string[] = [];
   let featureRates = new Map<string, number>();
   let siteRates = new Map<string, number>();
   const ratios: Record<
@@ -1145,6 +1281,7 @@ async function main() {
     }
     if (runs(CONNECTIONS_SECTION)) connectionRows = await connectionWorkloads(servers);
     if (runs(HTTP3_SECTION)) http3Rows = await http3Workloads(servers);
+    if (runsDirectives()) directiveRows = await directiveWorkloads(servers);
   } finally {
     for (const s of servers) {
       try {
@@ -1254,6 +1391,22 @@ both run in the benchmark's process. Caddy serves HTTP/3 by default on its HTTPS
 | server | h3 1 KiB req/s | h3 errors | h3 10 MiB ms | h2 1 KiB req/s | h2 errors | h2 10 MiB ms |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 ${http3Rows.join("\n")}
+`
+  }${
+    directiveRows.length === 0 ? "" : `
+## Proxy directives
+
+Through the same nginx backend: the 1 KiB answer with two header rules on the rule
+(\`request_headers\` set with \`{client_ip}\`, \`response_headers\` remove), against the same denoserve
+without them; a 100 KiB JSON answer compressed on the way at gzip level ${GZIP_LEVEL} by denoserve
+(\`server.compression\`), nginx (\`gzip on; gzip_comp_level ${GZIP_LEVEL}\`) and Caddy
+(\`encode { gzip ${GZIP_LEVEL} }\`), wrk sending \`Accept-Encoding: gzip\`; denoserve with zstd and
+uncompressed beside them. Bytes: what wrk read per answer (head and body). ×first: req/s against
+the first row of the workload.
+
+| workload | server | req/s | min–max | p50 ms | bytes per answer | errors | ×first |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
+${directiveRows.join("\n")}
 `
   }`;
   console.log(report);

@@ -3,7 +3,8 @@
  * server, its attributes over HTTP and TLS, exempt paths, and its settings checked at start.
  */
 import assert from "node:assert/strict";
-import { CsrfTokens, privateCacheControl, readCookie } from "../src/routes/csrf.ts";
+import { CsrfTokens, privateCacheControl } from "../src/routes/csrf.ts";
+import { readCookie } from "../src/http/headers.ts";
 import { testApp } from "./support/app.ts";
 import { echoBackend, serveBackend } from "./support/backends.ts";
 import { runCli } from "./support/cli.ts";

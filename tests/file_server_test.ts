@@ -4,7 +4,8 @@
  * accepts.
  */
 import assert from "node:assert/strict";
-import { acceptsEncoding, safeSegments, within } from "../src/static/file_server.ts";
+import { safeSegments, within } from "../src/static/file_server.ts";
+import { acceptsEncoding } from "../src/http/encoding.ts";
 
 Deno.test("safeSegments: decoded segments, 404 for what could leave the root, 400 for NUL and bad escapes", () => {
   // [URL path, without dotfiles, with dotfiles]

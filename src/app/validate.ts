@@ -11,7 +11,9 @@ import type { LoadedConfig } from "../config/load.ts";
 import {
   cachingConfig,
   type Config,
+  type HeaderRules,
   isRedisStorage,
+  type ProxyRule,
   routingConfig,
   securityConfig,
 } from "../config/schema.ts";
@@ -126,10 +128,93 @@ export function checkProxyTargets(config: Config): CheckResult[] {
     }
     const target = rule.upstreams?.join(", ") ??
       `${rule.ssl ? "https" : "http"}://${rule.host}:${rule.port}`;
+    const extras = ruleSettings(rule);
     results.push(
-      problems.length ? fail(key, problems.join("; ")) : ok(key, `${rule.path} → ${target}`),
+      problems.length
+        ? fail(key, problems.join("; "))
+        : ok(key, `${rule.path} → ${target}${extras.length ? ` (${extras.join("; ")})` : ""}`),
+    );
+    if (
+      rule.lb === "cookie" && rule.lb_cookie_secret === undefined &&
+      (config.server.workers === "auto" || config.server.workers > 1)
+    ) {
+      results.push(warn(
+        `${key}.lb_cookie_secret`,
+        `${key}: lb: cookie without lb_cookie_secret makes a key per worker process, so a ` +
+          `client's cookie from one worker is replaced by another; set lb_cookie_secret`,
+      ));
+    }
+  }
+  return results;
+}
+
+/** Header rules in a few words: `set 2, remove 1`. */
+function ruleCounts(rules: HeaderRules | undefined): string {
+  if (rules === undefined) return "";
+  const counts = [
+    ["remove", rules.remove.length],
+    ["set", Object.keys(rules.set).length],
+    ["add", Object.keys(rules.add).length],
+  ] as const;
+  return counts.filter(([, n]) => n > 0).map(([what, n]) => `${what} ${n}`).join(", ");
+}
+
+/** What a rule sets beyond its target, for its `--test` line. */
+function ruleSettings(rule: ProxyRule): string[] {
+  const out: string[] = [];
+  if (rule.lb !== "round_robin") {
+    out.push(
+      `lb ${rule.lb}` + (rule.lb === "header" ? ` ${rule.lb_header}` : "") +
+        (rule.lb === "cookie" ? ` ${rule.lb_cookie}` : ""),
     );
   }
+  if (rule.try_duration > 0) {
+    out.push(`retried for ${rule.try_duration}s every ${rule.try_interval}s`);
+  }
+  const up = ruleCounts(rule.request_headers);
+  if (up) out.push(`request headers: ${up}`);
+  const down = ruleCounts(rule.response_headers);
+  if (down) out.push(`response headers: ${down}`);
+  return out;
+}
+
+/** Bytes as a person reads them: `10 MiB`, `512 KiB`, `1000 bytes`. */
+function sizeText(bytes: number): string {
+  for (const [unit, n] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+    if (bytes >= n && bytes % n === 0) return `${bytes / n} ${unit}`;
+  }
+  return `${bytes} bytes`;
+}
+
+/**
+ * The server-wide answer settings that are not the defaults, one line each, so that `--test`
+ * shows what a file turned on: `max_body_size`, `compression`, `response_headers`.
+ */
+export function checkAnswerSettings(config: Config): CheckResult[] {
+  const { server } = config;
+  const results: CheckResult[] = [];
+  const located = Object.entries(server.locations)
+    .filter(([, l]) => l.max_body_size !== undefined)
+    .map(([key, l]) => `${key}: ${l.max_body_size ? sizeText(l.max_body_size!) : "no limit"}`);
+  if (server.max_body_size > 0 || located.length > 0) {
+    results.push(ok(
+      "server.max_body_size",
+      (server.max_body_size > 0
+        ? `request bodies over ${sizeText(server.max_body_size)} get 413`
+        : "no limit") + (located.length ? `; locations: ${located.join(", ")}` : ""),
+    ));
+  }
+  const c = server.compression;
+  if (c.enabled) {
+    const levels = c.encodings.map((e) => `${e} ${c[`${e}_level`]}`).join(", ");
+    results.push(ok(
+      "server.compression",
+      `${levels} for answers made on the fly of ${sizeText(c.min_size)} or more` +
+        (c.types.length ? ` of ${c.types.join(", ")}` : ""),
+    ));
+  }
+  const headers = ruleCounts(server.response_headers);
+  if (headers) results.push(ok("server.response_headers", `${headers} on every answer`));
   return results;
 }
 
@@ -495,6 +580,7 @@ export async function validateConfig(
   results.push(...checkServerHost(config));
   results.push(...await checkStaticDir(config, options.tls));
   results.push(...checkSslIgnored(config));
+  results.push(...checkAnswerSettings(config));
   for (const w of authWarnings(config)) results.push(warn("server.locations", w));
   const targets = [...checkProxyTargets(config), ...checkNetPermissions(config)];
   results.push(...targets);

@@ -6,7 +6,7 @@
  */
 import * as v from "valibot";
 import { parseCidr } from "../http/ip.ts";
-import { TCHAR, TOKEN } from "../http/headers.ts";
+import { HOP_BY_HOP, TCHAR, TOKEN } from "../http/headers.ts";
 
 const shown = (value: unknown) => JSON.stringify(value) ?? String(value);
 
@@ -138,6 +138,23 @@ const nonEmpty = v.pipe(
 
 const bool = v.boolean(got("must be true or false"));
 
+const SIZE_UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A number of bytes, or nginx's `512k`, `10m`, `1g` (powers of 1024), read as bytes. */
+const byteSize = v.pipe(
+  v.custom<number | string>(
+    (x) =>
+      (Number.isSafeInteger(x) && (x as number) >= 0) ||
+      (typeof x === "string" && /^\d+\s*[kmg]?b?$/i.test(x.trim())),
+    got('must be a number of bytes or a size such as "512k", "10m" or "1g"'),
+  ),
+  v.transform((x) => {
+    if (typeof x === "number") return x;
+    const m = /^(\d+)\s*([kmg]?)/i.exec(x.trim())!;
+    return Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()];
+  }),
+);
+
 /** `host:port`, as written in `upstreams`. */
 const hostPort = v.pipe(
   nonEmpty,
@@ -147,6 +164,69 @@ const hostPort = v.pipe(
 const isUrlPath = (p: string) => p.startsWith("/");
 
 const urlPath = v.pipe(nonEmpty, v.check(isUrlPath, got('must start with "/"')));
+
+/**
+ * The variables a header rule's value may use: `{client_ip}`, `{host}`, `{scheme}`,
+ * `{request_id}`, `{method}`, `{uri}` and `{header.Name}` (a request header).
+ */
+export const HEADER_VARIABLES: readonly string[] = [
+  "client_ip",
+  "host",
+  "scheme",
+  "request_id",
+  "method",
+  "uri",
+];
+
+/** A `{variable}` in a header rule's value; group 1 is its name. */
+export const HEADER_VARIABLE: RegExp = /\{([^{}]*)\}/g;
+
+/** Whether `name` (between braces) is a variable header rules know. */
+export const isHeaderVariable = (name: string): boolean =>
+  HEADER_VARIABLES.includes(name) || /^header\.[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name);
+
+/**
+ * Headers no rule may touch: they frame the message or describe one connection (the proxy drops
+ * them both ways and sets the framing itself).
+ */
+export const UNTOUCHABLE_HEADERS: readonly string[] = [...HOP_BY_HOP, "content-length"];
+
+const headerName = v.pipe(
+  nonEmpty,
+  v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, got("must be a header name")),
+  v.check(
+    (n) => !UNTOUCHABLE_HEADERS.includes(n.toLowerCase()),
+    got(`must not be one of ${UNTOUCHABLE_HEADERS.join(", ")} (set by the server itself)`),
+  ),
+);
+
+const headerTemplate = v.pipe(
+  v.string(got("must be a string")),
+  v.check((t) => !/[\r\n\0]/.test(t), "must not contain line breaks"),
+  v.check(
+    (t) => [...t.matchAll(HEADER_VARIABLE)].every((m) => isHeaderVariable(m[1])),
+    (issue) =>
+      `uses ${
+        [...String(issue.input).matchAll(HEADER_VARIABLE)].find((m) => !isHeaderVariable(m[1]))
+          ?.[0]
+      }; the variables are ${HEADER_VARIABLES.map((n) => `{${n}}`).join(", ")} and {header.Name}`,
+  ),
+);
+
+const NAME_MESSAGE =
+  "must be a header name (hop-by-hop headers and Content-Length are set by the server)";
+const isRuleName = (n: string) => v.is(headerName, n);
+
+/** `remove`, `set` (replace) and `add` (append) header rules, applied in that order. */
+export const HeaderRules = strict({
+  /** Headers dropped. */
+  remove: v.optional(list(headerName), []),
+  /** Headers replaced (or added when absent); a value that comes out empty sends none. */
+  set: v.optional(record(headerTemplate, isRuleName, NAME_MESSAGE), {}),
+  /** Headers appended, beside any of the same name. */
+  add: v.optional(record(headerTemplate, isRuleName, NAME_MESSAGE), {}),
+});
+export type HeaderRules = v.InferOutput<typeof HeaderRules>;
 
 /** `forward_auth:` ask an auth service (Authelia, Authentik, oauth2-proxy) about each request. */
 const ForwardAuth = strict({
@@ -184,46 +264,94 @@ const ForwardAuth = strict({
 });
 export type ForwardAuth = v.InferOutput<typeof ForwardAuth>;
 
-export const ProxyRule = strict({
-  /** Public path prefix, matched on segment boundaries. */
-  path: v.optional(urlPath, "/"),
-  /** Backend host (PyServe's form). */
-  host: v.optional(nonEmpty, "localhost"),
-  /** Backend port (PyServe's form). */
-  port: v.optional(port(), 80),
-  /** https to the backend. */
-  ssl: v.optional(bool, false),
-  /** Remove the matched prefix before forwarding (PyServe does). */
-  strip_prefix: v.optional(bool, true),
-  /** Send the client's Host to the backend instead of the backend's own. */
-  preserve_host: v.optional(bool, false),
-  /** Ask an auth service about each request before it is forwarded (see server.locations). */
-  forward_auth: v.optional(ForwardAuth),
-  /** Extra CA (PEM) to trust for an https backend. */
-  ca_file: v.optional(nonEmpty),
-  /** Accept any backend certificate (warned about loudly). */
-  insecure_skip_verify: v.optional(bool, false),
-  /** Several backends as host:port; replaces host/port when given. */
-  upstreams: v.optional(v.pipe(list(hostPort), v.minLength(1, "must list at least one host:port"))),
-  /** How to pick among upstreams. */
-  lb: v.optional(oneOf(["round_robin", "least_conn"]), "round_robin"),
-  /** Path probed by the active health check; no active check when absent. */
-  health_path: v.optional(urlPath),
-  /** Seconds between active health checks. */
-  health_interval: v.optional(positive("a positive number of seconds"), 10),
-  /** Seconds a failed backend stays marked down. */
-  fail_timeout: v.optional(positive("a positive number of seconds"), 10),
-  /** Seconds to establish the backend connection. */
-  connect_timeout: v.optional(positive("a positive number of seconds"), 10),
-  /** Seconds to wait for the backend's response headers. */
-  response_timeout: v.optional(positive("a positive number of seconds"), 30),
-  /**
-   * Bridge `Upgrade: websocket` requests to the backend (PyServe's key). When false the upgrade
-   * is not offered: the request goes on as plain HTTP without `Upgrade`, as nginx does when it
-   * is not told to pass upgrades on.
-   */
-  websocket: v.optional(bool, true),
-});
+export const ProxyRule = v.pipe(
+  strict({
+    /** Public path prefix, matched on segment boundaries. */
+    path: v.optional(urlPath, "/"),
+    /** Backend host (PyServe's form). */
+    host: v.optional(nonEmpty, "localhost"),
+    /** Backend port (PyServe's form). */
+    port: v.optional(port(), 80),
+    /** https to the backend. */
+    ssl: v.optional(bool, false),
+    /** Remove the matched prefix before forwarding (PyServe does). */
+    strip_prefix: v.optional(bool, true),
+    /** Send the client's Host to the backend instead of the backend's own. */
+    preserve_host: v.optional(bool, false),
+    /** Ask an auth service about each request before it is forwarded (see server.locations). */
+    forward_auth: v.optional(ForwardAuth),
+    /** Extra CA (PEM) to trust for an https backend. */
+    ca_file: v.optional(nonEmpty),
+    /** Accept any backend certificate (warned about loudly). */
+    insecure_skip_verify: v.optional(bool, false),
+    /** Several backends as host:port; replaces host/port when given. */
+    upstreams: v.optional(
+      v.pipe(list(hostPort), v.minLength(1, "must list at least one host:port")),
+    ),
+    /** How to pick among upstreams. */
+    lb: v.optional(
+      oneOf(["round_robin", "least_conn", "ip_hash", "uri_hash", "header", "cookie"]),
+      "round_robin",
+    ),
+    /** With `lb: header`: the request header whose value picks the backend. */
+    lb_header: v.optional(
+      v.pipe(nonEmpty, v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, got("must be a header name"))),
+    ),
+    /** With `lb: cookie`: the cookie's name. */
+    lb_cookie: v.optional(
+      v.pipe(nonEmpty, v.regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, got("must be a cookie name"))),
+      "denoserve_lb",
+    ),
+    /** With `lb: cookie`: the HMAC key; default one chosen at random per process. */
+    lb_cookie_secret: v.optional(
+      v.pipe(nonEmpty, v.minLength(16, "must be at least 16 characters")),
+    ),
+    /** Path probed by the active health check; no active check when absent. */
+    health_path: v.optional(urlPath),
+    /** Seconds between active health checks. */
+    health_interval: v.optional(positive("a positive number of seconds"), 10),
+    /** Seconds a failed backend stays marked down. */
+    fail_timeout: v.optional(positive("a positive number of seconds"), 10),
+    /** Seconds to establish the backend connection. */
+    connect_timeout: v.optional(positive("a positive number of seconds"), 10),
+    /** Seconds to wait for the backend's response headers. */
+    response_timeout: v.optional(positive("a positive number of seconds"), 30),
+    /**
+     * Seconds to keep trying while no backend can be reached (Caddy's lb_try_duration), before
+     * 502; 0 = one try (and one other backend for an idempotent request).
+     */
+    try_duration: v.optional(
+      v.pipe(
+        v.number(got("must be a number of seconds ≥ 0")),
+        v.minValue(0, got("must be a number of seconds ≥ 0")),
+      ),
+      0,
+    ),
+    /** Seconds between those tries (Caddy's lb_try_interval). */
+    try_interval: v.optional(positive("a positive number of seconds"), 0.25),
+    /**
+     * Bridge `Upgrade: websocket` requests to the backend (PyServe's key). When false the upgrade
+     * is not offered: the request goes on as plain HTTP without `Upgrade`, as nginx does when it
+     * is not told to pass upgrades on.
+     */
+    websocket: v.optional(bool, true),
+    /** Header rules for the request sent to the backend (after X-Forwarded-*: these win). */
+    request_headers: v.optional(HeaderRules),
+    /** Header rules for the backend's answer on its way to the client. */
+    response_headers: v.optional(HeaderRules),
+  }),
+  refine((r, fail) => {
+    if (r.lb === "header" && r.lb_header === undefined) {
+      fail(["lb_header"], "is needed by lb: header");
+    }
+    if (r.lb !== "header" && r.lb_header !== undefined) {
+      fail(["lb_header"], "needs lb: header");
+    }
+    if (r.lb !== "cookie" && r.lb_cookie_secret !== undefined) {
+      fail(["lb_cookie_secret"], "needs lb: cookie");
+    }
+  }),
+);
 export type ProxyRule = v.InferOutput<typeof ProxyRule>;
 
 /** A bcrypt hash as written by htpasswd -B, bcryptjs or Python's bcrypt. */
@@ -326,6 +454,8 @@ const Location = strict({
   auth: v.optional(Auth),
   forward_auth: v.optional(ForwardAuth),
   ip_rules: v.optional(ipRules),
+  /** Request bodies larger than this get 413 below this prefix (replaces server.max_body_size). */
+  max_body_size: v.optional(byteSize),
 });
 
 const redirectStatus = v.picklist([301, 302, 307, 308], got("must be 301, 302, 307 or 308"));
@@ -417,6 +547,37 @@ const cidr = v.pipe(
 
 const cidrList = list(cidr, got("must be a list of addresses"));
 
+/** A media type or a family of them (`text/*`), as `types` of `compression` lists them. */
+const mediaRange = v.pipe(
+  nonEmpty,
+  v.regex(
+    /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\/([!#$%&'*+\-.^_`|~0-9A-Za-z]+|\*)$/,
+    got('must be a media type such as "application/json" or "text/*"'),
+  ),
+);
+
+/** `server.compression`: gzip, zstd and br for answers made on the fly. */
+export const Compression = strict({
+  /** Off by default, as in nginx and Caddy: it costs CPU on every answer it applies to. */
+  enabled: v.optional(bool, false),
+  /** The codings offered, the server's preference first (used when a client rates two equally). */
+  encodings: v.optional(
+    v.pipe(
+      list(oneOf(["zstd", "br", "gzip"])),
+      v.minLength(1, "must list at least one of zstd, br, gzip"),
+    ),
+    ["zstd", "gzip"],
+  ),
+  gzip_level: v.optional(whole(1, 9), 5),
+  zstd_level: v.optional(whole(1, 19), 3),
+  br_level: v.optional(whole(0, 11), 4),
+  /** Answers with a Content-Length below this are sent as they are. */
+  min_size: v.optional(byteSize, 256),
+  /** Media types compressed; empty = text, JSON, JavaScript, XML, SVG and wasm. */
+  types: v.optional(list(mediaRange), []),
+});
+export type Compression = v.InferOutput<typeof Compression>;
+
 /** The `server` keys that belong to a site: each of `sites` has its own. */
 const SITE_SERVER = {
   /**
@@ -425,6 +586,8 @@ const SITE_SERVER = {
    * index.html always wins.
    */
   default_root: v.optional(bool, false),
+  /** Header rules for every answer of the site (error pages, files and proxied answers alike). */
+  response_headers: v.optional(HeaderRules),
   /** Proxy rules; an empty `reverse_proxy:` (YAML null) is no rules, as in PyServe. */
   reverse_proxy: v.nullish(list(ProxyRule), []),
   redirect_instructions: v.optional(v.pipe(list(Redirect), refine(checkRedirects)), []),
@@ -469,6 +632,11 @@ const Server = v.pipe(
      */
     body_timeout: v.optional(positive("a positive number of seconds"), 60),
     /**
+     * Request bodies larger than this (bytes, or "10m") get 413: nginx's client_max_body_size.
+     * 0 = no limit (Caddy's default): bodies stream through and are never held whole.
+     */
+    max_body_size: v.optional(byteSize, 0),
+    /**
      * Most connections open at once in the whole process; beyond it new ones are closed at once.
      * Default: the open-files limit less a tenth of it (at least 128).
      */
@@ -503,6 +671,8 @@ const Server = v.pipe(
       ),
       "default",
     ),
+    /** Compression of answers made on the fly (proxied, error pages, listings, `return`). */
+    compression: v.optional(Compression, {}),
     ...SITE_SERVER,
   }),
   refine((s, fail) => {
@@ -726,6 +896,10 @@ export const RoutingLocation = v.pipe(
     cache_control: v.optional(nonEmpty),
     /** Extra response headers, `Name: value` with `{group}` and `$remote_addr`-style variables. */
     headers: v.optional(list(headerLine), []),
+    /** With proxy_pass: header rules for the request sent to the backend. */
+    request_headers: v.optional(HeaderRules),
+    /** With proxy_pass: header rules for the backend's answer. */
+    response_headers: v.optional(HeaderRules),
     /** Answer directly with `STATUS [text]`. */
     return: v.optional(returnSpec),
     /** Content-Type of a `return` answer. Default text/plain. */
@@ -748,6 +922,9 @@ export const RoutingLocation = v.pipe(
         }
       }
       if (l.spa_fallback) fail(["spa_fallback"], `cannot be used with ${what}`);
+    }
+    for (const key of ["request_headers", "response_headers"] as const) {
+      if (l[key] !== undefined && l.proxy_pass === undefined) fail([key], "needs proxy_pass");
     }
     if (l.content_type !== undefined && l.return === undefined) {
       fail(["content_type"], "needs return");

@@ -87,11 +87,22 @@ export class BodyTimeout extends Error {
   }
 }
 
+/** A request body that grew past the `max_body_size` that applies to its path. */
+export class BodyTooLarge extends Error {
+  constructor(limit: number, where: string) {
+    super(`the request body grew past ${limit} bytes (${where})`);
+  }
+}
+
 /**
  * The status for a request whose body could not be read: 408 when it stopped arriving (nginx's
- * `client_body_timeout`), else 400 (the client broke it off or sent it malformed).
+ * `client_body_timeout`), 413 when it grew past `max_body_size`, else 400 (the client broke it
+ * off or sent it malformed).
  */
-export function bodyFailureStatus(error: unknown): 400 | 408 {
-  for (let e = error; e instanceof Error; e = e.cause) if (e instanceof BodyTimeout) return 408;
+export function bodyFailureStatus(error: unknown): 400 | 408 | 413 {
+  for (let e = error; e instanceof Error; e = e.cause) {
+    if (e instanceof BodyTimeout) return 408;
+    if (e instanceof BodyTooLarge) return 413;
+  }
   return 400;
 }

@@ -1,6 +1,6 @@
 /**
- * Adding headers to answers that may have come from `fetch` (whose headers are immutable), and
- * the one definition of an HTTP token.
+ * Adding headers to answers that may have come from `fetch` (whose headers are immutable), the
+ * one definition of an HTTP token, the hop-by-hop headers, and reading a cookie.
  *
  * @module
  */
@@ -11,15 +11,42 @@ export const TCHAR = "!#$%&'*+\\-.^_`|~0-9A-Za-z";
 /** An HTTP token: a header name, a method, a directive name. */
 export const TOKEN: RegExp = new RegExp(`^[${TCHAR}]+$`);
 
+/** Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus Proxy-*). */
+export const HOP_BY_HOP: readonly string[] = [
+  "connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+];
+
+/** The value of cookie `name` in a `Cookie` header, or undefined. */
+export function readCookie(header: string | null, name: string): string | undefined {
+  if (header === null) return undefined;
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+/** Adds `value` to the `Vary` of `headers`, unless it is named there already or Vary is `*`. */
+export function addVary(headers: Headers, value: string): void {
+  const old = headers.get("vary");
+  if (old === null) headers.set("vary", value);
+  else if (old !== "*" && !old.toLowerCase().includes(value.toLowerCase())) {
+    headers.set("vary", `${old}, ${value}`);
+  }
+}
+
 function apply(headers: Headers, pairs: readonly (readonly [string, string])[]) {
   for (const [name, value] of pairs) {
-    if (name === "vary") {
-      const old = headers.get("vary");
-      if (old === null) headers.set("vary", value);
-      else if (old !== "*" && !old.toLowerCase().includes(value.toLowerCase())) {
-        headers.set("vary", `${old}, ${value}`);
-      }
-    } else if (name === "set-cookie") headers.append(name, value);
+    if (name === "vary") addVary(headers, value);
+    else if (name === "set-cookie") headers.append(name, value);
     else headers.set(name, value);
   }
 }

@@ -19,9 +19,11 @@ import {
   BrokenBodyError,
   ClientBodyError,
   ConnectError,
+  IDEMPOTENT,
   TimeoutError,
 } from "./http1.ts";
-import type { Backend, Pool } from "./pool.ts";
+import { compileHeaderRules } from "./header_rules.ts";
+import { type Backend, backendUp, type Pool } from "./pool.ts";
 import type { CompiledRule } from "./rules.ts";
 import { backendPath } from "./rules.ts";
 
@@ -47,15 +49,15 @@ export function streamLength(request: Request): number | undefined {
   const length = request.headers.get("content-length");
   return length === null ? undefined : Number(length);
 }
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
 /**
  * The status of a request whose exchange with a backend failed with `e`, for `server.reverse_proxy`
  * and `proxy_pass` alike: the client's own body failing is its fault (400, or 408 when it
- * stalled); no response headers in time, or no connection in time, is 504; anything else 502.
+ * stalled, 413 when it grew past max_body_size); no response headers in time, or no connection in
+ * time, is 504; anything else 502.
  */
-export function failureStatus(e: unknown): 400 | 408 | 502 | 504 {
-  if (e instanceof ClientBodyError || bodyFailureStatus(e) === 408) return bodyFailureStatus(e);
+export function failureStatus(e: unknown): 400 | 408 | 413 | 502 | 504 {
+  if (e instanceof ClientBodyError || bodyFailureStatus(e) !== 400) return bodyFailureStatus(e);
   return e instanceof TimeoutError || (e instanceof ConnectError && e.timedOut) ? 504 : 502;
 }
 
@@ -75,6 +77,21 @@ export function isConnectError(error: unknown): boolean {
       .test(describeError(error));
 }
 
+/** Waits `ms`; false when `signal` fires first (the client went away). */
+export function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (signal.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", abort);
+      resolve(ok);
+    };
+    const abort = () => done(false);
+    const timer = setTimeout(() => done(true), ms);
+    signal.addEventListener("abort", abort);
+  });
+}
+
 /** Options of {@link createForwarder}. */
 export interface ForwarderOptions {
   rule: CompiledRule;
@@ -88,7 +105,9 @@ export function createForwarder(options: ForwarderOptions): Handler {
   const { rule, pool, log, errorResponse } = options;
   const where = `server.reverse_proxy[${rule.index}]`;
   const strippedPrefix = rule.rule.strip_prefix ? rule.prefix : "";
-  const preserveHost = rule.rule.preserve_host;
+  const up = compileHeaderRules(rule.rule.request_headers);
+  const down = compileHeaderRules(rule.rule.response_headers);
+  const preserveHost = rule.rule.preserve_host || (up?.setsHost ?? false);
 
   /** One attempt against `backend`; rejects with the reason on failure. */
   const attempt = async (
@@ -126,11 +145,13 @@ export function createForwarder(options: ForwarderOptions): Handler {
         );
       }
     });
+    const sticky = pool.cookie?.(backend, request, ctx);
+    if (sticky !== undefined) answer.headers.push(["set-cookie", sticky]);
     return new Response(answer.body, {
       status: answer.status,
       statusText: answer.statusText,
       headers: relocate(
-        answer.headers,
+        down ? down.apply(answer.headers, request, ctx) : answer.headers,
         backend.address.locationOrigins,
         () => `${ctx.secure ? "https" : "http"}://${clientHost(request)}`,
         strippedPrefix,
@@ -140,7 +161,8 @@ export function createForwarder(options: ForwarderOptions): Handler {
 
   return async (request, ctx) => {
     const target = backendPath(rule, ctx.path) + ctx.query;
-    const headers = forwardHeaders(request, ctx);
+    const forwarded = forwardHeaders(request, ctx);
+    const headers = up ? up.apply(forwarded, request, ctx) : forwarded;
     let payload: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
     try {
       payload = await readPayload(request);
@@ -148,6 +170,7 @@ export function createForwarder(options: ForwarderOptions): Handler {
       log.debug(`${where}: ${request.method} ${ctx.path}: the request body failed: ${e}`);
       return errorResponse(bodyFailureStatus(e), request);
     }
+    const started = performance.now();
     let backend = pool.pick(request, ctx);
     const retryable = !(payload instanceof ReadableStream) && IDEMPOTENT.has(request.method);
     for (let tries = 0; backend !== undefined; tries++) {
@@ -192,6 +215,21 @@ export function createForwarder(options: ForwarderOptions): Handler {
           return errorResponse(status, request);
         }
         pool.fail(backend, reason);
+        // Nothing reached the backend: within `try_duration` the request is tried again, after
+        // `try_interval` unless another backend is up, as long as its body can still be sent.
+        const resendable = !(payload instanceof ReadableStream) || !payload.locked;
+        if (resendable && performance.now() - started < rule.tryDurationMs) {
+          const other = pool.pick(request, ctx, backend);
+          if (other !== undefined && backendUp(other)) {
+            backend = other;
+            continue;
+          }
+          if (!(await pause(rule.tryIntervalMs, request.signal))) {
+            return errorResponse(502, request);
+          }
+          backend = pool.pick(request, ctx);
+          continue;
+        }
         if (e instanceof ConnectError && e.timedOut) return errorResponse(status, request);
         const other = retryable && tries === 0 ? pool.pick(request, ctx, backend) : undefined;
         if (other === undefined) {

@@ -5,20 +5,8 @@
  *
  * @module
  */
+import { HOP_BY_HOP } from "../http/headers.ts";
 import { type RequestContext, urlAuthority } from "../http/types.ts";
-
-/** Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus Proxy-*). */
-export const HOP_BY_HOP: readonly string[] = [
-  "connection",
-  "keep-alive",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-];
 
 /** The Host the client asked for (HTTP/2 requests carry it only in the URL). */
 export function clientHost(request: Request): string {

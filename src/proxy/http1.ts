@@ -12,7 +12,8 @@
  *
  * @module
  */
-import { HOP_BY_HOP, withoutNamed } from "./forwarded_headers.ts";
+import { HOP_BY_HOP } from "../http/headers.ts";
+import { withoutNamed } from "./forwarded_headers.ts";
 import { TOKEN } from "../http/headers.ts";
 
 /** Longest response head accepted (status line and headers). */
@@ -668,9 +669,10 @@ export function createBackendClient(options: BackendClientOptions): BackendClien
 
   return {
     async request(req, preserveHost) {
-      // A kept-alive connection may have been closed by the backend just now: a request that
-      // can be sent again gets one more try on a new connection when nothing came back.
-      const replayable = req.method === "GET" || req.method === "HEAD" || req.method === "OPTIONS";
+      // A kept-alive connection may have been closed by the backend just now: an idempotent
+      // request (which may be sent again, RFC 9110 §9.2.2, as nginx does) gets one more try on a
+      // new connection when nothing came back. A streamed body never takes an idle connection.
+      const replayable = IDEMPOTENT.has(req.method);
       const c = req.body instanceof ReadableStream ? undefined : idle.pop();
       if (c === undefined) return send(await connect(), req, preserveHost);
       try {
@@ -693,6 +695,16 @@ export function createBackendClient(options: BackendClientOptions): BackendClien
     },
   };
 }
+
+/** Methods a request may be sent again with (RFC 9110 §9.2.2). */
+export const IDEMPOTENT: ReadonlySet<string> = new Set([
+  "GET",
+  "HEAD",
+  "OPTIONS",
+  "PUT",
+  "DELETE",
+  "TRACE",
+]);
 
 /** The backend sent no response head within `responseTimeoutMs`. */
 export class TimeoutError extends Error {

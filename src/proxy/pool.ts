@@ -38,6 +38,8 @@ export interface Pool {
    * that comes back soonest). Undefined only when `except` was the only backend.
    */
   pick(request: Request, ctx: RequestContext, except?: Backend): Backend | undefined;
+  /** The `Set-Cookie` a cookie policy wants on `backend`'s answer to `request`, if any. */
+  cookie?: (backend: Backend, request: Request, ctx: RequestContext) => string | undefined;
   /** Marks a backend down for `fail_timeout` after it failed to connect. */
   fail(backend: Backend, reason: string): void;
   /** Stops the active health check. */
@@ -143,6 +145,7 @@ export function createPool(
   return {
     backends,
     pick,
+    cookie: policy.cookie?.bind(policy),
     fail,
     close() {
       if (timer !== undefined) clearInterval(timer);

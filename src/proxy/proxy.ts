@@ -7,10 +7,14 @@ import type { ProxyRule } from "../config/schema.ts";
 import type { Logger } from "../log/logger.ts";
 import type { ErrorResponder, Handler, RequestContext, Route } from "../http/types.ts";
 import { openConnections, type RuleConnections } from "./connections.ts";
-import { createForwarder, describeError, isConnectError } from "./forward.ts";
+import { createForwarder, describeError, isConnectError, pause } from "./forward.ts";
+import { compileHeaderRules } from "./header_rules.ts";
 import { createPool, type Pool } from "./pool.ts";
 import { backendPath, compileMatcher, compileRule } from "./rules.ts";
 import { BackendUnavailable, bridgeWebSocket, isWebSocketUpgrade } from "./websocket.ts";
+
+/** What one WebSocket try answers when it is to be tried again. */
+const RETRY = Symbol("retry");
 
 /** The proxy part of an app. */
 export interface Proxy {
@@ -69,7 +73,13 @@ export function createProxy(
       );
       pools.push(pool);
       const forward = createForwarder({ rule, pool, log, errorResponse });
-      const websocket = async (request: Request, ctx: RequestContext) => {
+      const requestHeaders = compileHeaderRules(rule.rule.request_headers);
+      /** One try: the answer, or RETRY when the backend could not be connected to in the window. */
+      const bridgeOnce = async (
+        request: Request,
+        ctx: RequestContext,
+        started: number,
+      ): Promise<Response | typeof RETRY> => {
         const backend = pool.pick(request, ctx);
         if (backend === undefined) return errorResponse(502, request);
         backend.active++;
@@ -84,6 +94,7 @@ export function createProxy(
             backendClient: backend.connections.client,
             target: backendPath(rule, ctx.path) + ctx.query,
             preserveHost: rule.rule.preserve_host,
+            requestHeaders,
             timeoutMs: rule.responseTimeoutMs,
             log,
             where,
@@ -95,9 +106,23 @@ export function createProxy(
             log.warn(`${where}: WebSocket ${ctx.path} to ${backend.address.origin}: ${reason}`);
             return errorResponse(504, request);
           }
-          if (isConnectError(e)) pool.fail(backend, reason);
+          if (isConnectError(e)) {
+            pool.fail(backend, reason);
+            // The retry window (`try_duration`), as for any request: nothing reached the backend.
+            if (
+              performance.now() - started < rule.tryDurationMs &&
+              await pause(rule.tryIntervalMs, request.signal)
+            ) return RETRY;
+          }
           log.warn(`${where}: WebSocket ${ctx.path} to ${backend.address.origin}: ${reason}`);
           return errorResponse(502, request);
+        }
+      };
+      const websocket = async (request: Request, ctx: RequestContext): Promise<Response> => {
+        const started = performance.now();
+        for (;;) {
+          const answer = await bridgeOnce(request, ctx, started);
+          if (answer !== RETRY) return answer;
         }
       };
       // With `websocket: false` an upgrade is forwarded as a plain request: Upgrade and

@@ -7,6 +7,7 @@
  * @module
  */
 import { forwardHeaders, relocate } from "./forwarded_headers.ts";
+import type { HeaderRules } from "./header_rules.ts";
 import {
   BUFFERED_BODY,
   describeError,
@@ -34,7 +35,15 @@ const MAX_ORIGINS = 64;
  * backend connections it keeps.
  */
 export interface ProxyForward extends Disposable {
-  (request: Request, ctx: RequestContext, target: URL): Promise<Response>;
+  (request: Request, ctx: RequestContext, target: URL, rules?: LocationHeaderRules): Promise<
+    Response
+  >;
+}
+
+/** A location's header rules, both ways. */
+export interface LocationHeaderRules {
+  up?: HeaderRules;
+  down?: HeaderRules;
 }
 
 /** Options of {@link createProxyForward}. */
@@ -73,8 +82,14 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
     clients.set(url.origin, client);
     return client;
   };
-  const forward = async (request: Request, ctx: RequestContext, target: URL) => {
-    const headers = forwardHeaders(request, ctx);
+  const forward = async (
+    request: Request,
+    ctx: RequestContext,
+    target: URL,
+    rules?: LocationHeaderRules,
+  ) => {
+    const forwarded = forwardHeaders(request, ctx);
+    const headers = rules?.up ? rules.up.apply(forwarded, request, ctx) : forwarded;
     const hostname = target.hostname.replace(/^\[(.*)\]$/, "$1");
     const port = Number(target.port) || (target.protocol === "https:" ? 443 : 80);
     let answer;
@@ -91,11 +106,11 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
         responseTimeoutMs: streamed ? 0 : timeoutMs,
         signal: request.signal,
         bufferLimit: BUFFERED_BODY,
-      }, false);
+      }, rules?.up?.setsHost ?? false);
     } catch (e) {
       const what = `${request.method} ${ctx.path}`;
       const seconds = timeoutMs / 1000;
-      const bodyFailed = e instanceof ClientBodyError || bodyFailureStatus(e) === 408;
+      const bodyFailed = e instanceof ClientBodyError || bodyFailureStatus(e) !== 400;
       if (request.signal.aborted || bodyFailed) {
         options.log?.debug(`proxy_pass ${target.origin}: ${what}: ${describeError(e)}`, ctx);
       } else if (e instanceof TimeoutError) {
@@ -117,7 +132,12 @@ export function createProxyForward(options: ProxyForwardOptions): ProxyForward {
     return new Response(answer.body, {
       status: answer.status,
       statusText: answer.statusText,
-      headers: relocate(answer.headers, [target.origin.toLowerCase()], () => "", ""),
+      headers: relocate(
+        rules?.down ? rules.down.apply(answer.headers, request, ctx) : answer.headers,
+        [target.origin.toLowerCase()],
+        () => "",
+        "",
+      ),
     });
   };
   return Object.assign(forward, {

@@ -32,6 +32,8 @@ export interface CompiledRule {
   responseTimeoutMs: number;
   failTimeoutMs: number;
   healthIntervalMs: number;
+  tryDurationMs: number;
+  tryIntervalMs: number;
 }
 
 const stripBrackets = (host: string) =>
@@ -71,6 +73,8 @@ export function compileRule(rule: ProxyRule, index: number): CompiledRule {
     responseTimeoutMs: rule.response_timeout * 1000,
     failTimeoutMs: rule.fail_timeout * 1000,
     healthIntervalMs: rule.health_interval * 1000,
+    tryDurationMs: rule.try_duration * 1000,
+    tryIntervalMs: rule.try_interval * 1000,
   };
 }
 

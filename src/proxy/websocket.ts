@@ -12,6 +12,7 @@ import type { Logger } from "../log/logger.ts";
 import type { RequestContext } from "../http/types.ts";
 import type { BackendClient } from "./http1.ts";
 import { forwardHeaders } from "./forwarded_headers.ts";
+import type { HeaderRules } from "./header_rules.ts";
 import { type BackendSocket, HandshakeError, openWebSocket } from "./ws_client.ts";
 
 /** Bytes allowed to wait for a slow side before the bridge is closed. */
@@ -63,6 +64,8 @@ export interface BridgeOptions {
   where: string;
   /** Called once when the bridge has closed (both sides). */
   onClose?: () => void;
+  /** The rule's `request_headers`, applied to the handshake as to any request. */
+  requestHeaders?: HeaderRules;
 }
 
 /** Why a backend WebSocket could not be opened. */
@@ -125,13 +128,15 @@ export async function bridgeWebSocket(
   options: BridgeOptions,
 ): Promise<Response> {
   const { target, log, where } = options;
-  const forwarded = forwardHeaders(request, ctx);
+  const up = options.requestHeaders;
+  const own = forwardHeaders(request, ctx);
+  const forwarded = up ? up.apply(own, request, ctx) : own;
   const clientHost = forwarded.find(([name]) => name === "host")?.[1];
   const backend = await openBackend(
     options.backendClient,
     {
       target,
-      host: options.preserveHost && clientHost !== undefined
+      host: (options.preserveHost || up?.setsHost) && clientHost !== undefined
         ? clientHost
         : options.backendClient.authority,
       headers: forwarded.filter(([name]) => !HANDSHAKE.has(name)),

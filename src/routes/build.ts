@@ -4,10 +4,10 @@
  * The pipeline, outermost first:
  *
  * 0. The error guard (a throw becomes a 500), the access log and `X-Request-Id`, metrics
- *    (`monitoring` extension), the guard again (`security_headers` on every answer sit between
- *    the two), HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
+ *    (`monitoring` extension), `server.response_headers`, `server.compression`, the guard
+ *    again (`security_headers` on every answer sit between the two), HSTS on answers over TLS; then, from the `security` extension, `ip_filtering`
  *    (403 before anything else); then the site's and locations' `ip_rules` (403); then 400 for
- *    an empty Host; then `rate_limiting` (429).
+ *    an empty Host; then `max_body_size` (413); then `rate_limiting` (429).
  * 1. CORS (`security` extension): answers preflights, adds headers to every answer below; then
  *    `csrf_protection` (its cookie on safe requests, 403 for unsafe ones without the token).
  * 2. The metrics endpoint and health paths (`monitoring` extension), then redirects
@@ -44,6 +44,9 @@ import type { ErrorResponder, Handler, Route } from "../http/types.ts";
 import { createProxyForward } from "../proxy/proxy_pass.ts";
 import { withErrorGuard } from "./guard.ts";
 import { withHostRequired } from "./host.ts";
+import { withResponseHeaders } from "./response_headers.ts";
+import { withCompression } from "./compression.ts";
+import { withBodyLimit } from "./body_limit.ts";
 import { withHsts } from "./hsts.ts";
 import { clientAddress, clientKey } from "./client_address.ts";
 import { createHealthRoute } from "./health.ts";
@@ -171,6 +174,7 @@ export function buildApp(config: Config, log: Logger): App {
     const key = clientKey(security?.trusted_proxies ?? []);
     handle = withRateLimit(rl, { key, errorResponse, redis })(handle);
   }
+  handle = withBodyLimit(config, errorResponse)(handle);
   handle = withHostRequired(errorResponse)(handle);
   // The site's and the locations' `ip_rules`, behind the server-wide filter.
   handle = withIpRules(config, client, errorResponse, log)(handle);
@@ -183,6 +187,9 @@ export function buildApp(config: Config, log: Logger): App {
   handle = guard(withHsts(hstsValue(config))(handle));
   // Outside the inner guard, so that its 500 carries them too.
   handle = withSecurityHeaders(answers.headers)(handle);
+  handle = withCompression(config.server.compression)(handle);
+  // Outside the security headers, so that a rule can replace or drop one of them.
+  handle = withResponseHeaders(config.server.response_headers)(handle);
   if (metrics) handle = withMetrics(handle);
   handle = guard(withAccessLog(log)(handle));
   const close = () => {

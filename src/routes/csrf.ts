@@ -5,7 +5,7 @@
  * @module
  */
 import type { CsrfProtection } from "../config/schema.ts";
-import { setHeaders } from "../http/headers.ts";
+import { readCookie, setHeaders } from "../http/headers.ts";
 import type { ErrorResponder, Handler, Wrapper } from "../http/types.ts";
 import { underPrefix } from "../http/types.ts";
 
@@ -58,16 +58,6 @@ export class CsrfTokens {
     const nonce = token.slice(0, dot);
     return crypto.subtle.verify("HMAC", await this.#key, signature, encoder.encode(nonce));
   }
-}
-
-/** The value of cookie `name` in a `Cookie` header, or undefined. */
-export function readCookie(header: string | null, name: string): string | undefined {
-  if (header === null) return undefined;
-  for (const part of header.split(";")) {
-    const eq = part.indexOf("=");
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
 }
 
 /** Directives a shared cache acts on that `private` makes moot or that a private answer drops. */

@@ -13,6 +13,7 @@ import { createFileServer, type FileAnswers, type FileHandler } from "../static/
 import { fileServerOptions } from "./static_files.ts";
 import type { ErrorResponder, RequestContext, Route } from "../http/types.ts";
 import type { ProxyForward } from "../proxy/proxy_pass.ts";
+import { compileHeaderRules } from "../proxy/header_rules.ts";
 import { setHeaders } from "../http/headers.ts";
 import { normalizePath } from "../http/paths.ts";
 
@@ -253,6 +254,11 @@ function compileAnswer(
     const target = compileValue(location.proxy_pass.replace(/\/+$/, ""), groups);
     const written = /^https?:\/\/[^/]+(\/.*)?$/i.exec(location.proxy_pass)?.[1];
     const keepPath = written === undefined || written === "/";
+    const rules = {
+      up: compileHeaderRules(location.request_headers),
+      down: compileHeaderRules(location.response_headers),
+    };
+    const withRules = rules.up || rules.down ? rules : undefined;
     return (request, ctx, g) => {
       let url: URL;
       try {
@@ -261,7 +267,7 @@ function compileAnswer(
       } catch {
         return options.errorResponse(502, request);
       }
-      return options.forward(request, ctx, url);
+      return options.forward(request, ctx, url, withRules);
     };
   }
 

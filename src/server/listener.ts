@@ -528,9 +528,12 @@ class Connection implements Timed {
       (request, info) => {
         this.deadline = 0;
         this.inFlight++;
-        info.completed.finally(() => {
+        // `completed` rejects when the answer was not sent whole (its body broke off): handled
+        // here, since an unhandled rejection would end the process.
+        const done = () => {
           if (--this.inFlight === 0 && !this.ended) this.arm("idle");
-        });
+        };
+        info.completed.then(done, done);
         const ms = this.table.timeouts.body;
         return handler(
           request.body && ms > 0 ? timedBody(request, this.table, ms) : request,
@@ -787,7 +790,9 @@ function listenTls(
     }, (request, info) => {
       const connection = relay.clients.get(info.remoteAddr.port);
       if (connection === undefined) return new Response(null, { status: 421 });
-      info.completed.finally(() => connection.answered());
+      // Rejects when the answer broke off: handled, or the process would end.
+      const answered = () => connection.answered();
+      info.completed.then(answered, answered);
       return handler(request, connection.exchange(madeUp));
     })
   );

@@ -8,9 +8,9 @@
  * @module
  */
 import mime from "mime";
-import { brotliCompressSync, constants, gzipSync } from "node:zlib";
 import type { ErrorResponder } from "../http/types.ts";
 import { cloneMarked } from "../http/headers.ts";
+import { compressBytes, COMPRESSIBLE, preferredEncoding } from "../http/encoding.ts";
 import {
   builtInErrorResponse,
   type ListingEntry,
@@ -99,6 +99,8 @@ interface FileEntry {
   encoding?: "br" | "gzip";
   /** Compressed forms of this file, best first, chosen by Accept-Encoding. */
   encoded: FileEntry[];
+  /** Their codings, in the same order. */
+  codings: ("br" | "gzip")[];
   /** Headers of a full 200 answer, built once. */
   headers: [string, string][];
   /** The `Vary` of that answer (empty or one pair), which 304 and 206 answers carry too. */
@@ -154,16 +156,9 @@ export function safeSegments(path: string, dotfiles: boolean): string[] | 400 | 
   return segments;
 }
 
-const COMPRESSIBLE =
-  /^(text\/|application\/(javascript|json|xml|wasm|manifest\+json|.*\+xml)|image\/svg)/;
-
 /** Compresses a cached body once, so that each request after it costs nothing. */
-function compress(body: Uint8Array, encoding: "br" | "gzip"): Uint8Array<ArrayBuffer> {
-  const out = encoding === "br"
-    ? brotliCompressSync(body, { params: { [constants.BROTLI_PARAM_QUALITY]: 5 } })
-    : gzipSync(body, { level: 6 });
-  return new Uint8Array(out.buffer as ArrayBuffer, out.byteOffset, out.byteLength);
-}
+const compress = (body: Uint8Array, encoding: "br" | "gzip") =>
+  compressBytes(body, encoding, encoding === "br" ? 5 : 6);
 
 /**
  * A file's cache entry with its answers built once. `encoding` marks a compressed form of the
@@ -208,6 +203,7 @@ function fileEntry(
     body,
     encoding,
     encoded,
+    codings: encoded.map((v) => v.encoding!),
     headers,
     vary,
     responses: {
@@ -229,24 +225,6 @@ function fileEntry(
 function heldBytes(entry: Entry | undefined): number {
   if (entry?.kind !== "file") return 0;
   return entry.encoded.reduce((n, e) => n + heldBytes(e), entry.body?.byteLength ?? 0);
-}
-
-/**
- * Whether an Accept-Encoding value accepts `coding`: named with a q above 0, or not named and
- * `*` allows it (a named coding wins over `*`, RFC 9110 §12.5.3).
- */
-export function acceptsEncoding(header: string, coding: string): boolean {
-  let star: boolean | undefined;
-  for (const part of header.split(",")) {
-    const [name, ...params] = part.split(";");
-    const token = name.trim().toLowerCase();
-    if (token !== coding && token !== "*") continue;
-    const q = params.map((p) => p.trim().toLowerCase()).find((p) => p.startsWith("q="));
-    const accepted = q === undefined || Number(q.slice(2)) > 0;
-    if (token === coding) return accepted;
-    star ??= accepted;
-  }
-  return star ?? false;
 }
 
 /** A stream of `length` bytes of an open file from `start`; closes the file when done. */
@@ -517,7 +495,8 @@ function respondFile(request: Request, file: FileEntry): Response | Promise<Resp
   if (file.encoded.length) {
     const accept = h.get("accept-encoding");
     if (accept !== null && h.get("range") === null) {
-      e = file.encoded.find((v) => acceptsEncoding(accept, v.encoding!)) ?? file;
+      const coding = preferredEncoding(accept, file.codings);
+      if (coding !== undefined) e = file.encoded.find((v) => v.encoding === coding)!;
     }
   }
   const ifMatch = h.get("if-match");

@@ -84,6 +84,32 @@ export async function startTestServer(raw: Record<string, unknown>): Promise<Tes
 }
 
 /**
+ * The real server with one proxy rule, `path: /` to 127.0.0.1:`port` with `rule`'s keys, an empty
+ * static folder of its own (removed on dispose) and `server` merged into the server section.
+ */
+export async function startProxyServer(
+  port: number,
+  rule: Record<string, unknown> = {},
+  server: Record<string, unknown> = {},
+): Promise<TestServer> {
+  const dir = await Deno.makeTempDir({ prefix: "denoserve-proxy-" });
+  const s = await startTestServer({
+    http: { static_dir: dir },
+    server: { ...server, reverse_proxy: [{ path: "/", host: "127.0.0.1", port, ...rule }] },
+  }).catch(async (e) => {
+    await Deno.remove(dir, { recursive: true });
+    throw e;
+  });
+  const stop = s[Symbol.asyncDispose].bind(s);
+  return Object.assign(s, {
+    async [Symbol.asyncDispose]() {
+      await stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  });
+}
+
+/**
  * Ports {@link freePort} picks from: below Linux's ephemeral range (32768–60999), from which the
  * system picks for `port: 0` and outgoing connections, so that no server of a test running
  * alongside can take the port between the check and its use.

@@ -1,0 +1,68 @@
+/**
+ * `max_body_size`: nginx's `client_max_body_size`, server-wide (`server.max_body_size`) and per
+ * location (`server.locations.<prefix>.max_body_size`, the nearest location that sets one
+ * counting). A `Content-Length` over the limit is answered 413 before any byte of the body is
+ * read; a body without one (chunked, HTTP/2, HTTP/3) is counted as it is read and fails with
+ * {@link BodyTooLarge} once it grows past the limit, which whoever reads it answers with 413
+ * (the proxy), or, when the answer has begun, which breaks the answer off. 0 is no limit.
+ *
+ * @module
+ */
+import type { Config } from "../config/schema.ts";
+import { BodyTooLarge } from "../http/errors.ts";
+import { normalizePath } from "../http/paths.ts";
+import type { ErrorResponder, Handler, Wrapper } from "../http/types.ts";
+import { findByPrefix, locationPrefix } from "./auth.ts";
+
+/** One limit and the key that set it. */
+interface Limit {
+  bytes: number;
+  where: string;
+}
+
+/** `request` whose body fails with {@link BodyTooLarge} once more than `limit.bytes` arrive. */
+function counted(request: Request, limit: Limit): Request {
+  let seen = 0;
+  const body = request.body!.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        seen += chunk.length;
+        if (seen > limit.bytes) controller.error(new BodyTooLarge(limit.bytes, limit.where));
+        else controller.enqueue(chunk);
+      },
+    }),
+  );
+  return new Request(request, { body, duplex: "half" } as RequestInit);
+}
+
+/** Wraps `next` with the limits of `config` (nothing at all when none is set). */
+export function withBodyLimit(config: Config, errorResponse: ErrorResponder): Wrapper {
+  const site: Limit = { bytes: config.server.max_body_size, where: "server.max_body_size" };
+  const located = Object.entries(config.server.locations)
+    .filter(([, l]) => l.max_body_size !== undefined)
+    .map(([key, l]) => ({
+      prefix: locationPrefix(key),
+      limit: { bytes: l.max_body_size!, where: `server.locations.${key}.max_body_size` },
+    }));
+  const find = findByPrefix(located);
+  return (next: Handler): Handler => {
+    if (site.bytes === 0 && located.every((l) => l.limit.bytes === 0)) return next;
+    return (request, ctx) => {
+      if (request.body === null) return next(request, ctx);
+      let limit = site;
+      if (located.length > 0) {
+        const path = normalizePath(ctx.path);
+        if (path === null) return errorResponse(400, request);
+        limit = find(path)?.limit ?? site;
+      }
+      if (limit.bytes === 0) return next(request, ctx);
+      const length = request.headers.get("content-length");
+      if (length !== null) {
+        // The server has checked the value; the body cannot be longer than it says.
+        if (Number(length) > limit.bytes) return errorResponse(413, request);
+        return next(request, ctx);
+      }
+      return next(counted(request, limit), ctx);
+    };
+  };
+}
