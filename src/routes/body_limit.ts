@@ -20,18 +20,39 @@ interface Limit {
   where: string;
 }
 
+/**
+ * How long the rest of an HTTP/2 body past the limit is read and dropped, as nginx's
+ * `lingering_time`: an HTTP/2 body cancelled while the client still sends it makes the runtime end
+ * the connection, often before the 413 reaches the client (seen with curl on a bare `Deno.serve`).
+ */
+const LINGER_MS = 30_000;
+
+/** Reads what is left of `reader` and drops it, for at most {@link LINGER_MS}. */
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>) {
+  const stop = setTimeout(() => reader.cancel().catch(() => {}), LINGER_MS);
+  Deno.unrefTimer(stop);
+  try {
+    while (!(await reader.read()).done) { /* dropped */ }
+  } catch { /* the client went away */ }
+  clearTimeout(stop);
+}
+
 /** `request` whose body fails with {@link BodyTooLarge} once more than `limit.bytes` arrive. */
-function counted(request: Request, limit: Limit): Request {
+function counted(request: Request, limit: Limit, linger: boolean): Request {
+  const reader = request.body!.getReader();
   let seen = 0;
-  const body = request.body!.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        seen += chunk.length;
-        if (seen > limit.bytes) controller.error(new BodyTooLarge(limit.bytes, limit.where));
-        else controller.enqueue(chunk);
-      },
-    }),
-  );
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { done, value } = await reader.read();
+      if (done) return controller.close();
+      seen += value.length;
+      if (seen <= limit.bytes) return controller.enqueue(value);
+      controller.error(new BodyTooLarge(limit.bytes, limit.where));
+      if (linger) drain(reader);
+      else reader.cancel().catch(() => {});
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
   return new Request(request, { body, duplex: "half" } as RequestInit);
 }
 
@@ -62,7 +83,7 @@ export function withBodyLimit(config: Config, errorResponse: ErrorResponder): Wr
         if (Number(length) > limit.bytes) return errorResponse(413, request);
         return next(request, ctx);
       }
-      return next(counted(request, limit), ctx);
+      return next(counted(request, limit, ctx.protocol === "HTTP/2"), ctx);
     };
   };
 }
