@@ -763,3 +763,30 @@ Deno.test("sites: a server-wide key in a site, a site key outside its section, a
     /config\.yaml:4:7: sites\[0\]\.ssl\.acme cannot be set for a site: set ssl\.acme at the top/,
   );
 });
+
+Deno.test("sites: response_headers are a site's own: each site sets and removes its headers, none of the default site's", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main", "b"]);
+  await using srv = await startTestServer({
+    http: { static_dir: `${tmp.path}/main` },
+    server: { response_headers: { set: { "X-Site": "default" }, remove: ["Accept-Ranges"] } },
+    sites: [{
+      names: ["b.test"],
+      server: { response_headers: { set: { "X-Site": "b {host}" } } },
+      http: { static_dir: `${tmp.path}/b` },
+    }],
+  });
+  const port = srv.server.addr.port;
+  const get = (host: string) =>
+    rawRequest(port, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  const header = (a: { headers: [string, string][] }, name: string) =>
+    a.headers.find(([k]) => k === name)?.[1];
+  const main = await get("other.test");
+  assert.equal(bodyOf(main), "site main");
+  assert.equal(header(main, "x-site"), "default");
+  assert.equal(header(main, "accept-ranges"), undefined);
+  const b = await get("b.test");
+  assert.equal(bodyOf(b), "site b");
+  assert.equal(header(b, "x-site"), "b b.test");
+  assert.equal(header(b, "accept-ranges"), "bytes");
+});
