@@ -9,7 +9,7 @@ import { makeCerts, type TestCerts } from "./support/certs.ts";
 import { hasCommand, spawnCli } from "./support/cli.ts";
 import { closedWithin } from "./support/clients.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
-import { startTestServer } from "./support/servers.ts";
+import { freePort, startTestServer } from "./support/servers.ts";
 import { NEEDED } from "../src/server/sockets.ts";
 import { eventually } from "./support/wait.ts";
 
@@ -361,9 +361,10 @@ Deno.test("HTTPS with the permissions README names: TCP_NODELAY is set, the limi
   await using dir = await tempDir();
   await writeFiles(dir.path, { "site/index.html": "home" });
   const certs = await makeCerts(dir.path);
+  const port = freePort();
   await using cli = await spawnCli([
     "-p",
-    "0",
+    String(port),
     "-s",
     "site",
     "--ssl",
@@ -375,7 +376,7 @@ Deno.test("HTTPS with the permissions README names: TCP_NODELAY is set, the limi
     cwd: dir.path,
     permissions: [
       "--unstable-no-legacy-abort",
-      "--allow-net=127.0.0.1",
+      `--allow-net=127.0.0.1:${port}`,
       `--allow-read=${dir.path}`,
       "--allow-env",
       NEEDED,

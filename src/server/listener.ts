@@ -1,209 +1,50 @@
 /**
- * Listeners: plain HTTP through `Deno.serve`, HTTPS through accept loops of our own.
+ * Listeners over TCP: plain HTTP, HTTPS, and either behind the PROXY protocol. Every one is an
+ * accept loop of our own; each connection it accepts is counted against
+ * `server.max_connections(_per_ip)` in the connection table (`connections.ts`), timed through
+ * its stages, and served by the runtime's own HTTP/1.1 and HTTP/2 server for one connection
+ * (`native_http.ts`): no bytes pass through JavaScript and no inner server listens.
  *
- * **HTTPS.** Connections are accepted by `Deno.listenTls` here, counted against
- * `server.max_connections(_per_ip)` and timed through their stages. Where ALPN chose h2, the
- * connection is served by the runtime's server for one connection (the one `Deno.serve` runs on
- * each connection it accepts, kept by Deno 2 as `Deno[Deno.internal].serveHttpOnConnection`):
- * HTTP/2 only, as RFC 9113 §3.3 asks. HTTP/1.x connections are relayed to an inner `Deno.serve`
- * on loopback instead: that server's per-connection twin closes a WebSocket the moment the
- * upgrade completes (Deno 2.9.6), and the relay follows the request heads
- * (`request_heads.ts`) for the header and idle timeouts and for HTTP/1.1 without Host.
- * TCP_NODELAY is set once on the listening socket (`sockets.ts`), which Linux hands to every
- * accepted connection: `Deno.TlsConn` has no `setNoDelay`, and Nagle's algorithm would make each
- * answer written in pieces wait for the client's delayed ACK (about 40 ms).
+ * Stages: the TLS handshake (`handshake_timeout`), from then (or from accept, for plain HTTP)
+ * to the first request reaching the handler (`header_timeout`), between requests
+ * (`idle_timeout`), and a request body that stops arriving (`body_timeout`: the handler answers
+ * 408). A WebSocket that took the connection counts as open until it ends.
  *
- * An accept error (EMFILE when a flood of idle clients uses up the open-files limit) is logged at
- * most once a second and retried after a short back-off; the listener goes on.
+ * HTTP/2 is spoken where ALPN chose h2 and, as `Deno.serve` does, on a TLS connection that
+ * negotiated no ALPN and starts with the HTTP/2 preface (the runtime decides; see README, Limits).
  *
- * **Plain HTTP** is `Deno.serve`, whose accept loop is its own: when it fails (EMFILE) the
- * listener is opened again on the same port after a back-off, so the server refuses clients
- * while flooded and serves again once the flood is over. It has no limits and no timeouts.
+ * TCP_NODELAY: plain connections get it as they are accepted; `Deno.TlsConn` has no
+ * `setNoDelay`, so it is set once on the TLS listening socket (`sockets.ts`), which Linux hands
+ * to every accepted connection. Without it an answer written in pieces waits for the client's
+ * delayed ACK (about 40 ms).
  *
- * **PROXY protocol** (`server.proxy_protocol`): the port is a plain TCP accept loop of our own
- * that takes connections only from trusted peers, reads each one's header (`proxy_protocol.ts`)
- * within the header timeout, and relays the bytes after it to one of the listeners above, opened
- * on a loopback port of its own. That listener serves the relay as usual, TLS handshake included
- * (the header comes in clear before the ClientHello, and Deno cannot start server-side TLS on an
- * accepted TCP connection), with the header's source as the client address: the relay's local
- * port names it in {@link ProxiedClients}. Without the setting none of this is in the path.
+ * An accept error (EMFILE when a flood uses up the open-files limit) is logged at most once a
+ * second and retried after a short back-off; the listener goes on and no open connection is
+ * closed to make room.
+ *
+ * **PROXY protocol** (`server.proxy_protocol`): connections are taken only from trusted peers and
+ * their header (`proxy_protocol.ts`) is read, byte by byte so that nothing after it is consumed,
+ * within the header timeout. A plain connection is then served natively with the header's source
+ * as the client address. Deno cannot start server-side TLS on an accepted TCP connection, so a
+ * TLS one is relayed to an inner TLS listener on loopback ({@link openTlsRelay}).
  *
  * @module
  */
-import { BodyTimeout } from "../http/errors.ts";
-import type { ConnectionStats } from "../http/types.ts";
 import type { IpSet } from "../http/ip.ts";
 import { type Logger, oncePer } from "../log/logger.ts";
+import {
+  type Connections,
+  type Exchange,
+  type ExchangeHandler,
+  type Stage,
+  type Timed,
+  timedBody,
+} from "./connections.ts";
+import { type HttpConnection, serveConnection } from "./native_http.ts";
 import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
-import { RequestHeads } from "./request_heads.ts";
-import { NEEDED, setListenerNoDelay, shutdownSockets } from "./sockets.ts";
+import { NEEDED, setListenerNoDelay } from "./sockets.ts";
 
-/** What a handler learns of the connection a request came on. */
-export interface Exchange {
-  readonly remoteAddr: Deno.NetAddr;
-  /** The protocol ALPN chose on a TLS connection (`h2`, `http/1.1`), or null. */
-  readonly alpn: string | null;
-  /**
-   * What the runtime puts in the URL of a request that names no authority (`localhost:PORT`),
-   * or undefined where a request always names one (HTTP/2).
-   */
-  readonly madeUp?: string;
-  /**
-   * Told by the handler that upgraded the connection (a WebSocket): it counts as open until
-   * `ended` settles.
-   */
-  upgraded(ended: Promise<unknown>): void;
-}
-
-/** A plain request's exchange: the address is asked of the runtime only when read (it costs). */
-class PlainExchange implements Exchange {
-  readonly alpn = null;
-  constructor(
-    private readonly info: Deno.ServeHandlerInfo<Deno.NetAddr>,
-    readonly madeUp: string,
-  ) {}
-  get remoteAddr() {
-    return this.info.remoteAddr;
-  }
-  upgraded() {}
-}
-
-/** Answers the requests of a listener. */
-export type ExchangeHandler = (
-  request: Request,
-  exchange: Exchange,
-) => Response | Promise<Response>;
-
-/** Time limits of a connection's stages, in ms; 0 turns one off. */
-export interface Timeouts {
-  /** The TLS handshake must finish. */
-  handshake: number;
-  /** The first request head must arrive once the connection is ready. */
-  header: number;
-  /** A kept-alive connection with no request in flight is closed. */
-  idle: number;
-  /** A request body that sends nothing for this long is given up. */
-  body: number;
-}
-
-type Stage = keyof Timeouts;
-
-/**
- * The connections of one server across all its listeners and reloads: the limits they share,
- * the deadlines of their stages and the counts.
- */
-export class Connections {
-  readonly stats: ConnectionStats = {
-    open: 0,
-    accepted: 0,
-    refused: { total: 0, perIp: 0 },
-    timedOut: { handshake: 0, header: 0, idle: 0, body: 0 },
-    acceptErrors: 0,
-  };
-  private readonly perIp = new Map<string, number>();
-  private readonly timed = new Set<Timed>();
-  /** Sockets to shut down at the next tick (see {@link shutDownLater}). */
-  private stuck: Deno.NetAddr[][] = [];
-  private ticker?: ReturnType<typeof setInterval>;
-  /** Coarse clock for deadlines, advanced by the ticker: reading the time per request costs. */
-  now = Date.now();
-
-  /** Most open connections; 0 = no limit. */
-  max = 0;
-  /** Most open connections from one client address; 0 = no limit. */
-  maxPerIp = 0;
-  timeouts: Timeouts = { handshake: 0, header: 0, idle: 0, body: 0 };
-
-  /** Takes a new connection from `ip` into the count, or says why not. */
-  admit(ip: string): boolean {
-    this.stats.accepted++;
-    if (this.max > 0 && this.stats.open >= this.max) {
-      this.stats.refused.total++;
-      return false;
-    }
-    if (this.maxPerIp > 0) {
-      const n = this.perIp.get(ip) ?? 0;
-      if (n >= this.maxPerIp) {
-        this.stats.refused.total++;
-        this.stats.refused.perIp++;
-        return false;
-      }
-      this.perIp.set(ip, n + 1);
-    }
-    this.stats.open++;
-    return true;
-  }
-
-  release(ip: string) {
-    this.stats.open--;
-    const n = this.perIp.get(ip);
-    if (n !== undefined) n > 1 ? this.perIp.set(ip, n - 1) : this.perIp.delete(ip);
-  }
-
-  /** Watches `t`'s deadline from now on (until {@link unwatch}). */
-  watch(t: Timed) {
-    this.timed.add(t);
-    this.tickWhileNeeded();
-  }
-
-  unwatch(t: Timed) {
-    this.timed.delete(t);
-    this.tickWhileNeeded();
-  }
-
-  /**
-   * A TLS connection closed before its handshake keeps its socket until the client sends
-   * something; its socket is shut down at the next tick.
-   */
-  shutDownLater(conn: Deno.Conn) {
-    this.stuck.push([conn.localAddr as Deno.NetAddr, conn.remoteAddr as Deno.NetAddr]);
-    this.tickWhileNeeded();
-  }
-
-  /** Runs the ticker while something has a deadline or a socket waits to be shut down. */
-  private tickWhileNeeded() {
-    const needed = this.timed.size > 0 || this.stuck.length > 0;
-    if (needed && this.ticker === undefined) {
-      this.now = Date.now();
-      this.ticker = setInterval(() => this.tick(), 250);
-      Deno.unrefTimer(this.ticker);
-    } else if (!needed && this.ticker !== undefined) {
-      clearInterval(this.ticker);
-      this.ticker = undefined;
-    }
-  }
-
-  private tick() {
-    const now = this.now = Date.now();
-    const expired: Timed[] = [];
-    for (const t of this.timed) if (t.deadline > 0 && t.deadline <= now) expired.push(t);
-    const stuck = this.stuck;
-    this.stuck = [];
-    for (const t of expired) {
-      this.stats.timedOut[t.stage]++;
-      t.deadline = 0;
-      const pair = t.expire();
-      if (pair) stuck.push(pair);
-    }
-    // A TLS handshake the runtime is waiting on cannot be cancelled from here: closing the
-    // connection leaves its socket open until the client sends something. Shutting the socket
-    // down makes that wait end.
-    if (stuck.length > 0) shutdownSockets(stuck);
-    this.tickWhileNeeded();
-  }
-}
-
-/** Something with a deadline the ticker of {@link Connections} checks. */
-interface Timed {
-  /** When it expires (ms since the epoch), or 0. */
-  deadline: number;
-  stage: Stage;
-  /**
-   * Ends what took too long; returns the local and remote address of a socket that could not be
-   * closed from here (a TLS handshake in progress).
-   */
-  expire(): Deno.NetAddr[] | undefined;
-}
+export { Connections, type Exchange, type ExchangeHandler, type Timeouts } from "./connections.ts";
 
 /** A listening socket and its accept loop. */
 export interface Listening {
@@ -247,30 +88,11 @@ export interface ListenOptions {
   log: Logger;
 }
 
-/** What the runtime's server for one connection returns. */
-interface HttpConnection {
-  /** Settles when the connection has closed. */
-  finished: Promise<void>;
-  /** Stops taking requests, lets in-flight ones finish, then closes. */
-  shutdown(): Promise<void>;
-}
-
-type ServeOnConnection = (
-  conn: Deno.Conn,
-  signal: AbortSignal,
-  handler: (
-    request: Request,
-    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
-  ) => Response | Promise<Response>,
-  onError: (error: unknown) => Response | Promise<Response>,
-  onListen: () => void,
-) => HttpConnection;
-
-const internals = (Deno as unknown as Record<symbol, Record<string, unknown> | undefined>)[
-  (Deno as unknown as { internal: symbol }).internal
-];
-/** `Deno.serve`'s server for one accepted connection (Deno 2.9 keeps it among its internals). */
-const serveOnConnection = internals?.serveHttpOnConnection as ServeOnConnection | undefined;
+/**
+ * The client addresses of the relays a PROXY protocol front keeps open, under the local port of
+ * each relay's connection to the inner listener.
+ */
+export type ProxiedClients = Map<number, Deno.NetAddr>;
 
 /**
  * Errors of an accept call about one client, not the listener: it left the queue (ECONNABORTED,
@@ -290,33 +112,11 @@ const clientGone = (e: unknown) =>
 const passing = (e: unknown) =>
   clientGone(e) || /\(os error (24|23|105|12|1|4|11)\)/.test((e as Error)?.message ?? "");
 
-const close = (resource: { close(): void }) => {
+export const close = (resource: { close(): void }) => {
   try {
     resource.close();
   } catch { /* already closed */ }
 };
-
-/** Where the inner servers of the HTTPS and PROXY protocol listeners listen, on a port of 0. */
-const INNER_HOST = "127.0.0.1";
-
-/**
- * `open()`'s listener on {@link INNER_HOST}; without the permission, an error that names the
- * flag for any port there (Deno's own would name port 0, which is not enough).
- */
-function openInner<T>(open: () => T): T {
-  try {
-    return open();
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied)) {
-      throw e;
-    }
-    throw new Deno.errors.NotCapable(
-      `net access to ${INNER_HOST} on a port the system picks, where HTTPS and the PROXY ` +
-        `protocol hand connections to an inner server; run with --allow-net=${INNER_HOST} ` +
-        "beside your own address",
-    );
-  }
-}
 
 /** Says an accept failure at most once a second. */
 function acceptFailures(addr: Deno.NetAddr, log: Logger, table: Connections) {
@@ -333,122 +133,31 @@ function acceptFailures(addr: Deno.NetAddr, log: Logger, table: Connections) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * Bytes relayed per read: one TLS record holds at most 16 KiB. A relay starts with a small
- * buffer and takes the large one the first time a read fills it: an idle kept-alive connection
- * waits in a read, and two 16 KiB buffers each were most of its memory.
- */
-const CHUNK = 16 * 1024;
-const FIRST_CHUNK = 2 * 1024;
-
-/**
- * Copies bytes from `from` to `to` until `from` ends or fails, then half-closes `to`. With
- * `through`, each read goes through it first: it returns what to write, or undefined to stop
- * at once (without the half-close: the caller has closed the connection).
- */
-async function pipe(
-  from: Deno.Conn,
-  to: Deno.Conn,
-  through?: (bytes: Uint8Array) => readonly Uint8Array[] | undefined,
-) {
-  let buf = new Uint8Array(FIRST_CHUNK);
-  try {
-    for (;;) {
-      const n = await from.read(buf);
-      if (n === null) break;
-      const bytes = buf.subarray(0, n);
-      if (through === undefined) await writeAll(to, bytes);
-      else {
-        const parts = through(bytes);
-        if (parts === undefined) return;
-        for (const part of parts) await writeAll(to, part);
-      }
-      if (n === buf.length && n < CHUNK) buf = new Uint8Array(CHUNK);
-    }
-  } catch { /* reset or closed: the other direction ends too */ }
-  try {
-    await to.closeWrite();
-  } catch { /* already closed */ }
-}
-
-async function writeAll(to: Deno.Conn, bytes: Uint8Array) {
-  let off = 0;
-  while (off < bytes.length) off += await to.write(bytes.subarray(off));
-}
-
-/**
- * `request` with its body on the body clock: when no part of it arrives for `ms`, reading it
- * fails with a {@link BodyTimeout} (the handler answers 408) and it counts as a body timeout.
- * For HTTP/2, where a stream stopping cannot close the connection its neighbours share.
- */
-function timedBody(request: Request, table: Connections, ms: number): Request {
-  const reader = request.body!.getReader();
-  const clock: Timed = {
-    deadline: table.now + ms,
-    stage: "body",
-    expire() {
-      body.error(new BodyTimeout(ms / 1000));
-      reader.cancel().catch(() => {});
-      table.unwatch(clock);
-      return undefined;
-    },
-  };
-  let body!: ReadableStreamDefaultController<Uint8Array>;
-  table.watch(clock);
-  const stream = new ReadableStream<Uint8Array>({
-    start(controller) {
-      body = controller;
-    },
-    async pull(controller) {
-      try {
-        const { done, value } = await reader.read();
-        if (clock.deadline === 0) return; // expired meanwhile: already errored
-        if (done) {
-          table.unwatch(clock);
-          controller.close();
-        } else {
-          clock.deadline = table.now + ms;
-          controller.enqueue(value);
-        }
-      } catch (e) {
-        table.unwatch(clock);
-        controller.error(e);
-      }
-    },
-    cancel(reason) {
-      table.unwatch(clock);
-      return reader.cancel(reason);
-    },
-  });
-  return new Request(request, { body: stream, duplex: "half" } as RequestInit);
-}
-
-/** One accepted TLS connection from accept to close. */
+/** One accepted connection (plain or TLS) from accept to close. */
 class Connection implements Timed {
   deadline = 0;
-  stage: Stage = "handshake";
+  stage: Stage = "header";
   alpn: string | null = null;
   inFlight = 0;
   ended = false;
   /** Set when a WebSocket took the connection; it counts as open until this settles. */
   session?: Promise<unknown>;
   private http?: HttpConnection;
-  private up?: Deno.TcpConn;
-  private heads?: RequestHeads;
-  private served?: Exchange;
-  private readonly cut = new AbortController();
   private handshaking = false;
-  /** The client's address from a PROXY protocol header, when the connection came through one. */
-  private source?: Deno.NetAddr;
-  readonly ip: string;
+  private served?: Exchange;
 
+  /**
+   * `source`: the client's address from a PROXY protocol header; `counted`: the connection was
+   * admitted under `ip` and is released when it ends.
+   */
   constructor(
-    readonly conn: Deno.TlsConn,
+    readonly conn: Deno.Conn,
     readonly table: Connections,
+    readonly ip: string,
+    private readonly counted: boolean,
+    private source?: Deno.NetAddr,
     private readonly behind?: ProxiedClients,
-  ) {
-    this.ip = (conn.remoteAddr as Deno.NetAddr).hostname;
-  }
+  ) {}
 
   /** Starts the clock of `stage`. */
   arm(stage: Stage) {
@@ -469,29 +178,35 @@ class Connection implements Timed {
   close() {
     if (this.ended) return;
     this.ended = true;
-    this.cut.abort();
-    if (this.up) close(this.up);
-    if (!this.http) close(this.conn);
+    if (this.http) this.http.cut();
+    else close(this.conn);
   }
 
-  async serve(handler: ExchangeHandler, relayTo: Relay, onError: ListenOptions["onError"]) {
+  async serve(handler: ExchangeHandler, onError: ListenOptions["onError"], madeUp: string) {
     const table = this.table;
     table.watch(this);
     try {
-      this.arm("handshake");
-      this.handshaking = true;
-      this.alpn = (await this.conn.handshake()).alpnProtocol;
-      this.handshaking = false;
-      // The front registers a relay before sending its first byte, so before this handshake ends;
-      // a loopback client that is no relay is not served.
-      if (this.behind) {
-        this.source = this.behind.get((this.conn.remoteAddr as Deno.NetAddr).port);
-        if (!this.source) this.close();
+      if ("handshake" in this.conn) {
+        this.arm("handshake");
+        this.handshaking = true;
+        this.alpn = (await (this.conn as Deno.TlsConn).handshake()).alpnProtocol;
+        this.handshaking = false;
+        // The front registers a relay before sending its first byte, so before this handshake
+        // ends; a loopback client that is no relay is not served.
+        if (this.behind) {
+          this.source = this.behind.get((this.conn.remoteAddr as Deno.NetAddr).port);
+          if (!this.source) this.close();
+        }
       }
       if (!this.ended) {
-        this.arm("header");
-        if (this.alpn === "h2") await this.serveH2(handler, onError);
-        else await this.relay(relayTo);
+        if (this.stage !== "header" || this.deadline === 0) this.arm("header");
+        const exchange = this.exchange(madeUp);
+        this.http = serveConnection(
+          this.conn,
+          (request, info) => this.request(request, info, exchange, handler),
+          onError,
+        );
+        await this.http.finished;
       }
     } catch { /* a failed handshake (TLS 1.1, plain HTTP) or a reset: the connection is done */ }
     if (this.session) {
@@ -500,79 +215,34 @@ class Connection implements Timed {
     }
     this.ended = true;
     table.unwatch(this);
-    if (this.up) close(this.up);
     if (!this.http) close(this.conn);
-    if (!this.behind) table.release(this.ip);
+    if (this.counted) table.release(this.ip);
   }
 
-  private serveH2(handler: ExchangeHandler, onError: ListenOptions["onError"]) {
-    const exchange = this.exchange();
-    this.http = serveOnConnection!(
-      this.conn,
-      this.cut.signal,
-      (request, info) => {
-        this.deadline = 0;
-        this.inFlight++;
-        info.completed.finally(() => {
-          if (--this.inFlight === 0 && !this.ended) this.arm("idle");
-        });
-        const ms = this.table.timeouts.body;
-        return handler(
-          request.body && ms > 0 ? timedBody(request, this.table, ms) : request,
-          exchange,
-        );
-      },
-      onError,
-      () => {},
+  private request(
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+    exchange: Exchange,
+    handler: ExchangeHandler,
+  ) {
+    this.deadline = 0;
+    this.inFlight++;
+    info.completed.finally(() => {
+      if (--this.inFlight === 0 && !this.ended && !this.session) this.arm("idle");
+    });
+    const ms = this.table.timeouts.body;
+    return handler(
+      request.body && ms > 0 ? timedBody(request, this.table, ms) : request,
+      exchange,
     );
-    return this.http.finished;
   }
 
-  /**
-   * HTTP/1.x: bytes both ways between the client and the inner server. The request heads are
-   * followed: the header clock runs until a head is whole, the idle clock while no request is
-   * open, and a request that is not HTTP/1.x on a connection ALPN made HTTP/1.1 ends it.
-   */
-  private async relay(to: Relay) {
-    const up = this.up = await Deno.connect({ hostname: INNER_HOST, port: to.port });
-    up.setNoDelay(true);
-    const port = up.localAddr.port;
-    to.clients.set(port, this);
-    const heads = this.heads = new RequestHeads(
-      () => {
-        this.deadline = 0;
-        this.inFlight++;
-      },
-      this.alpn === "http/1.1",
-    );
-    try {
-      await Promise.all([this.copy(this.conn, up, heads), pipe(up, this.conn)]);
-    } finally {
-      to.clients.delete(port);
-    }
-  }
-
-  /**
-   * The clock after bytes from the client: a body must keep coming (`body`); a head that has
-   * begun must end in time (`header`, started once, so that dripping bytes gains nothing);
-   * otherwise a request is open and waits for its answer, or the connection is idle.
-   */
-  private follow(heads: RequestHeads) {
-    if (heads.inBody) this.arm("body");
-    else if (heads.partial) {
-      if (this.stage !== "header" || this.deadline === 0) this.arm("header");
-    } else if (this.inFlight > 0) this.deadline = 0;
-  }
-
-  /**
-   * What every request of this connection tells its handler; `madeUp` is the inner server's
-   * authority for a request without one (HTTP/1.x through the relay).
-   */
-  exchange(madeUp?: string): Exchange {
+  /** What every request of this connection tells its handler. */
+  private exchange(madeUp: string): Exchange {
     return this.served ??= {
       remoteAddr: this.source ?? this.conn.remoteAddr as Deno.NetAddr,
       alpn: this.alpn,
-      madeUp,
+      madeUp: this.alpn === "h2" ? undefined : madeUp,
       upgraded: (ended) => {
         this.session = ended;
         this.deadline = 0;
@@ -580,47 +250,19 @@ class Connection implements Timed {
     };
   }
 
-  /** Called by the inner server when it has answered a relayed request. */
-  answered() {
-    if (--this.inFlight <= 0 && !this.ended && !this.session) {
-      this.inFlight = 0;
-      // Answered before its body came whole: the client still owes the rest.
-      this.arm(this.heads?.inBody ? "body" : "idle");
-    }
-  }
-
-  /** Client to inner server: {@link pipe} with the request heads followed. */
-  private copy(from: Deno.Conn, to: Deno.Conn, heads: RequestHeads) {
-    return pipe(from, to, (bytes) => {
-      const parts = heads.feed(bytes);
-      if (heads.refused) {
-        this.close();
-        return undefined;
-      }
-      this.follow(heads);
-      return parts;
-    });
-  }
-
   /** Stops taking requests and lets in-flight ones finish (a graceful stop). */
   drain(): Promise<void> {
-    if (this.http && !this.ended) return this.http.shutdown().catch(() => {});
+    if (this.http && !this.ended) return this.http.shutdown();
     if (this.inFlight === 0 && !this.session) this.close();
     return Promise.resolve();
   }
 }
 
-/** The inner server HTTP/1.x over TLS is relayed to, and whose connection each port is. */
-interface Relay {
-  port: number;
-  clients: Map<number, Connection>;
-}
-
 /**
  * How one of our accept loops ends: stopped on purpose (`stopping`, then `done`), or lost, when
- * an accept fails for good or the inner server stops: `finished` then rejects with why.
+ * an accept fails for good or an inner listener stops: `finished` then rejects with why.
  */
-class ListenerEnd {
+export class ListenerEnd {
   stopping = false;
   /** Listeners closed on purpose (shutdown, a certificate swap): their accept loops just end. */
   readonly retired = new WeakSet<object>();
@@ -647,7 +289,7 @@ class ListenerEnd {
 }
 
 /** The connections a listener is serving, each until its `serve` settles. */
-class Serving<C> {
+export class Serving<C> {
   readonly live = new Set<C>();
   readonly #done = new Set<Promise<void>>();
 
@@ -671,7 +313,7 @@ class Serving<C> {
  * (closed on purpose) or fails for good (then `lost`). An accept error that leaves the listener
  * usable is told to `failed` and retried after a back-off.
  */
-async function acceptEach<C extends Deno.Conn>(
+export async function acceptEach<C extends Deno.Conn>(
   from: Deno.Listener<C>,
   end: ListenerEnd,
   failed: (e: unknown) => void,
@@ -698,151 +340,82 @@ async function acceptEach<C extends Deno.Conn>(
 /** Listens on `hostname:port` (over TLS when `options.tls`) and serves with `handler`. */
 export function listen(options: ListenOptions, handler: ExchangeHandler): Listening {
   if (options.proxyProtocol) return listenProxied(options, options.proxyProtocol.from, handler);
-  return options.tls ? listenTls(options, options.tls, handler) : listenPlain(options, handler);
+  return listenDirect(options, handler);
 }
 
-function listenPlain(options: ListenOptions, handler: ExchangeHandler): Listening {
-  const { hostname, reusePort, tcpBacklog, onError, log } = options;
-  let madeUp = "";
-  const serve = (port: number) =>
-    Deno.serve(
-      { hostname, port, reusePort, tcpBacklog, onListen() {}, onError },
-      (request, info) => handler(request, new PlainExchange(info, madeUp)),
-    );
-  let server = serve(options.port);
-  const addr = server.addr;
-  madeUp = `localhost:${addr.port}`;
-  const end = new ListenerEnd();
-  const failed = acceptFailures(addr, log, options.connections);
-  // Deno.serve's accept loop ends at its first accept error. What could pass (EMFILE) opens
-  // the port again after a back-off; anything else is the end of the listener.
-  const watch = (s: Deno.HttpServer<Deno.NetAddr>): void => {
-    s.finished.then(
-      () => end.lost(new Error("it closed")),
-      async (e) => {
-        if (end.stopping) return;
-        if (!passing(e) && !passing((e as Error)?.cause)) return end.lost(e);
-        failed(e);
-        await s.shutdown().catch(() => {});
-        for (let backoff = 5; !end.stopping; backoff = Math.min(backoff * 2, 100)) {
-          await sleep(backoff);
-          try {
-            server = serve(addr.port);
-            return watch(server);
-          } catch (again) {
-            if (!passing(again)) return end.lost(again);
-            failed(again);
-          }
-        }
-      },
-    );
-  };
-  watch(server);
-  return {
-    addr,
-    finished: end.finished,
-    async shutdown() {
-      end.stopping = true;
-      await server.shutdown().catch(() => {});
-      end.done();
-    },
-  };
-}
-
-function listenTls(
+/** Opens the listening socket of `options` on `port` (TLS with ALPN when `tls`). */
+function openListener(
   options: ListenOptions,
-  tls: { cert: string; key: string },
-  handler: ExchangeHandler,
-): Listening {
-  if (!serveOnConnection) {
-    throw new Error(
-      `Deno ${Deno.version.deno} has no per-connection HTTP server ` +
-        "(Deno[Deno.internal].serveHttpOnConnection) for HTTP/2; run denoserve on Deno 2.9",
-    );
-  }
-  const { connections: table, log } = options;
-  const relay: Relay = { port: 0, clients: new Map() };
-  let madeUp = "";
-  const inner = openInner(() =>
-    Deno.serve({
-      hostname: INNER_HOST,
-      port: 0,
-      onListen() {},
-      onError: options.onError,
-    }, (request, info) => {
-      const connection = relay.clients.get(info.remoteAddr.port);
-      if (connection === undefined) return new Response(null, { status: 421 });
-      info.completed.finally(() => connection.answered());
-      return handler(request, connection.exchange(madeUp));
-    })
-  );
-  relay.port = inner.addr.port;
-  madeUp = `localhost:${inner.addr.port}`;
-  const open = (cert: string, key: string, port: number) => {
-    const listener = Deno.listenTls(
-      {
-        hostname: options.hostname,
-        port,
-        cert,
-        key,
-        tcpBacklog: options.tcpBacklog,
-        alpnProtocols: ["h2", "http/1.1"],
-        ...(options.reusePort ? { reusePort: true } : {}),
-      } as Deno.ListenTlsOptions & Deno.TlsCertifiedKeyPem,
-    );
-    noDelay((listener.addr as Deno.NetAddr).port, log);
-    return listener;
+  port: number,
+  tls?: { cert: string; key: string },
+): Deno.Listener {
+  const common = {
+    hostname: options.hostname,
+    port,
+    tcpBacklog: options.tcpBacklog,
+    ...(options.reusePort ? { reusePort: true } : {}),
   };
-  let listener = open(tls.cert, tls.key, options.port);
+  if (!tls) return Deno.listen(common as Deno.TcpListenOptions);
+  const listener = Deno.listenTls(
+    { ...common, ...tls, alpnProtocols: ["h2", "http/1.1"] } as
+      & Deno.ListenTlsOptions
+      & Deno.TlsCertifiedKeyPem,
+  );
+  noDelay((listener.addr as Deno.NetAddr).port, options.log);
+  return listener;
+}
+
+/** A plain or TLS listener whose connections come straight from clients. */
+function listenDirect(options: ListenOptions, handler: ExchangeHandler): Listening {
+  const { connections: table, log, tls, behind, onError } = options;
+  let listener = openListener(options, options.port, tls);
   const addr = listener.addr as Deno.NetAddr;
+  const madeUp = `localhost:${addr.port}`;
   const serving = new Serving<Connection>();
   const failed = acceptFailures(addr, log, table);
-
   const end = new ListenerEnd();
-  inner.finished.then(() => end.lost(new Error("the inner HTTP server stopped")), end.lost);
 
-  const behind = options.behind;
-  const accept = (from: Deno.TlsListener) =>
+  const accept = (from: Deno.Listener) =>
     acceptEach(from, end, failed, (conn) => {
+      const ip = (conn.remoteAddr as Deno.NetAddr).hostname;
       // Relays of a PROXY protocol front were counted there, under the client's address.
-      if (end.stopping || (!behind && !table.admit((conn.remoteAddr as Deno.NetAddr).hostname))) {
+      if (end.stopping || (!behind && !table.admit(ip))) {
         close(conn);
-        table.shutDownLater(conn);
+        // A TLS connection closed before its handshake keeps its socket until the client
+        // sends something.
+        if (tls) table.shutDownLater(conn);
         return;
       }
-      const connection = new Connection(conn, table, behind);
-      serving.add(connection, connection.serve(handler, relay, options.onError));
+      if (!tls) (conn as Deno.TcpConn).setNoDelay(true);
+      const connection = new Connection(conn, table, ip, !behind, undefined, behind);
+      serving.add(connection, connection.serve(handler, onError, madeUp));
     });
   const accepting = new Set([accept(listener)]);
 
   return {
     addr,
-    replaceCertificate(cert, key) {
-      const next = open(cert, key, addr.port);
-      const old = listener;
-      listener = next;
-      accepting.add(accept(next));
-      end.retire(old);
-    },
+    ...(tls
+      ? {
+        replaceCertificate(cert: string, key: string) {
+          const next = openListener(options, addr.port, { cert, key });
+          const old = listener;
+          listener = next;
+          accepting.add(accept(next));
+          end.retire(old);
+        },
+      }
+      : {}),
     finished: end.finished,
     async shutdown() {
       end.stopping = true;
       end.retire(listener);
       await Promise.all(accepting);
-      // The inner server finishes in-flight requests and closes idle connections; each relay
-      // then sees its inner side end and closes the client's connection.
-      await Promise.all([inner.shutdown(), ...[...serving.live].map((c) => c.drain())]);
+      await Promise.all([...serving.live].map((c) => c.drain()));
       await serving.settled();
       end.done();
     },
   };
 }
-
-/**
- * The client addresses of the relays a PROXY protocol front keeps open, under the local port of
- * each relay's connection to the inner listener.
- */
-export type ProxiedClients = Map<number, Deno.NetAddr>;
 
 /** Says refused PROXY protocol connections at most once every 10 s (a balancer set up wrong). */
 function proxyRefusals(addr: Deno.NetAddr, log: Logger) {
@@ -855,157 +428,110 @@ function proxyRefusals(addr: Deno.NetAddr, log: Logger) {
   };
 }
 
-/**
- * One connection to a PROXY protocol listener: its header is read (within `header_timeout`),
- * then its bytes are relayed to the inner listener on loopback, which serves it as if it came
- * from the header's source.
- */
-class ProxiedConnection implements Timed {
+/** The header clock of a PROXY protocol connection whose header is being read. */
+class HeaderClock implements Timed {
   deadline = 0;
   readonly stage: Stage = "header";
   ended = false;
-  private up?: Deno.TcpConn;
-
-  constructor(readonly conn: Deno.TcpConn, readonly table: Connections) {}
-
+  constructor(readonly conn: Deno.TcpConn) {}
   expire(): undefined {
     this.close();
   }
-
   close() {
     if (this.ended) return;
     this.ended = true;
     close(this.conn);
-    if (this.up) close(this.up);
-  }
-
-  /** Whether the header has been read (the connection now only relays). */
-  get relaying(): boolean {
-    return this.up !== undefined;
-  }
-
-  /**
-   * Reads the header, then relays to `port` on loopback, entering the client in `clients` for
-   * as long. When `count`, the connection is counted against the limits as the client's.
-   */
-  async serve(
-    clients: ProxiedClients,
-    port: number,
-    count: boolean,
-    refused: (peer: Deno.NetAddr, why: string) => void,
-  ) {
-    const table = this.table;
-    const peer = this.conn.remoteAddr;
-    let admitted: string | undefined;
-    table.watch(this);
-    const ms = table.timeouts.header;
-    this.deadline = ms > 0 ? table.now + ms : 0;
-    try {
-      const header = await this.readHeader();
-      table.unwatch(this);
-      if (typeof header === "string") {
-        if (header) refused(peer, header);
-        return;
-      }
-      const source = header.source ?? peer;
-      if (count) {
-        if (!table.admit(source.hostname)) return;
-        admitted = source.hostname;
-      }
-      const up = this.up = await Deno.connect({ hostname: INNER_HOST, port });
-      if (this.ended) return;
-      up.setNoDelay(true);
-      const local = up.localAddr.port;
-      clients.set(local, source);
-      try {
-        await writeAll(up, header.rest);
-        const forth = pipe(this.conn, up);
-        // The inner side ended: whatever the client still sends has no one to answer it.
-        await pipe(up, this.conn);
-        this.close();
-        await forth;
-      } finally {
-        if (clients.get(local) === source) clients.delete(local);
-      }
-    } catch {
-      /* reset, or closed by a timeout or a stop */
-    } finally {
-      table.unwatch(this);
-      this.close();
-      if (admitted !== undefined) table.release(admitted);
-    }
-  }
-
-  /**
-   * The header's source (undefined: the header names none) and the bytes read after it; or why
-   * the connection is to be closed ("" when the client left, or a timeout or stop closed it).
-   */
-  private async readHeader(): Promise<{ source?: Deno.NetAddr; rest: Uint8Array } | string> {
-    const buf = new Uint8Array(16 + V2_MAX_BODY);
-    let filled = 0;
-    while (filled < buf.length) {
-      const n = await this.conn.read(buf.subarray(filled));
-      if (n === null) return filled === 0 ? "" : "the PROXY protocol header was cut short";
-      filled += n;
-      const header = readProxyHeader(buf.subarray(0, filled));
-      if (header.kind === "bad") return `${header.reason}`;
-      if (header.kind === "header") {
-        return { source: header.source, rest: buf.subarray(header.length, filled) };
-      }
-    }
-    return "the PROXY protocol header is too long";
   }
 }
 
 /**
+ * Reads a PROXY protocol header from `conn` and nothing after it: the rest of the connection
+ * goes to the runtime's server. Returns the header's source (undefined: it names none), or why
+ * the connection is to be closed ("" when the client left, or a timeout or stop closed it).
+ */
+async function readHeader(
+  conn: Deno.TcpConn,
+): Promise<{ source?: Deno.NetAddr } | string> {
+  const buf = new Uint8Array(16 + V2_MAX_BODY);
+  let filled = 0;
+  // Version 1 is at least 15 bytes ("PROXY UNKNOWN\r\n"), version 2 at least 16.
+  let want = 15;
+  while (filled < buf.length) {
+    const n = await conn.read(buf.subarray(filled, want));
+    if (n === null) return filled === 0 ? "" : "the PROXY protocol header was cut short";
+    filled += n;
+    if (filled < want) continue;
+    const header = readProxyHeader(buf.subarray(0, filled));
+    if (header.kind === "bad") return `${header.reason}`;
+    if (header.kind === "header") return { source: header.source };
+    if (buf[0] === 0x0d) {
+      // Version 2: the 16 fixed bytes say how many follow.
+      want = filled < 16 ? 16 : 16 + ((buf[14] << 8) | buf[15]);
+    } else {
+      // Version 1 ends with CR LF: never read past a LF that may be the end.
+      want = filled + (buf[filled - 1] === 0x0d ? 1 : 2);
+    }
+  }
+  return "the PROXY protocol header is too long";
+}
+
+/**
  * A listener whose connections start with a PROXY protocol header: accepted as plain TCP from
- * peers in `from`, each header read and its bytes relayed to an inner listener of the same kind
- * (plain or TLS) on loopback, which serves them as usual, with the header's source as the client
- * address. The TLS handshake therefore happens in the inner listener, after the header, which
- * arrives in clear before the ClientHello.
+ * peers in `from`, each header read, then served with the header's source as the client address:
+ * plain ones here, TLS ones by an inner TLS listener on loopback they are relayed to.
  */
 function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHandler): Listening {
-  const { connections: table, log } = options;
-  const clients: ProxiedClients = new Map();
-  const innerOptions: ListenOptions = {
-    ...options,
-    hostname: INNER_HOST,
-    port: 0,
-    proxyProtocol: undefined,
-    behind: clients,
-  };
-  const inner = openInner(() =>
-    options.tls
-      ? listenTls(innerOptions, options.tls, handler)
-      : listenPlain(innerOptions, (request, exchange) => {
-        const source = clients.get(exchange.remoteAddr.port);
-        if (source === undefined) return new Response(null, { status: 421 });
-        return handler(request, {
-          remoteAddr: source,
-          alpn: null,
-          madeUp: exchange.madeUp,
-          upgraded() {},
-        });
-      })
-  );
+  const { connections: table, log, onError } = options;
+  const relay = options.tls ? openTlsRelay(options, handler) : undefined;
   let listener: Deno.TcpListener;
   try {
-    listener = Deno.listen({
-      hostname: options.hostname,
-      port: options.port,
-      tcpBacklog: options.tcpBacklog,
-      ...(options.reusePort ? { reusePort: true } : {}),
-    } as Deno.TcpListenOptions);
+    listener = openListener(options, options.port) as Deno.TcpListener;
   } catch (e) {
-    inner.shutdown();
+    relay?.inner.shutdown();
     throw e;
   }
   const addr = listener.addr;
+  const madeUp = `localhost:${addr.port}`;
   const refused = proxyRefusals(addr, log);
   const failed = acceptFailures(addr, log, table);
-  const serving = new Serving<ProxiedConnection>();
+  const reading = new Set<HeaderClock>();
+  const serving = new Serving<Connection>();
+  const relaying = new Set<Promise<void>>();
   const end = new ListenerEnd();
-  inner.finished.then(() => end.lost(new Error("the inner listener stopped")), end.lost);
+  relay?.inner.finished.then(() => end.lost(new Error("the inner listener stopped")), end.lost);
+
+  const take = async (conn: Deno.TcpConn) => {
+    const clock = new HeaderClock(conn);
+    reading.add(clock);
+    table.watch(clock);
+    const ms = table.timeouts.header;
+    clock.deadline = ms > 0 ? table.now + ms : 0;
+    let header: Awaited<ReturnType<typeof readHeader>>;
+    try {
+      header = await readHeader(conn);
+    } catch {
+      header = "";
+    } finally {
+      table.unwatch(clock);
+      reading.delete(clock);
+    }
+    if (typeof header === "string" || clock.ended) {
+      if (typeof header === "string" && header) refused(conn.remoteAddr, header);
+      return clock.close();
+    }
+    const source = header.source ?? conn.remoteAddr;
+    if (!table.admit(source.hostname)) return close(conn);
+    if (relay) {
+      const relayed = relay.pass(conn, source).finally(() => {
+        table.release(source.hostname);
+        relaying.delete(relayed);
+      });
+      relaying.add(relayed);
+      return;
+    }
+    const connection = new Connection(conn, table, source.hostname, true, source);
+    serving.add(connection, connection.serve(handler, onError, madeUp));
+  };
 
   const accepting = acceptEach(listener, end, failed, (conn) => {
     if (end.stopping) return close(conn);
@@ -1014,31 +540,107 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
       return refused(conn.remoteAddr, "its address is not in server.proxy_protocol_from");
     }
     conn.setNoDelay(true);
-    const connection = new ProxiedConnection(conn, table);
-    serving.add(
-      connection,
-      connection.serve(clients, inner.addr.port, options.tls !== undefined, refused),
-    );
+    take(conn);
   });
 
   return {
     addr,
-    ...(inner.replaceCertificate
-      ? { replaceCertificate: (cert: string, key: string) => inner.replaceCertificate!(cert, key) }
+    ...(relay
+      ? {
+        replaceCertificate: (cert: string, key: string) =>
+          relay.inner.replaceCertificate!(cert, key),
+      }
       : {}),
     finished: end.finished,
     async shutdown() {
       end.stopping = true;
       end.retire(listener);
       await accepting;
-      // Connections still without a header are closed; relays end when the inner listener,
-      // stopping gracefully, closes their other side.
-      for (const c of serving.live) if (!c.relaying) c.close();
-      await inner.shutdown();
-      await serving.settled();
+      // Connections still without a header are closed; the others finish as on any listener.
+      for (const c of reading) c.close();
+      await Promise.all([...serving.live].map((c) => c.drain()));
+      await relay?.inner.shutdown();
+      await Promise.all([serving.settled(), ...relaying]);
       end.done();
     },
   };
+}
+
+/** Where the inner TLS listener of a PROXY protocol front listens, on a port of 0. */
+const INNER_HOST = "127.0.0.1";
+
+/**
+ * The inner TLS listener a PROXY protocol front relays TLS connections to, since Deno cannot
+ * start server-side TLS on an accepted TCP connection: it serves each relay as a direct TLS
+ * connection (natively), with the header's source as the client address, which it finds under
+ * the relay's local port.
+ */
+function openTlsRelay(options: ListenOptions, handler: ExchangeHandler) {
+  const clients: ProxiedClients = new Map();
+  let inner: Listening;
+  try {
+    inner = listenDirect({
+      ...options,
+      hostname: INNER_HOST,
+      port: 0,
+      proxyProtocol: undefined,
+      behind: clients,
+    }, handler);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied)) {
+      throw e;
+    }
+    throw new Deno.errors.NotCapable(
+      `net access to ${INNER_HOST} on a port the system picks, where TLS connections behind ` +
+        `the PROXY protocol are handed to an inner listener; run with --allow-net=${INNER_HOST} ` +
+        "beside your own address",
+    );
+  }
+  return {
+    inner,
+    /** Relays `conn` (its header read) to the inner listener until either side ends. */
+    async pass(conn: Deno.TcpConn, source: Deno.NetAddr) {
+      let up: Deno.TcpConn | undefined;
+      let local = -1;
+      try {
+        up = await Deno.connect({ hostname: INNER_HOST, port: inner.addr.port });
+        up.setNoDelay(true);
+        local = up.localAddr.port;
+        clients.set(local, source);
+        const forth = pipe(conn, up);
+        // The inner side ended: whatever the client still sends has no one to answer it.
+        await pipe(up, conn);
+        close(conn);
+        await forth;
+      } catch {
+        /* reset, or closed by a stop */
+      } finally {
+        if (clients.get(local) === source) clients.delete(local);
+        close(conn);
+        if (up) close(up);
+      }
+    },
+  };
+}
+
+/**
+ * Copies bytes from `from` to `to` until `from` ends or fails, then half-closes `to`. A relay
+ * starts with a small buffer and takes a large one (a TLS record's 16 KiB) the first time a read
+ * fills it: an idle kept-alive connection waits in a read.
+ */
+async function pipe(from: Deno.Conn, to: Deno.Conn) {
+  let buf = new Uint8Array(2 * 1024);
+  try {
+    for (;;) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+      if (n === buf.length && n < 16 * 1024) buf = new Uint8Array(16 * 1024);
+    }
+  } catch { /* reset or closed: the other direction ends too */ }
+  try {
+    await to.closeWrite();
+  } catch { /* already closed */ }
 }
 
 let noDelayWarned = false;

@@ -29,6 +29,7 @@ import {
 } from "./listener.ts";
 import { redirectToHttps } from "../routes/https_redirect.ts";
 import { openFilesLimit } from "./sockets.ts";
+import { nativeCheck } from "./native_http.ts";
 import { setHeaders } from "../http/headers.ts";
 import { listenHttp3 } from "./http3/listener.ts";
 
@@ -259,6 +260,7 @@ export async function startServer(
   const debugConnections = log.enabled("DEBUG");
   const seen = new Set<string>();
   const connections = new Connections();
+  nativeCheck((line) => log.warn(line));
   setLimits(connections, config);
   const stopReporting = debugConnections ? reportConnections(connections, log) : undefined;
 

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { Exchange, ExchangeHandler } from "../listener.ts";
+import type { Exchange, ExchangeHandler } from "../connections.ts";
 import { TOKEN } from "../../http/headers.ts";
 import {
   FRAME,

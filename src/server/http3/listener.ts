@@ -13,7 +13,8 @@
  * @module
  */
 import type { Logger } from "../../log/logger.ts";
-import type { Connections, Exchange, ExchangeHandler, Listening } from "../listener.ts";
+import type { Connections, Exchange, ExchangeHandler } from "../connections.ts";
+import type { Listening } from "../listener.ts";
 import { Http3Connection, type Http3Limits } from "./connection.ts";
 import { H3, type H3Error } from "./frames.ts";
 
