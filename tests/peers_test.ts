@@ -149,7 +149,10 @@ Deno.test("slowloris over plain HTTP: server.header_timeout closes what never fi
   const trickle = await Deno.connect({ hostname: "127.0.0.1", port });
   await trickle.write(enc.encode("GET / HTTP/1.1\r\nHost: localhost\r\nX-a: "));
   const dripping = setInterval(() => trickle.write(enc.encode("a")).catch(() => {}), 200);
-  assert.equal(await (await fetch(srv.url)).text(), "home");
+  {
+    using client = Deno.createHttpClient({});
+    assert.equal(await (await fetch(srv.url, { client })).text(), "home");
+  }
   try {
     assert.ok(await closedWithin(trickle, 10_000), "the trickling connection was closed");
   } finally {
