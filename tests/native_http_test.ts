@@ -8,7 +8,8 @@ import { webSocketBackend } from "./support/backends.ts";
 import { makeCerts, type TestCerts } from "./support/certs.ts";
 import { hasCommand } from "./support/cli.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
-import { startTestServer, type TestServer } from "./support/servers.ts";
+import { freePort, startTestServer, type TestServer } from "./support/servers.ts";
+import { validate } from "../src/config/load.ts";
 import { eventually } from "./support/wait.ts";
 import { fastPath } from "../src/server/native_http.ts";
 
@@ -18,6 +19,17 @@ const core = (Deno as unknown as Record<symbol, { core: { resources(): Record<st
 /** The runtime's per-connection HTTP servers still open in this process. */
 const httpResources = () => Object.values(core.resources()).filter((n) => n === "http").length;
 const BOUND = 15_000;
+
+/** Whether `p` settles within {@link BOUND}. */
+async function within(p: Promise<unknown>): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), BOUND));
+  try {
+    return await Promise.race([p.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** A server proxying /ws/ to a WebSocket echo backend, over TLS when `certs`. */
 async function wsServer(dir: string, backendPort: number, certs?: TestCerts) {
@@ -172,4 +184,52 @@ Deno.test({
       await tls[Symbol.asyncDispose]();
     }
   },
+});
+
+Deno.test("WebSockets across a reload that moves the listener: the old ones are closed with 1001 after shutdown_timeout, new ones work; shutdown does the same", async () => {
+  await using dir = await tempDir();
+  await using backend = webSocketBackend();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  const raw = (port: number) => ({
+    server: {
+      host: "127.0.0.1",
+      port,
+      shutdown_timeout: 3,
+      reverse_proxy: [{ path: "/ws", host: "127.0.0.1", port: backend.port, websocket: true }],
+    },
+    http: { static_dir: `${dir.path}/site` },
+  });
+  const srv = await startTestServer(raw(0));
+  const closes: number[] = [];
+  const watch = (sockets: WebSocket[]) =>
+    sockets.map((ws) =>
+      new Promise<void>((resolve) => {
+        ws.addEventListener("close", (e) => {
+          closes.push(e.code);
+          resolve();
+        });
+      })
+    );
+  try {
+    const old = await openSockets(`ws://127.0.0.1:${srv.server.addr.port}/ws/echo`, 50);
+    await echoRound(old, "a");
+    const closed = watch(old);
+    const port = freePort();
+    const { config } = validate(raw(port));
+    assert.deepEqual(await srv.server.reload(config), { listenersReplaced: true });
+    // New WebSockets on the new listener exchange messages while the old ones are still open
+    // (for shutdown_timeout).
+    const fresh = await openSockets(`ws://127.0.0.1:${port}/ws/echo`, 50);
+    await echoRound(fresh, "b");
+    await echoRound(old, "c");
+    assert.ok(await within(Promise.all(closed)), "the old WebSockets were closed");
+    assert.deepEqual([...new Set(closes)], [1001], "the old WebSockets are told 1001");
+    closes.length = 0;
+    const stopping = watch(fresh);
+    await srv.server.shutdown(1000);
+    assert.ok(await within(Promise.all(stopping)), "shutdown closed the WebSockets");
+    assert.deepEqual([...new Set(closes)], [1001]);
+  } finally {
+    await srv[Symbol.asyncDispose]();
+  }
 });

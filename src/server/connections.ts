@@ -25,7 +25,7 @@ export interface Exchange {
    * Told by the handler that upgraded the connection (a WebSocket): it counts as open until
    * `ended` settles.
    */
-  upgraded(ended: Promise<unknown>): void;
+  upgraded(ended: Promise<unknown>, socket?: WebSocket): void;
 }
 
 /** Answers the requests of a listener. */

@@ -57,6 +57,11 @@ export interface Listening {
    */
   readonly finished: Promise<void>;
   /**
+   * Ends what a graceful {@link shutdown} still waits for: WebSockets are closed with 1001
+   * (going away), other connections cut.
+   */
+  abort?(): void;
+  /**
    * TLS only: new connections get this certificate from now on. A new TLS listener takes the
    * port (SO_REUSEPORT) before the old one closes; open connections keep theirs and go on.
    */
@@ -142,6 +147,8 @@ class Connection implements Timed {
   ended = false;
   /** Set when a WebSocket took the connection; it counts as open until this settles. */
   session?: Promise<unknown>;
+  /** The client's side of the WebSocket that took the connection. */
+  private socket?: WebSocket;
   private http?: HttpConnection;
   private handshaking = false;
   private served?: Exchange;
@@ -243,11 +250,21 @@ class Connection implements Timed {
       remoteAddr: this.source ?? this.conn.remoteAddr as Deno.NetAddr,
       alpn: this.alpn,
       madeUp: this.alpn === "h2" ? undefined : madeUp,
-      upgraded: (ended) => {
+      upgraded: (ended, socket) => {
         this.session = ended;
+        this.socket = socket;
         this.deadline = 0;
       },
     };
+  }
+
+  /** After a graceful stop took too long: a WebSocket is closed with 1001, anything else cut. */
+  abort() {
+    if (this.socket && this.socket.readyState < WebSocket.CLOSING) {
+      try {
+        this.socket.close(1001, "the server is going away");
+      } catch { /* closed meanwhile */ }
+    } else this.close();
   }
 
   /** Stops taking requests and lets in-flight ones finish (a graceful stop). */
@@ -406,6 +423,9 @@ function listenDirect(options: ListenOptions, handler: ExchangeHandler): Listeni
       }
       : {}),
     finished: end.finished,
+    abort() {
+      for (const c of serving.live) c.abort();
+    },
     async shutdown() {
       end.stopping = true;
       end.retire(listener);
@@ -552,6 +572,10 @@ function listenProxied(options: ListenOptions, from: IpSet, handler: ExchangeHan
       }
       : {}),
     finished: end.finished,
+    abort() {
+      for (const c of serving.live) c.abort();
+      relay?.inner.abort?.();
+    },
     async shutdown() {
       end.stopping = true;
       end.retire(listener);

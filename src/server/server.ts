@@ -60,7 +60,7 @@ class ServedContext implements RequestContext {
   }
   set upgrade(upgrade: Upgrade | undefined) {
     this.session = upgrade;
-    if (upgrade) this.exchange.upgraded(upgrade.ended);
+    if (upgrade) this.exchange.upgraded(upgrade.ended, upgrade.socket);
   }
   get authority(): string | null {
     const host = this.request.headers.get("host");
@@ -459,6 +459,11 @@ export async function startServer(
     clearTimeout(timer);
     if (!finished) {
       log.warn(`requests still running on ${g.url} after ${timeoutMs} ms are no longer waited for`);
+      // WebSockets are told the server is going away (1001); other connections are cut.
+      for (const listener of [g.main, g.redirect, g.h3]) listener?.abort?.();
+      // A moment for the close frames to go out before the process may end.
+      await Promise.race([done, new Promise((r) => timer = setTimeout(r, 1000))]);
+      clearTimeout(timer);
     }
   };
 
