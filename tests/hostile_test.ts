@@ -174,8 +174,13 @@ const sawLines = (backend: Backend) =>
   backend.seen.map((r) => `${r.method} ${r.path} ${r.bytes ?? "?"}`);
 
 /** A server with a redirect, an auth prefix, V2 `return` and `proxy_pass` locations. */
-async function hostileServer(root: string, backendPort: number): Promise<TestServer> {
+async function hostileServer(
+  root: string,
+  backendPort: number,
+  ssl?: Record<string, unknown>,
+): Promise<TestServer> {
   return await startTestServer({
+    ...(ssl ? { ssl } : {}),
     version: 2,
     http: { static_dir: root },
     server: {
@@ -432,6 +437,39 @@ Deno.test("no request smuggling through proxy_pass or reverse_proxy: the backend
     sawLines(backend).every((s) => /^(POST|GET) (\/api)?\/a /.test(s)),
     sawLines(backend).join("\n"),
   );
+});
+
+Deno.test("no request smuggling over HTTPS and plain HTTP: CL+TE, CL+CL and bad Transfer-Encoding get 400, the backend never sees a second request", async () => {
+  await using dir = await tempDir();
+  const { root } = await hostileSite(dir.path);
+  const certs = await makeCerts(dir.path);
+  await using backend = echoBackend();
+  await using srv = await hostileServer(root, backend.port, {
+    enabled: true,
+    cert_file: certs.cert,
+    key_file: certs.key,
+  });
+  const port = srv.server.addr.port;
+  const smuggled = "GET /api/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+  const attacks = [
+    `POST /api/a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`,
+    `POST /api/a HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n${smuggled}`,
+    `POST /api/a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n${smuggled}`,
+  ];
+  for (const attack of [...attacks]) attacks.push(attack.replace("/api/a", "/rp/a"));
+  for (const attack of attacks) {
+    const text = await rawTls(port, certs.caPem, attack);
+    assert.match(text, /^HTTP\/1\.1 400 /, attack.split("\r\n").slice(0, 4).join(" | "));
+    assert.doesNotMatch(text, /"path":"\/api\/smuggled/);
+  }
+  // The same on plain HTTP.
+  await using plain = await hostileServer(root, backend.port);
+  for (const attack of attacks) {
+    const answer = await rawRequest(plain.server.addr.port, attack, 1500);
+    assert.equal(answer.status, 400, attack.split("\r\n").slice(0, 4).join(" | "));
+    assert.doesNotMatch(answer.text, /"path":"\/api\/smuggled/);
+  }
+  assert.equal(backend.seen.length, 0, sawLines(backend).join("\n"));
 });
 
 Deno.test("CR/LF never reaches a response header: redirects, locations, proxied headers", async () => {
