@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { webSocketBackend } from "./support/backends.ts";
 import { makeCerts, type TestCerts } from "./support/certs.ts";
-import { hasCommand } from "./support/cli.ts";
+import { hasCommand, spawnCli } from "./support/cli.ts";
+import { HAPROXY, HAPROXY_HOST, startTcpFrontends } from "./support/haproxy.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { freePort, startTestServer, type TestServer } from "./support/servers.ts";
 import { validate } from "../src/config/load.ts";
@@ -232,4 +233,95 @@ Deno.test("WebSockets across a reload that moves the listener: the old ones are 
   } finally {
     await srv[Symbol.asyncDispose]();
   }
+});
+
+Deno.test({
+  name: "WebSockets behind the PROXY protocol (HAProxy send-proxy-v2): 100 at once, both ways",
+  ignore: !HAPROXY,
+  async fn() {
+    await using dir = await tempDir();
+    await using backend = webSocketBackend();
+    await writeFiles(dir.path, { "site/index.html": "home" });
+    await using srv = await startTestServer({
+      server: {
+        proxy_protocol: true,
+        proxy_protocol_from: ["127.0.0.0/8"],
+        reverse_proxy: [{ path: "/ws", host: "127.0.0.1", port: backend.port, websocket: true }],
+      },
+      http: { static_dir: `${dir.path}/site` },
+    });
+    await using haproxy = await startTcpFrontends([
+      { to: srv.server.addr.port, server: "send-proxy-v2" },
+    ]);
+    const sockets = await openSockets(`ws://${HAPROXY_HOST}:${haproxy.ports[0]}/ws/echo`, 100);
+    try {
+      await echoRound(sockets, "a");
+      await new Promise((r) => setTimeout(r, 200));
+      await echoRound(sockets, "b");
+      assert.ok(srv.server.connections.stats.open >= 100);
+    } finally {
+      await closeAll(sockets);
+    }
+    assert.ok(await eventually(() => srv.server.connections.stats.open === 0, BOUND));
+  },
+});
+
+Deno.test("WebSockets with server.workers: 2 (the CLI): 200 at once, both ways", async () => {
+  await using dir = await tempDir();
+  await using backend = webSocketBackend();
+  await writeFiles(dir.path, {
+    "site/index.html": "home",
+    "config.yaml": JSON.stringify({
+      server: {
+        workers: 2,
+        reverse_proxy: [{ path: "/ws", host: "127.0.0.1", port: backend.port, websocket: true }],
+      },
+      http: { static_dir: "./site" },
+    }),
+  });
+  await using cli = await spawnCli(["-c", `${dir.path}/config.yaml`, "-p", "0"], { cwd: dir.path });
+  const port = Number(new URL(cli.url).port);
+  const sockets = await openSockets(`ws://127.0.0.1:${port}/ws/echo`, 200);
+  try {
+    await echoRound(sockets, "a");
+    await new Promise((r) => setTimeout(r, 200));
+    await echoRound(sockets, "b");
+  } finally {
+    await closeAll(sockets);
+  }
+  assert.equal(backend.closes.filter((c) => c.code !== 1000 && c.code !== 1005).length, 0);
+});
+
+Deno.test({
+  name: "WebSockets while wrk loads the same listener, plain and TLS: 200 at once, both ways",
+  ignore: !hasCommand("wrk"),
+  async fn() {
+    for (const secure of [false, true]) {
+      await using dir = await tempDir();
+      const certs = secure ? await makeCerts(dir.path) : undefined;
+      await using backend = webSocketBackend();
+      await using srv = await wsServer(dir.path, backend.port, certs);
+      const port = srv.server.addr.port;
+      const load = new Deno.Command("wrk", {
+        args: ["-t1", "-c20", "-d3s", `${secure ? "https" : "http"}://127.0.0.1:${port}/`],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const client = Deno.createHttpClient(certs ? { caCerts: [certs.caPem] } : {});
+      try {
+        const url = `${secure ? "wss" : "ws"}://localhost:${port}/ws/echo`;
+        const sockets = await openSockets(url, 200, secure ? client : undefined);
+        try {
+          await echoRound(sockets, "a");
+          await echoRound(sockets, "b");
+        } finally {
+          await closeAll(sockets);
+        }
+      } finally {
+        const done = new TextDecoder().decode((await load).stdout);
+        client.close();
+        assert.match(done, /Requests\/sec/, done);
+      }
+    }
+  },
 });
