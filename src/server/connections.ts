@@ -73,6 +73,14 @@ export class Connections {
   /** Most open connections from one client address; 0 = no limit. */
   maxPerIp = 0;
   timeouts: Timeouts = { handshake: 0, header: 0, idle: 0, body: 0 };
+  /** Told when {@link timeouts} change (a reload), for clocks kept outside the table (HTTP/3). */
+  readonly retimed = new Set<() => void>();
+
+  /** Takes new timeouts into service and tells {@link retimed}. */
+  retime(timeouts: Timeouts) {
+    this.timeouts = timeouts;
+    for (const told of this.retimed) told();
+  }
 
   /** Takes a new connection from `ip` into the count, or says why not. */
   admit(ip: string): boolean {

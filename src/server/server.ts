@@ -168,12 +168,12 @@ function setLimits(connections: Connections, config: Config) {
     : Math.max(1, Math.floor(max / workerCount(config.server.workers)));
   connections.maxPerIp = perIp;
   const s = config.server;
-  connections.timeouts = {
+  connections.retime({
     handshake: s.handshake_timeout * 1000,
     header: s.header_timeout * 1000,
     idle: s.idle_timeout * 1000,
     body: s.body_timeout * 1000,
-  };
+  });
 }
 
 /** With `-d`: what the connection layer did, every 10 s when something changed. */
@@ -356,11 +356,18 @@ export async function startServer(
         port,
         tls: { cert: tls.cert, key: tls.key },
         connections,
+        // Read from the connection table when used, so that a reload reaches open connections.
         limits: {
           maxFieldSectionSize: HTTP3_MAX_FIELD_SECTION,
-          headerTimeoutMs: s.header_timeout * 1000,
-          idleTimeoutMs: s.idle_timeout * 1000,
-          bodyTimeoutMs: s.body_timeout * 1000,
+          get headerTimeoutMs() {
+            return connections.timeouts.header;
+          },
+          get idleTimeoutMs() {
+            return connections.timeouts.idle;
+          },
+          get bodyTimeoutMs() {
+            return connections.timeouts.body;
+          },
         },
         maxConcurrentStreams: HTTP3_MAX_STREAMS,
         onError,
