@@ -161,14 +161,17 @@ export function serveConnection(
   onError: (error: unknown) => Response | Promise<Response>,
 ): HttpConnection {
   if (!serveOn) throw new Error(`Deno ${Deno.version.deno}: ${off}`);
-  const abort = new AbortController();
+  const fast = off === undefined;
+  // On the fast path a connection is cut by closing its "http" resource (which cancels it, as
+  // the signal would): an idle connection then holds no AbortController. The first connections,
+  // which may still turn the fast path off, keep one.
+  const abort = !fast || toConfirm > 0 ? new AbortController() : undefined;
   let done = false;
   let rid = -1;
   const finish = () => {
     done = true;
     if (rid >= 0) core!.tryClose(rid);
   };
-  const fast = off === undefined;
   let seen = false;
   const onListen = fast
     ? () => {
@@ -177,7 +180,7 @@ export function serveConnection(
       rid = next - 1;
     }
     : () => {};
-  const call = () => serveOn(conn, abort.signal, handler, onError, onListen);
+  const call = () => serveOn(conn, abort?.signal as AbortSignal, handler, onError, onListen);
   const served = fast
     ? spying((p) => {
       // The first op promise: before it, the runtime's code makes a promise of its own.
@@ -206,7 +209,9 @@ export function serveConnection(
     finished,
     shutdown: () => done ? Promise.resolve() : served.shutdown().catch(() => {}),
     cut() {
-      if (!done) abort.abort();
+      if (done) return;
+      if (abort) abort.abort();
+      else core!.tryClose(rid);
     },
   };
 }
