@@ -216,6 +216,6 @@ export function timedBody(request: Request, table: Connections, ms: number): Req
       table.unwatch(clock);
       return reader.cancel(reason);
     },
-  });
+  }, { highWaterMark: 0 }); // pulled only when read: no chunk waits here
   return new Request(request, { body: stream, duplex: "half" } as RequestInit);
 }
