@@ -179,34 +179,66 @@ export interface Timed {
  * For HTTP/2, where a stream stopping cannot close the connection its neighbours share.
  */
 export function timedBody(request: Request, table: Connections, ms: number): Request {
-  const reader = request.body!.getReader();
+  const source = request.body!;
+  // A byte stream read through one buffer of its own, whose bytes are copied into the reader's
+  // buffer when it brings one (BYOB): the proxy reuses two buffers for a whole upload, and a new
+  // buffer per chunk here would undo that.
+  let byob: ReadableStreamBYOBReader | undefined;
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  try {
+    byob = source.getReader({ mode: "byob" });
+  } catch {
+    reader = source.getReader();
+  }
+  const underlying = (byob ?? reader)!;
+  /** What the source is read into (BYOB): handed back by each read and used again. */
+  let spare = new ArrayBuffer(64 * 1024);
   const clock: Timed = {
     deadline: table.now + ms,
     stage: "body",
     expire() {
       body.error(new BodyTimeout(ms / 1000));
-      reader.cancel().catch(() => {});
+      underlying.cancel().catch(() => {});
       table.unwatch(clock);
       return undefined;
     },
   };
-  let body!: ReadableStreamDefaultController<Uint8Array>;
+  let body!: ReadableByteStreamController;
   table.watch(clock);
-  const stream = new ReadableStream<Uint8Array>({
-    start(controller) {
+  const stream = new ReadableStream({
+    type: "bytes",
+    start(controller: ReadableByteStreamController) {
       body = controller;
     },
-    async pull(controller) {
+    async pull(controller: ReadableByteStreamController) {
+      const asked = controller.byobRequest;
       try {
-        const { done, value } = await reader.read();
+        let result: ReadableStreamReadResult<Uint8Array>;
+        // An empty piece is no piece (a byte stream cannot pass one on): read again.
+        for (;;) {
+          if (byob) {
+            result = await byob.read(new Uint8Array(spare, 0, spare.byteLength));
+            if (result.value) spare = result.value.buffer as ArrayBuffer;
+          } else result = await reader!.read();
+          if (result.done || result.value.byteLength > 0) break;
+        }
         if (clock.deadline === 0) return; // expired meanwhile: already errored
+        const { done, value } = result;
         if (done) {
           table.unwatch(clock);
           controller.close();
-        } else {
-          clock.deadline = table.now + ms;
-          controller.enqueue(value);
+          asked?.respond(0);
+          return;
         }
+        clock.deadline = table.now + ms;
+        const view = asked?.view;
+        if (view) {
+          // Copied into the reader's own buffer, so that ours is read into again.
+          const n = Math.min(value.byteLength, view.byteLength);
+          new Uint8Array(view.buffer, view.byteOffset, n).set(value.subarray(0, n));
+          asked!.respond(n);
+          if (n < value.byteLength) controller.enqueue(value.slice(n));
+        } else controller.enqueue(byob ? value.slice() : value);
       } catch (e) {
         table.unwatch(clock);
         controller.error(e);
@@ -214,8 +246,8 @@ export function timedBody(request: Request, table: Connections, ms: number): Req
     },
     cancel(reason) {
       table.unwatch(clock);
-      return reader.cancel(reason);
+      return underlying.cancel(reason);
     },
-  }, { highWaterMark: 0 }); // pulled only when read: no chunk waits here
+  });
   return new Request(request, { body: stream, duplex: "half" } as RequestInit);
 }
