@@ -400,6 +400,19 @@ Deno.test("HTTPS with the permissions README names: TCP_NODELAY is set, the limi
   assert.doesNotMatch(cli.output(), /WARNING|TCP_NODELAY/);
 });
 
+/** How many of `conns` the server has not closed (their read has not ended) within {@link BOUND}. */
+async function stillOpen(conns: Deno.Conn[]): Promise<number> {
+  const buf = new Uint8Array(16);
+  const ended = await Promise.all(conns.map(async (c) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), BOUND));
+    const done = await Promise.race([c.read(buf).then(() => true, () => true), late]);
+    clearTimeout(timer);
+    return done;
+  }));
+  return ended.filter((e) => !e).length;
+}
+
 Deno.test("TLS: handshake_timeout closes every one of 2,000 connections that never start their handshake; a normal client is served meanwhile", async () => {
   await using dir = await tempDir();
   const { srv, certs, port } = await tlsServer(dir.path, { handshake_timeout: 1 });
@@ -411,16 +424,7 @@ Deno.test("TLS: handshake_timeout closes every one of 2,000 connections that nev
     }
     await served(port, certs);
     // Each is closed by the server: its read ends (null, or a reset).
-    const buf = new Uint8Array(16);
-    const ended = await Promise.all(stalled.map(async (c) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), BOUND));
-      const read = c.read(buf).then(() => true, () => true);
-      const done = await Promise.race([read, late]);
-      clearTimeout(timer);
-      return done;
-    }));
-    const open = ended.filter((e) => !e).length;
+    const open = await stillOpen(stalled);
     assert.equal(open, 0, `${open} of 2,000 stalled handshakes still open after ${BOUND} ms`);
     assert.ok(srv.server.connections.stats.timedOut.handshake >= 2000);
     await served(port, certs);
@@ -457,16 +461,7 @@ Deno.test("plain HTTP: header_timeout closes every one of 2,000 connections that
       using client = Deno.createHttpClient({});
       assert.equal(await (await fetch(`http://127.0.0.1:${port}/`, { client })).text(), "home");
     }
-    const buf = new Uint8Array(16);
-    const ended = await Promise.all(stalled.map(async (c) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), BOUND));
-      const read = c.read(buf).then(() => true, () => true);
-      const done = await Promise.race([read, late]);
-      clearTimeout(timer);
-      return done;
-    }));
-    const open = ended.filter((e) => !e).length;
+    const open = await stillOpen(stalled);
     assert.equal(open, 0, `${open} of 2,001 connections still open after ${BOUND} ms`);
     const { timedOut } = srv.server.connections.stats;
     assert.ok(timedOut.header >= 2000 && timedOut.idle >= 1, JSON.stringify(timedOut));
