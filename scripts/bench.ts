@@ -236,6 +236,9 @@ function spawn(cmd: string[], env: Record<string, string> = {}, log = "/dev/null
 
 let WORK = "";
 let BACKEND = 0;
+/** A WebSocket echo backend (a Deno process), for the WebSockets section. */
+let WS_BACKEND = 0;
+let wsBackend: Deno.ChildProcess | undefined;
 
 async function startNginx(name: string, conf: string): Promise<Deno.ChildProcess> {
   const path = `${WORK}/${name}.conf`;
@@ -266,6 +269,11 @@ http {
     location /proxygz/ {
       proxy_pass http://backend/; proxy_http_version 1.1; proxy_set_header Connection "";
       gzip on; gzip_comp_level ${GZIP_LEVEL}; gzip_types application/json; gzip_proxied any;
+    }
+    location /ws/ {
+      proxy_pass http://127.0.0.1:${WS_BACKEND}/; proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";
+      proxy_read_timeout 600s;
     }
   }
 }
@@ -308,7 +316,7 @@ if (Deno.args[2] === "tls") {
       name: "bare Deno.serve",
       http: port,
       process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(port), String(size)]),
-      ceilingOf: [workload],
+      ceilingOf: workload === "1 KiB file" ? [workload, CLOSE] : [workload],
     });
   }
   // The same reading the request as any file server must: a floor for the per-request cost.
@@ -366,6 +374,16 @@ http {
 }
 `,
   );
+  WS_BACKEND = await freePort();
+  await Deno.writeTextFile(
+    `${WORK}/ws-backend.ts`,
+    `Deno.serve({ hostname: "127.0.0.1", port: ${WS_BACKEND}, onListen() {} }, (r) => {
+  const { socket, response } = Deno.upgradeWebSocket(r);
+  socket.onmessage = (e) => socket.send(e.data);
+  return response;
+});`,
+  );
+  wsBackend = spawn([DENO, "run", "-A", `${WORK}/ws-backend.ts`]);
   const servers: Server[] = [];
 
   // denoserve
@@ -390,7 +408,11 @@ ${serverExtra}  reverse_proxy:
     - path: /proxy
       host: 127.0.0.1
       port: ${BACKEND}
-${ruleExtra}http:
+${ruleExtra}    - path: /ws
+      host: 127.0.0.1
+      port: ${WS_BACKEND}
+      websocket: true
+http:
   static_dir: ${WORK}/site
 ssl:
   enabled: ${https}
@@ -551,6 +573,9 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
       gzip ${GZIP_LEVEL}
     }
     reverse_proxy 127.0.0.1:${BACKEND}
+  }
+  handle_path /ws/* {
+    reverse_proxy 127.0.0.1:${WS_BACKEND}
   }
   file_server
   ${logging ? `log {\n    output file ${WORK}/caddy-access.log\n  }` : ""}`;
@@ -799,9 +824,13 @@ const DIRECTIVES: readonly (readonly [string, string, string])[] = [
   ],
 ];
 const CONNECTIONS_SECTION = "connections";
+const WEBSOCKETS_SECTION = "WebSockets";
+/** WebSockets open at once through each proxy, each echoing one message at a time. */
+const WEBSOCKETS = 1000;
 const HTTP3_SECTION = "HTTP/3";
 const HANDSHAKES = "TLS handshakes (Connection: close)";
 const HTTPS_KEEPALIVE = "HTTPS 1 KiB keep-alive";
+const CLOSE = "plain 1 KiB, Connection: close";
 const HTTP2 = "HTTP/2 1 KiB (h2load)";
 
 const WORKLOADS: Workload[] = [
@@ -809,6 +838,7 @@ const WORKLOADS: Workload[] = [
   { name: "100 KiB file", run: plain("/100k.bin"), static: true },
   { name: "10 MiB file", run: plain("/10m.bin"), static: true },
   { name: "404", run: plain("/missing.html"), static: true },
+  { name: CLOSE, run: plain("/1k.html", ["-H", "Connection: close"]) },
   { name: HTTPS_KEEPALIVE, run: tls("/1k.html") },
   { name: HANDSHAKES, run: tls("/1k.html", ["-H", "Connection: close"]) },
   {
@@ -1041,6 +1071,70 @@ async function connectionWorkloads(servers: Server[]): Promise<string[]> {
   return rows;
 }
 
+// ---------------------------------------------------------------- WebSockets
+
+/**
+ * Echo round trips per second through each server's proxy to one WebSocket echo backend:
+ * ${WEBSOCKETS} WebSockets open at once (plain), each sending its next message when the last
+ * came back, for DURATION s, measured in this process.
+ */
+async function webSocketEcho(port: number): Promise<{ rps: number; opened: number }> {
+  const sockets = (await Promise.all(
+    Array.from({ length: WEBSOCKETS }, () =>
+      new Promise<WebSocket | undefined>((resolve) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/ws/echo`);
+        ws.onopen = () => resolve(ws);
+        ws.onerror = () => resolve(undefined);
+      })),
+  )).filter((ws) => ws !== undefined);
+  let trips = 0;
+  let running = true;
+  const t0 = performance.now();
+  for (const ws of sockets) {
+    ws.onmessage = () => {
+      trips++;
+      if (running) ws.send("x".repeat(32));
+    };
+    ws.send("x".repeat(32));
+  }
+  await new Promise((r) => setTimeout(r, DURATION * 1000));
+  running = false;
+  const rps = trips / ((performance.now() - t0) / 1000);
+  await Promise.all(sockets.map((ws) =>
+    new Promise<void>((resolve) => {
+      ws.onclose = () => resolve();
+      ws.close();
+      setTimeout(resolve, 2000);
+    })
+  ));
+  return { rps, opened: sockets.length };
+}
+
+async function webSocketWorkloads(servers: Server[]): Promise<string[]> {
+  const rows: string[] = [];
+  const results = new Map<string, { rps: number[]; opened: number }>();
+  const targets = endpointsOf(servers);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const e of targets) {
+      const r = await webSocketEcho(e.plain.port);
+      const seen = results.get(e.name) ?? { rps: [], opened: r.opened };
+      seen.rps.push(r.rps);
+      seen.opened = Math.min(seen.opened, r.opened);
+      results.set(e.name, seen);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  const rate = (name: string) => median(results.get(name)?.rps ?? []);
+  for (const [name, r] of results) {
+    const row = `| ${name} | ${r.opened} | ${fmt(median(r.rps))} | ${
+      fmt(median(r.rps) / rate("nginx"), 2)
+    } | ${fmt(median(r.rps) / rate("caddy"), 2)} |`;
+    rows.push(row);
+    console.error(row);
+  }
+  return rows;
+}
+
 // ---------------------------------------------------------------- HTTP/3
 
 const H3_STREAMS = 50;
@@ -1216,6 +1310,7 @@ async function main() {
   let connectionRows: string[] = [];
   let http3Rows: string[] = [];
   let directiveRows: string[] = [];
+  let webSocketRows: string[] = [];
   let featureRates = new Map<string, number>();
   let siteRates = new Map<string, number>();
   const ratios: Record<
@@ -1282,6 +1377,7 @@ async function main() {
     if (runs(CONNECTIONS_SECTION)) connectionRows = await connectionWorkloads(servers);
     if (runs(HTTP3_SECTION)) http3Rows = await http3Workloads(servers);
     if (runsDirectives()) directiveRows = await directiveWorkloads(servers);
+    if (runs(WEBSOCKETS_SECTION)) webSocketRows = await webSocketWorkloads(servers);
   } finally {
     for (const s of servers) {
       try {
@@ -1289,6 +1385,10 @@ async function main() {
       } catch { /* gone */ }
     }
     await Promise.all(servers.map((s) => s.process.status));
+    try {
+      wsBackend?.kill("SIGTERM");
+      await wsBackend?.status;
+    } catch { /* gone */ }
     for (const pid of ["backend"]) {
       const text = await Deno.readTextFile(`${WORK}/${pid}.pid`).catch(() => "");
       if (text) await sh(["kill", text.trim()], { quiet: true });
@@ -1355,7 +1455,9 @@ server that also reads the URL, the method and one header (what any file server 
     fmt(ratios["1 KiB file"]?.reads ?? NaN, 2)
   }×; new TLS handshakes against a bare \`Deno.serve\` with TLS: ${
     fmt(ratios[HANDSHAKES]?.bare ?? NaN, 2)
-  }×, HTTPS kept alive ${fmt(ratios[HTTPS_KEEPALIVE]?.bare ?? NaN, 2)}× and HTTP/2 ${
+  }×, HTTPS kept alive ${
+    fmt(ratios[HTTPS_KEEPALIVE]?.bare ?? NaN, 2)
+  }×, plain with \`Connection: close\` ${fmt(ratios[CLOSE]?.bare ?? NaN, 2)}× and HTTP/2 ${
     fmt(ratios[HTTP2]?.bare ?? NaN, 2)
   }× against the same; the reverse proxy against a bare \`Deno.serve\` passing each request to the backend with the
 runtime's \`fetch\`: ${fmt(ratios["reverse proxy 1 KiB"]?.bare ?? NaN, 2)}×.
@@ -1377,6 +1479,20 @@ ${
 | server | 2 MiB h2 ms | KiB per idle plain | KiB per idle TLS | flood plain: opened, during, after ms | flood TLS: opened, during, after ms | alive |
 | --- | ---: | ---: | ---: | --- | --- | --- |
 ${connectionRows.join("\n")}
+`
+  }${
+    webSocketRows.length === 0 ? "" : `
+## WebSockets
+
+${WEBSOCKETS} WebSockets open at once through each server's proxy (plain HTTP; denoserve
+\`reverse_proxy\` with \`websocket: true\`, nginx \`proxy_pass\` with the Upgrade headers, Caddy
+\`reverse_proxy\`) to one echo backend (a bare \`Deno.serve\` upgrading each request); each sends
+32 bytes when its last message came back, for ${DURATION} s. The client runs in the benchmark's
+own process.
+
+| server | WebSockets open | echo round trips/s | ×nginx | ×Caddy |
+| --- | ---: | ---: | ---: | ---: |
+${webSocketRows.join("\n")}
 `
   }${
     http3Rows.length === 0 ? "" : `

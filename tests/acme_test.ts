@@ -16,7 +16,7 @@ import { type ChallengeListener, listenForChallenges } from "../src/server/chall
 import { createRenewalScheduler } from "../src/tls/acme/renewal.ts";
 import { servedFingerprint } from "./support/certs.ts";
 import { curl, spawnCli } from "./support/cli.ts";
-import { migrates } from "./support/clients.ts";
+import { closedWithin, migrates } from "./support/clients.ts";
 import { tempDir } from "./support/files.ts";
 import { HAVE_PEBBLE, type Pebble, startPebble } from "./support/pebble.ts";
 import { type CapturedLog, captureLogger, freePort, startTestServer } from "./support/servers.ts";
@@ -657,4 +657,36 @@ Deno.test({
     assert.equal((await curl(["-k", `https://127.0.0.1:${port}/index.html`])).stdout, "shared");
     assert.equal(await server.stop(), 0);
   },
+});
+
+Deno.test("acme: the port-80 challenge listener has the server's header timeout (a slowloris there is closed) and still answers and redirects", async () => {
+  const listener = listenForChallenges({
+    hostname: "127.0.0.1",
+    port: 0,
+    challenges: (r) =>
+      new URL(r.url).pathname === "/.well-known/acme-challenge/t" ? new Response("key") : null,
+    httpsPort: 8443,
+    timeouts: { handshake: 0, header: 1000, idle: 1000, body: 1000 },
+  });
+  const port = listener.addr.port;
+  const slow = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await slow.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a\r\nX-a: "));
+    using client = Deno.createHttpClient({});
+    const challenge = await fetch(`http://127.0.0.1:${port}/.well-known/acme-challenge/t`, {
+      client,
+    });
+    assert.equal(await challenge.text(), "key");
+    const other = await fetch(`http://localhost:${port}/x`, { client, redirect: "manual" });
+    await other.body?.cancel();
+    assert.equal(other.status, 308);
+    assert.equal(other.headers.get("location"), "https://localhost:8443/x");
+    assert.ok(
+      await closedWithin(slow, 15_000),
+      "the half-sent head was closed by the header timeout",
+    );
+  } finally {
+    slow.close();
+    await listener.shutdown();
+  }
 });

@@ -9,7 +9,7 @@ import { makeCerts, type TestCerts } from "./support/certs.ts";
 import { hasCommand, spawnCli } from "./support/cli.ts";
 import { closedWithin } from "./support/clients.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
-import { startTestServer } from "./support/servers.ts";
+import { freePort, startTestServer } from "./support/servers.ts";
 import { NEEDED } from "../src/server/sockets.ts";
 import { eventually } from "./support/wait.ts";
 
@@ -330,6 +330,17 @@ Deno.test({
         args: ["--pid", String(cli.process.pid), "--nofile=256:256"],
       }).output();
       assert.equal(limited.code, 0);
+      // A kept-alive connection opened before the flood must survive it.
+      const url = `${secure ? "https" : "http"}://localhost:${port}/`;
+      const kept = secure
+        ? await tls(port, certs)
+        : await Deno.connect({ hostname: "127.0.0.1", port });
+      const ask = async () => {
+        await kept.write(enc.encode("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+        const buf = new Uint8Array(4096);
+        return new TextDecoder().decode(buf.subarray(0, (await kept.read(buf)) ?? 0));
+      };
+      assert.match(await ask(), /200 OK/);
       const flood: Deno.Conn[] = [];
       for (let i = 0; i < 400; i++) {
         try {
@@ -338,7 +349,6 @@ Deno.test({
       }
       for (const c of flood) c.close();
       // Once the flood is over, a normal client is served again.
-      const url = `${secure ? "https" : "http"}://localhost:${port}/`;
       using client = Deno.createHttpClient({ caCerts: [certs.caPem] });
       let text = "";
       const deadline = Date.now() + BOUND;
@@ -351,6 +361,8 @@ Deno.test({
         }
       }
       assert.equal(text, "home", `${secure ? "TLS" : "plain"}: served after the flood`);
+      assert.match(await ask(), /200 OK/, "the connection opened before the flood still serves");
+      kept.close();
       assert.equal(cli.process.pid > 0, true);
       await cli.stop();
     }
@@ -361,9 +373,10 @@ Deno.test("HTTPS with the permissions README names: TCP_NODELAY is set, the limi
   await using dir = await tempDir();
   await writeFiles(dir.path, { "site/index.html": "home" });
   const certs = await makeCerts(dir.path);
+  const port = freePort();
   await using cli = await spawnCli([
     "-p",
-    "0",
+    String(port),
     "-s",
     "site",
     "--ssl",
@@ -375,7 +388,7 @@ Deno.test("HTTPS with the permissions README names: TCP_NODELAY is set, the limi
     cwd: dir.path,
     permissions: [
       "--unstable-no-legacy-abort",
-      "--allow-net=127.0.0.1",
+      `--allow-net=127.0.0.1:${port}`,
       `--allow-read=${dir.path}`,
       "--allow-env",
       NEEDED,
@@ -385,4 +398,78 @@ Deno.test("HTTPS with the permissions README names: TCP_NODELAY is set, the limi
   // The default max_connections comes from the open-files limit, read through libc.
   assert.match(cli.output(), /, up to \d+ connections/);
   assert.doesNotMatch(cli.output(), /WARNING|TCP_NODELAY/);
+});
+
+/** How many of `conns` the server has not closed (their read has not ended) within {@link BOUND}. */
+async function stillOpen(conns: Deno.Conn[]): Promise<number> {
+  const buf = new Uint8Array(16);
+  const ended = await Promise.all(conns.map(async (c) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<boolean>((r) => timer = setTimeout(() => r(false), BOUND));
+    const done = await Promise.race([c.read(buf).then(() => true, () => true), late]);
+    clearTimeout(timer);
+    return done;
+  }));
+  return ended.filter((e) => !e).length;
+}
+
+Deno.test("TLS: handshake_timeout closes every one of 2,000 connections that never start their handshake; a normal client is served meanwhile", async () => {
+  await using dir = await tempDir();
+  const { srv, certs, port } = await tlsServer(dir.path, { handshake_timeout: 1 });
+  await using _ = srv;
+  const stalled: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 2000; i++) {
+      stalled.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    }
+    await served(port, certs);
+    // Each is closed by the server: its read ends (null, or a reset).
+    const open = await stillOpen(stalled);
+    assert.equal(open, 0, `${open} of 2,000 stalled handshakes still open after ${BOUND} ms`);
+    assert.ok(srv.server.connections.stats.timedOut.handshake >= 2000);
+    await served(port, certs);
+  } finally {
+    for (const c of stalled) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  }
+});
+
+Deno.test("plain HTTP: header_timeout closes every one of 2,000 connections that send half a head; idle_timeout ends kept-alive ones; a normal client is served meanwhile", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  await using srv = await startTestServer({
+    server: { header_timeout: 1, idle_timeout: 1 },
+    http: { static_dir: `${dir.path}/site` },
+  });
+  const port = srv.server.addr.port;
+  const stalled: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 2000; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      stalled.push(c);
+      await c.write(enc.encode("GET / HTTP/1.1\r\nHost: a\r\nX-a: "));
+    }
+    const idle = await Deno.connect({ hostname: "127.0.0.1", port });
+    stalled.push(idle);
+    await idle.write(enc.encode("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    const first = new Uint8Array(4096);
+    assert.match(new TextDecoder().decode(first.subarray(0, (await idle.read(first))!)), /200 OK/);
+    {
+      using client = Deno.createHttpClient({});
+      assert.equal(await (await fetch(`http://127.0.0.1:${port}/`, { client })).text(), "home");
+    }
+    const open = await stillOpen(stalled);
+    assert.equal(open, 0, `${open} of 2,001 connections still open after ${BOUND} ms`);
+    const { timedOut } = srv.server.connections.stats;
+    assert.ok(timedOut.header >= 2000 && timedOut.idle >= 1, JSON.stringify(timedOut));
+  } finally {
+    for (const c of stalled) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  }
 });

@@ -174,8 +174,13 @@ const sawLines = (backend: Backend) =>
   backend.seen.map((r) => `${r.method} ${r.path} ${r.bytes ?? "?"}`);
 
 /** A server with a redirect, an auth prefix, V2 `return` and `proxy_pass` locations. */
-async function hostileServer(root: string, backendPort: number): Promise<TestServer> {
+async function hostileServer(
+  root: string,
+  backendPort: number,
+  ssl?: Record<string, unknown>,
+): Promise<TestServer> {
   return await startTestServer({
+    ...(ssl ? { ssl } : {}),
     version: 2,
     http: { static_dir: root },
     server: {
@@ -302,10 +307,9 @@ Deno.test("malformed requests over raw TCP get 400 and leave the server serving"
 });
 
 Deno.test("plain HTTP: HTTP/1.1 without Host is served for the listener's own address", async () => {
-  // Over plain HTTP, Deno's HTTP layer accepts it, and the handler cannot reject it itself:
-  // Deno.serve tells neither the HTTP version nor whether a Host was sent, and refusing every
-  // request without one would refuse HTTP/1.0 too (README, Reliability). Over HTTPS it is a 400
-  // (next test). The request is routed by its path alone.
+  // The runtime's HTTP layer accepts it, and the handler cannot reject it itself: it is told
+  // neither the HTTP version nor whether a Host was sent, and refusing every request without
+  // one would refuse HTTP/1.0 too (README, Reliability). The request is routed by its path.
   await using dir = await tempDir();
   const { root } = await hostileSite(dir.path);
   await using backend = echoBackend();
@@ -352,7 +356,9 @@ async function rawTls(port: number, caPem: string, data: string): Promise<string
   return text;
 }
 
-Deno.test("HTTPS: HTTP/1.1 without Host gets 400, HTTP/1.0 without it is served; an empty Host is 400 on every listener", async () => {
+Deno.test("HTTPS: HTTP/1.1 without Host is served for the listener's own address, as on plain HTTP; an empty Host is 400 on every listener", async () => {
+  // The runtime's HTTP server serves HTTPS as it serves plain HTTP, and tells the handler neither
+  // the HTTP version nor whether a Host was sent (README, Reliability).
   await using dir = await tempDir();
   const { root } = await hostileSite(dir.path);
   const certs = await makeCerts(dir.path);
@@ -364,25 +370,18 @@ Deno.test("HTTPS: HTTP/1.1 without Host gets 400, HTTP/1.0 without it is served;
   const statuses = (text: string) => [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => m[1]);
   const ok = "GET /sub/a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n";
   const missing = "GET /sub/a.txt HTTP/1.1\r\nAccept: */*\r\n\r\n";
-  const alone = await rawTls(
-    port,
-    certs.caPem,
-    missing.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
-  );
-  assert.deepEqual(statuses(alone), ["400"]);
-  assert.match(alone, /must name the host/);
-  // Pipelined around it, and after a body: each answer in order.
+  const emptyHost = "GET /sub/a.txt HTTP/1.1\r\nHost:\r\n\r\n";
+  // Pipelined, and after a body: each answer in order.
   const post = "POST /sub/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nGET /";
   const close = "GET /sub/a.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   assert.deepEqual(
-    statuses(await rawTls(port, certs.caPem, ok + post + missing + close)),
-    ["200", "405", "400", "200"],
+    statuses(await rawTls(port, certs.caPem, ok + post + missing + emptyHost + close)),
+    ["200", "405", "200", "400", "200"],
   );
   assert.deepEqual(
     statuses(await rawTls(port, certs.caPem, "GET /sub/a.txt HTTP/1.0\r\n\r\n")),
     ["200"],
   );
-  // An empty Host is refused on plain HTTP too, where an absent one cannot be told from HTTP/1.0.
   await using plain = await startTestServer({ http: { static_dir: root } });
   const empty = await rawRequest(
     plain.server.addr.port,
@@ -438,6 +437,39 @@ Deno.test("no request smuggling through proxy_pass or reverse_proxy: the backend
     sawLines(backend).every((s) => /^(POST|GET) (\/api)?\/a /.test(s)),
     sawLines(backend).join("\n"),
   );
+});
+
+Deno.test("no request smuggling over HTTPS and plain HTTP: CL+TE, CL+CL and bad Transfer-Encoding get 400, the backend never sees a second request", async () => {
+  await using dir = await tempDir();
+  const { root } = await hostileSite(dir.path);
+  const certs = await makeCerts(dir.path);
+  await using backend = echoBackend();
+  await using srv = await hostileServer(root, backend.port, {
+    enabled: true,
+    cert_file: certs.cert,
+    key_file: certs.key,
+  });
+  const port = srv.server.addr.port;
+  const smuggled = "GET /api/smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+  const attacks = [
+    `POST /api/a HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`,
+    `POST /api/a HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\n${smuggled}`,
+    `POST /api/a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n${smuggled}`,
+  ];
+  for (const attack of [...attacks]) attacks.push(attack.replace("/api/a", "/rp/a"));
+  for (const attack of attacks) {
+    const text = await rawTls(port, certs.caPem, attack);
+    assert.match(text, /^HTTP\/1\.1 400 /, attack.split("\r\n").slice(0, 4).join(" | "));
+    assert.doesNotMatch(text, /"path":"\/api\/smuggled/);
+  }
+  // The same on plain HTTP.
+  await using plain = await hostileServer(root, backend.port);
+  for (const attack of attacks) {
+    const answer = await rawRequest(plain.server.addr.port, attack, 1500);
+    assert.equal(answer.status, 400, attack.split("\r\n").slice(0, 4).join(" | "));
+    assert.doesNotMatch(answer.text, /"path":"\/api\/smuggled/);
+  }
+  assert.equal(backend.seen.length, 0, sawLines(backend).join("\n"));
 });
 
 Deno.test("CR/LF never reaches a response header: redirects, locations, proxied headers", async () => {

@@ -419,6 +419,25 @@ Deno.test("HTTP/3 limits: requests past the stream limit wait for QUIC credit; a
   assert.equal(await closeCode(c), H3.NO_ERROR);
 });
 
+Deno.test("HTTP/3 timeouts come from the connection table: a reload's idle_timeout reaches an open connection, and the close is counted", async () => {
+  await using dir = await tempDir();
+  await using s = await h3Server(dir.path, { server: { idle_timeout: 3600 } });
+  await using c = await connect(s);
+  assert.equal((await c.request("/ten.txt")).status, 200);
+  const next = { ...s.config, server: { ...s.config.server, idle_timeout: 1 } };
+  assert.deepEqual(await s.server.reload(next), { listenersReplaced: false });
+  assert.equal(s.server.http3Addr?.port, s.h3Port, "the HTTP/3 listener was kept");
+  // Closed after the new 1 s, not the 3,600 s it was opened under.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const code = await Promise.race([
+    closeCode(c),
+    new Promise((r) => timer = setTimeout(() => r("still open after 15 s"), 15_000)),
+  ]);
+  clearTimeout(timer);
+  assert.equal(code, H3.NO_ERROR);
+  assert.equal(s.server.connections.stats.timedOut.idle, 1);
+});
+
 Deno.test("HTTP/3 GOAWAY: on shutdown the request in flight finishes, then the connection closes", async () => {
   const arrived = Promise.withResolvers<void>();
   const release = Promise.withResolvers<void>();

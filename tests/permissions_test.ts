@@ -19,6 +19,7 @@ import { curl, DENO_DIR, runCli, spawnCli } from "./support/cli.ts";
 import { ROOT, tempDir, writeFiles } from "./support/files.ts";
 import { makeCerts } from "./support/certs.ts";
 import { freePort } from "./support/servers.ts";
+import { NEEDED } from "../src/server/sockets.ts";
 
 const ENV = `--allow-env=${ENV_ALLOWED.join(",")}`;
 const NET = "--allow-net=127.0.0.1";
@@ -100,12 +101,14 @@ Deno.test("the seed's steps: mkdir -p ssl, its openssl line, then the start task
   await answers.close();
   const made = await openssl.output();
   assert.ok(made.success, new TextDecoder().decode(made.stderr));
-  // The start task's permissions, on a free port so that tests can run side by side: 127.0.0.1
-  // without a port also covers the inner loopback listener HTTP/1.x over TLS is relayed to
-  // (server/listener.ts), which the task's 127.0.0.1:8000 alone does not.
-  const permissions = START_PERMISSIONS.map((p) => p.startsWith("--allow-net") ? NET : p);
+  // The start task's permissions, on a free port so that tests can run side by side: HTTPS
+  // needs no address but its own.
+  const port = freePort();
+  const permissions = START_PERMISSIONS.map((p) =>
+    p.startsWith("--allow-net") ? `--allow-net=127.0.0.1:${port}` : p
+  );
   await using server = await spawnCli(
-    ["--ssl", "--cert", "./ssl/cert.pem", "--key", "./ssl/key.pem", "-p", "0"],
+    ["--ssl", "--cert", "./ssl/cert.pem", "--key", "./ssl/key.pem", "-p", String(port)],
     { cwd: dir.path, permissions },
   );
   assert.match(server.url, /^https:/);
@@ -121,13 +124,13 @@ Deno.test("deno task https: HTTPS from the local CA with the task's permissions"
   await using dir = await tempDir();
   await Deno.copyFile(`${ROOT}/config.yaml`, `${dir.path}/config.yaml`);
   await writeFiles(dir.path, { "static/index.html": "<h1>home</h1>" });
-  // As the task, with HOME a throwaway folder and on a free port (127.0.0.1 without a port, as
-  // in the test above, also covers the TLS relay's inner listener).
+  // As the task, with HOME a throwaway folder and on a free port, its own address only.
+  const port = freePort();
   const permissions = HTTPS_PERMISSIONS.map((p) =>
-    p.startsWith("--allow-net") ? NET : p.replaceAll("$HOME", home.path)
+    p.startsWith("--allow-net") ? `--allow-net=127.0.0.1:${port}` : p.replaceAll("$HOME", home.path)
   );
   const ca = TASK_CA_DIR.replace("$HOME", home.path);
-  await using server = await spawnCli(["--ssl", "-p", "0"], {
+  await using server = await spawnCli(["--ssl", "-p", String(port)], {
     cwd: dir.path,
     permissions,
     env: { HOME: home.path, DENOSERVE_CA_DIR: ca, DENO_DIR },
@@ -226,24 +229,32 @@ Deno.test("no network permission: one line naming --allow-net=<host:port>", asyn
   assertOneLine(r.stderr, "cannot listen", "--allow-net=127.0.0.1:0");
 });
 
-Deno.test("HTTPS with only its own address: one line naming --allow-net=127.0.0.1 for the inner server", async () => {
+Deno.test("HTTPS with only its own address (and FFI for libc): served, h2 and HTTP/1.1, no warning", async () => {
   await using dir = await site();
   const certs = await makeCerts(dir.path);
   const port = freePort();
   await Deno.writeTextFile(
     `${dir.path}/config.yaml`,
     `server:\n  host: 127.0.0.1\n  port: ${port}\nssl:\n  enabled: true\n` +
-      `  cert_file: ${certs.cert}\n  key_file: ${certs.key}\n`,
+      `  cert_file: ${certs.cert}\n  key_file: ${certs.key}\n` +
+      `http:\n  static_dir: ${dir.path}/static\n`,
   );
-  const r = await runCli(["-c", `${dir.path}/config.yaml`], {
-    permissions: ["--no-prompt", ENV, `--allow-read=${dir.path}`, `--allow-net=127.0.0.1:${port}`],
+  await using server = await spawnCli(["-c", `${dir.path}/config.yaml`], {
+    cwd: dir.path,
+    permissions: [
+      "--no-prompt",
+      ENV,
+      `--allow-read=${dir.path}`,
+      `--allow-net=127.0.0.1:${port}`,
+      NEEDED,
+    ],
   });
-  assert.equal(r.code, 1);
-  assertOneLine(
-    r.stderr,
-    "cannot listen",
-    "run with --allow-net=127.0.0.1 beside your own address",
-  );
+  for (const version of ["--http1.1", "--http2"]) {
+    const r = await curl([version, "--cacert", certs.ca, `https://localhost:${port}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "<h1>home</h1>");
+  }
+  assert.doesNotMatch(server.output(), /WARNING|permission|denied/i);
 });
 
 Deno.test("no environment permission: one line naming the whole --allow-env list", async () => {

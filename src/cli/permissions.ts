@@ -111,9 +111,10 @@ export async function neededPermissions(loaded: LoadedConfig): Promise<Needed> {
     if (ssl.cert_file) read.push(ssl.cert_file);
     if (ssl.key_file) read.push(ssl.key_file);
   }
-  // HTTP/1.x over TLS and PROXY protocol connections are relayed to an inner listener on a
-  // loopback port the system picks (server/listener.ts).
-  if (ssl.enabled || server.proxy_protocol) net.push("127.0.0.1");
+  // TLS connections behind the PROXY protocol are relayed to an inner TLS listener on a
+  // loopback port the system picks (server/listener.ts): Deno cannot start server-side TLS on
+  // an accepted TCP connection.
+  if (ssl.enabled && server.proxy_protocol) net.push("127.0.0.1");
   if (ssl.enabled && ssl.acme) {
     const acme = ssl.acme;
     // The ACME client library lists the whole environment when it loads.

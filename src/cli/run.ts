@@ -165,6 +165,14 @@ async function serve(
         port: config.ssl.acme.http_port,
         challenges: acme.handleChallenge,
         httpsPort: config.server.port,
+        timeouts: {
+          handshake: 0,
+          header: config.server.header_timeout * 1000,
+          idle: config.server.idle_timeout * 1000,
+          body: config.server.body_timeout * 1000,
+        },
+        maxPerIp: config.server.max_connections_per_ip,
+        log,
       });
       await acme.start();
     } catch (e) {

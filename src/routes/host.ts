@@ -1,6 +1,6 @@
 /**
- * An empty `Host` is refused with 400 (RFC 9112 §3.2): a client's own, and the one the TLS front
- * adds to an HTTP/1.1 request that came without any (see `server/request_heads.ts`).
+ * An empty `Host` is refused with 400 (RFC 9112 §3.2). (One that is absent cannot be told from
+ * HTTP/1.0's: the runtime's HTTP server names the listener's own address instead.)
  *
  * @module
  */

@@ -5,10 +5,17 @@
  * `ssl.redirect_http` names the same port it is that listener too, and the server opens none
  * there.
  *
+ * It is a listener of the same native kind as the others (`direct_listener.ts`), with a
+ * connection table of its own: the server's timeouts and per-address limit as configured at
+ * start (a reload does not change them here), and no total limit.
+ *
  * @module
  */
 import { ConfigError } from "../config/config_error.ts";
+import { createLogger, type Logger } from "../log/logger.ts";
 import { redirectToHttps } from "../routes/https_redirect.ts";
+import { Connections, type Timeouts } from "./connections.ts";
+import { listenDirect } from "./direct_listener.ts";
 
 /** Options of {@link listenForChallenges}. */
 export interface ChallengeListenerOptions {
@@ -23,6 +30,11 @@ export interface ChallengeListenerOptions {
    * names the real one. Default 443.
    */
   httpsPort?: number;
+  /** The server's timeouts (ms) and per-address limit; defaults: nginx-like 60 s, no limit. */
+  timeouts?: Timeouts;
+  maxPerIp?: number;
+  /** Where accept errors are told; default: the console at WARNING. */
+  log?: Logger;
 }
 
 /** A running challenge listener. */
@@ -45,12 +57,22 @@ export function listenForChallenges(options: ChallengeListenerOptions): Challeng
   // Used when a request has no usable Host header.
   const fallbackHost = hostname.includes(":") ? `[${hostname}]` : hostname;
   let others = redirectToHttps(options.httpsPort ?? 443, fallbackHost);
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  const connections = new Connections();
+  connections.timeouts = options.timeouts ??
+    { handshake: 0, header: 60_000, idle: 75_000, body: 60_000 };
+  connections.maxPerIp = options.maxPerIp ?? 0;
+  const log = options.log ?? createLogger({ level: "WARNING", access: false });
+  let server: ReturnType<typeof listenDirect>;
   try {
-    server = Deno.serve(
-      { hostname, port, onListen() {} },
-      (request) => challenges(request) ?? others(request),
-    );
+    server = listenDirect({
+      hostname,
+      port,
+      reusePort: false,
+      tcpBacklog: 511,
+      connections,
+      log,
+      onError: () => new Response(null, { status: 500 }),
+    }, (request) => challenges(request) ?? others(request));
   } catch (e) {
     const why = e instanceof Deno.errors.AddrInUse
       ? "already in use"

@@ -29,6 +29,7 @@ import {
 } from "./listener.ts";
 import { redirectToHttps } from "../routes/https_redirect.ts";
 import { openFilesLimit } from "./sockets.ts";
+import { nativeCheck } from "./native_http.ts";
 import { setHeaders } from "../http/headers.ts";
 import { listenHttp3 } from "./http3/listener.ts";
 import { loadSiteCertificates, sniResolver } from "../tls/sni.ts";
@@ -70,7 +71,7 @@ class ServedContext implements RequestContext {
   }
   set upgrade(upgrade: Upgrade | undefined) {
     this.session = upgrade;
-    if (upgrade) this.exchange.upgraded(upgrade.ended);
+    if (upgrade) this.exchange.upgraded(upgrade.ended, upgrade.socket);
   }
   get authority(): string | null {
     const host = this.request.headers.get("host");
@@ -178,12 +179,12 @@ function setLimits(connections: Connections, config: Config) {
     : Math.max(1, Math.floor(max / workerCount(config.server.workers)));
   connections.maxPerIp = perIp;
   const s = config.server;
-  connections.timeouts = {
+  connections.retime({
     handshake: s.handshake_timeout * 1000,
     header: s.header_timeout * 1000,
     idle: s.idle_timeout * 1000,
     body: s.body_timeout * 1000,
-  };
+  });
 }
 
 /** With `-d`: what the connection layer did, every 10 s when something changed. */
@@ -277,6 +278,7 @@ export async function startServer(
   const debugConnections = log.enabled("DEBUG");
   const seen = new Set<string>();
   const connections = new Connections();
+  nativeCheck((line) => log.warn(line));
   setLimits(connections, config);
   const stopReporting = debugConnections ? reportConnections(connections, log) : undefined;
 
@@ -392,11 +394,18 @@ export async function startServer(
         port,
         tls: { cert: tls.cert, key: tls.key },
         connections,
+        // Read from the connection table when used, so that a reload reaches open connections.
         limits: {
           maxFieldSectionSize: HTTP3_MAX_FIELD_SECTION,
-          headerTimeoutMs: s.header_timeout * 1000,
-          idleTimeoutMs: s.idle_timeout * 1000,
-          bodyTimeoutMs: s.body_timeout * 1000,
+          get headerTimeoutMs() {
+            return connections.timeouts.header;
+          },
+          get idleTimeoutMs() {
+            return connections.timeouts.idle;
+          },
+          get bodyTimeoutMs() {
+            return connections.timeouts.body;
+          },
         },
         maxConcurrentStreams: HTTP3_MAX_STREAMS,
         onError,
@@ -495,6 +504,11 @@ export async function startServer(
     clearTimeout(timer);
     if (!finished) {
       log.warn(`requests still running on ${g.url} after ${timeoutMs} ms are no longer waited for`);
+      // WebSockets are told the server is going away (1001); other connections are cut.
+      for (const listener of [g.main, g.redirect, g.h3]) listener?.abort?.();
+      // A moment for the close frames to go out before the process may end.
+      await Promise.race([done, new Promise((r) => timer = setTimeout(r, 1000))]);
+      clearTimeout(timer);
     }
   };
 

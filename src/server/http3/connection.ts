@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { Exchange, ExchangeHandler } from "../listener.ts";
+import type { Exchange, ExchangeHandler } from "../connections.ts";
 import { TOKEN } from "../../http/headers.ts";
 import {
   FRAME,
@@ -62,6 +62,8 @@ export interface Http3ConnectionOptions {
   limits: Http3Limits;
   /** Told of connection errors, for the debug log. */
   onProtocolError?: (error: H3Error) => void;
+  /** Told of each connection or request closed by a timeout, for the counts. */
+  timedOut?: (stage: "header" | "idle" | "body") => void;
 }
 
 /** Bytes of a DATA frame's payload at most per write. */
@@ -206,9 +208,22 @@ export class Http3Connection {
     const { headerTimeoutMs, idleTimeoutMs } = this.options.limits;
     const ms = this.served ? idleTimeoutMs : headerTimeoutMs;
     if (ms <= 0 || this.over) return;
+    const stage = this.served ? "idle" : "header";
     this.idleTimer = setTimeout(() => {
-      if (this.inFlight === 0) this.fail(new H3Error(H3.NO_ERROR, "idle"));
+      if (this.inFlight > 0) return;
+      this.options.timedOut?.(stage);
+      this.fail(new H3Error(H3.NO_ERROR, "idle"));
     }, ms);
+  }
+
+  /** The timeouts changed: a connection waiting for a request starts its clock again. */
+  retime() {
+    if (this.inFlight === 0 && !this.over && this.goawayId === undefined) this.armIdle();
+  }
+
+  /** A request body of this connection timed out. */
+  timedOutBody() {
+    this.options.timedOut?.("body");
   }
 
   private track(p: Promise<void>) {
@@ -360,7 +375,10 @@ export class Http3Connection {
       { limit: (t) => t === FRAME.HEADERS ? limits.maxFieldSectionSize : MAX_CONTROL_FRAME },
       knownOnRequest,
     );
-    const timedOut = () => new Error("request head timed out");
+    const timedOut = () => {
+      this.options.timedOut?.("header");
+      return new Error("request head timed out");
+    };
     let fields: [string, string][] | undefined;
     let status = 0;
     try {
@@ -555,7 +573,10 @@ class BodyState {
       const e = await within(
         this.frames.next(),
         this.timeoutMs,
-        () => new Error("request body timed out"),
+        () => {
+          this.connection.timedOutBody();
+          return new Error("request body timed out");
+        },
       );
       if (e.kind === "data") {
         if (e.bytes.length === 0) continue;

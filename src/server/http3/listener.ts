@@ -13,7 +13,8 @@
  * @module
  */
 import type { Logger } from "../../log/logger.ts";
-import type { Connections, Exchange, ExchangeHandler, Listening } from "../listener.ts";
+import type { Connections, Exchange, ExchangeHandler } from "../connections.ts";
+import type { Listening } from "../listener.ts";
 import { Http3Connection, type Http3Limits } from "./connection.ts";
 import { H3, type H3Error } from "./frames.ts";
 
@@ -88,6 +89,7 @@ export function listenHttp3(options: Http3ListenOptions, handler: ExchangeHandle
       onError: options.onError,
       refuse: options.refuse,
       limits,
+      timedOut: (stage) => table.stats.timedOut[stage]++,
       onProtocolError: debug
         ? (e: H3Error) =>
           log.debug(
@@ -124,6 +126,11 @@ export function listenHttp3(options: Http3ListenOptions, handler: ExchangeHandle
     }
   };
   const accepting = accept();
+  // A reload's new idle and header timeouts reach the connections waiting for a request.
+  const retimed = () => {
+    for (const c of live) c.retime();
+  };
+  table.retimed.add(retimed);
 
   return {
     addr,
@@ -136,6 +143,7 @@ export function listenHttp3(options: Http3ListenOptions, handler: ExchangeHandle
     async shutdown() {
       if (stopping) return await ended.promise.catch(() => {});
       stopping = true;
+      table.retimed.delete(retimed);
       await Promise.all([...live].map((c) => c.goaway()));
       await Promise.all(serving);
       endpoint.close({ closeCode: H3.NO_ERROR, reason: "shutting down" });

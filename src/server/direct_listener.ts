@@ -1,0 +1,286 @@
+/**
+ * Plain and TLS listeners whose connections come straight from clients (or, for the inner TLS
+ * listener of a PROXY protocol front, from its relays): each connection is counted against
+ * `server.max_connections(_per_ip)` in the connection table (`connections.ts`), timed through its
+ * stages, and served by the runtime's own HTTP/1.1 and HTTP/2 server for one connection
+ * (`native_http.ts`): no bytes pass through JavaScript and no inner server listens.
+ *
+ * Stages: the TLS handshake (`handshake_timeout`), from then (or from accept, for plain HTTP)
+ * to the first request reaching the handler (`header_timeout`), between requests
+ * (`idle_timeout`), and a request body that stops arriving (`body_timeout`: the handler answers
+ * 408). A WebSocket that took the connection counts as open until it ends; after a graceful stop
+ * took too long it is closed with 1001.
+ *
+ * HTTP/2 is spoken where ALPN chose h2 and, as `Deno.serve` does, on a TLS connection that
+ * negotiated no ALPN and starts with the HTTP/2 preface (the runtime decides; see README, Limits).
+ *
+ * TCP_NODELAY: plain connections get it as they are accepted; `Deno.TlsConn` has no
+ * `setNoDelay`, so it is set once on the TLS listening socket (`sockets.ts`), which Linux hands
+ * to every accepted connection. Without it an answer written in pieces waits for the client's
+ * delayed ACK (about 40 ms).
+ *
+ * @module
+ */
+import type { Logger } from "../log/logger.ts";
+import {
+  acceptEach,
+  acceptFailures,
+  close,
+  ListenerEnd,
+  type Listening,
+  type ListenOptions,
+  type ProxiedClients,
+  Serving,
+  type TlsKeys,
+} from "./accept_loop.ts";
+import {
+  type Connections,
+  type Exchange,
+  type ExchangeHandler,
+  type Stage,
+  type Timed,
+  timedBody,
+} from "./connections.ts";
+import { type HttpConnection, serveConnection } from "./native_http.ts";
+import { NEEDED, setListenerNoDelay } from "./sockets.ts";
+
+/** One accepted connection (plain or TLS) from accept to close. */
+export class Connection implements Timed {
+  deadline = 0;
+  stage: Stage = "header";
+  alpn: string | null = null;
+  inFlight = 0;
+  ended = false;
+  /** Set when a WebSocket took the connection; it counts as open until this settles. */
+  session?: Promise<unknown>;
+  /** The client's side of the WebSocket that took the connection. */
+  private socket?: WebSocket;
+  private http?: HttpConnection;
+  private handshaking = false;
+  private served?: Exchange;
+
+  /**
+   * `source`: the client's address from a PROXY protocol header; `counted`: the connection was
+   * admitted under `ip` and is released when it ends.
+   */
+  constructor(
+    readonly conn: Deno.Conn,
+    readonly table: Connections,
+    readonly ip: string,
+    private readonly counted: boolean,
+    private source?: Deno.NetAddr,
+    private readonly behind?: ProxiedClients,
+  ) {}
+
+  /** Starts the clock of `stage`. */
+  arm(stage: Stage) {
+    const ms = this.table.timeouts[stage];
+    this.stage = stage;
+    this.deadline = ms > 0 ? this.table.now + ms : 0;
+  }
+
+  expire(): Deno.NetAddr[] | undefined {
+    const handshaking = this.handshaking;
+    this.close();
+    if (handshaking) {
+      return [this.conn.localAddr as Deno.NetAddr, this.conn.remoteAddr as Deno.NetAddr];
+    }
+  }
+
+  /** Ends the connection now, whatever is in flight. */
+  close() {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.http) this.http.cut();
+    else close(this.conn);
+  }
+
+  async serve(handler: ExchangeHandler, onError: ListenOptions["onError"], madeUp: string) {
+    const table = this.table;
+    table.watch(this);
+    try {
+      if ("handshake" in this.conn) {
+        this.arm("handshake");
+        this.handshaking = true;
+        this.alpn = (await (this.conn as Deno.TlsConn).handshake()).alpnProtocol;
+        this.handshaking = false;
+        // The front registers a relay before sending its first byte, so before this handshake
+        // ends; a loopback client that is no relay is not served.
+        if (this.behind) {
+          this.source = this.behind.get((this.conn.remoteAddr as Deno.NetAddr).port);
+          if (!this.source) this.close();
+        }
+      }
+      if (!this.ended) {
+        if (this.stage !== "header" || this.deadline === 0) this.arm("header");
+        const exchange = this.exchange(madeUp);
+        this.http = serveConnection(
+          this.conn,
+          (request, info) => this.request(request, info, exchange, handler),
+          onError,
+        );
+        await this.http.finished;
+      }
+    } catch { /* a failed handshake (TLS 1.1, plain HTTP) or a reset: the connection is done */ }
+    if (this.session) {
+      this.deadline = 0;
+      await this.session.catch(() => {});
+    }
+    this.ended = true;
+    table.unwatch(this);
+    if (!this.http) close(this.conn);
+    if (this.counted) table.release(this.ip);
+  }
+
+  private request(
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+    exchange: Exchange,
+    handler: ExchangeHandler,
+  ) {
+    this.deadline = 0;
+    this.inFlight++;
+    // `completed` rejects when the answer was not sent whole (its body broke off): handled
+    // here, since an unhandled rejection would end the process.
+    const done = () => {
+      if (--this.inFlight === 0 && !this.ended && !this.session) this.arm("idle");
+    };
+    info.completed.then(done, done);
+    const ms = this.table.timeouts.body;
+    return handler(
+      request.body && ms > 0 ? timedBody(request, this.table, ms) : request,
+      exchange,
+    );
+  }
+
+  /** What every request of this connection tells its handler. */
+  private exchange(madeUp: string): Exchange {
+    return this.served ??= {
+      remoteAddr: this.source ?? this.conn.remoteAddr as Deno.NetAddr,
+      alpn: this.alpn,
+      madeUp: this.alpn === "h2" ? undefined : madeUp,
+      upgraded: (ended, socket) => {
+        this.session = ended;
+        this.socket = socket;
+        this.deadline = 0;
+      },
+    };
+  }
+
+  /** After a graceful stop took too long: a WebSocket is closed with 1001, anything else cut. */
+  abort() {
+    if (this.socket && this.socket.readyState < WebSocket.CLOSING) {
+      try {
+        this.socket.close(1001, "the server is going away");
+      } catch { /* closed meanwhile */ }
+    } else this.close();
+  }
+
+  /** Stops taking requests and lets in-flight ones finish (a graceful stop). */
+  drain(): Promise<void> {
+    if (this.http && !this.ended) return this.http.shutdown();
+    if (this.inFlight === 0 && !this.session) this.close();
+    return Promise.resolve();
+  }
+}
+
+/** `Deno.listenTls`'s option for a certificate per SNI name (Deno 2.9). */
+const SNI_RESOLVER: symbol = (Deno as unknown as Record<symbol, { resolverSymbol: symbol }>)[
+  (Deno as unknown as { internal: symbol }).internal
+]?.resolverSymbol;
+
+/** Opens the listening socket of `options` on `port` (TLS with ALPN when `tls`). */
+export function openListener(
+  options: ListenOptions,
+  port: number,
+  tls?: TlsKeys,
+): Deno.Listener {
+  const common = {
+    hostname: options.hostname,
+    port,
+    tcpBacklog: options.tcpBacklog,
+    ...(options.reusePort ? { reusePort: true } : {}),
+  };
+  if (!tls) return Deno.listen(common as Deno.TcpListenOptions);
+  const { cert, key, sni } = tls;
+  const listener = Deno.listenTls(
+    {
+      ...common,
+      cert,
+      key,
+      ...(sni ? { [SNI_RESOLVER]: sni } : {}),
+      alpnProtocols: ["h2", "http/1.1"],
+    } as
+      & Deno.ListenTlsOptions
+      & Deno.TlsCertifiedKeyPem,
+  );
+  noDelay((listener.addr as Deno.NetAddr).port, options.log);
+  return listener;
+}
+
+/** A plain or TLS listener whose connections come straight from clients. */
+export function listenDirect(options: ListenOptions, handler: ExchangeHandler): Listening {
+  const { connections: table, log, tls, behind, onError } = options;
+  let listener = openListener(options, options.port, tls);
+  const addr = listener.addr as Deno.NetAddr;
+  const madeUp = `localhost:${addr.port}`;
+  const serving = new Serving<Connection>();
+  const failed = acceptFailures(addr, log, table);
+  const end = new ListenerEnd();
+
+  const accept = (from: Deno.Listener) =>
+    acceptEach(from, end, failed, (conn) => {
+      const ip = (conn.remoteAddr as Deno.NetAddr).hostname;
+      // Relays of a PROXY protocol front were counted there, under the client's address.
+      if (end.stopping || (!behind && !table.admit(ip))) {
+        close(conn);
+        // A TLS connection closed before its handshake keeps its socket until the client
+        // sends something.
+        if (tls) table.shutDownLater(conn);
+        return;
+      }
+      if (!tls) (conn as Deno.TcpConn).setNoDelay(true);
+      const connection = new Connection(conn, table, ip, !behind, undefined, behind);
+      serving.add(connection, connection.serve(handler, onError, madeUp));
+    });
+  const accepting = new Set([accept(listener)]);
+
+  return {
+    addr,
+    ...(tls
+      ? {
+        replaceCertificate(cert: string, key: string, sni?: TlsKeys["sni"]) {
+          const next = openListener(options, addr.port, { cert, key, sni });
+          const old = listener;
+          listener = next;
+          accepting.add(accept(next));
+          end.retire(old);
+        },
+      }
+      : {}),
+    finished: end.finished,
+    abort() {
+      for (const c of serving.live) c.abort();
+    },
+    async shutdown() {
+      end.stopping = true;
+      end.retire(listener);
+      await Promise.all(accepting);
+      await Promise.all([...serving.live].map((c) => c.drain()));
+      await serving.settled();
+      end.done();
+    },
+  };
+}
+
+let noDelayWarned = false;
+function noDelay(port: number, log: Logger) {
+  const result = setListenerNoDelay(port);
+  if (typeof result === "number" || noDelayWarned) return;
+  noDelayWarned = true;
+  log.warn(
+    `TCP_NODELAY could not be set on the TLS listener (${result}): answers over TLS may ` +
+      `wait up to 40 ms for the client's ACK, and a TLS handshake that never starts is not ` +
+      `cut off by handshake_timeout; grant ${NEEDED}`,
+  );
+}

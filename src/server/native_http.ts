@@ -1,0 +1,217 @@
+/**
+ * The runtime's own HTTP/1.1 and HTTP/2 server on a connection we accepted, with WebSockets kept.
+ *
+ * `Deno.serve` serves each connection it accepts with a per-connection server, which Deno 2.9
+ * keeps among its internals as `Deno[Deno.internal].serveHttpOnConnection`. Used as it is, it
+ * closes every WebSocket of the connection the moment the upgrade ends the HTTP exchange: its
+ * loop (`serveHttpOn` in ext/http/00_serve.ts) resumes after `await op_http_wait(rid)` and calls
+ * `op_http_close(rid, false)`, whose forced branch shuts down the WebSockets registered on that
+ * server. It also leaves that `"http"` resource open when `op_http_wait` rejects (a TLS peer
+ * gone without close_notify), and its abort listener throws an uncaught `BadResource` when the
+ * signal is aborted after the connection has finished.
+ *
+ * All three go away when our own reaction to the `op_http_wait` promise runs before the loop's,
+ * and closes the `"http"` resource: `op_http_close` then throws `BadResource`, which the loop
+ * swallows, the WebSocket lives, nothing is left behind, and from then on the signal is never
+ * aborted. The reaction is registered ahead of the loop's `await` like this: during the
+ * synchronous call, `Promise.prototype.constructor` is briefly a getter. V8's `await` reads
+ * `.constructor` of the promise it awaits (PromiseResolve), so the getter sees the
+ * `op_http_wait` promise (an op promise, marked with `core.promiseIdSymbol`) before the `await`
+ * subscribes, and subscribes first. The original property is put back before the call returns.
+ *
+ * The resource's id is learnt without listing resources (which costs about 1 ms per call with
+ * 5,000 open): ids are handed out in sequence, and `op_http_serve_on` makes the `"http"`
+ * resource just before it calls `onListen`, so a cancel handle made there has the next id.
+ *
+ * {@link nativeCheck} proves at start-up, without any permission, what can be proved without a
+ * connection (the internals are there, `await` reads the getter, ids come in sequence); the first
+ * connections served confirm the rest (the getter saw an op promise, the id is an `"http"`
+ * resource). When either fails, connections are served by the same server without the early
+ * close, and one warning names the cause: WebSockets are then closed at their upgrade.
+ *
+ * @module
+ */
+
+/** What the runtime's server for one connection returns. */
+export interface HttpConnection {
+  /** Settles when the connection has closed; never rejects. */
+  readonly finished: Promise<void>;
+  /** Stops taking requests, lets in-flight ones finish, then closes. */
+  shutdown(): Promise<void>;
+  /** Ends the connection now (a no-op once it has finished). */
+  cut(): void;
+}
+
+export type NativeHandler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Response | Promise<Response>;
+
+type ServeOnConnection = (
+  conn: Deno.Conn,
+  signal: AbortSignal,
+  handler: NativeHandler,
+  onError: (error: unknown) => Response | Promise<Response>,
+  onListen: () => void,
+) => { finished: Promise<void>; shutdown(): Promise<void> };
+
+interface Core {
+  resources(): Record<string, string>;
+  tryClose(rid: number): void;
+  createCancelHandle(): number;
+  promiseIdSymbol: symbol;
+}
+
+const internals = (Deno as unknown as Record<symbol, Record<string, unknown> | undefined>)[
+  (Deno as unknown as { internal: symbol }).internal
+];
+const serveOn = internals?.serveHttpOnConnection as ServeOnConnection | undefined;
+const core = internals?.core as Core | undefined;
+const original = Object.getOwnPropertyDescriptor(Promise.prototype, "constructor")!;
+
+/**
+ * Told each promise an `await` (or `.then`) reads `.constructor` of, until it returns true.
+ */
+let hook: ((promise: Promise<unknown>) => boolean) | undefined;
+const spy: PropertyDescriptor = {
+  configurable: true,
+  get(this: Promise<unknown>) {
+    const h = hook;
+    hook = undefined; // `then` in `h` reads `.constructor` again
+    if (h && !h(this)) hook = h;
+    return Promise;
+  },
+};
+
+/** Calls `run` with {@link spy} in place of `Promise.prototype.constructor`. */
+function spying<T>(seen: (promise: Promise<unknown>) => boolean, run: () => T): T {
+  hook = seen;
+  Object.defineProperty(Promise.prototype, "constructor", spy);
+  try {
+    return run();
+  } finally {
+    hook = undefined;
+    Object.defineProperty(Promise.prototype, "constructor", original);
+  }
+}
+
+/** Why the fast path cannot be used on this runtime, or undefined when it can. */
+function check(): string | undefined {
+  if (typeof serveOn !== "function") {
+    return "Deno[Deno.internal].serveHttpOnConnection is missing";
+  }
+  if (
+    !core || typeof core.resources !== "function" || typeof core.tryClose !== "function" ||
+    typeof core.createCancelHandle !== "function" || typeof core.promiseIdSymbol !== "symbol"
+  ) return "the runtime core lacks resources, tryClose, createCancelHandle or promiseIdSymbol";
+  const awaited = Promise.resolve();
+  let saw: unknown;
+  spying((p) => (saw = p) === awaited, () => {
+    (async () => await awaited)();
+  });
+  if (saw !== awaited) return "`await` no longer reads the awaited promise's constructor";
+  const a = core.createCancelHandle();
+  const b = core.createCancelHandle();
+  core.tryClose(a);
+  core.tryClose(b);
+  if (b !== a + 1) return "resource ids are not handed out in sequence";
+  return undefined;
+}
+
+/** Why the fast path is off (undefined while it is on). */
+let off: string | undefined = check();
+/** Connections still to confirm by listing the resources. */
+let toConfirm = 3;
+let warn: (line: string) => void = (line) => console.warn(line);
+let warned = false;
+
+function turnOff(why: string) {
+  off ??= why;
+  if (warned) return;
+  warned = true;
+  warn(
+    `the runtime's HTTP server cannot keep WebSockets on this Deno (${Deno.version.deno}): ` +
+      `${off}; WebSockets are closed as soon as they open, and an "http" resource may be left ` +
+      "behind by a connection that fails",
+  );
+}
+
+/**
+ * Whether connections are served with WebSockets kept, or why not. Tells `log` (once) when the
+ * start-up check failed.
+ */
+export function nativeCheck(log?: (line: string) => void): string | undefined {
+  if (log) warn = log;
+  if (off !== undefined) turnOff(off);
+  return off;
+}
+
+/** Whether the fast path is on (for tests: it must be on Deno 2.9.6). */
+export function fastPath(): boolean {
+  return off === undefined;
+}
+
+/**
+ * Serves `conn` (plain TCP, or TLS after its handshake: h2 where ALPN chose it) with the runtime's
+ * server for one connection.
+ */
+export function serveConnection(
+  conn: Deno.Conn,
+  handler: NativeHandler,
+  onError: (error: unknown) => Response | Promise<Response>,
+): HttpConnection {
+  if (!serveOn) throw new Error(`Deno ${Deno.version.deno}: ${off}`);
+  const fast = off === undefined;
+  // On the fast path a connection is cut by closing its "http" resource (which cancels it, as
+  // the signal would): an idle connection then holds no AbortController. The first connections,
+  // which may still turn the fast path off, keep one.
+  const abort = !fast || toConfirm > 0 ? new AbortController() : undefined;
+  let done = false;
+  let rid = -1;
+  const finish = () => {
+    done = true;
+    if (rid >= 0) core!.tryClose(rid);
+  };
+  let seen = false;
+  const onListen = fast
+    ? () => {
+      const next = core!.createCancelHandle();
+      core!.tryClose(next);
+      rid = next - 1;
+    }
+    : () => {};
+  const call = () => serveOn(conn, abort?.signal as AbortSignal, handler, onError, onListen);
+  const served = fast
+    ? spying((p) => {
+      // The first op promise: before it, the runtime's code makes a promise of its own.
+      if ((p as unknown as Record<symbol, unknown>)[core!.promiseIdSymbol] === undefined) {
+        return false;
+      }
+      seen = true;
+      Promise.prototype.then.call(p, finish, finish);
+      return true;
+    }, call)
+    : call();
+  if (fast && toConfirm > 0) {
+    toConfirm--;
+    if (!seen) turnOff("the per-connection server awaits no op promise first");
+    else if (core!.resources()[rid] !== "http") {
+      turnOff(`the id after op_http_serve_on's is not its "http" resource`);
+      rid = -1;
+    }
+  }
+  const finished = served.finished.then(() => {
+    done = true;
+  }, () => {
+    done = true;
+  });
+  return {
+    finished,
+    shutdown: () => done ? Promise.resolve() : served.shutdown().catch(() => {}),
+    cut() {
+      if (done) return;
+      if (abort) abort.abort();
+      else core!.tryClose(rid);
+    },
+  };
+}

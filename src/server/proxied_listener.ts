@@ -1,0 +1,260 @@
+/**
+ * A listener behind the PROXY protocol (`server.proxy_protocol`): connections are taken only from
+ * trusted peers and their header (`proxy_protocol.ts`) is read, byte by byte so that nothing after
+ * it is consumed, within the header timeout. A plain connection is then served natively, as on a
+ * direct listener, with the header's source as the client address. Deno cannot start server-side
+ * TLS on an accepted TCP connection, so a TLS one is relayed to an inner TLS listener on loopback
+ * ({@link openTlsRelay}).
+ *
+ * @module
+ */
+import type { IpSet } from "../http/ip.ts";
+import { type Logger, oncePer } from "../log/logger.ts";
+import {
+  acceptEach,
+  acceptFailures,
+  close,
+  ListenerEnd,
+  type Listening,
+  type ListenOptions,
+  type ProxiedClients,
+  Serving,
+  type TlsKeys,
+} from "./accept_loop.ts";
+import type { ExchangeHandler, Stage, Timed } from "./connections.ts";
+import { Connection, listenDirect, openListener } from "./direct_listener.ts";
+import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
+
+/** Says refused PROXY protocol connections at most once every 10 s (a balancer set up wrong). */
+function proxyRefusals(addr: Deno.NetAddr, log: Logger) {
+  const due = oncePer(10_000);
+  return (peer: Deno.NetAddr, why: string) => {
+    const line = `closed a connection to ${addr.hostname}:${addr.port} from ` +
+      `${peer.hostname}:${peer.port}: ${why}`;
+    if (!due()) return log.debug(line);
+    log.warn(`${line} (said once per 10 s; the rest at debug level)`);
+  };
+}
+
+/** The header clock of a PROXY protocol connection whose header is being read. */
+class HeaderClock implements Timed {
+  deadline = 0;
+  readonly stage: Stage = "header";
+  ended = false;
+  constructor(readonly conn: Deno.TcpConn) {}
+  expire(): undefined {
+    this.close();
+  }
+  close() {
+    if (this.ended) return;
+    this.ended = true;
+    close(this.conn);
+  }
+}
+
+/**
+ * Reads a PROXY protocol header from `conn` and nothing after it: the rest of the connection
+ * goes to the runtime's server. Returns the header's source (undefined: it names none), or why
+ * the connection is to be closed ("" when the client left, or a timeout or stop closed it).
+ */
+async function readHeader(
+  conn: Deno.TcpConn,
+): Promise<{ source?: Deno.NetAddr } | string> {
+  const buf = new Uint8Array(16 + V2_MAX_BODY);
+  let filled = 0;
+  // Version 1 is at least 15 bytes ("PROXY UNKNOWN\r\n"), version 2 at least 16.
+  let want = 15;
+  while (filled < buf.length) {
+    const n = await conn.read(buf.subarray(filled, want));
+    if (n === null) return filled === 0 ? "" : "the PROXY protocol header was cut short";
+    filled += n;
+    if (filled < want) continue;
+    const header = readProxyHeader(buf.subarray(0, filled));
+    if (header.kind === "bad") return `${header.reason}`;
+    if (header.kind === "header") return { source: header.source };
+    if (buf[0] === 0x0d) {
+      // Version 2: the 16 fixed bytes say how many follow.
+      want = filled < 16 ? 16 : 16 + ((buf[14] << 8) | buf[15]);
+    } else {
+      // Version 1 ends with CR LF: never read past a LF that may be the end.
+      want = filled + (buf[filled - 1] === 0x0d ? 1 : 2);
+    }
+  }
+  return "the PROXY protocol header is too long";
+}
+
+/**
+ * A listener whose connections start with a PROXY protocol header: accepted as plain TCP from
+ * peers in `from`, each header read, then served with the header's source as the client address:
+ * plain ones here, TLS ones by an inner TLS listener on loopback they are relayed to.
+ */
+export function listenProxied(
+  options: ListenOptions,
+  from: IpSet,
+  handler: ExchangeHandler,
+): Listening {
+  const { connections: table, log, onError } = options;
+  const relay = options.tls ? openTlsRelay(options, handler) : undefined;
+  let listener: Deno.TcpListener;
+  try {
+    listener = openListener(options, options.port) as Deno.TcpListener;
+  } catch (e) {
+    relay?.inner.shutdown();
+    throw e;
+  }
+  const addr = listener.addr;
+  const madeUp = `localhost:${addr.port}`;
+  const refused = proxyRefusals(addr, log);
+  const failed = acceptFailures(addr, log, table);
+  const reading = new Set<HeaderClock>();
+  const serving = new Serving<Connection>();
+  const relaying = new Set<Promise<void>>();
+  const end = new ListenerEnd();
+  relay?.inner.finished.then(() => end.lost(new Error("the inner listener stopped")), end.lost);
+
+  const take = async (conn: Deno.TcpConn) => {
+    const clock = new HeaderClock(conn);
+    reading.add(clock);
+    table.watch(clock);
+    const ms = table.timeouts.header;
+    clock.deadline = ms > 0 ? table.now + ms : 0;
+    let header: Awaited<ReturnType<typeof readHeader>>;
+    try {
+      header = await readHeader(conn);
+    } catch {
+      header = "";
+    } finally {
+      table.unwatch(clock);
+      reading.delete(clock);
+    }
+    if (typeof header === "string" || clock.ended) {
+      if (typeof header === "string" && header) refused(conn.remoteAddr, header);
+      return clock.close();
+    }
+    const source = header.source ?? conn.remoteAddr;
+    if (!table.admit(source.hostname)) return close(conn);
+    if (relay) {
+      const relayed = relay.pass(conn, source).finally(() => {
+        table.release(source.hostname);
+        relaying.delete(relayed);
+      });
+      relaying.add(relayed);
+      return;
+    }
+    const connection = new Connection(conn, table, source.hostname, true, source);
+    serving.add(connection, connection.serve(handler, onError, madeUp));
+  };
+
+  const accepting = acceptEach(listener, end, failed, (conn) => {
+    if (end.stopping) return close(conn);
+    if (!from.has(conn.remoteAddr.hostname)) {
+      close(conn);
+      return refused(conn.remoteAddr, "its address is not in server.proxy_protocol_from");
+    }
+    conn.setNoDelay(true);
+    take(conn);
+  });
+
+  return {
+    addr,
+    ...(relay
+      ? {
+        replaceCertificate: (cert: string, key: string, sni?: TlsKeys["sni"]) =>
+          relay.inner.replaceCertificate!(cert, key, sni),
+      }
+      : {}),
+    finished: end.finished,
+    abort() {
+      for (const c of serving.live) c.abort();
+      relay?.inner.abort?.();
+    },
+    async shutdown() {
+      end.stopping = true;
+      end.retire(listener);
+      await accepting;
+      // Connections still without a header are closed; the others finish as on any listener.
+      for (const c of reading) c.close();
+      await Promise.all([...serving.live].map((c) => c.drain()));
+      await relay?.inner.shutdown();
+      await Promise.all([serving.settled(), ...relaying]);
+      end.done();
+    },
+  };
+}
+
+/** Where the inner TLS listener of a PROXY protocol front listens, on a port of 0. */
+const INNER_HOST = "127.0.0.1";
+
+/**
+ * The inner TLS listener a PROXY protocol front relays TLS connections to, since Deno cannot
+ * start server-side TLS on an accepted TCP connection: it serves each relay as a direct TLS
+ * connection (natively), with the header's source as the client address, which it finds under
+ * the relay's local port.
+ */
+function openTlsRelay(options: ListenOptions, handler: ExchangeHandler) {
+  const clients: ProxiedClients = new Map();
+  let inner: Listening;
+  try {
+    inner = listenDirect({
+      ...options,
+      hostname: INNER_HOST,
+      port: 0,
+      proxyProtocol: undefined,
+      behind: clients,
+    }, handler);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied)) {
+      throw e;
+    }
+    throw new Deno.errors.NotCapable(
+      `net access to ${INNER_HOST} on a port the system picks, where TLS connections behind ` +
+        `the PROXY protocol are handed to an inner listener; run with --allow-net=${INNER_HOST} ` +
+        "beside your own address",
+    );
+  }
+  return {
+    inner,
+    /** Relays `conn` (its header read) to the inner listener until either side ends. */
+    async pass(conn: Deno.TcpConn, source: Deno.NetAddr) {
+      let up: Deno.TcpConn | undefined;
+      let local = -1;
+      try {
+        up = await Deno.connect({ hostname: INNER_HOST, port: inner.addr.port });
+        up.setNoDelay(true);
+        local = up.localAddr.port;
+        clients.set(local, source);
+        const forth = pipe(conn, up);
+        // The inner side ended: whatever the client still sends has no one to answer it.
+        await pipe(up, conn);
+        close(conn);
+        await forth;
+      } catch {
+        /* reset, or closed by a stop */
+      } finally {
+        if (clients.get(local) === source) clients.delete(local);
+        close(conn);
+        if (up) close(up);
+      }
+    },
+  };
+}
+
+/**
+ * Copies bytes from `from` to `to` until `from` ends or fails, then half-closes `to`. A relay
+ * starts with a small buffer and takes a large one (a TLS record's 16 KiB) the first time a read
+ * fills it: an idle kept-alive connection waits in a read.
+ */
+async function pipe(from: Deno.Conn, to: Deno.Conn) {
+  let buf = new Uint8Array(2 * 1024);
+  try {
+    for (;;) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+      if (n === buf.length && n < 16 * 1024) buf = new Uint8Array(16 * 1024);
+    }
+  } catch { /* reset or closed: the other direction ends too */ }
+  try {
+    await to.closeWrite();
+  } catch { /* already closed */ }
+}
