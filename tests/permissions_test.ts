@@ -70,6 +70,8 @@ Deno.test("the bundled config serves with the start task's permissions", async (
   // As `deno task start`, but on a free port so that tests can run side by side.
   const permissions = START_PERMISSIONS.map((p) => p.startsWith("--allow-net") ? NET : p);
   await using server = await spawnCli(["-p", "0"], { cwd: ROOT, permissions });
+  // Without --allow-ffi the open-files limit cannot be read, so max_connections has no default.
+  assert.match(server.output(), /config\.yaml\), no connection limit\n/);
   const home = await fetch(`${server.url}/`);
   assert.equal(home.status, 200);
   assert.match(await home.text(), /<html/i);

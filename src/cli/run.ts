@@ -284,11 +284,10 @@ async function serve(
   return status;
 }
 
-/** The connection limits for the start banner (HTTPS listeners; plain HTTP has none). */
+/** The connection limits for the start banner (every listener has them). */
 function limitsOf(config: Config): string {
-  if (!config.ssl.enabled) return "";
   const { max, perIp } = connectionLimits(config);
-  return `, up to ${max === 0 ? "unlimited" : max} connections` +
+  return (max === 0 ? ", no connection limit" : `, up to ${max} connections`) +
     (perIp > 0 ? ` (${perIp} per client address)` : "");
 }
 
