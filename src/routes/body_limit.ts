@@ -22,8 +22,9 @@ interface Limit {
 
 /**
  * How long the rest of an HTTP/2 body past the limit is read and dropped, as nginx's
- * `lingering_time`: an HTTP/2 body cancelled while the client still sends it makes the runtime end
- * the connection, often before the 413 reaches the client (seen with curl on a bare `Deno.serve`).
+ * `lingering_time`: an HTTP/2 body left unread or cancelled while the client still sends it makes
+ * the runtime reset the stream, often before the 413 reaches the client (curl: "stream error in
+ * the framing layer", also on a bare `Deno.serve`). Nothing read this way is forwarded.
  */
 const LINGER_MS = 30_000;
 
@@ -80,7 +81,10 @@ export function withBodyLimit(config: Config, errorResponse: ErrorResponder): Wr
       const length = request.headers.get("content-length");
       if (length !== null) {
         // The server has checked the value; the body cannot be longer than it says.
-        if (Number(length) > limit.bytes) return errorResponse(413, request);
+        if (Number(length) > limit.bytes) {
+          if (ctx.protocol === "HTTP/2") drain(request.body.getReader());
+          return errorResponse(413, request);
+        }
         return next(request, ctx);
       }
       return next(counted(request, limit, ctx.protocol === "HTTP/2"), ctx);
