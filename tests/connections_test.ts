@@ -437,6 +437,52 @@ Deno.test("TLS: handshake_timeout closes every one of 2,000 connections that nev
   }
 });
 
+/** A client behind the PROXY protocol: the header in clear, then a request over TLS. */
+async function servedBehindProxy(port: number, certs: TestCerts, from: string) {
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+  await tcp.write(enc.encode(`PROXY TCP4 ${from} 127.0.0.1 40000 443\r\n`));
+  const conn = await Deno.startTls(tcp, { hostname: "localhost", caCerts: [certs.caPem] });
+  try {
+    await conn.write(enc.encode("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"));
+    let text = "";
+    const buf = new Uint8Array(4096);
+    for (let n; (n = await conn.read(buf)) !== null;) {
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    assert.match(text, /^HTTP\/1\.1 200[^]*home$/);
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("TLS behind the PROXY protocol: header_timeout closes every one of 2,000 connections that send half a header or nothing; a client is served meanwhile", async () => {
+  await using dir = await tempDir();
+  const { srv, certs, port } = await tlsServer(dir.path, {
+    proxy_protocol: true,
+    header_timeout: 1,
+  });
+  await using _ = srv;
+  const stalled: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 2000; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      stalled.push(c);
+      if (i % 2) await c.write(enc.encode("PROXY TCP4 198.51.100.7"));
+    }
+    await servedBehindProxy(port, certs, "198.51.100.8");
+    const open = await stillOpen(stalled);
+    assert.equal(open, 0, `${open} of 2,000 stalled headers still open after ${BOUND} ms`);
+    assert.ok(srv.server.connections.stats.timedOut.header >= 2000);
+    await servedBehindProxy(port, certs, "198.51.100.9");
+  } finally {
+    for (const c of stalled) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+  }
+});
+
 Deno.test("plain HTTP: header_timeout closes every one of 2,000 connections that send half a head; idle_timeout ends kept-alive ones; a normal client is served meanwhile", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, { "site/index.html": "home" });

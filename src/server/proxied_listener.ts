@@ -1,10 +1,16 @@
 /**
  * A listener behind the PROXY protocol (`server.proxy_protocol`): connections are taken only from
- * trusted peers and their header (`proxy_protocol.ts`) is read, byte by byte so that nothing after
- * it is consumed, within the header timeout. A plain connection is then served natively, as on a
- * direct listener, with the header's source as the client address. Deno cannot start server-side
- * TLS on an accepted TCP connection, so a TLS one is relayed to an inner TLS listener on loopback
- * ({@link openTlsRelay}).
+ * trusted peers and their header (`proxy_protocol.ts`) is read, and nothing after it, within the
+ * header timeout. Each is then served natively, as on a direct listener, with the header's source
+ * as the client address.
+ *
+ * Plain connections are read byte by byte up to the header's end. Deno cannot start server-side
+ * TLS on an accepted TCP connection, so for TLS the listener is a TLS listener whose sockets hold
+ * their first bytes back from the runtime's TLS server (`sockets.ts`, {@link holdListenerReads}):
+ * the header is peeked at in the kernel, taken alone, and the ClientHello after it is then read
+ * by the runtime as on any TLS listener. That takes libc through FFI; without it, TLS connections
+ * are relayed to an inner TLS listener on loopback ({@link openTlsRelay}), slower, with one
+ * warning.
  *
  * @module
  */
@@ -24,6 +30,7 @@ import {
 import type { ExchangeHandler, Stage, Timed } from "./connections.ts";
 import { Connection, listenDirect, openListener } from "./direct_listener.ts";
 import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
+import { HeldSocket, holdListenerReads, libcMissing, NEEDED } from "./sockets.ts";
 
 /** Says refused PROXY protocol connections at most once every 10 s (a balancer set up wrong). */
 function proxyRefusals(addr: Deno.NetAddr, log: Logger) {
@@ -41,15 +48,47 @@ class HeaderClock implements Timed {
   deadline = 0;
   readonly stage: Stage = "header";
   ended = false;
-  constructor(readonly conn: Deno.TcpConn) {}
+  /** A TLS connection's socket, whose bytes the runtime has not seen yet. */
+  socket?: HeldSocket;
+  constructor(readonly conn: Deno.Conn) {}
   expire(): undefined {
     this.close();
   }
   close() {
     if (this.ended) return;
     this.ended = true;
+    // The runtime's TLS server waits for bytes it is not shown: ended only by a shutdown.
+    this.socket?.shutdown();
     close(this.conn);
   }
+}
+
+/**
+ * Reads the PROXY protocol header at the start of a TLS connection from the kernel, where its
+ * socket holds its bytes back from the runtime, and says its length: the caller takes it off
+ * ({@link HeldSocket.release}) once the connection is admitted. Answers as {@link readHeader}.
+ */
+async function peekHeader(
+  clock: HeaderClock,
+): Promise<{ source?: Deno.NetAddr; length: number } | string> {
+  const { conn } = clock;
+  const socket = HeldSocket.of(conn.localAddr as Deno.NetAddr, conn.remoteAddr as Deno.NetAddr);
+  if (!socket) return "its socket was not found among this process's descriptors";
+  clock.socket = socket;
+  const buf = new Uint8Array(16 + V2_MAX_BODY);
+  // The balancer writes the header as it connects: it is there at once, or soon after.
+  for (let wait = 1; !clock.ended; wait = Math.min(2 * wait, 64)) {
+    const n = socket.peek(buf);
+    if (n === 0) return "";
+    if (n > 0) {
+      const header = readProxyHeader(buf.subarray(0, n));
+      if (header.kind === "bad") return header.reason;
+      if (header.kind === "header") return { source: header.source, length: header.length };
+      if (n === buf.length) return "the PROXY protocol header is too long";
+    }
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+  return "";
 }
 
 /**
@@ -58,8 +97,8 @@ class HeaderClock implements Timed {
  * the connection is to be closed ("" when the client left, or a timeout or stop closed it).
  */
 async function readHeader(
-  conn: Deno.TcpConn,
-): Promise<{ source?: Deno.NetAddr } | string> {
+  conn: Deno.Conn,
+): Promise<{ source?: Deno.NetAddr; length: number } | string> {
   const buf = new Uint8Array(16 + V2_MAX_BODY);
   let filled = 0;
   // Version 1 is at least 15 bytes ("PROXY UNKNOWN\r\n"), version 2 at least 16.
@@ -71,7 +110,7 @@ async function readHeader(
     if (filled < want) continue;
     const header = readProxyHeader(buf.subarray(0, filled));
     if (header.kind === "bad") return `${header.reason}`;
-    if (header.kind === "header") return { source: header.source };
+    if (header.kind === "header") return { source: header.source, length: header.length };
     if (buf[0] === 0x0d) {
       // Version 2: the 16 fixed bytes say how many follow.
       want = filled < 16 ? 16 : 16 + ((buf[14] << 8) | buf[15]);
@@ -83,26 +122,51 @@ async function readHeader(
   return "the PROXY protocol header is too long";
 }
 
+/** Says once that TLS behind the PROXY protocol is relayed, and why. */
+let relayWarned = false;
+
 /**
- * A listener whose connections start with a PROXY protocol header: accepted as plain TCP from
- * peers in `from`, each header read, then served with the header's source as the client address:
- * plain ones here, TLS ones by an inner TLS listener on loopback they are relayed to.
+ * A listener whose connections start with a PROXY protocol header: accepted from peers in
+ * `from`, each header read, then served with the header's source as the client address (TLS
+ * ones relayed to an inner TLS listener on loopback when libc cannot be used).
  */
 export function listenProxied(
   options: ListenOptions,
   from: IpSet,
   handler: ExchangeHandler,
 ): Listening {
-  const { connections: table, log, onError } = options;
-  const relay = options.tls ? openTlsRelay(options, handler) : undefined;
-  let listener: Deno.TcpListener;
+  const { connections: table, log, onError, tls } = options;
+  const missing = tls ? libcMissing() : undefined;
+  const relay = missing ? openTlsRelay(options, handler, missing) : undefined;
+  const held = tls && !relay ? tls : undefined;
+  const open = (keys = held, port = options.port) => {
+    const opened = openListener(options, port, keys);
+    const bound = (opened.addr as Deno.NetAddr).port;
+    const holding = keys ? holdListenerReads(bound) : 0;
+    if (typeof holding === "string") {
+      close(opened);
+      throw new Error(
+        `the first bytes of TLS connections on port ${bound} cannot be held: ${holding}`,
+      );
+    }
+    return opened;
+  };
+  let listener: Deno.Listener;
   try {
-    listener = openListener(options, options.port) as Deno.TcpListener;
+    listener = open();
+    if (relay && !relayWarned) {
+      relayWarned = true;
+      log.warn(
+        `TLS connections behind the PROXY protocol are relayed through an inner listener on ` +
+          `${INNER_HOST} (slower, and a second descriptor each) because ${missing}; grant ` +
+          `${NEEDED} to serve them directly`,
+      );
+    }
   } catch (e) {
     relay?.inner.shutdown();
     throw e;
   }
-  const addr = listener.addr;
+  const addr = listener.addr as Deno.NetAddr;
   const madeUp = `localhost:${addr.port}`;
   const refused = proxyRefusals(addr, log);
   const failed = acceptFailures(addr, log, table);
@@ -112,15 +176,15 @@ export function listenProxied(
   const end = new ListenerEnd();
   relay?.inner.finished.then(() => end.lost(new Error("the inner listener stopped")), end.lost);
 
-  const take = async (conn: Deno.TcpConn) => {
+  const take = async (conn: Deno.Conn) => {
     const clock = new HeaderClock(conn);
     reading.add(clock);
     table.watch(clock);
     const ms = table.timeouts.header;
     clock.deadline = ms > 0 ? table.now + ms : 0;
-    let header: Awaited<ReturnType<typeof readHeader>>;
+    let header: Awaited<ReturnType<typeof peekHeader>>;
     try {
-      header = await readHeader(conn);
+      header = held ? await peekHeader(clock) : await readHeader(conn);
     } catch {
       header = "";
     } finally {
@@ -128,13 +192,21 @@ export function listenProxied(
       reading.delete(clock);
     }
     if (typeof header === "string" || clock.ended) {
-      if (typeof header === "string" && header) refused(conn.remoteAddr, header);
+      if (typeof header === "string" && header) refused(conn.remoteAddr as Deno.NetAddr, header);
       return clock.close();
     }
-    const source = header.source ?? conn.remoteAddr;
-    if (!table.admit(source.hostname)) return close(conn);
+    const source = header.source ?? conn.remoteAddr as Deno.NetAddr;
+    if (!table.admit(source.hostname)) return clock.close();
+    if (clock.socket) {
+      const taken = clock.socket.release(header.length);
+      clock.socket = undefined;
+      if (!taken) {
+        table.release(source.hostname);
+        return refuse(conn);
+      }
+    }
     if (relay) {
-      const relayed = relay.pass(conn, source).finally(() => {
+      const relayed = relay.pass(conn as Deno.TcpConn, source).finally(() => {
         table.release(source.hostname);
         relaying.delete(relayed);
       });
@@ -145,15 +217,23 @@ export function listenProxied(
     serving.add(connection, connection.serve(handler, onError, madeUp));
   };
 
-  const accepting = acceptEach(listener, end, failed, (conn) => {
-    if (end.stopping) return close(conn);
-    if (!from.has(conn.remoteAddr.hostname)) {
-      close(conn);
-      return refused(conn.remoteAddr, "its address is not in server.proxy_protocol_from");
-    }
-    conn.setNoDelay(true);
-    take(conn);
-  });
+  /** Closes a connection not to be served; a TLS one's waiting handshake is shut down too. */
+  const refuse = (conn: Deno.Conn) => {
+    close(conn);
+    if (held) table.shutDownLater(conn);
+  };
+  const accept = (from_: Deno.Listener) =>
+    acceptEach(from_, end, failed, (conn) => {
+      if (end.stopping) return refuse(conn);
+      const peer = conn.remoteAddr as Deno.NetAddr;
+      if (!from.has(peer.hostname)) {
+        refuse(conn);
+        return refused(peer, "its address is not in server.proxy_protocol_from");
+      }
+      if (!held) (conn as Deno.TcpConn).setNoDelay(true);
+      take(conn);
+    });
+  const accepting = new Set([accept(listener)]);
 
   return {
     addr,
@@ -161,6 +241,16 @@ export function listenProxied(
       ? {
         replaceCertificate: (cert: string, key: string, sni?: TlsKeys["sni"]) =>
           relay.inner.replaceCertificate!(cert, key, sni),
+      }
+      : held
+      ? {
+        replaceCertificate(cert: string, key: string, sni?: TlsKeys["sni"]) {
+          const next = open({ cert, key, sni }, addr.port);
+          const old = listener;
+          listener = next;
+          accepting.add(accept(next));
+          end.retire(old);
+        },
       }
       : {}),
     finished: end.finished,
@@ -171,7 +261,7 @@ export function listenProxied(
     async shutdown() {
       end.stopping = true;
       end.retire(listener);
-      await accepting;
+      await Promise.all(accepting);
       // Connections still without a header are closed; the others finish as on any listener.
       for (const c of reading) c.close();
       await Promise.all([...serving.live].map((c) => c.drain()));
@@ -191,7 +281,7 @@ const INNER_HOST = "127.0.0.1";
  * connection (natively), with the header's source as the client address, which it finds under
  * the relay's local port.
  */
-function openTlsRelay(options: ListenOptions, handler: ExchangeHandler) {
+function openTlsRelay(options: ListenOptions, handler: ExchangeHandler, why: string) {
   const clients: ProxiedClients = new Map();
   let inner: Listening;
   try {
@@ -207,9 +297,9 @@ function openTlsRelay(options: ListenOptions, handler: ExchangeHandler) {
       throw e;
     }
     throw new Deno.errors.NotCapable(
-      `net access to ${INNER_HOST} on a port the system picks, where TLS connections behind ` +
-        `the PROXY protocol are handed to an inner listener; run with --allow-net=${INNER_HOST} ` +
-        "beside your own address",
+      `TLS connections behind the PROXY protocol need ${NEEDED} (${why}), or else net access ` +
+        `to ${INNER_HOST} on a port the system picks, where they are relayed to an inner ` +
+        `listener; run with ${NEEDED}, or with --allow-net=${INNER_HOST} beside your own address`,
     );
   }
   return {

@@ -1,6 +1,7 @@
 /**
  * What the runtime does not say or set on sockets, asked of libc through FFI: the open-files
- * limit, TCP_NODELAY on a listening socket, and shutting a socket down.
+ * limit, TCP_NODELAY on a listening socket, shutting a socket down, and holding back the first
+ * bytes of accepted connections from the runtime ({@link holdListenerReads}).
  *
  * `Deno.TlsConn` has no `setNoDelay`, so a TLS connection keeps Nagle's algorithm on, and an
  * answer written in more than one piece waits for the client's delayed ACK (about 40 ms each:
@@ -18,6 +19,8 @@
  * @module
  */
 
+import { parseIp } from "../http/ip.ts";
+
 const LIBC = `/lib/${Deno.build.arch}-linux-gnu/libc.so.6`;
 
 /** The permission flag that lets the functions of this module work. */
@@ -30,6 +33,8 @@ const SYMBOLS = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
 } as const;
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -49,6 +54,12 @@ function openLibc(): Libc | string {
   }
 }
 
+/** Why libc cannot be used here, or undefined when it can. */
+export function libcMissing(): string | undefined {
+  const lib = openLibc();
+  return typeof lib === "string" ? lib : undefined;
+}
+
 /** The soft limit on open files of this process, or undefined when it cannot be asked. */
 export function openFilesLimit(): number | undefined {
   const lib = openLibc();
@@ -64,7 +75,8 @@ export function openFilesLimit(): number | undefined {
 const address = new Uint8Array(128);
 const length = new Uint32Array(1);
 
-/** The port of what `ask` (getsockname or getpeername) says of `fd`, or -1. */
+/** The port of what `ask` (getsockname or getpeername) says of `fd`, or -1 (also for a family
+ * other than IPv4 and IPv6); {@link address} then holds the whole address. */
 function portOf(lib: Libc, ask: "getsockname" | "getpeername", fd: number): number {
   length[0] = address.length;
   if (lib[ask](fd, address, length) !== 0) return -1;
@@ -91,13 +103,18 @@ function eachSocket(lib: Libc, visit: (fd: number, port: number) => void) {
 }
 
 /**
- * Sets TCP_NODELAY on every socket of this process listening on `port`. Returns how many were
- * set, or why none could be.
+ * Sets an option of every socket of this process listening on `port` (`level`, `name`, an int
+ * `value`). Returns how many were set, or why none could be.
  */
-export function setListenerNoDelay(port: number): number | string {
+function setListenerOption(
+  port: number,
+  level: number,
+  name: number,
+  value: number,
+): number | string {
   const lib = openLibc();
   if (typeof lib === "string") return lib;
-  const one = new Int32Array([1]);
+  const int = new Int32Array([value]);
   const flag = new Int32Array(1);
   const size = new Uint32Array([4]);
   let set = 0;
@@ -106,10 +123,112 @@ export function setListenerNoDelay(port: number): number | string {
     size[0] = 4;
     // SOL_SOCKET = 1, SO_ACCEPTCONN = 30: only the listening socket, not its connections.
     if (lib.getsockopt(fd, 1, 30, flag, size) !== 0 || flag[0] !== 1) return;
-    // IPPROTO_TCP = 6, TCP_NODELAY = 1.
-    if (lib.setsockopt(fd, 6, 1, one, 4) === 0) set++;
+    if (lib.setsockopt(fd, level, name, int, 4) === 0) set++;
   });
   return set > 0 ? set : `no listening socket on port ${port} was found`;
+}
+
+/**
+ * Sets TCP_NODELAY on every socket of this process listening on `port`. Returns how many were
+ * set, or why none could be.
+ */
+export function setListenerNoDelay(port: number): number | string {
+  // IPPROTO_TCP = 6, TCP_NODELAY = 1.
+  return setListenerOption(port, 6, 1, 1);
+}
+
+/**
+ * Holds back from the runtime the first bytes of every connection accepted on `port` until
+ * {@link HeldSocket.release}: what a PROXY protocol header is read from before TLS starts.
+ *
+ * SO_RCVLOWAT on the listening socket, which accepted connections inherit, keeps a socket from
+ * being reported readable until that many bytes have arrived (the kernel caps it at half the
+ * largest receive buffer, megabytes, far beyond a header and a ClientHello). The runtime's TLS
+ * server reads only when the socket is reported readable, so the bytes stay in the kernel, where
+ * {@link HeldSocket} peeks at them and takes the header alone; setting the mark back to 1 reports
+ * the rest as readable at once. Returns how many listening sockets were set, or why none could be.
+ */
+export function holdListenerReads(port: number): number | string {
+  // SOL_SOCKET = 1, SO_RCVLOWAT = 18.
+  return setListenerOption(port, 1, 18, 0x7fffffff);
+}
+
+/** Whether {@link address} (as getsockname or getpeername filled it) is `addr`'s. */
+function isAddress(addr: Deno.NetAddr): boolean {
+  if (((address[2] << 8) | address[3]) !== addr.port) return false;
+  const family = address[0] | (address[1] << 8);
+  const bytes = family === 2 ? address.subarray(4, 8) : address.subarray(8, 24);
+  let value = 0n;
+  for (const b of bytes) value = (value << 8n) | BigInt(b);
+  // An IPv4 client of a dual-stack listener reads as ::ffff:a.b.c.d, as parseIp takes it.
+  const v6 = family === 10 && value >> 32n !== 0xffffn;
+  const ip = parseIp(addr.hostname);
+  return ip !== undefined && ip.v6 === v6 && ip.value === (v6 ? value : value & 0xffffffffn);
+}
+
+/** An accepted connection's socket whose first bytes {@link holdListenerReads} holds back. */
+export class HeldSocket {
+  private constructor(private readonly lib: Libc, readonly fd: number) {}
+
+  /**
+   * The socket of the connection between `local` and `remote`, found among this process's
+   * descriptors; undefined without the permission or when none matches.
+   *
+   * The kernel gives an accepted connection the lowest descriptor free at that moment, so it is
+   * most likely just below the lowest one free now: the search goes down from there, then up.
+   * It usually ends in a few steps, where a walk from the start would ask about every open
+   * descriptor (a few milliseconds with thousands of connections).
+   */
+  static of(local: Deno.NetAddr, remote: Deno.NetAddr): HeldSocket | undefined {
+    const lib = openLibc();
+    if (typeof lib === "string") return undefined;
+    const isIt = (fd: number) =>
+      portOf(lib, "getpeername", fd) === remote.port && isAddress(remote) &&
+      portOf(lib, "getsockname", fd) === local.port;
+    let free = -1;
+    // F_DUPFD = 0: a copy of a standard stream at the lowest free descriptor from 3 on.
+    for (let std = 0; std < 3 && free < 0; std++) free = lib.fcntl(std, 0, 3);
+    if (free >= 0) lib.close(free);
+    else free = 3;
+    for (let fd = free - 1; fd >= 3; fd--) if (isIt(fd)) return new HeldSocket(lib, fd);
+    // Descriptors closed since the accept: it is above.
+    for (let fd = free + 1, gap = 0; gap < 1024; fd++) {
+      // F_GETFD = 1: -1 for a descriptor that is not open.
+      if (lib.fcntl(fd, 1, 0) === -1) gap++;
+      else if (isIt(fd)) return new HeldSocket(lib, fd);
+      else gap = 0;
+    }
+    return undefined;
+  }
+
+  /**
+   * Copies what has arrived into `into` without taking it: the count, 0 when the peer closed or
+   * the socket failed, or -1 when nothing has arrived yet.
+   */
+  peek(into: Uint8Array): number {
+    // MSG_PEEK = 2, MSG_DONTWAIT = 0x40.
+    const n = Number(this.lib.recv(this.fd, into, BigInt(into.length), 0x42));
+    if (n >= 0) return n;
+    // SOL_SOCKET = 1, SO_ERROR = 4: a reset reads as -1 too.
+    const error = new Int32Array(1);
+    const size = new Uint32Array([4]);
+    return this.lib.getsockopt(this.fd, 1, 4, error, size) === 0 && error[0] === 0 ? -1 : 0;
+  }
+
+  /** Takes the first `count` bytes (peeked already) and hands the rest to the runtime. */
+  release(count: number): boolean {
+    const skipped = count > 0
+      ? Number(this.lib.recv(this.fd, new Uint8Array(count), BigInt(count), 0))
+      : 0;
+    // SOL_SOCKET = 1, SO_RCVLOWAT = 18: readable again from one byte, reported at once.
+    return this.lib.setsockopt(this.fd, 1, 18, new Int32Array([1]), 4) === 0 && skipped === count;
+  }
+
+  /** Shuts the socket down both ways, so that the runtime's waiting handshake ends. */
+  shutdown() {
+    // SHUT_RDWR = 2.
+    this.lib.shutdown(this.fd, 2);
+  }
 }
 
 /**
