@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { makeCerts, servedCertificate } from "./support/certs.ts";
 import { curl, hasCommand, runCli, spawnCli } from "./support/cli.ts";
 import { rawRequest } from "./support/clients.ts";
+import { configError } from "./support/config.ts";
 import { echoBackend } from "./support/backends.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { freePort, startTestServer } from "./support/servers.ts";
@@ -91,6 +92,40 @@ Deno.test("sites: server.unknown_host: 421 answers a Host of no site with 421; t
   assert.ok(access.some((l) => /" 421 /.test(l) && !l.includes("site=")), access.join("\n"));
   assert.ok(access.some((l) => /" 200 .*site=\*\.example\.com /.test(l)), access.join("\n"));
   assert.ok(access.some((l) => /" 200 .*site=default /.test(l)), access.join("\n"));
+});
+
+Deno.test("sites: server.unknown_host: close closes the connection of a Host of no site unanswered, over HTTP/1.1 and HTTP/2 (logged 444)", async () => {
+  await using tmp = await tempDir();
+  await siteFolders(tmp.path, ["main", "apex", "wild", "api"]);
+  const raw = threeSites(tmp.path);
+  await using srv = await startTestServer({ ...raw, server: { unknown_host: "close" } });
+  const port = srv.server.addr.port;
+  // Kept alive: only the server's close ends it, with not one byte sent.
+  const closed = await rawRequest(port, "GET / HTTP/1.1\r\nHost: other.test\r\n\r\n", 10_000);
+  assert.equal(closed.text, "");
+  assert.ok(closed.closed, "the server closed the connection");
+  assert.equal((await getWithHost(port, "shop.example.com")).body, "site wild");
+  const noHost = await rawRequest(port, "GET / HTTP/1.0\r\n\r\n");
+  assert.equal(bodyOf(noHost), "site main", "a request without Host is the default site's");
+  if (hasCommand("curl") !== null) {
+    // HTTP/2 without TLS (prior knowledge): the connection ends, curl gets no answer.
+    const h2 = await curl([
+      "-sS",
+      "--http2-prior-knowledge",
+      "-H",
+      "Host: other.test",
+      `http://127.0.0.1:${port}/`,
+    ]);
+    assert.notEqual(h2.code, 0, h2.stdout);
+    assert.equal(h2.stdout, "");
+  }
+  srv.log.flush();
+  const access = srv.log.lines.filter((l) => l.startsWith("ACCESS "));
+  assert.ok(access.some((l) => /" 444 /.test(l)), access.join("\n"));
+  assert.match(
+    configError({ server: { unknown_host: 444 }, sites: [{ names: ["a.test"] }] }),
+    /server\.unknown_host must be "default", 421 or "close"/,
+  );
 });
 
 Deno.test("sites: a single-site file has no site in its access lines", async () => {
@@ -339,6 +374,104 @@ Deno.test({
       }
     }
   },
+});
+
+/**
+ * `GET /` with Host `host` on a TLS connection opened for `sni` (after a PROXY protocol header in
+ * clear when `proxied`): the status and body.
+ */
+async function getOverSni(port: number, caPem: string, sni: string, host: string, proxied = false) {
+  const tcp = await Deno.connect({ hostname: "127.0.0.1", port });
+  if (proxied) await tcp.write(new TextEncoder().encode("PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\n"));
+  const conn = await Deno.startTls(tcp, { hostname: sni, caCerts: [caPem] });
+  await conn.write(
+    new TextEncoder().encode(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
+  );
+  const text = await new Response(conn.readable).text();
+  return { status: Number(text.slice(9, 12)), body: text.slice(text.indexOf("\r\n\r\n") + 4) };
+}
+
+Deno.test("sites: a Host whose site has another certificate than the SNI chose gets 421, over HTTP/1.1 and HTTP/2; names one certificate covers share a connection", async () => {
+  await using tmp = await tempDir();
+  const { config, caPem, ca } = await tlsSites(tmp.path);
+  await using srv = await startTestServer(config);
+  const port = srv.server.addr.port;
+  // HTTP/1.1, raw: the SNI of the hello and the Host of the request disagree.
+  const misdirected = await getOverSni(port, caPem, "a.test", "b.test");
+  assert.equal(misdirected.status, 421, misdirected.body);
+  assert.equal((await getOverSni(port, caPem, "x.b.test", "a.test")).status, 421);
+  assert.equal((await getOverSni(port, caPem, "main.test", "a.test")).status, 421);
+  assert.equal((await getOverSni(port, caPem, "a.test", "main.test")).status, 421);
+  // Same certificate: the site of the Host answers.
+  assert.deepEqual(await getOverSni(port, caPem, "a.test", "WWW.A.TEST."), {
+    status: 200,
+    body: "site a",
+  });
+  assert.deepEqual(await getOverSni(port, caPem, "b.test", "x.b.test:443"), {
+    status: 200,
+    body: "site b",
+  });
+  // main.test's certificate also covers shared.test, another site: a browser may reuse the
+  // connection (HTTP/2 coalescing), and it works.
+  assert.deepEqual(await getOverSni(port, caPem, "main.test", "shared.test"), {
+    status: 200,
+    body: "site wild",
+  });
+  // A Host no site names is served the default certificate too: not misdirected from main.test.
+  assert.equal((await getOverSni(port, caPem, "main.test", "nothing.test")).status, 200);
+  assert.equal((await getOverSni(port, caPem, "a.test", "nothing.test")).status, 421);
+  assert.ok(
+    srv.log.lines.some((l) => /"GET \/" 421 /.test(l)),
+    srv.log.lines.join("\n"),
+  );
+
+  // HTTP/2 through curl: one connection opened for main.test, then requests for other names on it.
+  if (hasCommand("curl") === null) return console.log("curl part skipped: no curl on PATH");
+  const common = [
+    "-sS",
+    "--http2",
+    "--cacert",
+    ca,
+    "--connect-to",
+    `::127.0.0.1:${port}`,
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{http_code} %{http_version} %{num_connects}\\n",
+  ];
+  // `--next` keeps the connection: the later requests go on the first one's.
+  const out = await curl([
+    ...common,
+    `https://main.test:${port}/`,
+    "--next",
+    ...common,
+    "-H",
+    "Host: a.test",
+    `https://main.test:${port}/`,
+    "--next",
+    ...common,
+    "-H",
+    "Host: shared.test",
+    `https://main.test:${port}/`,
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stdout, "200 2 1\n421 2 0\n200 2 0\n", out.stdout);
+});
+
+Deno.test("sites: behind the PROXY protocol too, a Host of another certificate than the SNI chose gets 421", async () => {
+  await using tmp = await tempDir();
+  const { config, caPem } = await tlsSites(tmp.path);
+  await using srv = await startTestServer({ ...config, server: { proxy_protocol: true } });
+  const port = srv.server.addr.port;
+  assert.equal((await getOverSni(port, caPem, "a.test", "b.test", true)).status, 421);
+  assert.deepEqual(await getOverSni(port, caPem, "x.b.test", "b.test", true), {
+    status: 200,
+    body: "site b",
+  });
+  const access = () => srv.log.lines.filter((l) => l.startsWith("ACCESS"));
+  // The line of an answer is written once its body has been sent.
+  assert.ok(await eventually(() => access().length === 2, 10_000), access().join("\n"));
+  assert.ok(access().every((l) => l.includes("192.0.2.1")), access().join("\n"));
 });
 
 Deno.test("sites: Deno.connectTls with each SNI name verifies the site's certificate and gets its page", async () => {

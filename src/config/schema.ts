@@ -659,15 +659,16 @@ const Server = v.pipe(
     proxy_protocol_from: v.optional(cidrList, ["127.0.0.0/8", "::1/128"]),
     /**
      * What a request whose Host names none of `sites` gets: the default site (the top-level
-     * sections), or `421` Misdirected Request. Only read when `sites` is given.
+     * sections), `421` Misdirected Request, or `close`: its connection is closed unanswered
+     * (nginx's `return 444`). Only read when `sites` is given.
      */
     unknown_host: v.optional(
       v.pipe(
         v.union(
-          [v.literal("default"), v.literal(421), v.literal("421")],
-          got('must be "default" or 421'),
+          [v.literal("default"), v.literal(421), v.literal("421"), v.literal("close")],
+          got('must be "default", 421 or "close"'),
         ),
-        v.transform((x) => String(x) as "default" | "421"),
+        v.transform((x) => String(x) as "default" | "421" | "close"),
       ),
       "default",
     ),

@@ -19,6 +19,16 @@ export interface RequestContext {
    * where the server does not learn the version (plain HTTP, HTTP/1.x over TLS).
    */
   readonly protocol?: string;
+  /**
+   * Ends the connection at once, answering nothing (nginx's `return 444`); what the handler
+   * then returns is not sent. Absent for a handler called directly.
+   */
+  close?(): void;
+  /**
+   * The server name the client asked for in its TLS hello, where the server read it (with
+   * several sites that have certificates of their own); undefined otherwise.
+   */
+  readonly sni?: string;
   /** {@link Route.name} of the route that took the request (`static` for the files); metrics read it. */
   route?: string;
   /** With `sites`: the first name of the site that answers (`default` for the default site). */

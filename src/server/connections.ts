@@ -17,10 +17,17 @@ export interface Exchange {
   /** The protocol ALPN chose on a TLS connection (`h2`, `http/1.1`), or null. */
   readonly alpn: string | null;
   /**
+   * The server name the client sent in its TLS hello, where the listener read it (several sites
+   * with certificates of their own); undefined otherwise.
+   */
+  readonly sni?: string;
+  /**
    * What the runtime puts in the URL of a request that names no authority (`localhost:PORT`),
    * or undefined where a request always names one (HTTP/2).
    */
   readonly madeUp?: string;
+  /** Ends the connection at once, whatever is in flight on it. */
+  close?(): void;
   /**
    * Told by the handler that upgraded the connection (a WebSocket): it counts as open until
    * `ended` settles.

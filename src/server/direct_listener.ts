@@ -14,6 +14,11 @@
  * HTTP/2 is spoken where ALPN chose h2 and, as `Deno.serve` does, on a TLS connection that
  * negotiated no ALPN and starts with the HTTP/2 preface (the runtime decides; see README, Limits).
  *
+ * With several sites that have certificates of their own, the listener's sockets hold their first
+ * bytes back from the runtime (`sockets.ts`) until the server name of the ClientHello has been
+ * read (`client_hello.ts`): a request whose Host belongs to a site with another certificate is
+ * answered 421 (`routes/sites.ts`). Without libc the name is not read, and one warning says so.
+ *
  * TCP_NODELAY: plain connections get it as they are accepted; `Deno.TlsConn` has no
  * `setNoDelay`, so it is set once on the TLS listening socket (`sockets.ts`), which Linux hands
  * to every accepted connection. Without it an answer written in pieces waits for the client's
@@ -41,8 +46,9 @@ import {
   type Timed,
   timedBody,
 } from "./connections.ts";
+import { HELLO_MAX, readClientHello } from "./client_hello.ts";
 import { type HttpConnection, serveConnection } from "./native_http.ts";
-import { NEEDED, setListenerNoDelay } from "./sockets.ts";
+import { HeldSocket, holdListenerReads, NEEDED, setListenerNoDelay } from "./sockets.ts";
 
 /** One accepted connection (plain or TLS) from accept to close. */
 export class Connection implements Timed {
@@ -58,6 +64,14 @@ export class Connection implements Timed {
   private http?: HttpConnection;
   private handshaking = false;
   private served?: Exchange;
+  /** The socket while its first bytes are held back from the runtime. */
+  private held?: HeldSocket;
+  /**
+   * The server name the client asked for in its ClientHello; read before the handshake when
+   * `readsName` is set.
+   */
+  sni?: string;
+  readsName = false;
 
   /**
    * `source`: the client's address from a PROXY protocol header; `counted`: the connection was
@@ -91,6 +105,8 @@ export class Connection implements Timed {
   close() {
     if (this.ended) return;
     this.ended = true;
+    // The runtime's TLS server waits for bytes it is not shown: ended only by a shutdown.
+    this.held?.shutdown();
     if (this.http) this.http.cut();
     else close(this.conn);
   }
@@ -102,6 +118,7 @@ export class Connection implements Timed {
       if ("handshake" in this.conn) {
         this.arm("handshake");
         this.handshaking = true;
+        if (this.readsName) await this.readName();
         this.alpn = (await (this.conn as Deno.TlsConn).handshake()).alpnProtocol;
         this.handshaking = false;
         // The front registers a relay before sending its first byte, so before this handshake
@@ -132,6 +149,35 @@ export class Connection implements Timed {
     if (this.counted) table.release(this.ip);
   }
 
+  /**
+   * Reads the server name of the ClientHello from the kernel, where the socket holds it back,
+   * then hands every byte to the runtime's TLS server.
+   */
+  private async readName() {
+    const conn = this.conn;
+    const socket = HeldSocket.of(conn.localAddr as Deno.NetAddr, conn.remoteAddr as Deno.NetAddr);
+    if (!socket) {
+      // Not found: only a walk at the next tick can shut it down.
+      this.table.shutDownLater(conn);
+      return this.close();
+    }
+    this.held = socket;
+    // Most clients send the hello with the handshake's last ACK: it is there at once.
+    for (let wait = 1; !this.ended; wait = Math.min(2 * wait, 64)) {
+      const n = socket.peek(hello);
+      if (n === 0) break;
+      if (n > 0) {
+        const read = readClientHello(hello.subarray(0, n));
+        if (read.kind === "hello") this.sni = read.name;
+        if (read.kind !== "partial" || n === hello.length) break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+    if (this.ended) return;
+    this.held = undefined;
+    socket.release(0);
+  }
+
   private request(
     request: Request,
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
@@ -158,6 +204,8 @@ export class Connection implements Timed {
     return this.served ??= {
       remoteAddr: this.source ?? this.conn.remoteAddr as Deno.NetAddr,
       alpn: this.alpn,
+      sni: this.sni,
+      close: () => this.close(),
       madeUp: this.alpn === "h2" ? undefined : madeUp,
       upgraded: (ended, socket) => {
         this.session = ended;
@@ -183,6 +231,9 @@ export class Connection implements Timed {
     return Promise.resolve();
   }
 }
+
+/** Where a ClientHello is peeked at: one at a time, each read whole before the next. */
+const hello = new Uint8Array(HELLO_MAX);
 
 /** `Deno.listenTls`'s option for a certificate per SNI name (Deno 2.9). */
 const SNI_RESOLVER: symbol = (Deno as unknown as Record<symbol, { resolverSymbol: symbol }>)[
@@ -221,14 +272,36 @@ export function openListener(
 /** A plain or TLS listener whose connections come straight from clients. */
 export function listenDirect(options: ListenOptions, handler: ExchangeHandler): Listening {
   const { connections: table, log, tls, behind, onError } = options;
-  let listener = openListener(options, options.port, tls);
+  /**
+   * Opens a listener; with several certificates its sockets hold their first bytes back, and
+   * each connection's server name is read, for the 421 of a request whose Host has another one.
+   */
+  const open = (keys: TlsKeys | undefined, port: number) => {
+    const opened = openListener(options, port, keys);
+    if (keys?.sni === undefined || behind) return { listener: opened, holds: false };
+    const held = holdListenerReads((opened.addr as Deno.NetAddr).port);
+    if (typeof held === "string") {
+      if (!namesWarned) {
+        namesWarned = true;
+        log.warn(
+          `the server name of TLS connections cannot be read (${held}): a request whose Host ` +
+            `names a site with another certificate than the connection's is served instead of ` +
+            `answered 421; grant ${NEEDED}`,
+        );
+      }
+      return { listener: opened, holds: false };
+    }
+    return { listener: opened, holds: true };
+  };
+  const first = open(tls, options.port);
+  let listener = first.listener;
   const addr = listener.addr as Deno.NetAddr;
   const madeUp = `localhost:${addr.port}`;
   const serving = new Serving<Connection>();
   const failed = acceptFailures(addr, log, table);
   const end = new ListenerEnd();
 
-  const accept = (from: Deno.Listener) =>
+  const accept = ({ listener: from, holds }: ReturnType<typeof open>) =>
     acceptEach(from, end, failed, (conn) => {
       const ip = (conn.remoteAddr as Deno.NetAddr).hostname;
       // Relays of a PROXY protocol front were counted there, under the client's address.
@@ -241,18 +314,19 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
       }
       if (!tls) (conn as Deno.TcpConn).setNoDelay(true);
       const connection = new Connection(conn, table, ip, !behind, undefined, behind);
+      connection.readsName = holds;
       serving.add(connection, connection.serve(handler, onError, madeUp));
     });
-  const accepting = new Set([accept(listener)]);
+  const accepting = new Set([accept(first)]);
 
   return {
     addr,
     ...(tls
       ? {
         replaceCertificate(cert: string, key: string, sni?: TlsKeys["sni"]) {
-          const next = openListener(options, addr.port, { cert, key, sni });
+          const next = open({ cert, key, sni }, addr.port);
           const old = listener;
-          listener = next;
+          listener = next.listener;
           accepting.add(accept(next));
           end.retire(old);
         },
@@ -274,6 +348,7 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
 }
 
 let noDelayWarned = false;
+let namesWarned = false;
 function noDelay(port: number, log: Logger) {
   const result = setListenerNoDelay(port);
   if (typeof result === "number" || noDelayWarned) return;

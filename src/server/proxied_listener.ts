@@ -29,6 +29,7 @@ import {
 } from "./accept_loop.ts";
 import type { ExchangeHandler, Stage, Timed } from "./connections.ts";
 import { Connection, listenDirect, openListener } from "./direct_listener.ts";
+import { HELLO_MAX, readClientHello } from "./client_hello.ts";
 import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
 import { HeldSocket, holdListenerReads, libcMissing, NEEDED } from "./sockets.ts";
 
@@ -66,16 +67,18 @@ class HeaderClock implements Timed {
 /**
  * Reads the PROXY protocol header at the start of a TLS connection from the kernel, where its
  * socket holds its bytes back from the runtime, and says its length: the caller takes it off
- * ({@link HeldSocket.release}) once the connection is admitted. Answers as {@link readHeader}.
+ * ({@link HeldSocket.release}) once the connection is admitted. With `readsName`, the server
+ * name of the ClientHello after it is read too. Answers as {@link readHeader}.
  */
 async function peekHeader(
   clock: HeaderClock,
-): Promise<{ source?: Deno.NetAddr; length: number } | string> {
+  readsName: boolean,
+): Promise<{ source?: Deno.NetAddr; length: number; sni?: string } | string> {
   const { conn } = clock;
   const socket = HeldSocket.of(conn.localAddr as Deno.NetAddr, conn.remoteAddr as Deno.NetAddr);
   if (!socket) return "its socket was not found among this process's descriptors";
   clock.socket = socket;
-  const buf = new Uint8Array(16 + V2_MAX_BODY);
+  const buf = new Uint8Array(16 + V2_MAX_BODY + (readsName ? HELLO_MAX : 0));
   // The balancer writes the header as it connects: it is there at once, or soon after.
   for (let wait = 1; !clock.ended; wait = Math.min(2 * wait, 64)) {
     const n = socket.peek(buf);
@@ -83,8 +86,13 @@ async function peekHeader(
     if (n > 0) {
       const header = readProxyHeader(buf.subarray(0, n));
       if (header.kind === "bad") return header.reason;
-      if (header.kind === "header") return { source: header.source, length: header.length };
-      if (n === buf.length) return "the PROXY protocol header is too long";
+      if (header.kind === "header") {
+        const { source, length } = header;
+        if (!readsName) return { source, length };
+        const hello = readClientHello(buf.subarray(length, n));
+        if (hello.kind === "hello") return { source, length, sni: hello.name };
+        if (hello.kind === "other" || n === buf.length) return { source, length };
+      } else if (n === buf.length) return "the PROXY protocol header is too long";
     }
     await new Promise((resolve) => setTimeout(resolve, wait));
   }
@@ -139,6 +147,8 @@ export function listenProxied(
   const missing = tls ? libcMissing() : undefined;
   const relay = missing ? openTlsRelay(options, handler, missing) : undefined;
   const held = tls && !relay ? tls : undefined;
+  /** Several certificates: the server name of each ClientHello is read too (for 421). */
+  let readsNames = held?.sni !== undefined;
   const open = (keys = held, port = options.port) => {
     const opened = openListener(options, port, keys);
     const bound = (opened.addr as Deno.NetAddr).port;
@@ -184,7 +194,7 @@ export function listenProxied(
     clock.deadline = ms > 0 ? table.now + ms : 0;
     let header: Awaited<ReturnType<typeof peekHeader>>;
     try {
-      header = held ? await peekHeader(clock) : await readHeader(conn);
+      header = held ? await peekHeader(clock, readsNames) : await readHeader(conn);
     } catch {
       header = "";
     } finally {
@@ -214,6 +224,7 @@ export function listenProxied(
       return;
     }
     const connection = new Connection(conn, table, source.hostname, true, source);
+    if ("sni" in header) connection.sni = header.sni;
     serving.add(connection, connection.serve(handler, onError, madeUp));
   };
 
@@ -246,6 +257,7 @@ export function listenProxied(
       ? {
         replaceCertificate(cert: string, key: string, sni?: TlsKeys["sni"]) {
           const next = open({ cert, key, sni }, addr.port);
+          readsNames = sni !== undefined;
           const old = listener;
           listener = next;
           accepting.add(accept(next));

@@ -62,6 +62,12 @@ class ServedContext implements RequestContext {
   get remote(): Deno.NetAddr {
     return this.exchange.remoteAddr;
   }
+  get sni(): string | undefined {
+    return this.exchange.sni;
+  }
+  close() {
+    this.exchange.close?.();
+  }
   get protocol(): string | undefined {
     const alpn = this.exchange.alpn;
     return alpn === "h3" ? "HTTP/3" : alpn === "h2" ? "HTTP/2" : undefined;

@@ -83,7 +83,17 @@ export function listenHttp3(options: Http3ListenOptions, handler: ExchangeHandle
       } catch { /* gone */ }
       return;
     }
-    const exchange: Exchange = { remoteAddr, alpn: "h3", madeUp, upgraded() {} };
+    const exchange: Exchange = {
+      remoteAddr,
+      alpn: "h3",
+      madeUp,
+      upgraded() {},
+      close() {
+        try {
+          quic.close({ closeCode: H3.NO_ERROR, reason: "" });
+        } catch { /* gone */ }
+      },
+    };
     const connection = new Http3Connection(quic, exchange, {
       handler,
       onError: options.onError,
