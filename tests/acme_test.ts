@@ -659,6 +659,26 @@ Deno.test({
   },
 });
 
+Deno.test("acme: a reload's timeouts reach the port-80 challenge listener", async () => {
+  const listener = listenForChallenges({
+    hostname: "127.0.0.1",
+    port: 0,
+    challenges: () => null,
+    timeouts: { handshake: 0, header: 600_000, idle: 600_000, body: 600_000 },
+  });
+  // What `denoserve` does after a SIGHUP that lowered server.header_timeout: connections from
+  // then on are timed by the new value.
+  listener.retime({ handshake: 0, header: 1000, idle: 1000, body: 1000 }, 0);
+  const slow = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+  try {
+    await slow.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a\r\nX-a: "));
+    assert.ok(await closedWithin(slow, 15_000), "closed by the new header timeout");
+  } finally {
+    slow.close();
+    await listener.shutdown();
+  }
+});
+
 Deno.test("acme: the port-80 challenge listener has the server's header timeout (a slowloris there is closed) and still answers and redirects", async () => {
   const listener = listenForChallenges({
     hostname: "127.0.0.1",

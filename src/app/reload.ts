@@ -30,6 +30,8 @@ export interface ReloadOptions {
    * throws when it cannot be served.
    */
   prepare(): Promise<Prepared>;
+  /** Told the configuration a reload took into service. */
+  reloaded?(config: Config): void;
   /** How often the certificate and key files are checked for changes, in ms; 0 = never. Default 1000. */
   certCheckMs?: number;
   /** The signal that asks for a reload; null for none. Default SIGHUP (none on Windows). */
@@ -103,6 +105,7 @@ export function watchReload(options: ReloadOptions): Reloader {
       const before = server.url;
       try {
         const { listenersReplaced } = await applyReload(server, options.prepare);
+        options.reloaded?.(server.config);
         log.info(
           `reloaded configuration; serving on ${server.url}` +
             (listenersReplaced

@@ -19,7 +19,7 @@ import {
   type RunningServer,
   startServer,
 } from "../server/server.ts";
-import { workerCount } from "../config/derived.ts";
+import { timeoutsMs, workerCount } from "../config/derived.ts";
 import { type ChallengeListener, listenForChallenges } from "../server/challenge_listener.ts";
 import { startWorkers, type WorkerPool } from "../app/workers.ts";
 import type { AcmeManager } from "../tls/acme/mod.ts";
@@ -165,12 +165,7 @@ async function serve(
         port: config.ssl.acme.http_port,
         challenges: acme.handleChallenge,
         httpsPort: config.server.port,
-        timeouts: {
-          handshake: 0,
-          header: config.server.header_timeout * 1000,
-          idle: config.server.idle_timeout * 1000,
-          body: config.server.body_timeout * 1000,
-        },
+        timeouts: timeoutsMs(config),
         maxPerIp: config.server.max_connections_per_ip,
         log,
       });
@@ -209,6 +204,8 @@ async function serve(
     server,
     log,
     debug: flags.debug,
+    // Port 80 takes the new timeouts and per-address limit as every listener does.
+    reloaded: (next) => port80?.retime(timeoutsMs(next), next.server.max_connections_per_ip),
     prepare: async () => {
       const next = await boot(flags, log);
       if (usesLocalCa(next.config)) {

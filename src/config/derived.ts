@@ -17,6 +17,17 @@ export function workerCount(setting: number | "auto"): number {
  * end, and redirects whatever is not a challenge: the server opens nothing else there, so no
  * reload has to hand the port over.
  */
+/** The connection timeouts of `cfg` in milliseconds (0: off), as every listener takes them. */
+export function timeoutsMs(cfg: Config) {
+  const s = cfg.server;
+  return {
+    handshake: s.handshake_timeout * 1000,
+    header: s.header_timeout * 1000,
+    idle: s.idle_timeout * 1000,
+    body: s.body_timeout * 1000,
+  };
+}
+
 export const redirectIsAcme = (cfg: Config): boolean =>
   cfg.ssl.acme !== undefined && cfg.ssl.redirect_http !== undefined &&
   cfg.ssl.redirect_http !== 0 && cfg.ssl.redirect_http === cfg.ssl.acme.http_port;

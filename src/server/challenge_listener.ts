@@ -6,8 +6,8 @@
  * there.
  *
  * It is a listener of the same native kind as the others (`direct_listener.ts`), with a
- * connection table of its own: the server's timeouts and per-address limit as configured at
- * start (a reload does not change them here), and no total limit.
+ * connection table of its own: the server's timeouts and per-address limit (a reload hands it
+ * the new ones: {@link ChallengeListener.retime}), and no total limit.
  *
  * @module
  */
@@ -45,6 +45,11 @@ export interface ChallengeListener {
    * port the HTTPS listener really took, after start and after a reload).
    */
   redirectTo(httpsPort: number): void;
+  /**
+   * Takes new timeouts (ms) and a new per-address limit (a reload): each connection's next stage
+   * is timed by them, as on every listener.
+   */
+  retime(timeouts: Timeouts, maxPerIp: number): void;
   shutdown(): Promise<void>;
 }
 
@@ -87,6 +92,10 @@ export function listenForChallenges(options: ChallengeListenerOptions): Challeng
     addr: server.addr,
     redirectTo(httpsPort) {
       others = redirectToHttps(httpsPort, fallbackHost);
+    },
+    retime(timeouts, maxPerIp) {
+      connections.retime(timeouts);
+      connections.maxPerIp = maxPerIp;
     },
     shutdown: () => server.shutdown(),
   };

@@ -8,7 +8,7 @@
 import { explainError } from "../http/errors.ts";
 import { IpSet } from "../http/ip.ts";
 import type { Config } from "../config/schema.ts";
-import { redirectIsAcme, workerCount } from "../config/derived.ts";
+import { redirectIsAcme, timeoutsMs, workerCount } from "../config/derived.ts";
 import type { Logger } from "../log/logger.ts";
 import type { App } from "../routes/build.ts";
 import { addCertificateSource, addConnectionSource } from "../routes/metrics.ts";
@@ -184,13 +184,7 @@ function setLimits(connections: Connections, config: Config) {
     ? 0
     : Math.max(1, Math.floor(max / workerCount(config.server.workers)));
   connections.maxPerIp = perIp;
-  const s = config.server;
-  connections.retime({
-    handshake: s.handshake_timeout * 1000,
-    header: s.header_timeout * 1000,
-    idle: s.idle_timeout * 1000,
-    body: s.body_timeout * 1000,
-  });
+  connections.retime(timeoutsMs(config));
 }
 
 /** With `-d`: what the connection layer did, every 10 s when something changed. */
