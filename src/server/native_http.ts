@@ -26,8 +26,14 @@
  * {@link nativeCheck} proves at start-up, without any permission, what can be proved without a
  * connection (the internals are there, `await` reads the getter, ids come in sequence); the first
  * connections served confirm the rest (the getter saw an op promise, the id is an `"http"`
- * resource). When either fails, connections are served by the same server without the early
- * close, and one warning names the cause: WebSockets are then closed at their upgrade.
+ * resource). When either fails, one warning names the cause, and from then on connections are
+ * served by the runtime's older per-connection server, `Deno.serveHttp` ({@link serveLegacy}):
+ * slower, but WebSockets live there too. It takes a request with both Content-Length and
+ * Transfer-Encoding by the latter and drops the former, where the newer server answers 400; since
+ * that cannot be told from the request it hands on, a connection there ends after any request
+ * with a Transfer-Encoding, so that nothing sent after such a body is read as a request (RFC 9112
+ * §6.1: a server that takes such a request must close the connection). Where it is missing too, the
+ * newer server is used without the early close: WebSockets are then closed at their upgrade.
  *
  * @module
  */
@@ -131,9 +137,20 @@ function turnOff(why: string) {
   warned = true;
   warn(
     `the runtime's HTTP server cannot keep WebSockets on this Deno (${Deno.version.deno}): ` +
-      `${off}; WebSockets are closed as soon as they open, and an "http" resource may be left ` +
-      "behind by a connection that fails",
+      `${off}; ` +
+      (serveHttp
+        ? "connections are served by its older server (Deno.serveHttp) instead, which is slower"
+        : `WebSockets are closed as soon as they open, and an "http" resource may be left ` +
+          "behind by a connection that fails"),
   );
+}
+
+/**
+ * Serves connections as when the start-up check fails, from now on (the next start says why):
+ * for tests of that path.
+ */
+export function useFallback(why: string) {
+  off ??= why;
 }
 
 /**
@@ -160,6 +177,7 @@ export function serveConnection(
   handler: NativeHandler,
   onError: (error: unknown) => Response | Promise<Response>,
 ): HttpConnection {
+  if (off !== undefined && serveHttp) return serveLegacy(conn, handler, onError);
   if (!serveOn) throw new Error(`Deno ${Deno.version.deno}: ${off}`);
   const fast = off === undefined;
   // On the fast path a connection is cut by closing its "http" resource (which cancels it, as
@@ -212,6 +230,91 @@ export function serveConnection(
       if (done) return;
       if (abort) abort.abort();
       else core!.tryClose(rid);
+    },
+  };
+}
+
+/** The older per-connection server: `Deno.serveHttp`, there at run time, not in the types. */
+interface LegacyHttpConn {
+  nextRequest(): Promise<
+    { request: Request; respondWith(r: Response | Promise<Response>): Promise<void> } | null
+  >;
+  close(): void;
+}
+const serveHttp = (Deno as unknown as { serveHttp?: (conn: Deno.Conn) => LegacyHttpConn })
+  .serveHttp;
+
+/** Serves `conn` with `Deno.serveHttp`, when the fast path is off. */
+function serveLegacy(
+  conn: Deno.Conn,
+  handler: NativeHandler,
+  onError: (error: unknown) => Response | Promise<Response>,
+): HttpConnection {
+  const http = serveHttp!(conn);
+  const remoteAddr = conn.remoteAddr as Deno.NetAddr;
+  const answering = new Set<Promise<unknown>>();
+  /** The answers from now on end the connection (`Connection: close`): a stop, or see below. */
+  let last = false;
+  let done = false;
+  const end = () => {
+    done = true;
+    try {
+      http.close();
+    } catch { /* closed */ }
+  };
+  const answer = async (
+    event: NonNullable<Awaited<ReturnType<LegacyHttpConn["nextRequest"]>>>,
+    completed: PromiseWithResolvers<void>,
+  ) => {
+    // It may have carried a Content-Length too: the last request of its connection.
+    if (event.request.headers.has("transfer-encoding")) last = true;
+    let response: Response;
+    try {
+      response = await handler(event.request, { remoteAddr, completed: completed.promise });
+    } catch (e) {
+      response = await onError(e);
+    }
+    if (last && response.status !== 101) {
+      const headers = new Headers(response.headers);
+      headers.set("connection", "close");
+      const { status, statusText } = response;
+      response = new Response(response.body, { status, statusText, headers });
+    }
+    await event.respondWith(response);
+  };
+  const serve = async () => {
+    try {
+      // Ends when the server closes the connection: the client's doing, or an answer's
+      // `Connection: close`.
+      for (;;) {
+        const event = await http.nextRequest();
+        if (event === null) break;
+        const completed = Promise.withResolvers<void>();
+        const answered = answer(event, completed).then(completed.resolve, completed.reject);
+        answering.add(answered);
+        answered.finally(() => answering.delete(answered));
+      }
+    } catch { /* the connection failed */ }
+    await Promise.allSettled(answering);
+    end();
+  };
+  const finished = serve();
+  return {
+    finished,
+    async shutdown() {
+      last = true;
+      // Idle: nothing to finish. Otherwise the answers say `Connection: close` and the server
+      // closes after the last (one already on its way when the stop came keeps the connection
+      // open until the stop's time is up and it is cut).
+      if (answering.size === 0) end();
+      await finished;
+    },
+    cut() {
+      if (done) return;
+      end();
+      try {
+        conn.close();
+      } catch { /* taken by the server */ }
     },
   };
 }
