@@ -9,9 +9,10 @@
  * a listening socket to the connections it accepts, so setting TCP_NODELAY once on the listener
  * reaches every connection.
  *
- * The runtime does not expose file descriptors, so sockets are found by walking this process's
- * descriptors and asking each for its address (`getsockname`, `getpeername`). `/proc/self` would
- * say the same, but Deno lets only `--allow-all` read it.
+ * The runtime does not expose file descriptors, so sockets are found by listing this process's
+ * descriptors and asking each for its address (`getsockname`, `getpeername`). The list is read
+ * from `/proc/self/fd` through libc's `opendir`, since Deno lets only `--allow-all` read
+ * `/proc/self` itself.
  *
  * Each function needs `--allow-ffi` for libc ({@link NEEDED}) and says so instead of prompting
  * or throwing.
@@ -35,6 +36,10 @@ const SYMBOLS = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
+  opendir: { parameters: ["buffer"], result: "pointer" },
+  readdir: { parameters: ["pointer"], result: "pointer" },
+  closedir: { parameters: ["pointer"], result: "i32" },
+  memcpy: { parameters: ["buffer", "pointer", "usize"], result: "pointer" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
 } as const;
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -84,19 +89,38 @@ function portOf(lib: Libc, ask: "getsockname" | "getpeername", fd: number): numb
   return family === 2 || family === 10 ? (address[2] << 8) | address[3] : -1;
 }
 
+const FD_FOLDER = new TextEncoder().encode("/proc/self/fd\0");
+/** The start of a directory entry: up to 11 digits of its name. */
+const dirent = new Uint8Array(30);
+
 /**
- * Calls `visit` with each TCP socket of this process (its descriptor and local port). The walk
- * ends after 1,024 descriptors in a row that are not open: the kernel hands out the lowest free
- * one, so open descriptors lie close together.
+ * The open descriptors of this process from 3 on, from `/proc/self/fd`: however far apart they
+ * lie (a flood's connections, closed in a block, leave thousands free below the others).
  */
-function eachSocket(lib: Libc, visit: (fd: number, port: number) => void) {
-  for (let fd = 3, gap = 0; gap < 1024; fd++) {
-    // F_GETFD = 1: -1 for a descriptor that is not open.
-    if (lib.fcntl(fd, 1, 0) === -1) {
-      gap++;
-      continue;
+function openDescriptors(lib: Libc): number[] {
+  const found: number[] = [];
+  const dir = lib.opendir(FD_FOLDER);
+  if (dir === null) return found;
+  try {
+    for (let entry = lib.readdir(dir); entry !== null; entry = lib.readdir(dir)) {
+      // struct dirent (glibc, x86_64 and aarch64): d_ino 8, d_off 8, d_reclen 2, d_type 1, then
+      // d_name, here a number. Copied by libc: reading the pointer itself needs all of --allow-ffi.
+      lib.memcpy(dirent, entry, BigInt(dirent.length));
+      let fd = 0;
+      for (let i = 19; i < dirent.length && dirent[i] >= 48 && dirent[i] <= 57; i++) {
+        fd = fd * 10 + dirent[i] - 48;
+      }
+      if (fd >= 3) found.push(fd);
     }
-    gap = 0;
+  } finally {
+    lib.closedir(dir);
+  }
+  return found;
+}
+
+/** Calls `visit` with each TCP socket of this process (its descriptor and local port). */
+function eachSocket(lib: Libc, visit: (fd: number, port: number) => void) {
+  for (const fd of openDescriptors(lib)) {
     const port = portOf(lib, "getsockname", fd);
     if (port >= 0) visit(fd, port);
   }
@@ -192,11 +216,8 @@ export class HeldSocket {
     else free = 3;
     for (let fd = free - 1; fd >= 3; fd--) if (isIt(fd)) return new HeldSocket(lib, fd);
     // Descriptors closed since the accept: it is above.
-    for (let fd = free + 1, gap = 0; gap < 1024; fd++) {
-      // F_GETFD = 1: -1 for a descriptor that is not open.
-      if (lib.fcntl(fd, 1, 0) === -1) gap++;
-      else if (isIt(fd)) return new HeldSocket(lib, fd);
-      else gap = 0;
+    for (const fd of openDescriptors(lib)) {
+      if (fd > free && isIt(fd)) return new HeldSocket(lib, fd);
     }
     return undefined;
   }

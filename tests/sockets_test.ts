@@ -1,0 +1,42 @@
+/**
+ * Finding this process's sockets through libc (src/server/sockets.ts): after thousands of
+ * connections closed in a block, the ones above them are still found, to be shut down (a flood's
+ * stalled TLS handshakes) or read from (PROXY protocol headers, ClientHellos).
+ */
+import assert from "node:assert/strict";
+import { HeldSocket, shutdownSockets } from "../src/server/sockets.ts";
+
+/** `n` accepted connections on `listener`, with the clients' ends. */
+async function pairs(listener: Deno.TcpListener, n: number) {
+  const out: { client: Deno.TcpConn; server: Deno.TcpConn }[] = [];
+  for (let i = 0; i < n; i++) {
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    out.push({ client, server: await listener.accept() });
+  }
+  return out;
+}
+
+Deno.test("sockets: connections above 3,000 closed descriptors are found, shut down and held", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const below = await pairs(listener, 1500);
+  const above = await pairs(listener, 3);
+  // 3,000 descriptors (both ends of 1,500 connections) closed in one block below the others.
+  for (const { client, server } of below) {
+    client.close();
+    server.close();
+  }
+  try {
+    const [first, second, third] = above;
+    const addrs = (c: Deno.Conn) => [c.localAddr as Deno.NetAddr, c.remoteAddr as Deno.NetAddr];
+    assert.ok(HeldSocket.of(...addrs(first.server) as [Deno.NetAddr, Deno.NetAddr]));
+    assert.equal(shutdownSockets([addrs(second.server), addrs(third.server)]), 2);
+    // Shut down both ways: each client reads the end.
+    assert.equal(await second.client.read(new Uint8Array(8)), null);
+    assert.equal(await third.client.read(new Uint8Array(8)), null);
+  } finally {
+    for (const { client, server } of above) {
+      client.close();
+      server.close();
+    }
+  }
+});
