@@ -1,18 +1,22 @@
 /**
  * Reliability run on loopback, bounded in time: sustained load with wrk, graceful shutdown and
- * reloads under load, a testssl.sh audit of the HTTPS server, and the figures the hostile, peers
- * and browser tests print. Writes bench/reliability.md.
+ * reloads under load, a testssl.sh audit of the HTTPS server, the figures the hostile, peers and
+ * browser tests print, descriptors and memory after 100,000 connections ended abruptly, and
+ * 18,000 stalled TLS handshakes against handshake_timeout. Writes bench/reliability.md.
  *
- *   deno task reliability                 everything (about 2½ minutes)
+ *   deno task reliability                 everything (about 6 minutes)
  *   deno task reliability --quick         10 s of load instead of 60, prints only
- *   deno task reliability --only tls,reload  run some phases (load, shutdown, reload, tls, tests)
+ *   deno task reliability --only tls,reload  run some phases (load, shutdown, reload, tls, tests,
+ *                                            leak, flood)
  *                                            and replace only their sections in the file
  *
- * Needs wrk and testssl.sh (Debian packages; .ci/run installs them).
+ * Needs wrk, h2load, prlimit and testssl.sh (Debian packages; .ci/run installs them), and root
+ * for the flood's open-files limit.
  *
  * @module
  */
 import { parseArgs } from "node:util";
+import { webSocketBackend } from "../tests/support/backends.ts";
 import { makeCerts } from "../tests/support/certs.ts";
 import { hasCommand, spawnCli } from "../tests/support/cli.ts";
 import { clientLoop } from "../tests/support/clients.ts";
@@ -28,12 +32,16 @@ const args = parseArgs({
     only: { type: "string" },
     duration: { type: "string" },
     connections: { type: "string", default: "200" },
+    abrupt: { type: "string", default: "100000" },
   },
 });
 const QUICK = args.values.quick;
 const DURATION = Number(args.values.duration ?? (QUICK ? 10 : 60));
 const CONNECTIONS = Number(args.values.connections);
-const PHASES = new Set((args.values.only ?? "load,shutdown,reload,tls,tests").split(","));
+const PHASES = new Set(
+  (args.values.only ?? "load,shutdown,reload,tls,tests,leak,flood").split(","),
+);
+const ABRUPT = Number(args.values.abrupt);
 const MiB = 1024 * 1024;
 const sections: string[] = [];
 const problems: string[] = [];
@@ -552,6 +560,222 @@ ${figures.join("\n")}
 
 // ---------------------------------------------------------------- main
 
+// ---------------------------------------------------------------- leak
+
+/** Runs `job` `n` times, `parallel` at a time; failures are counted, not thrown. */
+async function times(n: number, parallel: number, job: (i: number) => Promise<void>) {
+  let next = 0;
+  let failed = 0;
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (next < n) {
+      try {
+        await job(next++);
+      } catch {
+        failed++;
+      }
+    }
+  }));
+  return failed;
+}
+
+const enc = new TextEncoder();
+
+/** Runs a command to its end; its exit code. */
+async function run(cmd: string, argv: string[]) {
+  const out = await new Deno.Command(cmd, { args: argv, stdout: "null", stderr: "null" }).output();
+  return out.code;
+}
+
+async function leakPhase() {
+  for (const tool of ["wrk", "h2load"]) {
+    if (!hasCommand(tool)) return void problems.push(`leak: ${tool} is not installed`);
+  }
+  await using dir = await tempDir();
+  const root = await site(dir.path);
+  const certs = await makeCerts(dir.path);
+  await using ws = webSocketBackend();
+  const common = {
+    server: {
+      reverse_proxy: [{ path: "/ws", host: "127.0.0.1", port: ws.port, websocket: true }],
+    },
+    http: { static_dir: root },
+    logging: { access_log: false, level: "INFO" },
+  };
+  await Deno.mkdir(`${dir.path}/tls`);
+  const plainConfig = await writeConfig(dir.path, common);
+  const tlsConfig = await writeConfig(`${dir.path}/tls`, {
+    ...common,
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+  });
+  await using plain = await spawnCli(["-c", plainConfig, "-p", "0"], { cwd: dir.path });
+  await using secure = await spawnCli(["-c", tlsConfig, "-p", "0"], { cwd: dir.path });
+  const plainPort = Number(new URL(plain.url).port);
+  const tlsPort = Number(new URL(secure.url).port);
+  using client = Deno.createHttpClient({ caCerts: [certs.caPem] });
+  const warm = async () => {
+    await (await fetch(`${plain.url}/index.html`)).text();
+    await (await fetch(`https://localhost:${tlsPort}/index.html`, { client })).text();
+  };
+  await warm();
+  await sleep(2000);
+  const measure = () => ({
+    fd: [fdCount(plain.process.pid), fdCount(secure.process.pid)],
+    rss: [rssBytes(plain.process.pid), rssBytes(secure.process.pid)],
+  });
+  const idle = measure();
+  const quarter = Math.round(ABRUPT / 4);
+  const rows: string[] = [];
+  const row = (what: string, failed: string) => {
+    const m = measure();
+    const line = `| ${what} | ${failed} | ${m.fd[0]} / ${m.fd[1]} | ${
+      (m.rss[0] / MiB).toFixed(0)
+    } / ${(m.rss[1] / MiB).toFixed(0)} |`;
+    rows.push(line);
+    say(`leak: ${line}`);
+  };
+  row("idle, before", "");
+
+  // Plain: half a request head, then the client closes.
+  const half = enc.encode("GET /index.html HTTP/1.1\r\nHost: a\r\nX-a: ");
+  let failed = await times(quarter, 100, async () => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: plainPort });
+    await c.write(half);
+    c.close();
+  });
+  row(`${quarter} plain, closed mid-head`, String(failed));
+
+  // TLS, as wrk ends its connections: no close_notify, answers in flight.
+  const runs = Math.ceil(quarter / 1000);
+  failed = 0;
+  for (let i = 0; i < runs; i++) {
+    failed += await run("wrk", [
+      "-t1",
+      "-c1000",
+      "-d1s",
+      `https://localhost:${tlsPort}/index.html`,
+    ]);
+  }
+  row(`${runs * 1000} TLS by wrk (no close_notify)`, `${failed} wrk runs failed`);
+
+  // HTTP/2 over TLS: h2load with a new connection per client.
+  failed = 0;
+  for (let i = 0; i < runs; i++) {
+    failed += await run("h2load", [
+      "-n",
+      "1000",
+      "-c",
+      "1000",
+      "-m",
+      "1",
+      `https://localhost:${tlsPort}/index.html`,
+    ]);
+  }
+  row(`${runs * 1000} h2 by h2load`, `${failed} h2load runs failed`);
+
+  // WebSockets through the proxy: upgraded, then the client's socket just closes.
+  const upgrade = enc.encode(
+    "GET /ws/echo HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+  );
+  failed = await times(quarter, 100, async () => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: plainPort });
+    try {
+      await c.write(upgrade);
+      const buf = new Uint8Array(512);
+      const n = await c.read(buf);
+      if (!n || !new TextDecoder().decode(buf.subarray(0, n)).startsWith("HTTP/1.1 101")) {
+        throw new Error("not upgraded");
+      }
+    } finally {
+      c.close();
+    }
+  });
+  row(`${quarter} WebSockets, closed without a close frame`, String(failed));
+  await sleep(5000);
+  await warm();
+  row("5 s later", "");
+  const end = measure();
+  if (end.fd[0] > idle.fd[0] + 2 || end.fd[1] > idle.fd[1] + 2) {
+    problems.push(`leak: descriptors ${idle.fd.join("/")} before, ${end.fd.join("/")} after`);
+  }
+  sections.push(`## Connections ended abruptly
+
+${quarter * 4} connections, a quarter of each kind, against a plain and an HTTPS denoserve
+(defaults, \`reverse_proxy\` with \`websocket: true\` to a WebSocket echo backend). Server
+descriptors and RSS after each kind (plain / HTTPS); "5 s later" after one more request each.
+
+| after | failures | descriptors | RSS MiB |
+| --- | --- | --- | --- |
+${rows.join("\n")}
+`);
+}
+
+// ---------------------------------------------------------------- flood
+
+async function floodPhase() {
+  // The soft open-files limit raised to the hard one, for this process (the clients) and the
+  // server, which inherits it.
+  const hard = /Max open files\s+\d+\s+(\d+)/.exec(await Deno.readTextFile("/proc/self/limits"))
+    ?.[1];
+  await run("prlimit", ["--pid", String(Deno.pid), `--nofile=${hard}:${hard}`]);
+  const limit = Number(
+    /Max open files\s+(\d+)/.exec(await Deno.readTextFile("/proc/self/limits"))?.[1],
+  );
+  if (!(limit >= 19_000)) return void problems.push(`flood: open files ${limit}, 19000 needed`);
+  const STALLED = 18_000;
+  await using dir = await tempDir();
+  const root = await site(dir.path);
+  const certs = await makeCerts(dir.path);
+  const configPath = await writeConfig(dir.path, {
+    server: { handshake_timeout: 5, max_connections: 40_000 },
+    http: { static_dir: root },
+    ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key },
+    logging: { access_log: false, level: "INFO" },
+  });
+  await using srv = await spawnCli(["-c", configPath, "-p", "0"], { cwd: dir.path });
+  const port = Number(new URL(srv.url).port);
+  using client = Deno.createHttpClient({ caCerts: [certs.caPem] });
+  const conns: Deno.Conn[] = [];
+  const started = performance.now();
+  for (let i = 0; i < STALLED; i++) {
+    conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+  }
+  const opened = performance.now() - started;
+  // Each one's read ends (null or a reset) when the server closes it.
+  let closed = 0;
+  for (const c of conns) {
+    c.read(new Uint8Array(16)).catch(() => null).then(() => closed++);
+  }
+  const served = await fetch(`https://localhost:${port}/index.html`, { client })
+    .then((r) => r.text()).then(() => "answered", (e) => `failed: ${e}`);
+  const at: string[] = [];
+  for (const s of [3, 10, 20, 30]) {
+    await sleep(Math.max(0, started + opened + s * 1000 - performance.now()));
+    at.push(`| ${s} s | ${STALLED - closed} |`);
+    say(`flood: ${s} s after the last connection: ${STALLED - closed} of ${STALLED} still open`);
+  }
+  for (const c of conns) {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
+  if (STALLED - closed > 0) {
+    problems.push(`flood: ${STALLED - closed} stalled handshakes open at 30 s`);
+  }
+  sections.push(`## Stalled TLS handshakes
+
+${STALLED} TCP connections to the HTTPS port that never start TLS, opened in ${
+    (opened / 1000).toFixed(1)
+  } s, with \`handshake_timeout: 5\` and room for all of them (\`max_connections: 40000\`, open
+files ${limit}). A normal HTTPS request meanwhile: ${served}. Still open, counted from the last
+one's connect:
+
+| after | still open |
+| --- | ---: |
+${at.join("\n")}
+`);
+}
+
 const started = new Date();
 const phases: [string, () => Promise<void>][] = [
   ["tests", testsPhase],
@@ -559,6 +783,8 @@ const phases: [string, () => Promise<void>][] = [
   ["shutdown", shutdownPhase],
   ["reload", reloadPhase],
   ["tls", tlsPhase],
+  ["leak", leakPhase],
+  ["flood", floodPhase],
 ];
 for (const [name, run] of phases) {
   if (!PHASES.has(name)) continue;
