@@ -111,10 +111,6 @@ export async function neededPermissions(loaded: LoadedConfig): Promise<Needed> {
     if (ssl.cert_file) read.push(ssl.cert_file);
     if (ssl.key_file) read.push(ssl.key_file);
   }
-  // TLS behind the PROXY protocol: libc (above) takes the header off before the runtime's TLS
-  // server reads; elsewhere connections are relayed to an inner TLS listener on a loopback port
-  // the system picks (server/proxied_listener.ts).
-  if (ssl.enabled && server.proxy_protocol && Deno.build.os !== "linux") net.push("127.0.0.1");
   if (ssl.enabled && ssl.acme) {
     const acme = ssl.acme;
     // The ACME client library lists the whole environment when it loads.

@@ -165,6 +165,14 @@ export async function bridgeWebSocket(
   const end = () => {
     if (ended) return;
     ended = true;
+    // The runtime keeps a client socket that went away without a close frame until its ping
+    // timer fires (up to 30 s): it keeps nothing of the bridge.
+    client.onopen =
+      client.onmessage =
+      client.onclose =
+      client.onerror =
+        null;
+    backend.onmessage = backend.onclose = () => {};
     options.onClose?.();
     sessionEnded.resolve();
   };

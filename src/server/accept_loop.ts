@@ -57,21 +57,10 @@ export interface ListenOptions {
    * only peers in `from` may send one, others are closed.
    */
   proxyProtocol?: { from: IpSet };
-  /**
-   * Internal: the listener serves the relays of a PROXY protocol front (the client address of
-   * each is in this table under the relay's port, and the front counts the connection).
-   */
-  behind?: ProxiedClients;
   /** Answer for a handler that threw. */
   onError: (error: unknown) => Response | Promise<Response>;
   log: Logger;
 }
-
-/**
- * The client addresses of the relays a PROXY protocol front keeps open, under the local port of
- * each relay's connection to the inner listener.
- */
-export type ProxiedClients = Map<number, Deno.NetAddr>;
 
 /**
  * Errors of an accept call about one client, not the listener: it left the queue (ECONNABORTED,
@@ -114,7 +103,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * How one of our accept loops ends: stopped on purpose (`stopping`, then `done`), or lost, when
- * an accept fails for good or an inner listener stops: `finished` then rejects with why.
+ * an accept fails for good: `finished` then rejects with why.
  */
 export class ListenerEnd {
   stopping = false;

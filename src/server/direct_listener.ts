@@ -1,6 +1,6 @@
 /**
- * Plain and TLS listeners whose connections come straight from clients (or, for the inner TLS
- * listener of a PROXY protocol front, from its relays): each connection is counted against
+ * Plain and TLS listeners whose connections come straight from clients: each connection is
+ * counted against
  * `server.max_connections(_per_ip)` in the connection table (`connections.ts`), timed through its
  * stages, and served by the runtime's own HTTP/1.1 and HTTP/2 server for one connection
  * (`native_http.ts`): no bytes pass through JavaScript and no inner server listens.
@@ -34,7 +34,6 @@ import {
   ListenerEnd,
   type Listening,
   type ListenOptions,
-  type ProxiedClients,
   Serving,
   type TlsKeys,
 } from "./accept_loop.ts";
@@ -74,16 +73,14 @@ export class Connection implements Timed {
   readsName = false;
 
   /**
-   * `source`: the client's address from a PROXY protocol header; `counted`: the connection was
-   * admitted under `ip` and is released when it ends.
+   * `ip`: the address the connection was admitted under, released when it ends; `source`: the
+   * client's address from a PROXY protocol header.
    */
   constructor(
     readonly conn: Deno.Conn,
     readonly table: Connections,
     readonly ip: string,
-    private readonly counted: boolean,
     private source?: Deno.NetAddr,
-    private readonly behind?: ProxiedClients,
   ) {}
 
   /** Starts the clock of `stage`. */
@@ -121,12 +118,6 @@ export class Connection implements Timed {
         if (this.readsName) await this.readName();
         this.alpn = (await (this.conn as Deno.TlsConn).handshake()).alpnProtocol;
         this.handshaking = false;
-        // The front registers a relay before sending its first byte, so before this handshake
-        // ends; a loopback client that is no relay is not served.
-        if (this.behind) {
-          this.source = this.behind.get((this.conn.remoteAddr as Deno.NetAddr).port);
-          if (!this.source) this.close();
-        }
       }
       if (!this.ended) {
         if (this.stage !== "header" || this.deadline === 0) this.arm("header");
@@ -146,7 +137,7 @@ export class Connection implements Timed {
     this.ended = true;
     table.unwatch(this);
     if (!this.http) close(this.conn);
-    if (this.counted) table.release(this.ip);
+    table.release(this.ip);
   }
 
   /**
@@ -271,14 +262,14 @@ export function openListener(
 
 /** A plain or TLS listener whose connections come straight from clients. */
 export function listenDirect(options: ListenOptions, handler: ExchangeHandler): Listening {
-  const { connections: table, log, tls, behind, onError } = options;
+  const { connections: table, log, tls, onError } = options;
   /**
    * Opens a listener; with several certificates its sockets hold their first bytes back, and
    * each connection's server name is read, for the 421 of a request whose Host has another one.
    */
   const open = (keys: TlsKeys | undefined, port: number) => {
     const opened = openListener(options, port, keys);
-    if (keys?.sni === undefined || behind) return { listener: opened, holds: false };
+    if (keys?.sni === undefined) return { listener: opened, holds: false };
     const held = holdListenerReads((opened.addr as Deno.NetAddr).port);
     if (typeof held === "string") {
       if (!namesWarned) {
@@ -304,8 +295,7 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
   const accept = ({ listener: from, holds }: ReturnType<typeof open>) =>
     acceptEach(from, end, failed, (conn) => {
       const ip = (conn.remoteAddr as Deno.NetAddr).hostname;
-      // Relays of a PROXY protocol front were counted there, under the client's address.
-      if (end.stopping || (!behind && !table.admit(ip))) {
+      if (end.stopping || !table.admit(ip)) {
         close(conn);
         // A TLS connection closed before its handshake keeps its socket until the client
         // sends something.
@@ -313,7 +303,7 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
         return;
       }
       if (!tls) (conn as Deno.TcpConn).setNoDelay(true);
-      const connection = new Connection(conn, table, ip, !behind, undefined, behind);
+      const connection = new Connection(conn, table, ip);
       connection.readsName = holds;
       serving.add(connection, connection.serve(handler, onError, madeUp));
     });

@@ -12,7 +12,7 @@ import type { ExchangeHandler } from "./connections.ts";
 import { listenDirect } from "./direct_listener.ts";
 import { listenProxied } from "./proxied_listener.ts";
 
-export type { Listening, ListenOptions, ProxiedClients } from "./accept_loop.ts";
+export type { Listening, ListenOptions } from "./accept_loop.ts";
 export { Connections, type Exchange, type ExchangeHandler, type Timeouts } from "./connections.ts";
 
 /** Listens on `hostname:port` (over TLS when `options.tls`) and serves with `handler`. */

@@ -8,9 +8,8 @@
  * TLS on an accepted TCP connection, so for TLS the listener is a TLS listener whose sockets hold
  * their first bytes back from the runtime's TLS server (`sockets.ts`, {@link holdListenerReads}):
  * the header is peeked at in the kernel, taken alone, and the ClientHello after it is then read
- * by the runtime as on any TLS listener. That takes libc through FFI; without it, TLS connections
- * are relayed to an inner TLS listener on loopback ({@link openTlsRelay}), slower, with one
- * warning.
+ * by the runtime as on any TLS listener. That takes libc through FFI (Linux): without it the
+ * listener does not open, and says which permission to grant.
  *
  * @module
  */
@@ -23,12 +22,11 @@ import {
   ListenerEnd,
   type Listening,
   type ListenOptions,
-  type ProxiedClients,
   Serving,
   type TlsKeys,
 } from "./accept_loop.ts";
 import type { ExchangeHandler, Stage, Timed } from "./connections.ts";
-import { Connection, listenDirect, openListener } from "./direct_listener.ts";
+import { Connection, openListener } from "./direct_listener.ts";
 import { HELLO_MAX, readClientHello } from "./client_hello.ts";
 import { readProxyHeader, V2_MAX_BODY } from "./proxy_protocol.ts";
 import { HeldSocket, holdListenerReads, libcMissing, NEEDED } from "./sockets.ts";
@@ -130,13 +128,9 @@ async function readHeader(
   return "the PROXY protocol header is too long";
 }
 
-/** Says once that TLS behind the PROXY protocol is relayed, and why. */
-let relayWarned = false;
-
 /**
  * A listener whose connections start with a PROXY protocol header: accepted from peers in
- * `from`, each header read, then served with the header's source as the client address (TLS
- * ones relayed to an inner TLS listener on loopback when libc cannot be used).
+ * `from`, each header read, then served with the header's source as the client address.
  */
 export function listenProxied(
   options: ListenOptions,
@@ -145,8 +139,13 @@ export function listenProxied(
 ): Listening {
   const { connections: table, log, onError, tls } = options;
   const missing = tls ? libcMissing() : undefined;
-  const relay = missing ? openTlsRelay(options, handler, missing) : undefined;
-  const held = tls && !relay ? tls : undefined;
+  if (missing) {
+    throw new Deno.errors.NotCapable(
+      `TLS behind the PROXY protocol reads each connection's header before TLS starts, with ` +
+        `libc (${missing}); run with ${NEEDED}`,
+    );
+  }
+  const held = tls;
   /** Several certificates: the server name of each ClientHello is read too (for 421). */
   let readsNames = held?.sni !== undefined;
   const open = (keys = held, port = options.port) => {
@@ -161,30 +160,14 @@ export function listenProxied(
     }
     return opened;
   };
-  let listener: Deno.Listener;
-  try {
-    listener = open();
-    if (relay && !relayWarned) {
-      relayWarned = true;
-      log.warn(
-        `TLS connections behind the PROXY protocol are relayed through an inner listener on ` +
-          `${INNER_HOST} (slower, and a second descriptor each) because ${missing}; grant ` +
-          `${NEEDED} to serve them directly`,
-      );
-    }
-  } catch (e) {
-    relay?.inner.shutdown();
-    throw e;
-  }
+  let listener = open();
   const addr = listener.addr as Deno.NetAddr;
   const madeUp = `localhost:${addr.port}`;
   const refused = proxyRefusals(addr, log);
   const failed = acceptFailures(addr, log, table);
   const reading = new Set<HeaderClock>();
   const serving = new Serving<Connection>();
-  const relaying = new Set<Promise<void>>();
   const end = new ListenerEnd();
-  relay?.inner.finished.then(() => end.lost(new Error("the inner listener stopped")), end.lost);
 
   const take = async (conn: Deno.Conn) => {
     const clock = new HeaderClock(conn);
@@ -215,15 +198,7 @@ export function listenProxied(
         return refuse(conn);
       }
     }
-    if (relay) {
-      const relayed = relay.pass(conn as Deno.TcpConn, source).finally(() => {
-        table.release(source.hostname);
-        relaying.delete(relayed);
-      });
-      relaying.add(relayed);
-      return;
-    }
-    const connection = new Connection(conn, table, source.hostname, true, source);
+    const connection = new Connection(conn, table, source.hostname, source);
     if ("sni" in header) connection.sni = header.sni;
     serving.add(connection, connection.serve(handler, onError, madeUp));
   };
@@ -248,12 +223,7 @@ export function listenProxied(
 
   return {
     addr,
-    ...(relay
-      ? {
-        replaceCertificate: (cert: string, key: string, sni?: TlsKeys["sni"]) =>
-          relay.inner.replaceCertificate!(cert, key, sni),
-      }
-      : held
+    ...(held
       ? {
         replaceCertificate(cert: string, key: string, sni?: TlsKeys["sni"]) {
           const next = open({ cert, key, sni }, addr.port);
@@ -268,7 +238,6 @@ export function listenProxied(
     finished: end.finished,
     abort() {
       for (const c of serving.live) c.abort();
-      relay?.inner.abort?.();
     },
     async shutdown() {
       end.stopping = true;
@@ -277,86 +246,8 @@ export function listenProxied(
       // Connections still without a header are closed; the others finish as on any listener.
       for (const c of reading) c.close();
       await Promise.all([...serving.live].map((c) => c.drain()));
-      await relay?.inner.shutdown();
-      await Promise.all([serving.settled(), ...relaying]);
+      await serving.settled();
       end.done();
     },
   };
-}
-
-/** Where the inner TLS listener of a PROXY protocol front listens, on a port of 0. */
-const INNER_HOST = "127.0.0.1";
-
-/**
- * The inner TLS listener a PROXY protocol front relays TLS connections to, since Deno cannot
- * start server-side TLS on an accepted TCP connection: it serves each relay as a direct TLS
- * connection (natively), with the header's source as the client address, which it finds under
- * the relay's local port.
- */
-function openTlsRelay(options: ListenOptions, handler: ExchangeHandler, why: string) {
-  const clients: ProxiedClients = new Map();
-  let inner: Listening;
-  try {
-    inner = listenDirect({
-      ...options,
-      hostname: INNER_HOST,
-      port: 0,
-      proxyProtocol: undefined,
-      behind: clients,
-    }, handler);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied)) {
-      throw e;
-    }
-    throw new Deno.errors.NotCapable(
-      `TLS connections behind the PROXY protocol need ${NEEDED} (${why}), or else net access ` +
-        `to ${INNER_HOST} on a port the system picks, where they are relayed to an inner ` +
-        `listener; run with ${NEEDED}, or with --allow-net=${INNER_HOST} beside your own address`,
-    );
-  }
-  return {
-    inner,
-    /** Relays `conn` (its header read) to the inner listener until either side ends. */
-    async pass(conn: Deno.TcpConn, source: Deno.NetAddr) {
-      let up: Deno.TcpConn | undefined;
-      let local = -1;
-      try {
-        up = await Deno.connect({ hostname: INNER_HOST, port: inner.addr.port });
-        up.setNoDelay(true);
-        local = up.localAddr.port;
-        clients.set(local, source);
-        const forth = pipe(conn, up);
-        // The inner side ended: whatever the client still sends has no one to answer it.
-        await pipe(up, conn);
-        close(conn);
-        await forth;
-      } catch {
-        /* reset, or closed by a stop */
-      } finally {
-        if (clients.get(local) === source) clients.delete(local);
-        close(conn);
-        if (up) close(up);
-      }
-    },
-  };
-}
-
-/**
- * Copies bytes from `from` to `to` until `from` ends or fails, then half-closes `to`. A relay
- * starts with a small buffer and takes a large one (a TLS record's 16 KiB) the first time a read
- * fills it: an idle kept-alive connection waits in a read.
- */
-async function pipe(from: Deno.Conn, to: Deno.Conn) {
-  let buf = new Uint8Array(2 * 1024);
-  try {
-    for (;;) {
-      const n = await from.read(buf);
-      if (n === null) break;
-      for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
-      if (n === buf.length && n < 16 * 1024) buf = new Uint8Array(16 * 1024);
-    }
-  } catch { /* reset or closed: the other direction ends too */ }
-  try {
-    await to.closeWrite();
-  } catch { /* already closed */ }
 }
