@@ -126,6 +126,7 @@ export class Connection implements Timed {
           this.conn,
           (request, info) => this.request(request, info, exchange, handler),
           onError,
+          () => this.session !== undefined,
         );
         await this.http.finished;
       }

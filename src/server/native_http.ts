@@ -18,6 +18,8 @@
  * `.constructor` of the promise it awaits (PromiseResolve), so the getter sees the
  * `op_http_wait` promise (an op promise, marked with `core.promiseIdSymbol`) before the `await`
  * subscribes, and subscribes first. The original property is put back before the call returns.
+ * A connection that ended normally with no WebSocket is left to the loop's own close: the early
+ * close costs an exception the loop then swallows (about 10 µs of each connection's time).
  *
  * The resource's id is learnt without listing resources (which costs about 1 ms per call with
  * 5,000 open): ids are handed out in sequence, and `op_http_serve_on` makes the `"http"`
@@ -176,6 +178,7 @@ export function serveConnection(
   conn: Deno.Conn,
   handler: NativeHandler,
   onError: (error: unknown) => Response | Promise<Response>,
+  upgraded: () => boolean,
 ): HttpConnection {
   if (off !== undefined && serveHttp) return serveLegacy(conn, handler, onError);
   if (!serveOn) throw new Error(`Deno ${Deno.version.deno}: ${off}`);
@@ -187,6 +190,10 @@ export function serveConnection(
   let done = false;
   let rid = -1;
   const finish = () => {
+    done = true;
+    if (rid >= 0 && upgraded()) core!.tryClose(rid);
+  };
+  const failed = () => {
     done = true;
     if (rid >= 0) core!.tryClose(rid);
   };
@@ -206,7 +213,7 @@ export function serveConnection(
         return false;
       }
       seen = true;
-      Promise.prototype.then.call(p, finish, finish);
+      Promise.prototype.then.call(p, finish, failed);
       return true;
     }, call)
     : call();
