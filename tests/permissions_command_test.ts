@@ -155,6 +155,31 @@ Deno.test("permissions: HTTPS behind the PROXY protocol needs its own address an
   });
 });
 
+Deno.test("permissions: several sites: each site's folder and certificate files", async () => {
+  await using dir = await site();
+  await writeFiles(dir.path, { "a/index.html": "site a" });
+  const main = await makeCerts(dir.path, { name: "main", names: ["localhost"] });
+  const a = await makeCerts(dir.path, { name: "a", names: ["a.test"] });
+  await check(dir.path, {
+    config: `server:\n  host: 127.0.0.1\n  port: 0\nssl:\n  enabled: true\n` +
+      `  cert_file: ${main.cert}\n  key_file: ${main.key}\n` +
+      `sites:\n  - names: [a.test]\n    http: { static_dir: ./a }\n` +
+      `    ssl: { cert_file: ${a.cert}, key_file: ${a.key} }\n`,
+    serves: async (url) => {
+      await servesHome(url.replace("127.0.0.1", "localhost"), ["--cacert", main.ca]);
+      const port = new URL(url).port;
+      const r = await curl([
+        "--cacert",
+        a.ca,
+        "--resolve",
+        `a.test:${port}:127.0.0.1`,
+        `https://a.test:${port}/`,
+      ]);
+      assert.equal(r.stdout, "site a", r.stderr);
+    },
+  });
+});
+
 Deno.test("permissions: HTTPS from the local CA", async () => {
   await using dir = await site();
   await check(dir.path, {

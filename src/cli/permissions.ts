@@ -16,6 +16,7 @@ import {
   routingConfig,
   securityConfig,
 } from "../config/schema.ts";
+import { siteConfigs } from "../config/sites.ts";
 import { ENV_ALLOWED, explainError } from "../http/errors.ts";
 import { NEEDED as FFI_FOR_SOCKETS } from "../server/sockets.ts";
 import { localCaEnvNames, localCaFolder } from "../tls/local_ca.ts";
@@ -85,7 +86,7 @@ function outermost(paths: string[]): string[] {
 /** Everything `config` (loaded from `loaded.file`) needs of Deno to start and serve. */
 export async function neededPermissions(loaded: LoadedConfig): Promise<Needed> {
   const { config } = loaded;
-  const { server, http, ssl, logging } = config;
+  const { server, ssl, logging } = config;
   const net: string[] = [hostPort(server.host, server.port)];
   const read: string[] = [];
   const write: string[] = [];
@@ -95,9 +96,6 @@ export async function neededPermissions(loaded: LoadedConfig): Promise<Needed> {
   const notes: string[] = [];
   let allEnv = false;
   if (loaded.file) read.push(loaded.file);
-  read.push(http.static_dir);
-  // Optional: without it the built-in error pages are used (said once at start).
-  if (exists(http.templates_dir)) read.push(http.templates_dir);
   if (logging.log_file) {
     // Opened for appending, rotated by renaming in its folder.
     read.push(dirname(logging.log_file));
@@ -108,8 +106,6 @@ export async function neededPermissions(loaded: LoadedConfig): Promise<Needed> {
   if (ssl.enabled) {
     if (ssl.redirect_http) net.push(hostPort(server.host, ssl.redirect_http));
     if (Deno.build.os === "linux") ffi.push(FFI_FOR_SOCKETS.replace(/^--allow-ffi=/, ""));
-    if (ssl.cert_file) read.push(ssl.cert_file);
-    if (ssl.key_file) read.push(ssl.key_file);
   }
   if (ssl.enabled && ssl.acme) {
     const acme = ssl.acme;
@@ -139,35 +135,45 @@ export async function neededPermissions(loaded: LoadedConfig): Promise<Needed> {
     net.push(urlHostPort(auth.url));
     if (auth.ca_file) read.push(auth.ca_file);
   };
-  for (const rule of server.reverse_proxy) {
-    if (rule.upstreams) net.push(...rule.upstreams);
-    else net.push(hostPort(rule.host, rule.port));
-    if (rule.ca_file) read.push(rule.ca_file);
-    authService(rule.forward_auth);
-  }
-  for (const location of Object.values(server.locations)) {
-    if (location.auth?.htpasswd_file) read.push(location.auth.htpasswd_file);
-    authService(location.forward_auth);
-  }
-  const routing = routingConfig(config);
-  for (const [pattern, location] of Object.entries(routing?.regex_locations ?? {})) {
-    if (location.root) read.push(location.root);
-    if (location.proxy_pass) {
-      if (/^[a-z]+:\/\/[^/]*\{/i.test(location.proxy_pass)) {
-        notes.push(
-          `${pattern}: proxy_pass ${location.proxy_pass} chooses its host per request; add ` +
-            "each host:port it can name to --allow-net",
-        );
-      } else net.push(urlHostPort(location.proxy_pass));
+  /** What a site reads and reaches: the default site (the top level) and each of `sites`. */
+  const site = (c: Config) => {
+    read.push(c.http.static_dir);
+    // Optional: without it the built-in error pages are used (said once at start).
+    if (exists(c.http.templates_dir)) read.push(c.http.templates_dir);
+    if (c.ssl.enabled && c.ssl.cert_file) read.push(c.ssl.cert_file);
+    if (c.ssl.enabled && c.ssl.key_file) read.push(c.ssl.key_file);
+    for (const rule of c.server.reverse_proxy) {
+      if (rule.upstreams) net.push(...rule.upstreams);
+      else net.push(hostPort(rule.host, rule.port));
+      if (rule.ca_file) read.push(rule.ca_file);
+      authService(rule.forward_auth);
     }
-  }
-  for (const e of config.extensions) if (e.source) read.push(e.source);
-  const security = securityConfig(config);
-  if (security?.rate_limiting?.backend === "redis" && security.rate_limiting.url) {
-    net.push(urlHostPort(security.rate_limiting.url, 6379));
-  }
-  const caching = cachingConfig(config);
-  if (caching?.backend === "redis" && caching.url) net.push(urlHostPort(caching.url, 6379));
+    for (const location of Object.values(c.server.locations)) {
+      if (location.auth?.htpasswd_file) read.push(location.auth.htpasswd_file);
+      authService(location.forward_auth);
+    }
+    const routing = routingConfig(c);
+    for (const [pattern, location] of Object.entries(routing?.regex_locations ?? {})) {
+      if (location.root) read.push(location.root);
+      if (location.proxy_pass) {
+        if (/^[a-z]+:\/\/[^/]*\{/i.test(location.proxy_pass)) {
+          notes.push(
+            `${pattern}: proxy_pass ${location.proxy_pass} chooses its host per request; add ` +
+              "each host:port it can name to --allow-net",
+          );
+        } else net.push(urlHostPort(location.proxy_pass));
+      }
+    }
+    for (const e of c.extensions) if (e.source) read.push(e.source);
+    const security = securityConfig(c);
+    if (security?.rate_limiting?.backend === "redis" && security.rate_limiting.url) {
+      net.push(urlHostPort(security.rate_limiting.url, 6379));
+    }
+    const caching = cachingConfig(c);
+    if (caching?.backend === "redis" && caching.url) net.push(urlHostPort(caching.url, 6379));
+  };
+  site(config);
+  for (const { config: own } of siteConfigs(config)) site(own);
 
   const loopbackAnyPort = net.includes("127.0.0.1");
   return {
