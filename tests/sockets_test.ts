@@ -4,7 +4,7 @@
  * stalled TLS handshakes) or read from (PROXY protocol headers, ClientHellos).
  */
 import assert from "node:assert/strict";
-import { HeldSocket, shutdownSockets } from "../src/server/sockets.ts";
+import { HeldSocket, holdListenerReads, shutdownSockets } from "../src/server/sockets.ts";
 
 /** `n` accepted connections on `listener`, with the clients' ends. */
 async function pairs(listener: Deno.TcpListener, n: number) {
@@ -35,6 +35,40 @@ Deno.test("sockets: connections above 3,000 closed descriptors are found, shut d
     assert.equal(await third.client.read(new Uint8Array(8)), null);
   } finally {
     for (const { client, server } of above) {
+      client.close();
+      server.close();
+    }
+  }
+});
+
+Deno.test("sockets: a connection accepted from a listener that holds reads holds them until released", async () => {
+  using held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using plain = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  assert.equal(holdListenerReads(held.addr.port), 1);
+  const socketOf = async (listener: Deno.TcpListener) => {
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+    const server = await listener.accept();
+    const socket = HeldSocket.of(server.localAddr, server.remoteAddr)!;
+    return { client, server, socket };
+  };
+  const a = await socketOf(held);
+  const b = await socketOf(plain);
+  try {
+    assert.equal(a.socket.holds(), true);
+    assert.equal(b.socket.holds(), false);
+    // Sent, peeked, then handed on: the runtime reads it all after the release.
+    await a.client.write(new TextEncoder().encode("hello"));
+    const peeked = new Uint8Array(16);
+    let n = -1;
+    while ((n = a.socket.peek(peeked)) < 5) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(new TextDecoder().decode(peeked.subarray(0, n)), "hello");
+    assert.equal(a.socket.release(2), true);
+    assert.equal(a.socket.holds(), false);
+    const read = new Uint8Array(16);
+    const got = await a.server.read(read);
+    assert.equal(new TextDecoder().decode(read.subarray(0, got!)), "llo");
+  } finally {
+    for (const { client, server } of [a, b]) {
       client.close();
       server.close();
     }

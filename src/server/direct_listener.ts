@@ -153,6 +153,9 @@ export class Connection implements Timed {
       this.table.shutDownLater(conn);
       return this.close();
     }
+    // Accepted by a listener that was not holding when it took the connection (a reload that
+    // turned reading names on): the runtime reads this one itself.
+    if (!socket.holds()) return;
     this.held = socket;
     // Most clients send the hello with the handshake's last ACK: it is there at once.
     for (let wait = 1; !this.ended; wait = Math.min(2 * wait, 64)) {
@@ -268,9 +271,12 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
    * Opens a listener; with several certificates its sockets hold their first bytes back, and
    * each connection's server name is read, for the 421 of a request whose Host has another one.
    */
+  // Holding is set on every listening socket of the port, the one a new certificate retires too:
+  // from the first that holds, every accept loop of the port looks (`Connection.readName`).
+  let holding = false;
   const open = (keys: TlsKeys | undefined, port: number) => {
     const opened = openListener(options, port, keys);
-    if (keys?.sni === undefined) return { listener: opened, holds: false };
+    if (keys?.sni === undefined) return { listener: opened };
     const held = holdListenerReads((opened.addr as Deno.NetAddr).port);
     if (typeof held === "string") {
       if (!namesWarned) {
@@ -281,9 +287,10 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
             `answered 421; grant ${NEEDED}`,
         );
       }
-      return { listener: opened, holds: false };
+      return { listener: opened };
     }
-    return { listener: opened, holds: true };
+    holding = true;
+    return { listener: opened };
   };
   const first = open(tls, options.port);
   let listener = first.listener;
@@ -293,7 +300,7 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
   const failed = acceptFailures(addr, log, table);
   const end = new ListenerEnd();
 
-  const accept = ({ listener: from, holds }: ReturnType<typeof open>) =>
+  const accept = ({ listener: from }: ReturnType<typeof open>) =>
     acceptEach(from, end, failed, (conn) => {
       const ip = (conn.remoteAddr as Deno.NetAddr).hostname;
       if (end.stopping || !table.admit(ip)) {
@@ -305,7 +312,7 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
       }
       if (!tls) (conn as Deno.TcpConn).setNoDelay(true);
       const connection = new Connection(conn, table, ip);
-      connection.readsName = holds;
+      connection.readsName = holding;
       serving.add(connection, connection.serve(handler, onError, madeUp));
     });
   const accepting = new Set([accept(first)]);

@@ -236,6 +236,14 @@ export class HeldSocket {
     return this.lib.getsockopt(this.fd, 1, 4, error, size) === 0 && error[0] === 0 ? -1 : 0;
   }
 
+  /** Whether the socket holds its bytes back (accepted from a listener {@link holdListenerReads} set). */
+  holds(): boolean {
+    const mark = new Int32Array(1);
+    const size = new Uint32Array([4]);
+    // SOL_SOCKET = 1, SO_RCVLOWAT = 18.
+    return this.lib.getsockopt(this.fd, 1, 18, mark, size) === 0 && mark[0] > 1;
+  }
+
   /** Takes the first `count` bytes (peeked already) and hands the rest to the runtime. */
   release(count: number): boolean {
     const skipped = count > 0
