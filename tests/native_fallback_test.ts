@@ -1,8 +1,8 @@
 /**
  * The slower path of the native connection layer (src/server/native_http.ts), taken when the
  * start-up check fails on some other Deno: forced here, then the same things a user relies on are
- * checked through it: pages over plain HTTP, HTTP/1.1 and HTTP/2 over TLS, WebSockets both ways,
- * the header timeout, and smuggling refused.
+ * checked through it: pages over plain HTTP, HTTP/1.1 and HTTP/2 over TLS, TCP_NODELAY, WebSockets
+ * both ways, the header timeout, and smuggling refused.
  */
 import assert from "node:assert/strict";
 import { echoBackend, webSocketBackend } from "./support/backends.ts";
@@ -11,6 +11,7 @@ import { curl, hasCommand } from "./support/cli.ts";
 import { closedWithin, rawRequest } from "./support/clients.ts";
 import { tempDir, writeFiles } from "./support/files.ts";
 import { startTestServer } from "./support/servers.ts";
+import { servedWithNoDelay } from "./support/sockets.ts";
 import { fastPath, useFallback } from "../src/server/native_http.ts";
 
 useFallback("forced by the test");
@@ -76,6 +77,7 @@ for (const secure of [false, true]) {
       const base = `${secure ? "https" : "http"}://localhost:${port}`;
       using client = Deno.createHttpClient(certs ? { caCerts: [certs.caPem] } : {});
       assert.equal(await (await fetch(`${base}/`, { client })).text(), "home");
+      assert.equal(await servedWithNoDelay(srv.url, certs?.caPem), true, "TCP_NODELAY");
       if (certs && hasCommand("curl")) {
         for (const version of ["--http2", "--http1.1"]) {
           const out = await curl([

@@ -5,6 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { HeldSocket, holdListenerReads, shutdownSockets } from "../src/server/sockets.ts";
+import { makeCerts } from "./support/certs.ts";
+import { tempDir, writeFiles } from "./support/files.ts";
+import { startTestServer } from "./support/servers.ts";
+import { servedWithNoDelay } from "./support/sockets.ts";
 
 /** `n` accepted connections on `listener`, with the clients' ends. */
 async function pairs(listener: Deno.TcpListener, n: number) {
@@ -72,5 +76,22 @@ Deno.test("sockets: a connection accepted from a listener that holds reads holds
       client.close();
       server.close();
     }
+  }
+});
+
+Deno.test("sockets: the server's plain and TLS connections have TCP_NODELAY (answers never wait for a delayed ACK)", async () => {
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/index.html": "home" });
+  const certs = await makeCerts(dir.path);
+  for (const secure of [false, true]) {
+    await using server = await startTestServer({
+      http: { static_dir: `${dir.path}/site` },
+      ...(secure ? { ssl: { enabled: true, cert_file: certs.cert, key_file: certs.key } } : {}),
+    });
+    assert.equal(
+      await servedWithNoDelay(server.url, secure ? certs.caPem : undefined),
+      true,
+      secure ? "TLS" : "plain",
+    );
   }
 });

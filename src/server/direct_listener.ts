@@ -19,10 +19,10 @@
  * read (`client_hello.ts`): a request whose Host belongs to a site with another certificate is
  * answered 421 (`routes/sites.ts`). Without libc the name is not read, and one warning says so.
  *
- * TCP_NODELAY: plain connections get it as they are accepted; `Deno.TlsConn` has no
- * `setNoDelay`, so it is set once on the TLS listening socket (`sockets.ts`), which Linux hands
- * to every accepted connection. Without it an answer written in pieces waits for the client's
- * delayed ACK (about 40 ms).
+ * TCP_NODELAY: the runtime's HTTP server sets it on a plain connection it is given; `Deno.TlsConn`
+ * has no `setNoDelay`, so it is set once on the TLS listening socket (`sockets.ts`), which Linux
+ * hands to every accepted connection. Without it an answer written in pieces waits for the
+ * client's delayed ACK (about 40 ms).
  *
  * @module
  */
@@ -310,7 +310,6 @@ export function listenDirect(options: ListenOptions, handler: ExchangeHandler): 
         if (tls) table.shutDownLater(conn);
         return;
       }
-      if (!tls) (conn as Deno.TcpConn).setNoDelay(true);
       const connection = new Connection(conn, table, ip);
       connection.readsName = holding;
       serving.add(connection, connection.serve(handler, onError, madeUp));

@@ -216,7 +216,6 @@ export function listenProxied(
         refuse(conn);
         return refused(peer, "its address is not in server.proxy_protocol_from");
       }
-      if (!held) (conn as Deno.TcpConn).setNoDelay(true);
       take(conn);
     });
   const accepting = new Set([accept(listener)]);
