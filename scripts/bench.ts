@@ -295,13 +295,27 @@ const tls = Deno.args[2] === "tls"
   : {};
 let seen = 0;
 const backend = Deno.args[2] === "proxy" ? \`http://127.0.0.1:\${Deno.args[3]}/x\` : "";
-Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, ...tls }, (request) => {
+const handler = (request: Request) => {
   // A proxy the shortest way the runtime offers: its own fetch, the answer passed on as it is.
   if (backend) return fetch(backend, { method: request.method, headers: request.headers });
   // What any file server must read: the path, the method, a validator header.
   if (reads) seen += request.url.length + request.method.length + (request.headers.get("if-none-match") ?? "").length;
   return answer.clone();
-});
+};
+if (Deno.args[2] === "conn") {
+  // The runtime's server for one connection, on connections accepted in JavaScript, as denoserve
+  // serves them (every connection has to be seen for its timeouts and limits), with nothing else:
+  // the floor of that design. TCP_NODELAY comes from the listener, as in denoserve.
+  const internals = (Deno as any)[(Deno as any).internal];
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(Deno.args[0]) });
+  const { setListenerNoDelay } = await import("${ROOT}/src/server/sockets.ts");
+  setListenerNoDelay(Number(Deno.args[0]));
+  for await (const conn of listener) {
+    internals.serveHttpOnConnection(conn, undefined, handler, () => new Response(null, { status: 500 }), () => {})
+      .finished.catch(() => {});
+  }
+}
+Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, ...tls }, handler);
 // As denoserve does: TCP_NODELAY on the TLS listener, which accepted sockets inherit (Deno.serve
 // leaves Nagle on there), so that the ceiling is not held back by delayed ACKs.
 if (Deno.args[2] === "tls") {
@@ -319,6 +333,14 @@ if (Deno.args[2] === "tls") {
       ceilingOf: workload === "1 KiB file" ? [workload, CLOSE] : [workload],
     });
   }
+  // The runtime's server for one connection alone: the floor of accepting connections ourselves.
+  const connPort = await freePort();
+  servers.push({
+    name: PER_CONNECTION,
+    http: connPort,
+    process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(connPort), "1024", "conn"]),
+    ceilingOf: [CLOSE],
+  });
   // The same reading the request as any file server must: a floor for the per-request cost.
   const readsPort = await freePort();
   servers.push({
@@ -831,6 +853,8 @@ const HTTP3_SECTION = "HTTP/3";
 const HANDSHAKES = "TLS handshakes (Connection: close)";
 const HTTPS_KEEPALIVE = "HTTPS 1 KiB keep-alive";
 const CLOSE = "plain 1 KiB, Connection: close";
+/** The runtime's server for one connection, on connections accepted in JavaScript, alone. */
+const PER_CONNECTION = "runtime's per-connection server";
 const HTTP2 = "HTTP/2 1 KiB (h2load)";
 
 const WORKLOADS: Workload[] = [
@@ -1065,6 +1089,25 @@ async function connectionWorkloads(servers: Server[]): Promise<string[]> {
     const row = `| ${e.name} | ${fmt(download, 1)} | ${fmt(plainKiB, 1)} | ${
       fmt(tlsKiB, 1)
     } | ${floodPlain} | ${floodTls} | ${alive ? "yes" : "no"} |`;
+    rows.push(row);
+    console.error(row);
+  }
+  // The runtime's floors for an idle connection: its own server, and its server for one
+  // connection on connections accepted in JavaScript (denoserve's design).
+  const plainBare = servers.find((s) => s.name === "bare Deno.serve" && !s.https);
+  const tlsBare = servers.find((s) => s.name === "bare Deno.serve" && s.https);
+  const perConnection = servers.find((s) => s.name === PER_CONNECTION);
+  for (
+    const [name, plain, tls] of [
+      ["bare Deno.serve", plainBare, tlsBare],
+      [PER_CONNECTION, perConnection, undefined],
+    ] as const
+  ) {
+    const plainKiB = plain
+      ? await idleMemory(plain.http, plain.process.pid, false, IDLE_PLAIN)
+      : NaN;
+    const tlsKiB = tls ? await idleMemory(tls.http, tls.process.pid, true, IDLE_TLS) : NaN;
+    const row = `| ${name} | | ${fmt(plainKiB, 1)} | ${fmt(tlsKiB, 1)} | | | |`;
     rows.push(row);
     console.error(row);
   }
@@ -1315,7 +1358,14 @@ async function main() {
   let siteRates = new Map<string, number>();
   const ratios: Record<
     string,
-    { nginx: number; caddy: number; bare?: number; reads?: number }
+    {
+      nginx: number;
+      caddy: number;
+      bare?: number;
+      reads?: number;
+      perConnection?: number;
+      floor?: number;
+    }
   > = {};
   try {
     for (const w of WORKLOADS) {
@@ -1359,6 +1409,10 @@ async function main() {
         bare: summary.has("bare Deno.serve") ? ratio("bare Deno.serve") : undefined,
         reads: summary.has("bare Deno.serve + request reads")
           ? ratio("bare Deno.serve + request reads")
+          : undefined,
+        perConnection: summary.has(PER_CONNECTION) ? ratio(PER_CONNECTION) : undefined,
+        floor: summary.has(PER_CONNECTION)
+          ? ratio("bare Deno.serve", summary.get(PER_CONNECTION)!.rps)
           : undefined,
       };
       for (const [name, r] of summary) {
@@ -1457,7 +1511,10 @@ server that also reads the URL, the method and one header (what any file server 
     fmt(ratios[HANDSHAKES]?.bare ?? NaN, 2)
   }×, HTTPS kept alive ${
     fmt(ratios[HTTPS_KEEPALIVE]?.bare ?? NaN, 2)
-  }×, plain with \`Connection: close\` ${fmt(ratios[CLOSE]?.bare ?? NaN, 2)}× and HTTP/2 ${
+  }×, plain with \`Connection: close\` ${fmt(ratios[CLOSE]?.bare ?? NaN, 2)}× (${
+    fmt(ratios[CLOSE]?.perConnection ?? NaN, 2)
+  }× the runtime's server for one connection alone, on connections accepted in JavaScript, which
+itself gives ${fmt(ratios[CLOSE]?.floor ?? NaN, 2)}× the bare \`Deno.serve\`) and HTTP/2 ${
     fmt(ratios[HTTP2]?.bare ?? NaN, 2)
   }× against the same; the reverse proxy against a bare \`Deno.serve\` passing each request to the backend with the
 runtime's \`fetch\`: ${fmt(ratios["reverse proxy 1 KiB"]?.bare ?? NaN, 2)}×.
@@ -1472,6 +1529,9 @@ ${
   keeps HTTP/2's default window, as nghttp does), ms per download.
 - **Idle kept-alive connection**: RSS growth of the server (all its processes) per connection,
   with ${IDLE_PLAIN} plain and ${IDLE_TLS} TLS connections that each had one answer and stay open.
+  The last two rows are the runtime's floors: a bare \`Deno.serve\`, and the runtime's server for
+  one connection on connections accepted in JavaScript (what every connection must be, to have
+  timeouts and limits), each answering a constant.
 - **Flood**: up to ${FLOOD} connections that send nothing, from another process (the open-files
   limit is ${FILES} for both sides), held ${FLOOD_HOLD_S} s. "During": whether a normal request was answered
   while they were held; "after": ms from the flood's end to the first answered request.
