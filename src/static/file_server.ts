@@ -491,18 +491,20 @@ function html(request: Request, text: string): Response {
 /** The answer for a file entry, honouring conditional and range headers. */
 function respondFile(request: Request, file: FileEntry): Response | Promise<Response> {
   const h = request.headers;
+  // Each read of a request header is a call into the runtime: each is read once.
+  const rangeHeader = h.get("range");
   let e = file;
   if (file.encoded.length) {
     const accept = h.get("accept-encoding");
-    if (accept !== null && h.get("range") === null) {
+    if (accept !== null && rangeHeader === null) {
       const coding = preferredEncoding(accept, file.codings);
       if (coding !== undefined) e = file.encoded.find((v) => v.encoding === coding)!;
     }
   }
   const ifMatch = h.get("if-match");
   if (ifMatch !== null && !etagMatches(ifMatch, e.etag, true)) return preconditionFailed(e);
-  const ifUnmodified = h.get("if-unmodified-since");
-  if (ifMatch === null && ifUnmodified !== null && modifiedSince(ifUnmodified, e.mtimeMs)) {
+  const ifUnmodified = ifMatch === null ? h.get("if-unmodified-since") : null;
+  if (ifUnmodified !== null && modifiedSince(ifUnmodified, e.mtimeMs)) {
     return preconditionFailed(e);
   }
   const ifNoneMatch = h.get("if-none-match");
@@ -513,7 +515,6 @@ function respondFile(request: Request, file: FileEntry): Response | Promise<Resp
     if (ims !== null && notModifiedSince(ims, e.mtimeMs)) return notModified(e);
   }
   const head = request.method === "HEAD";
-  const rangeHeader = h.get("range");
   if (rangeHeader !== null && ifRangeHolds(h.get("if-range"), e)) {
     const range = byteRange(rangeHeader, e.size);
     if (range === "unsatisfiable") {
