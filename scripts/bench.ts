@@ -15,7 +15,6 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { V8_FLAGS } from "./compile.ts";
 
 const args = parseArgs({
   args: Deno.args,
@@ -465,7 +464,6 @@ ${access ? `  console_output: false\n  log_file: ${WORK}/denoserve-access.log\n`
         DENO,
         "run",
         "-A",
-        ...V8_FLAGS,
         "--unstable-net",
         `${ROOT}/main.ts`,
         "-c",

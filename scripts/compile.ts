@@ -17,9 +17,9 @@
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ENV_ALLOWED } from "../src/http/errors.ts";
-import { UNSTABLE, V8_FLAGS } from "../src/cli/deno_flags.ts";
+import { UNSTABLE } from "../src/cli/deno_flags.ts";
 
-export { ENV_ALLOWED, UNSTABLE, V8_FLAGS };
+export { ENV_ALLOWED, UNSTABLE };
 
 /**
  * Permissions baked into the binary. Network, reading and writing are not narrowed to paths or
@@ -88,7 +88,6 @@ export function compileArgs(
   return [
     "compile",
     ...UNSTABLE,
-    ...V8_FLAGS,
     ...PERMISSIONS,
     ...ffiFor(options.target ?? Deno.build.target),
     ...runFor(options.target ?? Deno.build.target),

@@ -16,7 +16,6 @@ import {
   runFor,
   TARGETS,
   UNSTABLE,
-  V8_FLAGS,
 } from "../scripts/compile.ts";
 import { ENV_NAMES } from "../src/config/load.ts";
 import { page, welcomePage } from "../src/pages/html.ts";
@@ -31,7 +30,6 @@ Deno.test("the compile command is exactly this", () => {
     "compile",
     "--unstable-net",
     "--unstable-no-legacy-abort",
-    "--v8-flags=--max-semi-space-size=1",
     "--allow-net",
     "--allow-read",
     "--allow-write",
@@ -57,7 +55,6 @@ Deno.test("the compile command is exactly this", () => {
   assert.deepEqual(compileArgs({ target: "aarch64-apple-darwin", output: "/x/y" }), [
     "compile",
     ...UNSTABLE,
-    ...V8_FLAGS,
     ...PERMISSIONS,
     "--allow-run=security",
     "--target",

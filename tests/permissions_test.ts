@@ -11,7 +11,6 @@ import {
   TASK_CA_DIR,
   TRUST_PERMISSIONS,
   UNSTABLE,
-  V8_FLAGS,
 } from "../scripts/compile.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import { ENV_NAMES } from "../src/config/load.ts";
@@ -45,14 +44,14 @@ async function site() {
   return dir;
 }
 
-Deno.test("deno task start grants exactly the permissions (and V8 flags) in scripts/compile.ts", () => {
+Deno.test("deno task start grants exactly the permissions in scripts/compile.ts", () => {
   const quote = (a: string) => a.includes("*") ? `'${a}'` : a;
-  const args = [...V8_FLAGS, ...UNSTABLE, ...START_PERMISSIONS].map(quote).join(" ");
+  const args = [...UNSTABLE, ...START_PERMISSIONS].map(quote).join(" ");
   assert.equal(denoJson.tasks.start, `deno run ${args} main.ts`);
   assert.equal(denoJson.tasks.dev, `deno run --watch ${args} main.ts -d`);
   // deno task https and trust: the local CA in one folder named the same way in both.
   const ca = `DENOSERVE_CA_DIR=${TASK_CA_DIR}`;
-  const https = [...V8_FLAGS, ...UNSTABLE, ...HTTPS_PERMISSIONS].map(quote).join(" ");
+  const https = [...UNSTABLE, ...HTTPS_PERMISSIONS].map(quote).join(" ");
   assert.equal(denoJson.tasks.https, `${ca} deno run ${https} main.ts --ssl`);
   const trust = TRUST_PERMISSIONS.map(quote).join(" ");
   assert.equal(denoJson.tasks.trust, `${ca} deno run ${trust} main.ts trust`);

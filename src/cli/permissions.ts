@@ -23,7 +23,7 @@ import { localCaEnvNames, localCaFolder } from "../tls/local_ca.ts";
 import { isWildcard } from "./addresses.ts";
 import type { Flags } from "./flags.ts";
 import { usesLocalCa } from "./local_https.ts";
-import { UNSTABLE, V8_FLAGS } from "./deno_flags.ts";
+import { UNSTABLE } from "./deno_flags.ts";
 
 /** What a configuration needs of Deno, kind by kind. */
 export interface Needed {
@@ -216,7 +216,6 @@ function mainModule(): string {
 export function runArgs(needed: Needed, args: string[]): string[] {
   return [
     "run",
-    ...V8_FLAGS,
     ...UNSTABLE,
     "--no-prompt",
     ...permissionFlags(needed),
