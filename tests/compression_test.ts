@@ -206,6 +206,24 @@ Deno.test("compression: error pages and listings are compressed; files keep the 
   assert.equal(await decodeWith("gzip", file.body), SMALL);
 });
 
+Deno.test("compression: a file asked for without its codings is sent whole with its length, access log off", async () => {
+  // With the access log off nothing else asks the file server to write Content-Length: the
+  // runtime writes it from the answer's bytes, unless the answer was turned into a stream.
+  await using dir = await tempDir();
+  await writeFiles(dir.path, { "site/data.json": SMALL });
+  await using s = await startTestServer({
+    http: { static_dir: `${dir.path}/site` },
+    server: { compression: { enabled: true } },
+    logging: { access_log: false },
+  });
+  for (const args of [[], ["-H", "Accept-Encoding: identity"]]) {
+    const plain = await curlRaw([...args, s.url + "/data.json"]);
+    assert.equal(header(plain.head, "content-length"), String(SMALL.length));
+    assert.equal(header(plain.head, "transfer-encoding"), undefined);
+    assert.equal(dec.decode(plain.body), SMALL);
+  }
+});
+
 Deno.test("compression: server-sent events and chunked answers reach the client one by one, compressed", async () => {
   // The backend sends event k+1 only once the client has decoded event k: an answer held back
   // by the compressor would stop the exchange (and fail the test by its time limit).

@@ -59,8 +59,6 @@ export function withCompression(config: Compression): Wrapper {
   ): Response | Promise<Response> => {
     const status = response.status;
     if (status < 200 || status === 204 || status === 206 || status === 304) return response;
-    const body = response.body;
-    if (body === null) return response;
     const h = response.headers;
     if (h.has("content-encoding")) return response;
     const type = h.get("content-type");
@@ -75,6 +73,10 @@ export function withCompression(config: Compression): Wrapper {
     const length = lengthText === null ? undefined : Number(lengthText);
     if (length !== undefined && length < minSize) return response;
     if (/no-transform/i.test(h.get("cache-control") ?? "")) return response;
+    // Read only now: reading `body` turns an answer's bytes into a stream, and an answer passed on
+    // with a stream is sent chunked, without its Content-Length, and slower.
+    const body = response.body;
+    if (body === null) return response;
     const accept = request.headers.get("accept-encoding");
     const coding = accept === null || request.headers.has("range")
       ? undefined

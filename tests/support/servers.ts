@@ -16,13 +16,18 @@ export interface CapturedLog extends Logger {
 }
 
 /**
- * A logger that keeps lines in memory instead of printing them. Access lines (on, as shipped)
- * are formatted by the real logger and kept as `ACCESS <line>` once it flushes them.
+ * A logger that keeps lines in memory instead of printing them. Access lines (on, as shipped,
+ * unless `access` is false) are formatted by the real logger and kept as `ACCESS <line>` once it
+ * flushes them.
  */
-export function captureLogger(level: Config["logging"]["level"] = "DEBUG"): CapturedLog {
+export function captureLogger(
+  level: Config["logging"]["level"] = "DEBUG",
+  access = true,
+): CapturedLog {
   const lines: string[] = [];
   const base = createLogger({
     level,
+    access,
     forward: (text) => {
       for (const line of text.split("\n")) if (line) lines.push(`ACCESS ${line}`);
     },
@@ -69,7 +74,7 @@ export async function startTestServer(raw: Record<string, unknown>): Promise<Tes
   const port = merged.ssl?.http3 ? freePort() : 0;
   merged.server = { host: "127.0.0.1", port, ...merged.server };
   const loaded = validate(merged);
-  const log = captureLogger(loaded.config.logging.level);
+  const log = captureLogger(loaded.config.logging.level, loaded.config.logging.access_log);
   const { config, app } = await bootLoaded(loaded, log);
   const server = await startServer(config, log, app);
   return {
