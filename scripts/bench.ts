@@ -287,21 +287,37 @@ async function startCeilings(servers: Server[]) {
   await Deno.writeTextFile(
     `${WORK}/bare.ts`,
     `const body = new Uint8Array(Number(Deno.args[1])).fill(120);
-const answer = new Response(body, { headers: { "content-type": "application/octet-stream" } });
-const reads = Deno.args[2] === "reads";
-const tls = Deno.args[2] === "tls"
+const mode = (Deno.args[2] ?? "").split(",");
+// As a file server: it reads what any file server that honours conditional and range requests
+// must read of each request, and answers with the headers a file's answer carries.
+const reads = mode.includes("reads");
+const answer = new Response(body, {
+  headers: reads
+    ? {
+      "content-type": "text/html; charset=utf-8",
+      etag: '"6b17059e-400"',
+      "last-modified": "Mon, 07 Dec 2026 19:14:38 GMT",
+      "accept-ranges": "bytes",
+      vary: "Accept-Encoding",
+    }
+    : { "content-type": "application/octet-stream" },
+});
+const READ = ["host", "range", "if-match", "if-unmodified-since", "if-none-match", "if-modified-since", "accept-encoding"];
+const tls = mode.includes("tls")
   ? { cert: Deno.readTextFileSync("${WORK}/cert.pem"), key: Deno.readTextFileSync("${WORK}/key.pem") }
   : {};
 let seen = 0;
-const backend = Deno.args[2] === "proxy" ? \`http://127.0.0.1:\${Deno.args[3]}/x\` : "";
+const backend = mode.includes("proxy") ? \`http://127.0.0.1:\${Deno.args[3]}/x\` : "";
 const handler = (request: Request) => {
   // A proxy the shortest way the runtime offers: its own fetch, the answer passed on as it is.
   if (backend) return fetch(backend, { method: request.method, headers: request.headers });
-  // What any file server must read: the path, the method, a validator header.
-  if (reads) seen += request.url.length + request.method.length + (request.headers.get("if-none-match") ?? "").length;
+  if (reads) {
+    seen += request.url.length + request.method.length;
+    for (const name of READ) seen += (request.headers.get(name) ?? "").length;
+  }
   return answer.clone();
 };
-if (Deno.args[2] === "conn") {
+if (mode.includes("conn")) {
   // The runtime's server for one connection, on connections accepted in JavaScript, as denoserve
   // serves them (every connection has to be seen for its timeouts and limits), with nothing else:
   // the floor of that design. TCP_NODELAY comes from the listener, as in denoserve.
@@ -317,7 +333,7 @@ if (Deno.args[2] === "conn") {
 Deno.serve({ hostname: "127.0.0.1", port: Number(Deno.args[0]), onListen() {}, ...tls }, handler);
 // As denoserve does: TCP_NODELAY on the TLS listener, which accepted sockets inherit (Deno.serve
 // leaves Nagle on there), so that the ceiling is not held back by delayed ACKs.
-if (Deno.args[2] === "tls") {
+if (mode.includes("tls")) {
   const { setListenerNoDelay } = await import("${ROOT}/src/server/sockets.ts");
   setListenerNoDelay(Number(Deno.args[0]));
 }
@@ -340,13 +356,30 @@ if (Deno.args[2] === "tls") {
     process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(connPort), "1024", "conn"]),
     ceilingOf: [CLOSE],
   });
-  // The same reading the request as any file server must: a floor for the per-request cost.
+  // The same doing per request what any file server must (its reads and its answer's headers):
+  // the floor of a file server's per-request cost on this runtime, plain and over TLS.
   const readsPort = await freePort();
   servers.push({
-    name: "bare Deno.serve + request reads",
+    name: AS_FILE_SERVER,
     http: readsPort,
     process: spawn([DENO, "run", "-A", `${WORK}/bare.ts`, String(readsPort), "1024", "reads"]),
     ceilingOf: ["1 KiB file"],
+  });
+  const tlsReadsPort = await freePort();
+  servers.push({
+    name: AS_FILE_SERVER,
+    http: tlsReadsPort,
+    https: tlsReadsPort,
+    process: spawn([
+      DENO,
+      "run",
+      "-A",
+      `${WORK}/bare.ts`,
+      String(tlsReadsPort),
+      "1024",
+      "tls,reads",
+    ]),
+    ceilingOf: [HTTPS_KEEPALIVE],
   });
   // The runtime's own client as a proxy: a floor for what a proxy written on it costs.
   const proxyPort = await freePort();
@@ -850,6 +883,8 @@ const WEBSOCKETS = 1000;
 const HTTP3_SECTION = "HTTP/3";
 const HANDSHAKES = "TLS handshakes (Connection: close)";
 const HTTPS_KEEPALIVE = "HTTPS 1 KiB keep-alive";
+/** The bare `Deno.serve` doing per request what a file server must: reads and headers. */
+const AS_FILE_SERVER = "bare Deno.serve as a file server";
 const CLOSE = "plain 1 KiB, Connection: close";
 /** The runtime's server for one connection, on connections accepted in JavaScript, alone. */
 const PER_CONNECTION = "runtime's per-connection server";
@@ -1405,9 +1440,7 @@ async function main() {
         nginx: ratio("nginx"),
         caddy: ratio("caddy"),
         bare: summary.has("bare Deno.serve") ? ratio("bare Deno.serve") : undefined,
-        reads: summary.has("bare Deno.serve + request reads")
-          ? ratio("bare Deno.serve + request reads")
-          : undefined,
+        reads: summary.has(AS_FILE_SERVER) ? ratio(AS_FILE_SERVER) : undefined,
         perConnection: summary.has(PER_CONNECTION) ? ratio(PER_CONNECTION) : undefined,
         floor: summary.has(PER_CONNECTION)
           ? ratio("bare Deno.serve", summary.get(PER_CONNECTION)!.rps)
@@ -1503,13 +1536,16 @@ ${rows.join("\n")}
 Against the bare \`Deno.serve\` ceiling: 1 KiB file ${
     fmt(ratios["1 KiB file"]?.bare ?? NaN, 2)
   }×, 100 KiB file ${fmt(ratios["100 KiB file"]?.bare ?? NaN, 2)}×; 1 KiB file against the bare
-server that also reads the URL, the method and one header (what any file server must read): ${
+server doing per request what any file server must (it reads the URL, the method and the seven
+headers of conditional, range and coding choices, and answers with a file's five headers): ${
     fmt(ratios["1 KiB file"]?.reads ?? NaN, 2)
   }×; new TLS handshakes against a bare \`Deno.serve\` with TLS: ${
     fmt(ratios[HANDSHAKES]?.bare ?? NaN, 2)
-  }×, HTTPS kept alive ${
-    fmt(ratios[HTTPS_KEEPALIVE]?.bare ?? NaN, 2)
-  }×, plain with \`Connection: close\` ${fmt(ratios[CLOSE]?.bare ?? NaN, 2)}× (${
+  }×, HTTPS kept alive ${fmt(ratios[HTTPS_KEEPALIVE]?.bare ?? NaN, 2)}× (${
+    fmt(ratios[HTTPS_KEEPALIVE]?.reads ?? NaN, 2)
+  }× the same doing a file server's work), plain with \`Connection: close\` ${
+    fmt(ratios[CLOSE]?.bare ?? NaN, 2)
+  }× (${
     fmt(ratios[CLOSE]?.perConnection ?? NaN, 2)
   }× the runtime's server for one connection alone, on connections accepted in JavaScript, which
 itself gives ${fmt(ratios[CLOSE]?.floor ?? NaN, 2)}× the bare \`Deno.serve\`) and HTTP/2 ${
