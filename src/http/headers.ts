@@ -76,21 +76,38 @@ export function setHeaders(
 }
 
 /**
- * Marks an answer that already carries a configuration's fixed headers (the file server's
- * cached answers carry the `security_headers`), so that the wrapper adding them can skip the
- * lookups; an answer without the mark is checked header by header.
+ * What an answer is known to be, so that the wrappers it passes need not look at its headers to
+ * tell: a sum of {@link FIXED_HEADERS} and {@link FILE_ANSWER}. An answer without marks is checked
+ * header by header.
  */
-export const HAS_FIXED_HEADERS: unique symbol = Symbol("has the fixed headers");
-
-/** An answer that may carry {@link HAS_FIXED_HEADERS}. */
-export type MarkedResponse = Response & { [HAS_FIXED_HEADERS]?: true };
+export const MARKS: unique symbol = Symbol("marks");
 
 /**
- * A copy of a prebuilt answer, marked as carrying the fixed headers when `marked`. Only then:
- * the extra property costs about 0.3 µs per answer.
+ * It carries a configuration's fixed headers already (the file server's cached answers carry the
+ * `security_headers`): the wrapper adding them leaves it as it is.
  */
-export function cloneMarked(response: Response, marked: boolean): Response {
+export const FIXED_HEADERS = 1;
+
+/**
+ * It is a file's answer from the file server, which keeps compressed forms of its own: the
+ * compression wrapper leaves it as it is.
+ */
+export const FILE_ANSWER = 2;
+
+/** An answer that may carry {@link MARKS}. */
+export type MarkedResponse = Response & { [MARKS]?: number };
+
+/** The marks of `response` (0 when it has none). */
+export function marksOf(response: Response): number {
+  return (response as MarkedResponse)[MARKS] ?? 0;
+}
+
+/**
+ * A copy of a prebuilt answer with `marks`. Only when there are some: the extra property costs
+ * about 0.3 µs per answer.
+ */
+export function cloneMarked(response: Response, marks: number): Response {
   const copy = response.clone() as MarkedResponse;
-  if (marked) copy[HAS_FIXED_HEADERS] = true;
+  if (marks !== 0) copy[MARKS] = marks;
   return copy;
 }

@@ -93,8 +93,13 @@ export function buildApp(config: Config, log: Logger): App {
   // Whether something reads the answers' Content-Length: the access log and the byte counter.
   const contentLength = log.accessEnabled || metrics !== undefined;
   const security = securityConfig(config);
-  // The cached file answers carry the security headers already, so adding them finds them there.
-  const answers = { contentLength, headers: securityHeaderPairs(security?.security_headers) };
+  // The cached file answers carry the security headers already, so adding them finds them there;
+  // with compression on they are marked as files, which it leaves as they are.
+  const answers = {
+    contentLength,
+    headers: securityHeaderPairs(security?.security_headers),
+    markFiles: config.server.compression.enabled,
+  };
   const { errorResponse } = createErrorPages({
     templatesDir: config.http.templates_dir,
     ttlMs: config.http.file_cache_ttl_ms,

@@ -23,7 +23,7 @@ import {
   compressStream,
   preferredEncoding,
 } from "../http/encoding.ts";
-import { addVary } from "../http/headers.ts";
+import { addVary, FILE_ANSWER, marksOf } from "../http/headers.ts";
 import type { Handler, RequestContext, Wrapper } from "../http/types.ts";
 
 /** Answers up to this size with a Content-Length are read whole and compressed at once. */
@@ -57,6 +57,8 @@ export function withCompression(config: Compression): Wrapper {
     request: Request,
     ctx: RequestContext,
   ): Response | Promise<Response> => {
+    // A file's answer the file server built (see also the check for `Accept-Ranges` below).
+    if ((marksOf(response) & FILE_ANSWER) !== 0) return response;
     const status = response.status;
     if (status < 200 || status === 204 || status === 206 || status === 304) return response;
     const h = response.headers;

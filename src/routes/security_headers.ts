@@ -4,7 +4,7 @@
  * @module
  */
 import type { SecurityHeaders } from "../config/schema.ts";
-import { HAS_FIXED_HEADERS, type MarkedResponse, setHeaders } from "../http/headers.ts";
+import { FIXED_HEADERS, marksOf, setHeaders } from "../http/headers.ts";
 import type { Handler, Wrapper } from "../http/types.ts";
 
 /** The headers `config` adds, lower-cased; none when it is off. */
@@ -25,7 +25,7 @@ export function withSecurityHeaders(pairs: readonly (readonly [string, string])[
   return (next: Handler): Handler => {
     if (pairs.length === 0) return next;
     const add = (response: Response): Response => {
-      if (response.status === 101 || (response as MarkedResponse)[HAS_FIXED_HEADERS]) {
+      if (response.status === 101 || (marksOf(response) & FIXED_HEADERS) !== 0) {
         return response;
       }
       const headers = response.headers;

@@ -9,7 +9,7 @@
  */
 import mime from "mime";
 import type { ErrorResponder } from "../http/types.ts";
-import { cloneMarked } from "../http/headers.ts";
+import { cloneMarked, FILE_ANSWER, FIXED_HEADERS } from "../http/headers.ts";
 import { compressBytes, COMPRESSIBLE, preferredEncoding } from "../http/encoding.ts";
 import {
   builtInErrorResponse,
@@ -58,6 +58,12 @@ export interface FileServerOptions {
    * looked up and appended on each request. Default none.
    */
   headers?: [string, string][];
+  /**
+   * Mark the answers built once for the cache as a file's ({@link FILE_ANSWER}), for a
+   * compression wrapper in front, which then leaves them as they are without looking at their
+   * headers. Only then: the mark costs about 0.3 µs per answer. Default false.
+   */
+  markFiles?: boolean;
   /** Builds error responses; a plain built-in page when absent. */
   errorResponse?: ErrorResponder;
 }
@@ -68,6 +74,8 @@ export interface FileAnswers {
   contentLength: boolean;
   /** See {@link FileServerOptions.headers}. */
   headers: [string, string][];
+  /** See {@link FileServerOptions.markFiles}. */
+  markFiles: boolean;
 }
 
 /**
@@ -110,8 +118,11 @@ interface FileEntry {
    * validating every header again, which is most of what building a small answer costs.
    */
   responses: { get: Response | null; head: Response; notModified: Response };
-  /** Those answers carry the fixed headers ({@link FileServerOptions.headers}). */
-  marked: boolean;
+  /**
+   * The marks those answers carry: the fixed headers ({@link FileServerOptions.headers}) and
+   * {@link FileServerOptions.markFiles}.
+   */
+  marks: number;
   checkedAt: number;
 }
 
@@ -216,7 +227,7 @@ function fileEntry(
         headers: [["etag", etag], ["last-modified", lastModified], ...vary, ...fixed],
       }),
     },
-    marked: fixed.length > 0,
+    marks: (fixed.length > 0 ? FIXED_HEADERS : 0) | (answers.markFiles ? FILE_ANSWER : 0),
     checkedAt: now,
   };
 }
@@ -278,6 +289,7 @@ export function createFileServer(options: FileServerOptions): FileHandler {
   const answers: FileAnswers = {
     contentLength: options.contentLength ?? true,
     headers: options.headers ?? [],
+    markFiles: options.markFiles ?? false,
   };
   const maxBytes = options.maxBytes ?? 64 * 1024 * 1024;
   const dotfiles = options.dotfiles ?? false;
@@ -543,8 +555,8 @@ function respondFile(request: Request, file: FileEntry): Response | Promise<Resp
       );
     }
   }
-  if (head) return cloneMarked(e.responses.head, e.marked);
-  if (e.responses.get !== null) return cloneMarked(e.responses.get, e.marked);
+  if (head) return cloneMarked(e.responses.head, e.marks);
+  if (e.responses.get !== null) return cloneMarked(e.responses.get, e.marks);
   if (e.size === 0) return new Response(new Uint8Array(0), { headers: e.headers });
   return Deno.open(e.fsPath).then((file) => new Response(file.readable, { headers: e.headers }));
 }
@@ -557,7 +569,7 @@ function ifRangeHolds(ifRange: string | null, e: FileEntry): boolean {
 }
 
 function notModified(e: FileEntry): Response {
-  return cloneMarked(e.responses.notModified, e.marked);
+  return cloneMarked(e.responses.notModified, e.marks);
 }
 
 function preconditionFailed(e: FileEntry): Response {
